@@ -1,0 +1,1 @@
+"""Chat-triage service."""

@@ -1,0 +1,165 @@
+"""The `triage` command: serve, migrate, bootstrap, classify, evaluate."""
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from app.settings import get_settings
+
+ENV_FILE = Path(".env")
+
+
+def _ensure_admin_token() -> tuple[str, bool]:
+    """The admin token in force, generating one into .env when none is configured; True if new."""
+    from app.security import new_admin_token
+
+    settings = get_settings()
+    if settings.admin_token is not None:
+        return settings.admin_token.get_secret_value(), False
+    token = new_admin_token()
+    existing = ENV_FILE.read_text() if ENV_FILE.exists() else ""
+    separator = "" if not existing or existing.endswith("\n") else "\n"
+    ENV_FILE.write_text(f"{existing}{separator}TRIAGE_ADMIN_TOKEN={token}\n")
+    ENV_FILE.chmod(0o600)
+    os.environ["TRIAGE_ADMIN_TOKEN"] = token
+    get_settings.cache_clear()
+    return token, True
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from app.db.migrate import downgrade, upgrade
+
+    url = get_settings().database_url
+    if args.revision.startswith("-") or args.down:
+        downgrade(url, args.revision)
+    else:
+        upgrade(url, args.revision)
+    print(f"database migrated to {args.revision}", file=sys.stderr)
+    return 0
+
+
+async def _bootstrap(if_empty: bool) -> int:
+    from app.clock import utcnow
+    from app.db import repositories as repo
+    from app.db.migrate import head_revision, revision_of
+    from app.db.session import create_engine, create_sessionmaker
+    from app.schemas.admin import AgentCreate, ShopCreate
+    from app.services import admin
+
+    admin_token, new_token = _ensure_admin_token()
+    settings = get_settings()
+    if await revision_of(settings.database_url) != head_revision():
+        print("database is not migrated: run `triage migrate` first", file=sys.stderr)
+        return 1
+    engine = create_engine(settings.database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            shops = await repo.count_shops(session)
+            if shops:
+                print(f"database already has {shops} shop(s): bootstrap skipped. Secrets and tokens are shown only "
+                      "when created; rotate a webhook secret with POST /v1/shops/{id}/webhook-secrets.")
+                if not new_token:
+                    print("admin token: as configured in TRIAGE_ADMIN_TOKEN (or .env); not shown again")
+                else:
+                    print(f"admin token (new, saved to .env): {admin_token}")
+                return 0 if if_empty else 1
+            now = utcnow()
+            shop, secret = await admin.create_shop(session, data=ShopCreate(id="demo", name="Demo shop"), now=now)
+            queues = list(admin.DEFAULT_QUEUES)
+            agent = await admin.create_agent(
+                session, shop_id=shop.id, now=now, default_capacity=settings.default_agent_capacity,
+                data=AgentCreate(name="Demo agent", queues=queues, level="senior"))
+    finally:
+        await engine.dispose()
+    base = f"http://{settings.host}:{settings.port}"
+    token_line = (f"{admin_token}   (new, saved to .env)" if new_token
+                  else "as configured in TRIAGE_ADMIN_TOKEN (not shown again)")
+    print(f"""
+Demo shop bootstrapped. These secrets are shown once; keep them.
+
+  admin token     {token_line}
+  shop id         {shop.id}
+  webhook secret  {secret}
+  agent           {agent.agent.name} ({agent.agent.id}), queues: {', '.join(queues)}
+  agent token     {agent.token}
+
+Try it: open {base}/docs, press "Authorize" and paste the admin or agent token.
+""")
+    return 0
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    return asyncio.run(_bootstrap(args.if_empty))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.logs import LOG_CONFIG
+
+    settings = get_settings()
+    uvicorn.run("app.main:app", host=args.host or settings.host, port=args.port or settings.port,
+                workers=args.workers or settings.workers, log_config=LOG_CONFIG,
+                log_level=settings.log_level.lower(), access_log=False, proxy_headers=True)
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from app.triage import Ruleset, classify, default_ruleset
+
+    ruleset = Ruleset.load(args.rules) if args.rules else default_ruleset()
+    text = args.text if args.text != "-" else sys.stdin.read()
+    print(json.dumps(classify(text, ruleset).to_dict(), ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from app.triage import Ruleset, default_ruleset
+    from app.triage.evaluate import evaluate, format_report, load_rows
+
+    ruleset = Ruleset.load(args.rules) if args.rules else default_ruleset()
+    print(format_report(evaluate(load_rows(args.path), ruleset)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="triage", description="Chat-triage service")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the HTTP API with uvicorn")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="apply the database migrations (TRIAGE_DATABASE_URL)")
+    migrate.add_argument("revision", nargs="?", default="head", help="target revision (default: head)")
+    migrate.add_argument("--down", action="store_true", help="downgrade to the revision instead")
+    migrate.set_defaults(func=cmd_migrate)
+
+    bootstrap = sub.add_parser("bootstrap", help="create the demo shop, its queues and an agent; print credentials")
+    bootstrap.add_argument("--if-empty", action="store_true", help="succeed quietly when shops already exist")
+    bootstrap.set_defaults(func=cmd_bootstrap)
+
+    classify = sub.add_parser("classify", help="print the triage of TEXT as JSON ('-' reads stdin)")
+    classify.add_argument("text")
+    classify.add_argument("--rules", help="a ruleset YAML file instead of the default")
+    classify.set_defaults(func=cmd_classify)
+
+    evaluate = sub.add_parser("evaluate", help="precision/recall and confusion matrix on a labelled JSONL file")
+    evaluate.add_argument("path")
+    evaluate.add_argument("--rules", help="a ruleset YAML file instead of the default")
+    evaluate.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,7 @@
+"""The one place the service reads the wall clock."""
+
+from datetime import UTC, datetime
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,237 @@
+"""Tables of the service. Every invariant the API promises that a database can hold is a constraint here."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base, JSONType
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+TICKET_STATUSES = ("queued", "assigned", "resolved")
+AGENT_LEVELS = ("junior", "mid", "senior")
+
+
+class Shop(Base):
+    __tablename__ = "shops"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # First-response targets in seconds per tier, e.g. {"P1": 20, ...}; queues may override.
+    sla_targets: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    active_ruleset_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_at: Mapped[datetime]
+
+
+class WebhookSecret(Base):
+    __tablename__ = "webhook_secrets"
+    __table_args__ = (Index("ix_webhook_secrets_shop", "shop_id", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    # Kept in the clear on purpose: HMAC verification needs the key itself.
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Queue(Base):
+    __tablename__ = "queues"
+
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    sla_targets: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=None)
+    created_at: Mapped[datetime]
+
+
+class Agent(Base):
+    __tablename__ = "agents"
+    __table_args__ = (
+        CheckConstraint("capacity BETWEEN 1 AND 50", name="capacity_range"),
+        CheckConstraint("level IN ('junior', 'mid', 'senior')", name="level_known"),
+        Index("ix_agents_shop", "shop_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    level: Mapped[str] = mapped_column(String(16))
+    capacity: Mapped[int] = mapped_column(SmallInteger)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+
+
+class AgentQueue(Base):
+    __tablename__ = "agent_queues"
+    __table_args__ = (
+        ForeignKeyConstraint(["shop_id", "queue"], ["queues.shop_id", "queues.name"], ondelete="CASCADE"),
+    )
+
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
+    queue: Mapped[str] = mapped_column(String(64), primary_key=True)
+    shop_id: Mapped[str] = mapped_column(String(64))
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+    __table_args__ = (UniqueConstraint("shop_id", "platform", "external_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    platform: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(128))
+    nick: Mapped[str | None] = mapped_column(String(200), default=None)
+    vip_level: Mapped[int] = mapped_column(SmallInteger, default=0)
+    contacts: Mapped[int] = mapped_column(Integer, default=0)
+    first_seen_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+    __table_args__ = (
+        # One ticket per conversation, ever: a message on a resolved conversation reopens it.
+        UniqueConstraint("shop_id", "platform", "conversation_id"),
+        ForeignKeyConstraint(["shop_id", "queue"], ["queues.shop_id", "queues.name"]),
+        CheckConstraint("status IN ('queued', 'assigned', 'resolved')", name="status_known"),
+        CheckConstraint("tier BETWEEN 1 AND 4", name="tier_range"),
+        CheckConstraint("priority BETWEEN 0 AND 999", name="priority_range"),
+        CheckConstraint("deliveries >= 0", name="deliveries_positive"),
+        # A ticket is held by an agent exactly when it is assigned: never by two, never by a ghost.
+        CheckConstraint(
+            "(status = 'assigned' AND assigned_agent_id IS NOT NULL AND lease_expires_at IS NOT NULL)"
+            " OR (status <> 'assigned' AND assigned_agent_id IS NULL)",
+            name="holder_matches_status",
+        ),
+        # Claim order: tier, then priority (highest first), then the oldest episode.
+        Index(
+            "ix_tickets_claim",
+            "shop_id", "queue", "tier", text("priority DESC"), "opened_at",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
+        Index(
+            "ix_tickets_lease",
+            "lease_expires_at",
+            postgresql_where=text("status = 'assigned'"),
+            sqlite_where=text("status = 'assigned'"),
+        ),
+        Index("ix_tickets_agent", "assigned_agent_id", "status"),
+        Index("ix_tickets_shop_created", "shop_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    platform: Mapped[str] = mapped_column(String(32))
+    conversation_id: Mapped[str] = mapped_column(String(128))
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), default=None)
+    queue: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    tier: Mapped[int] = mapped_column(SmallInteger)
+    priority: Mapped[int] = mapped_column(Integer)
+    primary_intent: Mapped[str] = mapped_column(String(32))
+    intents: Mapped[list[str]] = mapped_column(JSONType)
+    escalated: Mapped[bool] = mapped_column(Boolean, default=False)
+    assigned_agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.id"), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    deliveries: Mapped[int] = mapped_column(Integer, default=0)
+    unread: Mapped[int] = mapped_column(Integer, default=0)
+    ruleset: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    # Start of the current episode (creation or reopening): the "oldest first" key.
+    opened_at: Mapped[datetime]
+    # First buyer message not yet answered by an agent; the first-response clock runs from it.
+    awaiting_since: Mapped[datetime | None] = mapped_column(default=None)
+    first_response_due_at: Mapped[datetime | None] = mapped_column(default=None)
+    first_response_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_message_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None] = mapped_column(default=None)
+    episodes: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        # The permanent idempotency key of inbound messages; outbound ones have no external id.
+        UniqueConstraint("shop_id", "platform", "external_id"),
+        CheckConstraint("direction IN ('inbound', 'outbound')", name="direction_known"),
+        Index("ix_messages_ticket", "ticket_id", "id"),
+        Index("ix_messages_shop_received", "shop_id", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[str] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    platform: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    direction: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+    sent_at: Mapped[datetime]
+    received_at: Mapped[datetime]
+    order_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.id"), default=None)
+    primary_intent: Mapped[str | None] = mapped_column(String(32), default=None)
+    tier: Mapped[int | None] = mapped_column(SmallInteger, default=None)
+    priority: Mapped[int | None] = mapped_column(Integer, default=None)
+    triage: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=None)
+
+
+class TicketEvent(Base):
+    __tablename__ = "ticket_events"
+    __table_args__ = (
+        Index("ix_ticket_events_ticket", "ticket_id", "id"),
+        Index("ix_ticket_events_shop_kind", "shop_id", "kind", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[str] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    shop_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(32))
+    # "system", "webhook", "admin" or "agent:<id>".
+    actor: Mapped[str] = mapped_column(String(80))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # Method, path and body hash: the same key with another request is refused.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(SmallInteger)
+    response: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime]
+
+
+class Ruleset(Base):
+    __tablename__ = "rulesets"
+    __table_args__ = (UniqueConstraint("shop_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(80))
+    body: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime]
+    activated_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -1,0 +1,58 @@
+"""Dependency aliases: one place that says how a request gets its session and its caller."""
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import repositories as repo
+from app.db.models import Agent
+from app.errors import Unauthorized
+from app.security import hash_token, tokens_equal
+from app.settings import Settings
+
+admin_bearer = HTTPBearer(auto_error=False, scheme_name="AdminToken",
+                          description="Ops token from TRIAGE_ADMIN_TOKEN")
+agent_bearer = HTTPBearer(auto_error=False, scheme_name="AgentToken",
+                          description="Agent token, issued once when the agent is created")
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.sessionmaker() as session:
+        yield session
+
+
+def _bearer(credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise Unauthorized("missing bearer token in the Authorization header")
+    return credentials.credentials
+
+
+async def require_admin(request: Request,
+                        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)]) -> None:
+    token = _bearer(credentials)
+    expected = request.app.state.settings.admin_token
+    if expected is None or not tokens_equal(token, expected.get_secret_value()):
+        raise Unauthorized("invalid admin token")
+
+
+async def current_agent(session: Annotated[AsyncSession, Depends(get_session, scope="function")],
+                        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(agent_bearer)]) -> Agent:
+    token = _bearer(credentials)
+    agent = await repo.agent_by_token_hash(session, hash_token(token))
+    if agent is None:
+        raise Unauthorized("invalid agent token")
+    return agent
+
+
+# scope="function": the session closes (and anything uncommitted rolls back) before the answer is sent.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+AdminDep = Annotated[None, Depends(require_admin)]
+AgentDep = Annotated[Agent, Depends(current_agent)]

@@ -1,0 +1,130 @@
+"""Domain errors carry their HTTP status and code; one handler renders every error the same way."""
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("app.errors")
+
+
+class AppError(Exception):
+    status = 500
+    code = "internal"
+    message = "internal error"
+
+    def __init__(self, message: str | None = None, *, details: Any = None) -> None:
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.details = details
+
+
+class Unauthorized(AppError):
+    status = 401
+    code = "unauthorized"
+    message = "missing or invalid bearer token"
+
+
+class NotFound(AppError):
+    status = 404
+    code = "not_found"
+    message = "not found"
+
+
+class ShopNotFound(NotFound):
+    code = "shop_not_found"
+    message = "no such shop"
+
+
+class QueueNotFound(NotFound):
+    code = "queue_not_found"
+    message = "no such queue"
+
+
+class TicketNotFound(NotFound):
+    code = "ticket_not_found"
+    message = "no such ticket"
+
+
+class Conflict(AppError):
+    status = 409
+    code = "conflict"
+    message = "conflict"
+
+
+class ShopExists(Conflict):
+    code = "shop_exists"
+    message = "a shop with this id exists"
+
+
+class QueueExists(Conflict):
+    code = "queue_exists"
+    message = "a queue with this name exists in the shop"
+
+
+class InvalidInput(AppError):
+    status = 422
+    code = "validation_error"
+    message = "request is not valid"
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    # ("body", "messages", 0, "text") -> "body.messages[0].text"
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def validation_details(errors: Any) -> list[dict[str, Any]]:
+    """Field paths and reasons of a pydantic error list, never the submitted values."""
+    return [
+        {"field": _field_path(tuple(err.get("loc", ()))), "reason": err.get("msg", ""), "type": err.get("type", "")}
+        for err in errors
+    ]
+
+
+async def _app_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.status)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = validation_details(exc.errors())
+    fields = ", ".join(sorted({d["field"] for d in details}))
+    return JSONResponse(error_body("validation_error", f"invalid fields: {fields}", details), status_code=422)
+
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
+               415: "unsupported_media_type"}
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(error_body("internal", "internal error"), status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,58 @@
+"""The ASGI application: `app.main:app`."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.db.migrate import head_revision
+from app.db.session import create_engine, create_sessionmaker
+from app.errors import install_error_handlers
+from app.middleware import RequestIdMiddleware
+from app.routers import admin, health
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("app")
+
+DESCRIPTION = """
+Receives buyer chat messages from shop platforms over signed webhooks, decides what each message is
+about and how urgent it is, and routes it to the right agent queue. Agent consoles claim work over HTTP.
+
+Every error answers `{"error": {"code", "message", "details"}}`; every answer carries `X-Request-ID`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size,
+                               busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        if settings.admin_token is None:
+            log.warning("TRIAGE_ADMIN_TOKEN is not set: every ops endpoint answers 401")
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(title="Chat-triage service", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.migration_head = head_revision()
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(health.router)
+    app.include_router(admin.router)
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `app.main:app` is built on first access, so importing this module reads no settings.
+    if name == "app":
+        application = create_app()
+        globals()["app"] = application
+        return application
+    raise AttributeError(name)

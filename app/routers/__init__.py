@@ -1,0 +1,1 @@
+"""HTTP routers: thin, they parse, call one service function and shape the answer."""

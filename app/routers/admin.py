@@ -1,0 +1,107 @@
+"""Ops endpoints: shops, webhook secrets, queues and agents (admin token)."""
+
+from datetime import timedelta
+
+from fastapi import APIRouter
+
+from app.clock import utcnow
+from app.deps import AdminDep, SessionDep, SettingsDep
+from app.routers.docs import errors
+from app.schemas.admin import (
+    AgentCreate,
+    AgentCreated,
+    AgentRead,
+    AgentUpdate,
+    QueueCreate,
+    QueueRead,
+    QueueUpdate,
+    SecretRotated,
+    ShopCreate,
+    ShopCreated,
+    ShopRead,
+    ShopUpdate,
+)
+from app.services import admin
+
+router = APIRouter(prefix="/v1/shops", tags=["ops: shops"])
+
+
+@router.post("", status_code=201, response_model=ShopCreated, summary="Create a shop",
+             description="Creates the shop with the default queues (presale, aftersale, complaints, escalations) "
+                         "and its first webhook signing secret, which is shown in this answer only.",
+             responses=errors(401, 409, 422))
+async def create_shop(body: ShopCreate, session: SessionDep, _: AdminDep) -> ShopCreated:
+    shop, secret = await admin.create_shop(session, data=body, now=utcnow())
+    return ShopCreated(id=shop.id, name=shop.name, webhook_secret=secret)
+
+
+@router.get("", response_model=list[ShopRead], summary="List shops", responses=errors(401))
+async def list_shops(session: SessionDep, _: AdminDep) -> list[ShopRead]:
+    return [ShopRead.model_validate(s) for s in await admin.list_shops(session)]
+
+
+@router.get("/{shop_id}", response_model=ShopRead, summary="Read a shop", responses=errors(401, 404))
+async def read_shop(shop_id: str, session: SessionDep, _: AdminDep) -> ShopRead:
+    return ShopRead.model_validate(await admin.require_shop(session, shop_id))
+
+
+@router.patch("/{shop_id}", response_model=ShopRead, summary="Rename a shop or change its first-response targets",
+              responses=errors(401, 404, 422))
+async def update_shop(shop_id: str, body: ShopUpdate, session: SessionDep, _: AdminDep) -> ShopRead:
+    return ShopRead.model_validate(await admin.update_shop(session, shop_id=shop_id, data=body))
+
+
+@router.post("/{shop_id}/webhook-secrets", status_code=201, response_model=SecretRotated,
+             summary="Rotate the webhook signing secret",
+             description="Issues a new secret (shown this once). Secrets in use before keep verifying for the "
+                         "overlap window (TRIAGE_SECRET_OVERLAP_HOURS, default 24 h), so the platform can switch "
+                         "without losing a message.",
+             responses=errors(401, 404))
+async def rotate_secret(shop_id: str, session: SessionDep, settings: SettingsDep, _: AdminDep) -> SecretRotated:
+    secret, until = await admin.rotate_webhook_secret(
+        session, shop_id=shop_id, now=utcnow(), overlap=timedelta(hours=settings.secret_overlap_hours))
+    return SecretRotated(webhook_secret=secret, previous_valid_until=until)
+
+
+@router.get("/{shop_id}/queues", response_model=list[QueueRead], tags=["ops: queues"], summary="List a shop's queues",
+            responses=errors(401, 404))
+async def list_queues(shop_id: str, session: SessionDep, _: AdminDep) -> list[QueueRead]:
+    return [QueueRead.model_validate(q) for q in await admin.list_queues(session, shop_id=shop_id)]
+
+
+@router.post("/{shop_id}/queues", status_code=201, response_model=QueueRead, tags=["ops: queues"],
+             summary="Create a queue", responses=errors(401, 404, 409, 422))
+async def create_queue(shop_id: str, body: QueueCreate, session: SessionDep, _: AdminDep) -> QueueRead:
+    return QueueRead.model_validate(await admin.create_queue(session, shop_id=shop_id, data=body, now=utcnow()))
+
+
+@router.patch("/{shop_id}/queues/{name}", response_model=QueueRead, tags=["ops: queues"],
+              summary="Change a queue's description or first-response targets",
+              description="`sla_targets: null` removes the queue's own targets, so the shop's apply again.",
+              responses=errors(401, 404, 422))
+async def update_queue(shop_id: str, name: str, body: QueueUpdate, session: SessionDep, _: AdminDep) -> QueueRead:
+    return QueueRead.model_validate(await admin.update_queue(session, shop_id=shop_id, name=name, data=body))
+
+
+@router.post("/{shop_id}/agents", status_code=201, response_model=AgentCreated, tags=["ops: agents"],
+             summary="Create an agent",
+             description="The answer carries the agent's bearer token, shown this once and stored only as a hash.",
+             responses=errors(401, 404, 422))
+async def create_agent(shop_id: str, body: AgentCreate, session: SessionDep, settings: SettingsDep,
+                       _: AdminDep) -> AgentCreated:
+    view = await admin.create_agent(session, shop_id=shop_id, data=body, now=utcnow(),
+                                    default_capacity=settings.default_agent_capacity)
+    return AgentCreated.model_validate(view.as_dict())
+
+
+@router.get("/{shop_id}/agents", response_model=list[AgentRead], tags=["ops: agents"], summary="List a shop's agents",
+            responses=errors(401, 404))
+async def list_agents(shop_id: str, session: SessionDep, _: AdminDep) -> list[AgentRead]:
+    return [AgentRead.model_validate(v.as_dict()) for v in await admin.list_agents(session, shop_id=shop_id)]
+
+
+@router.patch("/{shop_id}/agents/{agent_id}", response_model=AgentRead, tags=["ops: agents"],
+              summary="Change an agent's queues, level, capacity or deactivate it", responses=errors(401, 404, 422))
+async def update_agent(shop_id: str, agent_id: str, body: AgentUpdate, session: SessionDep, _: AdminDep) -> AgentRead:
+    view = await admin.update_agent(session, shop_id=shop_id, agent_id=agent_id, data=body)
+    return AgentRead.model_validate(view.as_dict())

@@ -1,0 +1,1 @@
+"""Use cases: where requests meet storage and triage."""

@@ -1,0 +1,186 @@
+"""Ops use cases: shops, webhook secrets, queues and agents."""
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import repositories as repo
+from app.db.models import Agent, Queue, Shop, WebhookSecret
+from app.errors import InvalidInput, QueueExists, QueueNotFound, ShopExists, ShopNotFound, NotFound
+from app.schemas.admin import AgentCreate, AgentUpdate, QueueCreate, QueueUpdate, ShopCreate, ShopUpdate
+from app.security import hash_token, new_agent_token, new_webhook_secret
+
+DEFAULT_SLA_TARGETS = {"P1": 20, "P2": 30, "P3": 40, "P4": 60}
+
+# SPEC 2.4: every shop starts with these; routing rules point intents at the first three.
+DEFAULT_QUEUES = {
+    "presale": "Consulting before purchase: stock, size, price, payment and order questions",
+    "aftersale": "Logistics, returns and refunds, quality, false advertising, price protection",
+    "complaints": "Senior agents: bad-review threats, complaints, rights protection",
+    "escalations": "Supervisors: tickets whose lease expired too often, and manual escalations",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AgentView:
+    agent: Agent
+    queues: list[str]
+    token: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        a = self.agent
+        data: dict[str, Any] = {"id": a.id, "shop_id": a.shop_id, "name": a.name, "queues": self.queues,
+                                "level": a.level, "capacity": a.capacity, "active": a.active,
+                                "created_at": a.created_at}
+        if self.token is not None:
+            data["token"] = self.token
+        return data
+
+
+async def require_shop(session: AsyncSession, shop_id: str) -> Shop:
+    shop = await repo.get_shop(session, shop_id)
+    if shop is None:
+        raise ShopNotFound(f"no shop with id '{shop_id}'")
+    return shop
+
+
+async def create_shop(session: AsyncSession, *, data: ShopCreate, now: datetime) -> tuple[Shop, str]:
+    """Create a shop with its default queues and first webhook secret; returns the secret once."""
+    if await repo.get_shop(session, data.id) is not None:
+        raise ShopExists(f"a shop with id '{data.id}' exists")
+    targets = data.sla_targets.model_dump() if data.sla_targets else dict(DEFAULT_SLA_TARGETS)
+    shop = Shop(id=data.id, name=data.name, sla_targets=targets, created_at=now)
+    secret = new_webhook_secret()
+    session.add(shop)
+    await session.flush()
+    session.add_all(Queue(shop_id=shop.id, name=name, description=description, created_at=now)
+                    for name, description in DEFAULT_QUEUES.items())
+    session.add(WebhookSecret(shop_id=shop.id, secret=secret, created_at=now))
+    try:
+        await session.commit()
+    except IntegrityError as exc:
+        # Two creators raced past the existence check: the loser learns it here.
+        await session.rollback()
+        raise ShopExists(f"a shop with id '{data.id}' exists") from exc
+    return shop, secret
+
+
+async def update_shop(session: AsyncSession, *, shop_id: str, data: ShopUpdate) -> Shop:
+    shop = await require_shop(session, shop_id)
+    if data.name is not None:
+        shop.name = data.name
+    if data.sla_targets is not None:
+        shop.sla_targets = data.sla_targets.model_dump()
+    await session.commit()
+    return shop
+
+
+async def rotate_webhook_secret(session: AsyncSession, *, shop_id: str, now: datetime,
+                                overlap: timedelta) -> tuple[str, datetime]:
+    """A new signing secret; the ones in use keep verifying until now + overlap."""
+    await require_shop(session, shop_id)
+    valid_until = now + overlap
+    await repo.expire_current_secrets(session, shop_id=shop_id, at=valid_until)
+    secret = new_webhook_secret()
+    session.add(WebhookSecret(shop_id=shop_id, secret=secret, created_at=now))
+    await session.commit()
+    return secret, valid_until
+
+
+def effective_targets(shop: Shop, queue: Queue) -> dict[str, int]:
+    return dict(queue.sla_targets or shop.sla_targets)
+
+
+def queue_view(shop: Shop, queue: Queue) -> dict[str, Any]:
+    return {"name": queue.name, "description": queue.description, "sla_targets": effective_targets(shop, queue),
+            "sla_override": queue.sla_targets is not None, "created_at": queue.created_at}
+
+
+async def list_queues(session: AsyncSession, *, shop_id: str) -> list[dict[str, Any]]:
+    shop = await require_shop(session, shop_id)
+    return [queue_view(shop, q) for q in await repo.list_queues(session, shop_id=shop_id)]
+
+
+async def create_queue(session: AsyncSession, *, shop_id: str, data: QueueCreate, now: datetime) -> dict[str, Any]:
+    shop = await require_shop(session, shop_id)
+    if await repo.get_queue(session, shop_id=shop_id, name=data.name) is not None:
+        raise QueueExists(f"queue '{data.name}' exists in shop '{shop_id}'")
+    queue = Queue(shop_id=shop_id, name=data.name, description=data.description,
+                  sla_targets=data.sla_targets.model_dump() if data.sla_targets else None, created_at=now)
+    session.add(queue)
+    try:
+        await session.commit()
+    except IntegrityError as exc:
+        await session.rollback()
+        raise QueueExists(f"queue '{data.name}' exists in shop '{shop_id}'") from exc
+    return queue_view(shop, queue)
+
+
+async def update_queue(session: AsyncSession, *, shop_id: str, name: str, data: QueueUpdate) -> dict[str, Any]:
+    shop = await require_shop(session, shop_id)
+    queue = await repo.get_queue(session, shop_id=shop_id, name=name)
+    if queue is None:
+        raise QueueNotFound(f"no queue '{name}' in shop '{shop_id}'")
+    if data.description is not None:
+        queue.description = data.description
+    if "sla_targets" in data.model_fields_set:
+        queue.sla_targets = data.sla_targets.model_dump() if data.sla_targets else None
+    await session.commit()
+    return queue_view(shop, queue)
+
+
+async def _check_queues(session: AsyncSession, *, shop_id: str, queues: Sequence[str]) -> None:
+    unknown = sorted(set(queues) - await repo.queue_names(session, shop_id=shop_id))
+    if unknown:
+        details = [{"field": f"body.queues[{list(queues).index(name)}]", "reason": f"no queue '{name}' in this shop",
+                    "type": "unknown_queue"} for name in unknown]
+        raise InvalidInput(f"unknown queues: {', '.join(unknown)}", details=details)
+
+
+async def create_agent(session: AsyncSession, *, shop_id: str, data: AgentCreate, now: datetime,
+                       default_capacity: int) -> AgentView:
+    """Create an agent; the token is returned this once and stored only as a hash."""
+    await require_shop(session, shop_id)
+    await _check_queues(session, shop_id=shop_id, queues=data.queues)
+    token = new_agent_token()
+    agent = Agent(id=str(uuid.uuid4()), shop_id=shop_id, name=data.name, level=data.level,
+                  capacity=data.capacity or default_capacity, token_hash=hash_token(token), active=True,
+                  created_at=now)
+    session.add(agent)
+    await session.flush()
+    await repo.set_agent_queues(session, agent=agent, queues=data.queues)
+    await session.commit()
+    return AgentView(agent, sorted(set(data.queues)), token)
+
+
+async def update_agent(session: AsyncSession, *, shop_id: str, agent_id: str, data: AgentUpdate) -> AgentView:
+    await require_shop(session, shop_id)
+    agent = await repo.get_agent(session, shop_id=shop_id, agent_id=agent_id)
+    if agent is None:
+        raise NotFound(f"no agent '{agent_id}' in shop '{shop_id}'")
+    for field in ("name", "level", "capacity", "active"):
+        value = getattr(data, field)
+        if value is not None:
+            setattr(agent, field, value)
+    if data.queues is not None:
+        await _check_queues(session, shop_id=shop_id, queues=data.queues)
+        await repo.set_agent_queues(session, agent=agent, queues=data.queues)
+    await session.commit()
+    queues = (await repo.agent_queues(session, agent_ids=[agent.id]))[agent.id]
+    return AgentView(agent, queues)
+
+
+async def list_agents(session: AsyncSession, *, shop_id: str) -> list[AgentView]:
+    await require_shop(session, shop_id)
+    agents = await repo.list_agents(session, shop_id=shop_id)
+    queues = await repo.agent_queues(session, agent_ids=[a.id for a in agents])
+    return [AgentView(a, queues[a.id]) for a in agents]
+
+
+async def list_shops(session: AsyncSession) -> Sequence[Shop]:
+    return await repo.list_shops(session)

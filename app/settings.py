@@ -1,0 +1,37 @@
+"""Service settings, read from TRIAGE_* environment variables and an optional .env file."""
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./triage.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRIAGE_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(DEFAULT_SQLITE_URL, description="SQLAlchemy async URL (sqlite+aiosqlite or postgresql+asyncpg)")
+    admin_token: SecretStr | None = Field(None, description="Bearer token for the ops endpoints")
+    host: str = Field("127.0.0.1", description="Address `triage serve` binds")
+    port: int = Field(8000, ge=1, le=65535, description="Port `triage serve` binds")
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes for `triage serve`")
+    db_pool_size: int | None = Field(None, ge=1, le=200, description="Connections per process (default: 1 on SQLite, 10 on PostgreSQL)")
+    sqlite_busy_timeout_ms: int = Field(10_000, ge=5_000, description="How long a SQLite writer waits for the lock")
+    lease_seconds: int = Field(120, ge=5, le=3600, description="Agent lease on a claimed ticket")
+    max_deliveries: int = Field(3, ge=1, le=100, description="Expired leases before a ticket moves to escalations")
+    secret_overlap_hours: float = Field(24.0, ge=0, le=24 * 30, description="How long a rotated webhook secret keeps verifying")
+    webhook_tolerance_seconds: int = Field(300, ge=1, le=3600, description="Allowed clock skew of webhook-timestamp, either way")
+    max_body_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024, description="Largest accepted webhook body")
+    default_agent_capacity: int = Field(5, ge=1, le=50, description="Open tickets an agent may hold unless set per agent")
+    log_level: str = Field("info", description="Python log level")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,75 @@
+"""Cross-cutting behaviour: health, readiness, request ids, the error shape, the documented API."""
+
+from typing import Any
+
+import httpx
+import pytest
+
+from app.main import create_app
+from tests.conftest import make_settings
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_healthz_and_readyz(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+async def test_readyz_is_503_on_an_unmigrated_database(tmp_path: Any) -> None:
+    app = create_app(make_settings(f"sqlite+aiosqlite:///{tmp_path}/empty.db"))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            response = await http.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "not_migrated"
+
+
+async def test_readyz_is_503_when_the_database_is_unreachable() -> None:
+    app = create_app(make_settings("postgresql+asyncpg://nobody@127.0.0.1:1/none"))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            response = await http.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "database_unreachable"
+
+
+async def test_request_id_is_echoed_or_minted(client: httpx.AsyncClient) -> None:
+    echoed = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert echoed.headers["x-request-id"] == "abc-123"
+    minted = await client.get("/healthz")
+    assert len(minted.headers["x-request-id"]) == 32
+    hostile = "a b\u00e9".encode("latin-1") * 100  # spaces, non-ASCII, too long: replaced, never echoed
+    replaced = await client.get("/healthz", headers={"X-Request-ID": hostile})
+    assert replaced.headers["x-request-id"].isalnum() and len(replaced.headers["x-request-id"]) == 32
+
+
+@pytest.mark.parametrize(("method", "path", "status", "code"), [
+    ("GET", "/no/such/path", 404, "not_found"),
+    ("DELETE", "/healthz", 405, "method_not_allowed"),
+])
+async def test_framework_errors_have_the_error_shape(client: httpx.AsyncClient, method: str, path: str, status: int,
+                                                      code: str) -> None:
+    response = await client.request(method, path)
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+    assert response.headers["x-request-id"]
+
+
+async def test_malformed_json_is_a_clean_error(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
+    response = await client.post("/v1/shops", content=b"{not json", headers={**admin_headers,
+                                                                              "Content-Type": "application/json"})
+    assert response.status_code in (400, 422)
+    assert "error" in response.json()
+
+
+async def test_openapi_documents_every_operation_with_security(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    schemes = spec["components"]["securitySchemes"]
+    assert "AdminToken" in schemes
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            assert operation.get("summary"), (method, path)
+            assert operation.get("tags"), (method, path)
+    assert (await client.get("/docs")).status_code == 200

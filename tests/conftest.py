@@ -1,0 +1,72 @@
+"""Suite-wide fixtures: one migrated database per backend per run, and the app over each."""
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.db.migrate import upgrade_async
+from app.main import create_app
+from app.settings import Settings
+from tests.support import ADMIN_TOKEN, BACKENDS, POSTGRES_URL, fresh_database
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("TRIAGE_TEST_REQUIRE_POSTGRES") == "1" and not POSTGRES_URL:
+        raise pytest.UsageError("TRIAGE_TEST_REQUIRE_POSTGRES=1 but TRIAGE_TEST_POSTGRES_URL is not set")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"PostgreSQL: {POSTGRES_URL or 'not configured (set TRIAGE_TEST_POSTGRES_URL)'}"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not POSTGRES_URL:
+        terminalreporter.write_line("PostgreSQL tests skipped: TRIAGE_TEST_POSTGRES_URL is not set", yellow=True)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """A fresh database of each backend for the whole run, migrated by Alembic."""
+    async with fresh_database(request.param, tmp_path_factory.mktemp("db")) as url:
+        await upgrade_async(url)
+        yield url
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    return Settings(_env_file=None, database_url=database_url, admin_token=ADMIN_TOKEN, **overrides)
+
+
+@pytest.fixture(scope="session")
+async def app(database_url: str) -> AsyncIterator[FastAPI]:
+    application = create_app(make_settings(database_url))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        yield http
+
+
+@pytest.fixture
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture
+def new_shop(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """Create a shop with a unique id (tests share one database per run) and return the answer."""
+
+    async def create(**fields: Any) -> dict[str, Any]:
+        body = {"id": f"shop-{uuid.uuid4().hex[:10]}", "name": "Test shop", **fields}
+        response = await client.post("/v1/shops", json=body, headers=admin_headers)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    return create
