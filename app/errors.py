@@ -128,3 +128,39 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
+
+
+class WebhookRejected(AppError):
+    """A webhook that cannot be trusted: nothing of it is stored."""
+
+    status = 401
+    code = "invalid_signature"
+    message = "webhook signature does not verify"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class PayloadTooLarge(AppError):
+    status = 413
+    code = "payload_too_large"
+    message = "request body is larger than the limit"
+
+
+class UnsupportedMediaType(AppError):
+    status = 415
+    code = "unsupported_media_type"
+    message = "the body must be application/json"
+
+
+class MalformedJson(AppError):
+    status = 400
+    code = "invalid_json"
+    message = "the body is not valid JSON"
+
+
+class Unavailable(AppError):
+    status = 503
+    code = "unavailable"
+    message = "temporarily unavailable, retry"

@@ -10,7 +10,12 @@ from app.db.migrate import head_revision
 from app.db.session import create_engine, create_sessionmaker
 from app.errors import install_error_handlers
 from app.middleware import RequestIdMiddleware
-from app.routers import admin, health
+from app.routers import admin, health, webhooks
+from app.routers.docs import with_extra_schemas
+from app.schemas.webhooks import WebhookBatch
+from app.services.directory import ShopDirectory
+from app.services.ingest import Ingestor
+from app.services.notify import Notifier
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("app")
@@ -32,11 +37,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                busy_timeout_ms=settings.sqlite_busy_timeout_ms)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.directory = ShopDirectory(app.state.sessionmaker)
+        app.state.notifier = Notifier()
+        app.state.ingestor = Ingestor(app.state.sessionmaker, app.state.notifier)
+        app.state.ingestor.start()
         if settings.admin_token is None:
             log.warning("TRIAGE_ADMIN_TOKEN is not set: every ops endpoint answers 401")
         try:
             yield
         finally:
+            await app.state.ingestor.stop()
             await engine.dispose()
 
     app = FastAPI(title="Chat-triage service", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
@@ -46,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(webhooks.router)
+    with_extra_schemas(app, WebhookBatch)
     return app
 
 

@@ -7,6 +7,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Agent, AgentQueue, Queue, Shop, WebhookSecret
+from app.db.models import Ruleset as RulesetRow
 
 
 async def get_shop(session: AsyncSession, shop_id: str) -> Shop | None:
@@ -74,3 +75,13 @@ async def agent_queues(session: AsyncSession, *, agent_ids: Sequence[str]) -> di
 async def set_agent_queues(session: AsyncSession, *, agent: Agent, queues: Sequence[str]) -> None:
     await session.execute(AgentQueue.__table__.delete().where(AgentQueue.agent_id == agent.id))
     session.add_all(AgentQueue(agent_id=agent.id, queue=name, shop_id=agent.shop_id) for name in dict.fromkeys(queues))
+
+
+async def shop_secrets(session: AsyncSession, *, shop_id: str) -> list[tuple[str, datetime | None]]:
+    rows = await session.execute(select(WebhookSecret.secret, WebhookSecret.expires_at)
+                                 .where(WebhookSecret.shop_id == shop_id).order_by(WebhookSecret.id.desc()))
+    return [(secret, expires) for secret, expires in rows]
+
+
+async def get_ruleset(session: AsyncSession, *, shop_id: str, version: int) -> RulesetRow | None:
+    return await session.scalar(select(RulesetRow).where(RulesetRow.shop_id == shop_id, RulesetRow.version == version))

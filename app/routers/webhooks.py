@@ -1,0 +1,49 @@
+"""The webhook shop platforms post buyer messages to."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+
+from app.routers.docs import errors
+from app.schemas.webhooks import IngestResult, WebhookBatch
+from app.services.webhooks import VerifiedWebhook, read_limited, verify_webhook
+
+router = APIRouter(tags=["webhooks"])
+
+SIGNING = """
+Signed with the shop's secret by the [Standard Webhooks](https://www.standardwebhooks.com/) scheme:
+
+* `webhook-id`: a unique id of this delivery;
+* `webhook-timestamp`: unix seconds; more than 300 s away from the server clock is refused (exactly 300 s is accepted);
+* `webhook-signature`: `v1,<base64 HMAC-SHA256 of "{webhook-id}.{webhook-timestamp}.{raw body}">`, keyed with the
+  base64-decoded part of the `whsec_...` secret; several space-separated signatures are allowed (during a rotation
+  both the old and the new secret verify).
+
+One request carries 1 to 100 messages and is all-or-nothing: any 4xx stores nothing of it. The `202` answer comes
+only after the messages are committed. A message already received (same shop, platform and `message_id`) is not
+stored again: it is answered as the first time with `duplicate: true`, however many days later it is retried.
+"""
+
+
+async def verified_webhook(shop_id: str, request: Request) -> VerifiedWebhook:
+    settings = request.app.state.settings
+    body = await read_limited(request.stream(), declared_length=request.headers.get("content-length"),
+                              limit=settings.max_body_bytes)
+    return await verify_webhook(request.app.state.directory, shop_id=shop_id, headers=dict(request.headers),
+                                body=body, tolerance=settings.webhook_tolerance_seconds)
+
+
+VerifiedWebhookDep = Annotated[VerifiedWebhook, Depends(verified_webhook)]
+
+
+@router.post(
+    "/v1/shops/{shop_id}/webhooks/messages", status_code=202, response_model=IngestResult,
+    summary="Receive buyer messages from a shop platform", description=SIGNING,
+    responses=errors(400, 401, 404, 413, 415, 422, 503),
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/WebhookBatch"},
+        "example": WebhookBatch.model_config["json_schema_extra"]["examples"][0]}}}},  # type: ignore[index]
+)
+async def receive_messages(webhook: VerifiedWebhookDep, request: Request) -> IngestResult:
+    results = await request.app.state.ingestor.submit(webhook.shop, webhook.batch.platform, webhook.batch.messages)
+    return IngestResult(results=results)

@@ -1,0 +1,84 @@
+"""A short-lived, per-process cache of what the webhook path needs to know about a shop."""
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db import repositories as repo
+from app.triage import Ruleset, default_ruleset
+
+FALLBACK_QUEUE = "presale"
+
+
+@dataclass(frozen=True, slots=True)
+class ShopInfo:
+    id: str
+    sla_targets: dict[str, int]
+    queue_targets: dict[str, dict[str, int] | None]
+    secrets: tuple[tuple[str, datetime | None], ...]
+    ruleset: Ruleset
+    loaded_at: float = field(default_factory=time.monotonic)
+
+    def valid_secrets(self, now: datetime) -> list[str]:
+        return [secret for secret, expires in self.secrets if expires is None or expires > now]
+
+    def route(self, intent: str) -> str:
+        """The queue an intent goes to; a route naming a queue the shop lacks falls back to presale."""
+        queue = self.ruleset.routes.get(intent, FALLBACK_QUEUE)
+        return queue if queue in self.queue_targets else FALLBACK_QUEUE
+
+    def first_response_target(self, *, queue: str, tier: str) -> int:
+        targets = self.queue_targets.get(queue) or self.sla_targets
+        return int(targets.get(tier, self.sla_targets.get(tier, 60)))
+
+
+class ShopDirectory:
+    """Shops by id, re-read after `ttl` seconds, or at once when a secret does not verify."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], *, ttl: float = 2.0) -> None:
+        self._sessionmaker = sessionmaker
+        self._ttl = ttl
+        self._cache: dict[str, ShopInfo] = {}
+        self._rulesets: dict[tuple[str, int], Ruleset] = {}
+        self._lock = asyncio.Lock()
+
+    def invalidate(self, shop_id: str) -> None:
+        self._cache.pop(shop_id, None)
+
+    async def get(self, shop_id: str, *, max_age: float | None = None) -> ShopInfo | None:
+        cached = self._cache.get(shop_id)
+        age_limit = self._ttl if max_age is None else max_age
+        if cached is not None and time.monotonic() - cached.loaded_at < age_limit:
+            return cached
+        info = await self._load(shop_id)
+        if info is None:
+            self._cache.pop(shop_id, None)
+        else:
+            self._cache[shop_id] = info
+        return info
+
+    async def ruleset(self, session: AsyncSession, shop_id: str, version: int | None) -> Ruleset:
+        if version is None:
+            return default_ruleset()
+        key = (shop_id, version)
+        if key not in self._rulesets:
+            row = await repo.get_ruleset(session, shop_id=shop_id, version=version)
+            body: dict[str, Any] = row.body if row is not None else default_ruleset().to_mapping()
+            self._rulesets[key] = Ruleset.from_mapping(body, name=row.name if row else None, version=version)
+        return self._rulesets[key]
+
+    async def _load(self, shop_id: str) -> ShopInfo | None:
+        async with self._sessionmaker() as session:
+            shop = await repo.get_shop(session, shop_id)
+            if shop is None:
+                return None
+            secrets = await repo.shop_secrets(session, shop_id=shop_id)
+            queues = await repo.list_queues(session, shop_id=shop_id)
+            ruleset = await self.ruleset(session, shop_id, shop.active_ruleset_version)
+            return ShopInfo(id=shop.id, sla_targets=dict(shop.sla_targets),
+                            queue_targets={q.name: q.sla_targets for q in queues},
+                            secrets=tuple(secrets), ruleset=ruleset)

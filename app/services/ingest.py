@@ -1,0 +1,252 @@
+"""Webhook ingestion: triage, idempotent storage, ticket updates, with group commit.
+
+Requests are queued to one writer task per process. While a transaction runs, newly arriving
+requests wait; the writer then takes all of them (up to a limit) into its next transaction, so
+many requests share one commit. Each request is answered only after the transaction holding its
+messages has committed, and a request that could not be stored gets an error, never a 202.
+"""
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.clock import utcnow
+from app.db import ingest as sql
+from app.errors import Unavailable
+from app.schemas.webhooks import IngestedMessage, WebhookMessage
+from app.services.directory import ShopInfo
+from app.services.notify import Notifier
+from app.services.tickets import TIER_NAME, InboundDecision, TicketState, new_ticket, receive
+from app.triage import PriorityContext, Triage, classify, priority_for
+
+log = logging.getLogger("app.ingest")
+NOTIFY_CHANNEL = "triage_work"
+MAX_GROUP_MESSAGES = 500
+
+
+@dataclass(slots=True)
+class IngestJob:
+    shop: ShopInfo
+    platform: str
+    messages: Sequence[WebhookMessage]
+    triages: list[Triage]
+    done: asyncio.Future[list[IngestedMessage]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+@dataclass(slots=True)
+class _Entry:
+    job: int
+    index: int
+    shop: ShopInfo
+    platform: str
+    message: WebhookMessage
+    triage: Triage
+    decision: InboundDecision | None = None
+    duplicate_of: "_Entry | None" = None
+
+    @property
+    def key(self) -> sql.MessageKey:
+        return (self.shop.id, self.platform, self.message.message_id)
+
+    @property
+    def conversation(self) -> sql.ConversationKey:
+        return (self.shop.id, self.platform, self.message.conversation_id)
+
+    @property
+    def customer(self) -> sql.CustomerKey:
+        return (self.shop.id, self.platform, self.message.customer.id)
+
+
+def triage_messages(shop: ShopInfo, messages: Sequence[WebhookMessage]) -> list[Triage]:
+    """Classify outside the transaction; the priority is finished once the customer's history is known."""
+    return [classify(m.text, shop.ruleset) for m in messages]
+
+
+async def ingest_group(session: AsyncSession, jobs: Sequence[IngestJob], *, now: datetime) -> tuple[
+        list[list[IngestedMessage]], set[str]]:
+    """Store the messages of several requests in one transaction; return each request's results and woken shops."""
+    entries: list[_Entry] = []
+    first_seen: dict[sql.MessageKey, _Entry] = {}
+    for j, job in enumerate(jobs):
+        for i, (message, triage) in enumerate(zip(job.messages, job.triages, strict=True)):
+            entry = _Entry(j, i, job.shop, job.platform, message, triage)
+            # The same message twice in flight: the later copy answers as a duplicate of the first.
+            entry.duplicate_of = first_seen.get(entry.key)
+            first_seen.setdefault(entry.key, entry)
+            entries.append(entry)
+    fresh = [e for e in entries if e.duplicate_of is None]
+
+    customers: dict[sql.CustomerKey, dict[str, Any]] = {}
+    for e in fresh:
+        c = e.message.customer
+        customers[e.customer] = {"shop_id": e.shop.id, "platform": e.platform, "external_id": c.id, "nick": c.nick,
+                                 "vip_level": c.vip_level, "contacts": 0, "first_seen_at": now, "last_seen_at": now}
+    customer_ids = await sql.upsert_customers(session, [customers[k] for k in sorted(customers)])
+
+    for e in fresh:
+        customer_id, contacts = customer_ids[e.customer]
+        context = PriorityContext(vip_level=e.message.customer.vip_level, prior_contacts=contacts)
+        priority = priority_for(e.triage.primary, emotion=e.triage.emotion, urgent=e.triage.urgent,
+                                context=context, ruleset=e.shop.ruleset)
+        e.decision = InboundDecision(message_id=e.message.message_id, primary=e.triage.primary, tier=e.triage.tier,
+                                     priority=priority, intents=tuple(h.intent for h in e.triage.intents),
+                                     ruleset=e.triage.ruleset)
+
+    conversations = sorted({e.conversation for e in fresh})
+    tickets = {(r.shop_id, r.platform, r.conversation_id): TicketState.from_row(r)
+               for r in await sql.lock_tickets(session, conversations)}
+    missing = [k for k in conversations if k not in tickets]
+    if missing:
+        starters = {k: next(e for e in fresh if e.conversation == k) for k in missing}
+        provisional = {k: new_ticket(ticket_id=str(uuid.uuid4()), shop=e.shop, platform=e.platform,
+                                     conversation_id=e.message.conversation_id,
+                                     customer_id=customer_ids[e.customer][0], decision=e.decision, now=now)
+                       for k, e in starters.items() if e.decision is not None}
+        inserted = await sql.insert_tickets(session, [provisional[k].columns() for k in missing])
+        for k in missing:
+            if provisional[k].id in inserted:
+                tickets[k] = provisional[k]
+        raced = [k for k in missing if k not in tickets]
+        if raced:
+            # Another process created these conversations since our read; lock what it committed.
+            for row in await sql.lock_tickets(session, raced):
+                tickets[(row.shop_id, row.platform, row.conversation_id)] = TicketState.from_row(row)
+
+    stored_now = await sql.insert_messages(session, [{
+        "ticket_id": tickets[e.conversation].id, "shop_id": e.shop.id, "platform": e.platform,
+        "external_id": e.message.message_id, "direction": "inbound", "text": e.message.text,
+        "sent_at": e.message.sent_at, "received_at": now, "order_id": e.message.order_id,
+        "primary_intent": e.triage.primary, "tier": int(e.triage.tier[1]), "priority": e.decision.priority if e.decision else 0,
+        "triage": {**e.triage.to_dict(), "priority": e.decision.priority if e.decision else e.triage.priority},
+    } for e in fresh])
+
+    events: list[dict[str, Any]] = []
+    contacts: list[int] = []
+    changed: dict[str, TicketState] = {}
+    woken: set[str] = set()
+    for e in fresh:
+        if e.key not in stored_now or e.decision is None:
+            continue
+        ticket = tickets[e.conversation]
+        was_open = ticket.status != "resolved" and not (ticket.is_new and ticket.awaiting_since is None)
+        for kind, data in receive(ticket, e.decision, shop=e.shop, now=now):
+            events.append({"ticket_id": ticket.id, "shop_id": ticket.shop_id, "at": now, "kind": kind,
+                           "actor": "webhook", "data": data})
+        if not was_open and ticket.customer_id is not None:
+            contacts.append(ticket.customer_id)
+        changed[ticket.id] = ticket
+        if ticket.status == "queued":
+            woken.add(ticket.shop_id)
+    # A provisional ticket that received nothing (its only message was a duplicate) is not kept.
+    empty = [t.id for t in tickets.values() if t.is_new and t.id not in changed]
+    await sql.delete_tickets(session, empty)
+    await sql.save_tickets(session, [t.columns() for t in changed.values()])
+    await sql.insert_events(session, events)
+    await sql.count_contacts(session, contacts)
+    if woken and sql.is_postgres(session):
+        await sql.notify_postgres(session, NOTIFY_CHANNEL, sorted(woken))
+
+    previous = await sql.stored_messages(session, [e.key for e in fresh if e.key not in stored_now])
+    results: list[list[IngestedMessage | None]] = [[None] * len(job.messages) for job in jobs]
+    answers: dict[sql.MessageKey, IngestedMessage] = {}
+    for e in fresh:
+        if e.key in stored_now and e.decision is not None:
+            answer = IngestedMessage(message_id=e.message.message_id, ticket_id=tickets[e.conversation].id,
+                                     duplicate=False, primary=e.decision.primary, tier=e.decision.tier,
+                                     priority=e.decision.priority, queue=e.triage.queue)
+        else:
+            row = previous[e.key]
+            answer = IngestedMessage(message_id=e.message.message_id, ticket_id=row.ticket_id, duplicate=True,
+                                     primary=row.primary_intent, tier=TIER_NAME[row.tier], priority=row.priority,
+                                     queue=(row.triage or {}).get("queue", ""))
+        answers[e.key] = answer
+        results[e.job][e.index] = answer
+    for e in entries:
+        if e.duplicate_of is not None:
+            results[e.job][e.index] = answers[e.key].model_copy(update={"duplicate": True})
+    return [[r for r in job_results if r is not None] for job_results in results], woken
+
+
+class Ingestor:
+    """The per-process writer: one transaction at a time, each holding every request that waited for it."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], notifier: Notifier) -> None:
+        self._sessionmaker = sessionmaker
+        self._notifier = notifier
+        self._queue: asyncio.Queue[IngestJob] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="ingest-writer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        while not self._queue.empty():
+            job = self._queue.get_nowait()
+            if not job.done.done():
+                job.done.set_exception(Unavailable("the service is shutting down; retry"))
+
+    async def submit(self, shop: ShopInfo, platform: str, messages: Sequence[WebhookMessage]) -> list[IngestedMessage]:
+        """Store one request's messages; returns after they are committed."""
+        job = IngestJob(shop, platform, messages, triage_messages(shop, messages))
+        if self._task is None or self._task.done():
+            raise Unavailable("ingestion is not running")
+        self._queue.put_nowait(job)
+        # shield: a client that disconnects does not cancel the write other requests share.
+        return await asyncio.shield(job.done)
+
+    async def _run(self) -> None:
+        while True:
+            group = [await self._queue.get()]
+            size = len(group[0].messages)
+            while not self._queue.empty() and size < MAX_GROUP_MESSAGES:
+                job = self._queue.get_nowait()
+                group.append(job)
+                size += len(job.messages)
+            await self._write(group)
+
+    async def _write(self, group: list[IngestJob]) -> None:
+        try:
+            results, woken = await self._transaction(group)
+        except Exception:
+            if len(group) == 1:
+                log.exception("ingest transaction failed")
+                self._fail(group)
+                return
+            # One bad request must not sink the others: retry each alone.
+            for job in group:
+                await self._write([job])
+            return
+        for job, result in zip(group, results, strict=True):
+            if not job.done.done():
+                job.done.set_result(result)
+        self._notifier.notify(woken)
+
+    async def _transaction(self, group: list[IngestJob]) -> tuple[list[list[IngestedMessage]], set[str]]:
+        for attempt in range(3):
+            try:
+                async with self._sessionmaker() as session:
+                    results, woken = await ingest_group(session, group, now=utcnow())
+                    await session.commit()
+                    return results, woken
+            except DBAPIError as exc:
+                # Deadlocks and serialization failures are worth another try; anything else is not.
+                if attempt == 2 or getattr(exc.orig, "sqlstate", None) not in ("40P01", "40001"):
+                    raise
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _fail(group: list[IngestJob]) -> None:
+        for job in group:
+            if not job.done.done():
+                job.done.set_exception(Unavailable("the messages could not be stored; retry"))

@@ -1,0 +1,150 @@
+"""How a ticket changes when a buyer message arrives (SPEC 3). Pure: no I/O, time passed in."""
+
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
+from typing import Any
+
+from app.services.directory import ShopInfo
+
+TIER_NUMBER = {"P1": 1, "P2": 2, "P3": 3, "P4": 4}
+TIER_NAME = {number: name for name, number in TIER_NUMBER.items()}
+ESCALATIONS = "escalations"
+
+
+@dataclass(slots=True)
+class TicketState:
+    id: str
+    shop_id: str
+    platform: str
+    conversation_id: str
+    customer_id: int | None
+    queue: str
+    status: str
+    tier: int
+    priority: int
+    primary_intent: str
+    intents: list[str]
+    escalated: bool
+    assigned_agent_id: str | None
+    lease_expires_at: datetime | None
+    deliveries: int
+    unread: int
+    ruleset: str
+    created_at: datetime
+    updated_at: datetime
+    opened_at: datetime
+    awaiting_since: datetime | None
+    first_response_due_at: datetime | None
+    first_response_at: datetime | None
+    last_message_at: datetime
+    resolved_at: datetime | None
+    episodes: int
+    is_new: bool = field(default=False, compare=False)
+
+    @classmethod
+    def from_row(cls, row: Any) -> "TicketState":
+        mapping = row._mapping if hasattr(row, "_mapping") else row
+        return cls(**{f.name: mapping[f.name] for f in fields(cls) if f.name != "is_new"})
+
+    def columns(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "is_new"}
+
+
+@dataclass(frozen=True, slots=True)
+class InboundDecision:
+    """The triage of one inbound message, as the ticket needs it."""
+
+    message_id: str
+    primary: str
+    tier: str
+    priority: int
+    intents: tuple[str, ...]
+    ruleset: str
+
+
+Event = tuple[str, dict[str, Any]]
+
+
+def new_ticket(*, ticket_id: str, shop: ShopInfo, platform: str, conversation_id: str, customer_id: int | None,
+               decision: InboundDecision, now: datetime) -> TicketState:
+    """A ticket as it is before its first message is applied (provisional; `receive` fills it in)."""
+    queue = shop.route(decision.primary)
+    return TicketState(
+        id=ticket_id, shop_id=shop.id, platform=platform, conversation_id=conversation_id, customer_id=customer_id,
+        queue=queue, status="queued", tier=TIER_NUMBER[decision.tier], priority=decision.priority,
+        primary_intent=decision.primary, intents=list(decision.intents), escalated=False, assigned_agent_id=None,
+        lease_expires_at=None, deliveries=0, unread=0, ruleset=decision.ruleset, created_at=now, updated_at=now,
+        opened_at=now, awaiting_since=None, first_response_due_at=None, first_response_at=None, last_message_at=now,
+        resolved_at=None, episodes=1, is_new=True)
+
+
+def _open_episode(ticket: TicketState, decision: InboundDecision, shop: ShopInfo, now: datetime) -> None:
+    ticket.status = "queued"
+    ticket.queue = shop.route(decision.primary)
+    ticket.tier = TIER_NUMBER[decision.tier]
+    ticket.priority = decision.priority
+    ticket.primary_intent = decision.primary
+    ticket.intents = list(decision.intents)
+    ticket.ruleset = decision.ruleset
+    ticket.escalated = False
+    ticket.deliveries = 0
+    ticket.opened_at = now
+    ticket.awaiting_since = now
+    ticket.first_response_at = None
+    ticket.resolved_at = None
+    ticket.unread = 0
+    ticket.first_response_due_at = now + timedelta(seconds=shop.first_response_target(queue=ticket.queue,
+                                                                                       tier=decision.tier))
+
+
+def receive(ticket: TicketState, decision: InboundDecision, *, shop: ShopInfo, now: datetime) -> list[Event]:
+    """Append one inbound message to the ticket; return the events describing every change."""
+    events: list[Event] = [("message_received", {"message_id": decision.message_id, "primary": decision.primary,
+                                                 "tier": decision.tier, "priority": decision.priority})]
+    if ticket.is_new and ticket.awaiting_since is None:
+        _open_episode(ticket, decision, shop, now)
+        events.append(("created", _snapshot(ticket)))
+    elif ticket.status == "resolved":
+        # A resolved episode's urgency does not carry over: the reopened ticket is triaged afresh.
+        ticket.episodes += 1
+        _open_episode(ticket, decision, shop, now)
+        events.append(("reopened", {**_snapshot(ticket), "episode": ticket.episodes}))
+    elif decision.priority > ticket.priority:
+        # Tier bands are disjoint, so a higher priority is at least as urgent a tier; it never drops while open.
+        before = {"tier": TIER_NAME[ticket.tier], "priority": ticket.priority, "primary": ticket.primary_intent}
+        tier_rose = TIER_NUMBER[decision.tier] < ticket.tier
+        ticket.tier = TIER_NUMBER[decision.tier]
+        ticket.priority = decision.priority
+        ticket.primary_intent = decision.primary
+        ticket.ruleset = decision.ruleset
+        events.append(("reranked", {"from": before, "to": {"tier": decision.tier, "priority": decision.priority,
+                                                            "primary": decision.primary},
+                                    "message_id": decision.message_id}))
+        if tier_rose and ticket.first_response_at is None and ticket.awaiting_since is not None:
+            tighter = ticket.opened_at + timedelta(seconds=shop.first_response_target(queue=ticket.queue,
+                                                                                      tier=decision.tier))
+            if ticket.first_response_due_at is None or tighter < ticket.first_response_due_at:
+                ticket.first_response_due_at = tighter
+        if tier_rose and ticket.status == "assigned":
+            ticket.escalated = True
+            events.append(("escalated", {"from_tier": before["tier"], "to_tier": decision.tier,
+                                         "agent_id": ticket.assigned_agent_id}))
+        elif tier_rose and ticket.status == "queued" and ticket.queue != ESCALATIONS:
+            route = shop.route(decision.primary)
+            if route != ticket.queue:
+                events.append(("routed", {"from": ticket.queue, "to": route, "reason": "tier rose"}))
+                ticket.queue = route
+    for intent in decision.intents:
+        if intent not in ticket.intents:
+            ticket.intents.append(intent)
+    if ticket.awaiting_since is None:
+        ticket.awaiting_since = now
+    ticket.unread += 1
+    ticket.last_message_at = now
+    ticket.updated_at = now
+    return events
+
+
+def _snapshot(ticket: TicketState) -> dict[str, Any]:
+    return {"tier": TIER_NAME[ticket.tier], "priority": ticket.priority, "primary": ticket.primary_intent,
+            "queue": ticket.queue}

@@ -1,0 +1,326 @@
+"""Webhook ingestion on both databases: trust, validation, idempotency, tickets and their re-ranking."""
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import func, select
+
+from app.db.models import Customer, Message, Ticket, TicketEvent
+from app.services.signing import sign
+from tests.webhooks import encode, message, post_signed, signed_headers
+
+pytestmark = pytest.mark.asyncio
+
+
+def url(shop_id: str) -> str:
+    return f"/v1/shops/{shop_id}/webhooks/messages"
+
+
+async def count_messages(app: FastAPI, shop_id: str) -> int:
+    async with app.state.sessionmaker() as session:
+        return int(await session.scalar(select(func.count()).select_from(Message).where(Message.shop_id == shop_id)))
+
+
+async def test_valid_webhook_is_stored_and_answered_after_commit(app: FastAPI, client: httpx.AsyncClient,
+                                                                 new_shop: Any) -> None:
+    shop = await new_shop()
+    msg = message("亲，快递三天没动了，再不到就给差评", order_id="o-9")
+    response = await post_signed(client, shop["id"], shop["webhook_secret"], [msg])
+    assert response.status_code == 202, response.text
+    [result] = response.json()["results"]
+    assert result["message_id"] == msg["message_id"] and result["duplicate"] is False
+    assert (result["primary"], result["tier"], result["queue"]) == ("bad_review_threat", "P1", "complaints")
+    assert 700 <= result["priority"] <= 999
+
+    # Read back through a separate connection (a new engine), not the app's session.
+    from sqlalchemy.ext.asyncio import create_async_engine
+    engine = create_async_engine(app.state.settings.database_url)
+    try:
+        async with engine.connect() as connection:
+            row = (await connection.execute(select(Message.ticket_id, Message.text, Message.order_id)
+                                            .where(Message.external_id == msg["message_id"]))).one()
+            ticket = (await connection.execute(select(Ticket).where(Ticket.id == result["ticket_id"]))).one()
+    finally:
+        await engine.dispose()
+    assert row.ticket_id == result["ticket_id"] and row.text == msg["text"] and row.order_id == "o-9"
+    assert ticket.queue == "complaints" and ticket.status == "queued" and ticket.tier == 1
+
+
+@pytest.mark.parametrize(("mutate", "code"), [
+    (lambda h, b: {**h, "webhook-signature": "v1," + "A" * 44}, "invalid_signature"),      # wrong signature
+    (lambda h, b: {**h, "webhook-id": h["webhook-id"] + "x"}, "invalid_signature"),      # tampered id
+    (lambda h, b: {k: v for k, v in h.items() if k != "webhook-signature"}, "missing_signature_headers"),
+    (lambda h, b: {k: v for k, v in h.items() if k != "webhook-id"}, "missing_signature_headers"),
+    (lambda h, b: {k: v for k, v in h.items() if k != "webhook-timestamp"}, "missing_signature_headers"),
+    (lambda h, b: {**h, "webhook-timestamp": "yesterday"}, "invalid_timestamp"),
+    (lambda h, b: {**h, "webhook-signature": "v2," + h["webhook-signature"][3:]}, "invalid_signature"),
+    (lambda h, b: {**h, "webhook-signature": "garbage"}, "invalid_signature"),
+])
+async def test_untrusted_webhooks_are_401_and_store_nothing(app: FastAPI, client: httpx.AsyncClient, new_shop: Any,
+                                                            mutate: Any, code: str) -> None:
+    shop = await new_shop()
+    body = encode({"platform": "taobao", "messages": [message("退款")]})
+    headers = mutate(signed_headers(shop["webhook_secret"], body), body)
+    response = await client.post(url(shop["id"]), content=body, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == code
+    assert await count_messages(app, shop["id"]) == 0
+
+
+async def test_tampered_body_and_wrong_secret_are_refused(app: FastAPI, client: httpx.AsyncClient,
+                                                          new_shop: Any) -> None:
+    shop, other = await new_shop(), await new_shop()
+    body = encode({"platform": "taobao", "messages": [message("退款")]})
+    tampered = body.replace("退款".encode(), "差评".encode())
+    headers = signed_headers(shop["webhook_secret"], body)
+    assert (await client.post(url(shop["id"]), content=tampered, headers=headers)).status_code == 401
+    foreign = signed_headers(other["webhook_secret"], body)
+    assert (await client.post(url(shop["id"]), content=body, headers=foreign)).status_code == 401
+    assert await count_messages(app, shop["id"]) == 0
+
+
+@pytest.mark.parametrize(("skew", "accepted"), [
+    (-300, True),    # exactly 300 s old is still accepted
+    (300, True),     # exactly 300 s ahead too
+    (-302, False),   # stale
+    (302, False),    # from the future
+])
+async def test_timestamp_tolerance(app: FastAPI, client: httpx.AsyncClient, new_shop: Any, skew: int,
+                                   accepted: bool) -> None:
+    shop = await new_shop()
+    body = encode({"platform": "taobao", "messages": [message("在吗")]})
+    headers = signed_headers(shop["webhook_secret"], body, timestamp=int(time.time()) + skew)
+    response = await client.post(url(shop["id"]), content=body, headers=headers)
+    assert response.status_code == (202 if accepted else 401), response.text
+    if not accepted:
+        assert response.json()["error"]["code"] == "timestamp_out_of_tolerance"
+
+
+async def test_several_signatures_and_rotation_overlap(client: httpx.AsyncClient, admin_headers: dict[str, str],
+                                                       new_shop: Any) -> None:
+    shop = await new_shop()
+    old = shop["webhook_secret"]
+    new = (await client.post(f"/v1/shops/{shop['id']}/webhook-secrets", headers=admin_headers)).json()["webhook_secret"]
+    for secret in (old, new):  # both verify inside the overlap window
+        response = await post_signed(client, shop["id"], secret, [message("在吗")])
+        assert response.status_code == 202, response.text
+    body = encode({"platform": "taobao", "messages": [message("在吗")]})
+    headers = signed_headers(new, body)
+    ts, wid = int(headers["webhook-timestamp"]), headers["webhook-id"]
+    headers["webhook-signature"] = (f"v1,{'B' * 44} v1a,whatever "
+                                    f"{sign(old, msg_id=wid, timestamp=ts, body=body)}")
+    assert (await client.post(url(shop["id"]), content=body, headers=headers)).status_code == 202
+
+
+async def test_unknown_shop_is_404(client: httpx.AsyncClient) -> None:
+    body = encode({"platform": "taobao", "messages": [message("在吗")]})
+    response = await client.post(url("no-such-shop"), content=body, headers=signed_headers("whsec_AAAA", body))
+    assert response.status_code == 404 and response.json()["error"]["code"] == "shop_not_found"
+
+
+async def test_batch_of_100_and_101(app: FastAPI, client: httpx.AsyncClient, new_shop: Any) -> None:
+    shop = await new_shop()
+    batch = [message(f"第{i}个问题：这个有货吗", conversation=f"c-{i % 7}") for i in range(100)]
+    response = await post_signed(client, shop["id"], shop["webhook_secret"], batch)
+    assert response.status_code == 202
+    assert [r["message_id"] for r in response.json()["results"]] == [m["message_id"] for m in batch]
+    assert len({r["ticket_id"] for r in response.json()["results"]}) == 7
+    too_many = [message("在吗") for _ in range(101)]
+    response = await post_signed(client, shop["id"], shop["webhook_secret"], too_many)
+    assert response.status_code == 422
+    assert "body.messages" in [d["field"] for d in response.json()["error"]["details"]]
+    assert await count_messages(app, shop["id"]) == 100
+
+
+async def test_oversize_not_json_and_wrong_content_type(app: FastAPI, client: httpx.AsyncClient,
+                                                        new_shop: Any) -> None:
+    shop = await new_shop()
+    secret = shop["webhook_secret"]
+    big = encode({"platform": "taobao", "messages": [message("x" * 9000) for _ in range(30)]})
+    assert len(big) > 256 * 1024
+    response = await client.post(url(shop["id"]), content=big, headers=signed_headers(secret, big))
+    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+
+    async def chunked() -> Any:  # no Content-Length: the limit holds while reading
+        for _ in range(40):
+            yield b"x" * 8192
+    response = await client.post(url(shop["id"]), content=chunked(), headers=signed_headers(secret, b""))
+    assert response.status_code == 413
+
+    not_json = b"{platform: taobao"
+    response = await client.post(url(shop["id"]), content=not_json, headers=signed_headers(secret, not_json))
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
+
+    body = encode({"platform": "taobao", "messages": [message("在吗")]})
+    response = await client.post(url(shop["id"]), content=body,
+                                 headers=signed_headers(secret, body, content_type="text/plain"))
+    assert response.status_code == 415
+    assert await count_messages(app, shop["id"]) == 0
+
+
+@pytest.mark.parametrize(("messages", "field"), [
+    ([message("在吗", message_id="")], "body.messages[0].message_id"),
+    ([message("")], "body.messages[0].text"),
+    ([message("x" * 10_001)], "body.messages[0].text"),
+    ([message("在吗"), message("a\u0000b")], "body.messages[1].text"),
+    ([message("在吗", sent_at="2026-11-25T08:00:00")], "body.messages[0].sent_at"),   # no zone
+    ([message("在吗", sent_at="yesterday")], "body.messages[0].sent_at"),
+    ([message("在吗", vip=11)], "body.messages[0].customer.vip_level"),
+    ([message("在吗", status="resolved")], "body.messages[0].status"),              # unknown field
+    ([{k: v for k, v in message("在吗").items() if k != "customer"}], "body.messages[0].customer"),
+])
+async def test_schema_errors_name_fields_and_store_nothing(app: FastAPI, client: httpx.AsyncClient, new_shop: Any,
+                                                           messages: list[dict[str, Any]], field: str) -> None:
+    shop = await new_shop()
+    good_first = [message("这个有货吗"), *messages]
+    response = await post_signed(client, shop["id"], shop["webhook_secret"], good_first)
+    assert response.status_code == 422
+    fields = [d["field"] for d in response.json()["error"]["details"]]
+    expected = field.replace("messages[1]", "messages[2]").replace("messages[0]", "messages[1]")
+    assert expected in fields, fields
+    assert await count_messages(app, shop["id"]) == 0
+
+
+async def test_emoji_traditional_and_long_texts(client: httpx.AsyncClient, new_shop: Any) -> None:
+    shop = await new_shop()
+    texts = ["😡😡😡 ★☆☆☆☆ 再不發貨就給差評", "請問幾時可以退貨？", "長" * 9_990 + "給差評"]
+    response = await post_signed(client, shop["id"], shop["webhook_secret"],
+                                 [message(t, conversation=f"c-{i}") for i, t in enumerate(texts)])
+    assert response.status_code == 202
+    results = response.json()["results"]
+    assert results[0]["tier"] == "P1" and results[2]["tier"] == "P1"
+    assert results[1]["primary"] == "return_refund"
+
+
+async def test_replays_answer_the_original_with_duplicate_true(app: FastAPI, client: httpx.AsyncClient,
+                                                               new_shop: Any) -> None:
+    shop = await new_shop()
+    msg = message("我要退款")
+    first = (await post_signed(client, shop["id"], shop["webhook_secret"], [msg])).json()["results"][0]
+    # A retry days later comes with a fresh timestamp and webhook id; same message id, same answer.
+    again = (await post_signed(client, shop["id"], shop["webhook_secret"], [msg, msg])).json()["results"]
+    assert [r["duplicate"] for r in again] == [True, True]
+    assert all({**r, "duplicate": False} == first for r in again)
+    assert await count_messages(app, shop["id"]) == 1
+
+
+async def test_fifty_concurrent_identical_posts_store_one_message(app: FastAPI, client: httpx.AsyncClient,
+                                                                  new_shop: Any) -> None:
+    shop = await new_shop()
+    body = encode({"platform": "taobao", "messages": [message("质量太差了，坏了")]})
+    responses = await asyncio.gather(*[
+        client.post(url(shop["id"]), content=body, headers=signed_headers(shop["webhook_secret"], body))
+        for _ in range(50)])
+    assert all(r.status_code == 202 for r in responses)
+    results = [r.json()["results"][0] for r in responses]
+    assert sum(not r["duplicate"] for r in results) == 1
+    assert len({r["ticket_id"] for r in results}) == 1
+    assert await count_messages(app, shop["id"]) == 1
+    async with app.state.sessionmaker() as session:
+        tickets = await session.scalar(select(func.count()).select_from(Ticket).where(Ticket.shop_id == shop["id"]))
+    assert tickets == 1
+
+
+async def events_of(app: FastAPI, ticket_id: str) -> list[tuple[str, dict[str, Any]]]:
+    async with app.state.sessionmaker() as session:
+        rows = await session.execute(select(TicketEvent.kind, TicketEvent.data)
+                                     .where(TicketEvent.ticket_id == ticket_id).order_by(TicketEvent.id))
+        return [(kind, data) for kind, data in rows]
+
+
+async def ticket_of(app: FastAPI, ticket_id: str) -> Ticket:
+    async with app.state.sessionmaker() as session:
+        ticket = await session.get(Ticket, ticket_id)
+        assert ticket is not None
+        return ticket
+
+
+async def test_escalation_sequence_reranks_one_ticket(app: FastAPI, client: httpx.AsyncClient, new_shop: Any) -> None:
+    shop = await new_shop()
+    steps = ["快递怎么还没到，物流三天没动了", "再不到我就给差评", "你们再拖我就打12315投诉"]
+    tiers, ticket_ids = [], set()
+    for text in steps:
+        result = (await post_signed(client, shop["id"], shop["webhook_secret"],
+                                    [message(text, conversation="c-esc")])).json()["results"][0]
+        ticket_ids.add(result["ticket_id"])
+        ticket = await ticket_of(app, result["ticket_id"])
+        tiers.append((ticket.tier, ticket.queue, ticket.primary_intent))
+    assert len(ticket_ids) == 1
+    assert tiers == [(3, "aftersale", "logistics"), (1, "complaints", "bad_review_threat"),
+                     (1, "complaints", "rights_protection")]
+    kinds = [kind for kind, _ in await events_of(app, ticket_ids.pop())]
+    assert kinds == ["message_received", "created", "message_received", "reranked", "routed",
+                     "message_received", "reranked"]
+
+
+async def test_priority_never_drops_while_open(app: FastAPI, client: httpx.AsyncClient, new_shop: Any) -> None:
+    shop = await new_shop()
+    first = (await post_signed(client, shop["id"], shop["webhook_secret"],
+                               [message("再不发货我就给差评", conversation="c-x")])).json()["results"][0]
+    await post_signed(client, shop["id"], shop["webhook_secret"], [message("谢谢亲", conversation="c-x")])
+    ticket = await ticket_of(app, first["ticket_id"])
+    assert ticket.tier == 1 and ticket.priority == first["priority"] and ticket.unread == 2
+
+
+async def test_held_ticket_is_flagged_escalated_and_keeps_its_agent(app: FastAPI, client: httpx.AsyncClient,
+                                                                    new_shop: Any) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from app.clock import utcnow
+    from app.db.models import Agent
+
+    shop = await new_shop()
+    first = (await post_signed(client, shop["id"], shop["webhook_secret"],
+                               [message("请问这个有货吗", conversation="c-held")])).json()["results"][0]
+    async with app.state.sessionmaker() as session:
+        agent = Agent(id=f"agent-{first['ticket_id'][:8]}", shop_id=shop["id"], name="A", level="mid", capacity=5,
+                      token_hash=first["ticket_id"].replace("-", "") + "0" * 28, active=True, created_at=utcnow())
+        session.add(agent)
+        await session.flush()
+        await session.execute(update(Ticket).where(Ticket.id == first["ticket_id"]).values(
+            status="assigned", assigned_agent_id=agent.id, lease_expires_at=utcnow() + timedelta(minutes=2)))
+        await session.commit()
+    await post_signed(client, shop["id"], shop["webhook_secret"],
+                      [message("你们这态度我要投诉，找小二介入", conversation="c-held")])
+    ticket = await ticket_of(app, first["ticket_id"])
+    assert ticket.status == "assigned" and ticket.assigned_agent_id == agent.id
+    assert ticket.escalated is True and ticket.tier == 1 and ticket.queue == "presale"
+    assert "escalated" in [kind for kind, _ in await events_of(app, ticket.id)]
+
+
+async def test_resolved_ticket_reopens_and_is_triaged_afresh(app: FastAPI, client: httpx.AsyncClient,
+                                                             new_shop: Any) -> None:
+    from sqlalchemy import update
+
+    from app.clock import utcnow
+
+    shop = await new_shop()
+    first = (await post_signed(client, shop["id"], shop["webhook_secret"],
+                               [message("不发货就差评", conversation="c-re")])).json()["results"][0]
+    async with app.state.sessionmaker() as session:
+        await session.execute(update(Ticket).where(Ticket.id == first["ticket_id"]).values(
+            status="resolved", resolved_at=utcnow()))
+        await session.commit()
+    again = (await post_signed(client, shop["id"], shop["webhook_secret"],
+                               [message("请问还有L码吗", conversation="c-re")])).json()["results"][0]
+    assert again["ticket_id"] == first["ticket_id"]
+    ticket = await ticket_of(app, first["ticket_id"])
+    assert ticket.status == "queued" and ticket.tier == 4 and ticket.queue == "presale" and ticket.episodes == 2
+    assert "reopened" in [kind for kind, _ in await events_of(app, ticket.id)]
+
+
+async def test_customers_are_recorded_with_contacts(app: FastAPI, client: httpx.AsyncClient, new_shop: Any) -> None:
+    shop = await new_shop()
+    for conversation in ("c-a", "c-b"):
+        await post_signed(client, shop["id"], shop["webhook_secret"],
+                          [message("在吗", conversation=conversation, customer="vip-9", vip=3)])
+    async with app.state.sessionmaker() as session:
+        customer = await session.scalar(select(Customer).where(Customer.shop_id == shop["id"]))
+    assert customer is not None and customer.external_id == "vip-9"
+    assert customer.vip_level == 3 and customer.contacts == 2 and customer.nick == "小王"
