@@ -34,6 +34,16 @@ def _bearer(credentials: HTTPAuthorizationCredentials | None) -> str:
     return credentials.credentials
 
 
+async def _agent_for(session: AsyncSession, token: str, refusal: str) -> Agent:
+    agent = await repo.agent_by_token_hash(session, hash_token(token))
+    if agent is None:
+        raise Unauthorized(refusal)
+    # End the read now: on SQLite the one pooled connection must be free for the work that follows.
+    session.expunge(agent)
+    await session.rollback()
+    return agent
+
+
 async def require_admin(request: Request,
                         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)]) -> None:
     token = _bearer(credentials)
@@ -45,10 +55,7 @@ async def require_admin(request: Request,
 async def current_agent(session: Annotated[AsyncSession, Depends(get_session, scope="function")],
                         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(agent_bearer)]) -> Agent:
     token = _bearer(credentials)
-    agent = await repo.agent_by_token_hash(session, hash_token(token))
-    if agent is None:
-        raise Unauthorized("invalid agent token")
-    return agent
+    return await _agent_for(session, token, "invalid agent token")
 
 
 # scope="function": the session closes (and anything uncommitted rolls back) before the answer is sent.
@@ -56,3 +63,16 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 AdminDep = Annotated[None, Depends(require_admin)]
 AgentDep = Annotated[Agent, Depends(current_agent)]
+
+
+async def admin_or_agent(request: Request, session: Annotated[AsyncSession, Depends(get_session, scope="function")],
+                         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)]) -> Agent | None:
+    """The admin (None) or the agent behind the bearer token."""
+    token = _bearer(credentials)
+    expected = request.app.state.settings.admin_token
+    if expected is not None and tokens_equal(token, expected.get_secret_value()):
+        return None
+    return await _agent_for(session, token, "invalid admin or agent token")
+
+
+CallerDep = Annotated[Agent | None, Depends(admin_or_agent)]
