@@ -1,0 +1,173 @@
+"""classify(): one automaton pass over the normalised text, then scope, scores, emotion and priority."""
+
+from __future__ import annotations
+
+from app.triage.model import (BANDS, INTENTS, TIERS, Evidence, IntentHit, PriorityContext, Triage)
+from app.triage.normalize import detect_language, normalise
+from app.triage.ruleset import ADJACENT_NEGATOR, BREAKER, CUE_KINDS, MASK, POST_NEGATOR, Ruleset, default_ruleset
+
+_ASCII_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_P1_INTENTS = frozenset(intent for intent in INTENTS if TIERS[intent] == "P1")
+_MAX_EVIDENCE_PER_INTENT = 12
+_NO_CONTEXT = PriorityContext()
+_ANGRY, _NEGATIVE, _POSITIVE, _URGENT = range(4)
+
+
+def _governed(start: int, end: int, text: str, scope: list[tuple[int, int, int]],
+              breakers: list[tuple[int, int]], marks: frozenset[str], windows: tuple[int, int, int, int]) -> bool:
+    """True when a negator or reassurance governs [start, end): same clause, close enough, no 'then'/'就' between."""
+    for kind, scope_start, scope_end in scope:
+        if kind == POST_NEGATOR:
+            if scope_start < end:
+                continue
+            gap_start, gap_end = end, scope_start
+            window = windows[3] if text[scope_start].isascii() else windows[2]
+        else:
+            if scope_start >= start or scope_end >= end:
+                continue
+            gap_start, gap_end = scope_end, start
+            if kind == ADJACENT_NEGATOR:
+                window = 1
+            else:
+                window = windows[1] if text[scope_start].isascii() else windows[0]
+        if gap_end - gap_start > window:
+            continue
+        if gap_end > gap_start:
+            if not marks.isdisjoint(text[gap_start:gap_end]):
+                continue
+            if any(gap_start <= b_start and b_end <= gap_end for b_start, b_end in breakers):
+                continue
+        return True
+    return False
+
+
+def priority_for(primary: str, *, emotion: str, urgent: bool, context: PriorityContext,
+                 ruleset: Ruleset | None = None) -> int:
+    """Priority of a message: the intent's base plus modifier points, capped inside the intent's tier band."""
+    rs = ruleset or default_ruleset()
+    low, high = BANDS[TIERS[primary]]
+    modifiers = rs.modifiers
+    points = modifiers["emotion"].get(emotion, 0)
+    if urgent:
+        points += modifiers["urgent"]
+    prior = modifiers["prior_contact"]
+    points += min(prior["max"], prior["points"] * max(0, int(context.prior_contacts)))
+    vip = modifiers["vip_level"]
+    points += min(vip["max"], vip["points"] * max(0, int(context.vip_level)))
+    waiting = modifiers["waiting"]
+    waited = context.waiting_seconds
+    if waited == waited and waited > 0:
+        points += min(waiting["max"], int(waiting["points_per_minute"] * min(waited, 1e9) / 60))
+    # The cap keeps every modifier inside the band: no amount of anger lifts a message into a higher tier.
+    return max(low, min(high, rs.bases[primary] + points))
+
+
+def classify(text: str, ruleset: Ruleset | None = None, *, context: PriorityContext | None = None) -> Triage:
+    """Triage one buyer message: intents with evidence, emotion, urgency, language, priority and queue."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be str, not {type(text).__name__}")
+    rs = ruleset or default_ruleset()
+    normalised = normalise(text)
+    norm = normalised.text
+    origin = normalised.origin
+    length = len(norm)
+
+    # Kept hits per layer, as [start, end, meaning]. A hit strictly inside a longer hit of its layer
+    # does not count ("黑猫投诉" is not also "投诉", "不满意" is not "满意"). Hits arrive ordered by end,
+    # so the kept ones have ascending starts and containment is settled at the top of the stack.
+    layer: list[tuple[int, int, tuple[tuple[int, int], ...]]] = []
+    cues: list[tuple[int, int, tuple[int, ...]]] = []
+    scope: list[tuple[int, int, int]] = []
+    breakers: list[tuple[int, int]] = []
+    for last, value in rs.automaton.iter(norm):
+        end = last + 1
+        start = end - value[0]
+        # Word boundaries on ASCII letters and digits only, so "refund什么时候到账" still matches "refund".
+        if value[1] and start and norm[start - 1] in _ASCII_ALNUM:
+            continue
+        if value[2] and end < length and norm[end] in _ASCII_ALNUM:
+            layer_meaning, cue_meaning, scope_kinds = value[6], value[7], value[8]
+        else:
+            layer_meaning, cue_meaning, scope_kinds = value[3], value[4], value[5]
+        if layer_meaning:
+            while layer and layer[-1][0] >= start:
+                layer.pop()
+            if not layer or layer[-1][1] < end:
+                layer.append((start, end, layer_meaning))
+        if cue_meaning:
+            while cues and cues[-1][0] >= start:
+                cues.pop()
+            if not cues or cues[-1][1] < end:
+                cues.append((start, end, cue_meaning))
+        for kind in scope_kinds:
+            if kind == BREAKER:
+                breakers.append((start, end))
+            else:
+                scope.append((kind, start, end))
+
+    numbers = rs.scope_numbers
+    windows = (numbers["window_zh"], numbers["window_en"], numbers["post_window_zh"], numbers["post_window_en"])
+    rule_intent, rule_negatable = rs.rule_intent, rs.rule_negatable
+    per_intent: dict[int, list[tuple[int, int, int]]] = {}
+    for start, end, meaning in layer:
+        if meaning[0][0] == MASK:
+            continue
+        governed = None
+        for _kind, ref in meaning:
+            if rule_negatable[ref] and scope:
+                if governed is None:
+                    governed = _governed(start, end, norm, scope, breakers, rs.clause_marks, windows)
+                if governed:
+                    continue
+            spans = per_intent.get(rule_intent[ref])
+            if spans is None:
+                per_intent[rule_intent[ref]] = [(start, end, ref)]
+            else:
+                spans.append((start, end, ref))
+
+    hits: list[IntentHit] = []
+    for intent_index in sorted(per_intent):
+        spans = per_intent[intent_index]
+        rules_fired = {ref for _start, _end, ref in spans}
+        score = sum(rs.rule_weight[ref] for ref in rules_fired)
+        if score < rs.threshold:
+            continue
+        evidence = []
+        seen = set()
+        for start, end, ref in spans:
+            # One evidence item per distinct phrase of a rule: repeats add length, not explanation.
+            key = (ref, norm[start:end])
+            if key in seen:
+                continue
+            seen.add(key)
+            if origin is not None:
+                start, end = origin[start], origin[end - 1] + 1
+            evidence.append(Evidence(rs.rules[ref], start, end, text[start:end]))
+            if len(evidence) == _MAX_EVIDENCE_PER_INTENT:
+                break
+        intent = INTENTS[intent_index]
+        hits.append(IntentHit(intent, TIERS[intent], round(score, 3), tuple(evidence)))
+    if not hits:
+        hits.append(IntentHit("other", "P4", 0.0, ()))
+    primary = hits[0].intent
+
+    cue_counts = [0] * len(CUE_KINDS)
+    for _start, _end, kinds in cues:
+        for kind in kinds:
+            cue_counts[kind] += 1
+    emotion = _emotion(cue_counts, rs.emotion_baseline.get(primary, "neutral"))
+    urgent = cue_counts[_URGENT] > 0
+    priority = priority_for(primary, emotion=emotion, urgent=urgent, context=context or _NO_CONTEXT, ruleset=rs)
+    return Triage(primary, TIERS[primary], priority, tuple(hits), emotion, urgent,
+                  detect_language(normalised), rs.routes[primary], rs.id)
+
+
+def _emotion(counts: list[int], baseline: str) -> str:
+    angry, negative, positive = counts[_ANGRY], counts[_NEGATIVE], counts[_POSITIVE]
+    if angry and angry >= positive:
+        return "angry"
+    if angry + negative > positive:
+        return "negative"
+    if positive > angry + negative:
+        return "positive" if baseline == "neutral" or positive > 1 else baseline
+    return baseline

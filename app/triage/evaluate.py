@@ -1,0 +1,185 @@
+"""Accuracy of a ruleset on labelled messages: per-intent precision/recall/F1, tiers, P1 recall, false threats.
+
+Run: python -m app.triage.evaluate tests/unit/data/devset.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.triage.engine import classify
+from app.triage.model import INTENTS, TIERS
+from app.triage.ruleset import Ruleset
+
+P1_INTENTS: tuple[str, ...] = tuple(intent for intent in INTENTS if TIERS[intent] == "P1")
+TIER_NAMES: tuple[str, ...] = ("P1", "P2", "P3", "P4")
+
+
+@dataclass(frozen=True, slots=True)
+class IntentScore:
+    intent: str
+    precision: float
+    recall: float
+    f1: float
+    support: int
+    predicted: int
+
+
+@dataclass(frozen=True, slots=True)
+class Miss:
+    text: str
+    expected: str
+    predicted: str
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    ruleset: str
+    total: int
+    accuracy: float
+    per_intent: tuple[IntentScore, ...]
+    macro_f1: float
+    tier_accuracy: float
+    per_tier_accuracy: Mapping[str, float]
+    p1_recall: Mapping[str, float]
+    negation_cases: int
+    false_threats: int
+    false_threat_rate: float
+    also_recall: float
+    confusion: Mapping[str, Mapping[str, int]]
+    misses: tuple[Miss, ...]
+
+
+def _ratio(numerator: int, denominator: int, *, empty: float = 1.0) -> float:
+    return numerator / denominator if denominator else empty
+
+
+def evaluate(rows: Iterable[Mapping[str, Any]], ruleset: Ruleset | None = None) -> Report:
+    """Classify every labelled row and score the primary intents, tiers and negation cases."""
+    confusion = {expected: dict.fromkeys(INTENTS, 0) for expected in INTENTS}
+    tier_total = dict.fromkeys(TIER_NAMES, 0)
+    tier_right = dict.fromkeys(TIER_NAMES, 0)
+    negation_cases = false_threats = also_expected = also_found = 0
+    misses: list[Miss] = []
+    ruleset_id = ""
+    for row in rows:
+        text, expected = row["text"], row["primary"]
+        if expected not in TIERS:
+            raise ValueError(f"unknown intent {expected!r} in labelled row {text!r}")
+        triage = classify(text, ruleset)
+        ruleset_id = triage.ruleset
+        predicted = triage.primary
+        confusion[expected][predicted] += 1
+        tier_total[TIERS[expected]] += 1
+        tier_right[TIERS[expected]] += TIERS[predicted] == TIERS[expected]
+        tags = tuple(row.get("tags", ()))
+        also = set(row.get("also", ()))
+        if "negation" in tags:
+            negation_cases += 1
+            # A false threat: a P1 primary that the label does not hold anywhere.
+            if predicted in P1_INTENTS and predicted != expected and predicted not in also:
+                false_threats += 1
+        found = {hit.intent for hit in triage.intents}
+        also_expected += len(also)
+        also_found += len(also & found)
+        if predicted != expected:
+            misses.append(Miss(text, expected, predicted, tags))
+
+    total = sum(tier_total.values())
+    per_intent = []
+    for intent in INTENTS:
+        true_positive = confusion[intent][intent]
+        support = sum(confusion[intent].values())
+        predicted_count = sum(confusion[expected][intent] for expected in INTENTS)
+        precision = _ratio(true_positive, predicted_count, empty=0.0 if support else 1.0)
+        recall = _ratio(true_positive, support)
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_intent.append(IntentScore(intent, precision, recall, f1, support, predicted_count))
+    scored = [score for score in per_intent if score.support or score.predicted]
+    return Report(
+        ruleset=ruleset_id,
+        total=total,
+        accuracy=_ratio(sum(confusion[intent][intent] for intent in INTENTS), total),
+        per_intent=tuple(per_intent),
+        macro_f1=_ratio(sum(score.f1 for score in scored), len(scored)),
+        tier_accuracy=_ratio(sum(tier_right.values()), total),
+        per_tier_accuracy={tier: _ratio(tier_right[tier], tier_total[tier]) for tier in TIER_NAMES},
+        p1_recall={score.intent: score.recall for score in per_intent if score.intent in P1_INTENTS},
+        negation_cases=negation_cases,
+        false_threats=false_threats,
+        false_threat_rate=_ratio(false_threats, negation_cases, empty=0.0),
+        also_recall=_ratio(also_found, also_expected),
+        confusion={expected: dict(row) for expected, row in confusion.items()},
+        misses=tuple(misses),
+    )
+
+
+def load_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Labelled rows from a JSON-lines file, skipping blank lines."""
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+_SHORT = {
+    "rights_protection": "rights", "complaint": "compl", "bad_review_threat": "badrev", "quality_issue": "qual",
+    "false_advertising": "falsad", "return_refund": "refund", "price_protection": "price", "logistics": "logis",
+    "payment_order": "pay", "presale": "presal", "other": "other",
+}
+
+
+def format_report(report: Report, *, show_misses: int = 0) -> str:
+    """The report as a readable plain-text table."""
+    lines = [f"ruleset {report.ruleset}: {report.total} messages, primary accuracy {report.accuracy:.3f}", ""]
+    lines.append(f"{'intent':<20}{'tier':>5}{'precision':>11}{'recall':>8}{'f1':>7}{'support':>9}{'predicted':>11}")
+    for score in report.per_intent:
+        lines.append(f"{score.intent:<20}{TIERS[score.intent]:>5}{score.precision:>11.3f}{score.recall:>8.3f}"
+                     f"{score.f1:>7.3f}{score.support:>9}{score.predicted:>11}")
+    lines += [
+        "",
+        f"macro-F1 (primary intent)       {report.macro_f1:.3f}",
+        f"tier accuracy                   {report.tier_accuracy:.3f}  ("
+        + ", ".join(f"{tier} {value:.3f}" for tier, value in report.per_tier_accuracy.items()) + ")",
+        "P1 recall                       " + ", ".join(f"{intent} {value:.3f}" for intent, value in report.p1_recall.items()),
+        f"false threats on negation cases {report.false_threats}/{report.negation_cases} = {report.false_threat_rate:.1%}",
+        f"secondary intents found         {report.also_recall:.3f}",
+        "",
+        "confusion matrix (rows: expected, columns: predicted)",
+        " " * 8 + "".join(f"{_SHORT[intent]:>7}" for intent in INTENTS),
+    ]
+    for expected in INTENTS:
+        lines.append(f"{_SHORT[expected]:<8}" + "".join(f"{report.confusion[expected][predicted] or '.':>7}"
+                                                     for predicted in INTENTS))
+    if show_misses and report.misses:
+        lines += ["", f"misses (first {min(show_misses, len(report.misses))} of {len(report.misses)})"]
+        for miss in report.misses[:show_misses]:
+            lines.append(f"  {miss.expected} -> {miss.predicted}: {miss.text}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the report of a labelled JSON-lines file (and the misses with --misses)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    show_misses = 0
+    if "--misses" in args:
+        args.remove("--misses")
+        show_misses = 10_000
+    ruleset = None
+    if "--rules" in args:
+        index = args.index("--rules")
+        ruleset = Ruleset.load(args[index + 1])
+        del args[index:index + 2]
+    if len(args) != 1:
+        print("usage: python -m app.triage.evaluate DEVSET.jsonl [--rules RULES.yaml] [--misses]", file=sys.stderr)
+        return 2
+    print(format_report(evaluate(load_rows(args[0]), ruleset), show_misses=show_misses))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

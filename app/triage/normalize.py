@@ -1,0 +1,157 @@
+"""Text normalisation for matching, with a map from every normalised index back to the original."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import cache
+
+import opencc
+
+# Beyond NFKC and case folding: star glyphs fold to one pair so that "1⭐" and "★☆☆☆☆" are
+# single phrases, and typographic quotes fold so "won’t" matches "won't".
+_EXTRA_FOLDS = {
+    "⭐": "★", "🌟": "★", "✭": "★", "✮": "★", "✯": "★", "✪": "★",
+    "✩": "☆", "✰": "☆",
+    "\u2018": "'", "\u2019": "'", "\u201b": "'", "\u2032": "'",
+    "\u201c": '"', "\u201d": '"',
+}
+
+_SUPPLEMENTARY_BLOCKS = (
+    range(0x1D400, 0x1D800),   # mathematical alphanumerics used as "fancy" letters
+    range(0x1F100, 0x1F200),   # enclosed alphanumerics
+    range(0x2F800, 0x2FA20),   # CJK compatibility ideographs
+)
+
+_CANTONESE_MARKERS = frozenset("唔冇咗嘅佢哋喺啲咁嚟嘢乜噉睇揾攞嗰啱咩")
+_LATIN_WORD = re.compile(r"[a-z]+")
+
+
+@cache
+def _fold_table() -> dict[int, str]:
+    table: dict[int, str] = {}
+    for codepoint in (*range(0x10000), *(cp for block in _SUPPLEMENTARY_BLOCKS for cp in block)):
+        if 0xD800 <= codepoint <= 0xDFFF:
+            table[codepoint] = "\ufffd"
+            continue
+        char = chr(codepoint)
+        folded = unicodedata.normalize("NFKC", char).casefold()
+        if folded and folded != char:
+            table[codepoint] = folded
+    for char, folded in _EXTRA_FOLDS.items():
+        table[ord(char)] = folded
+    return table
+
+
+@cache
+def _bmp_table() -> tuple[str | int, ...]:
+    """The fold table as a tuple indexed by code point: str.translate reads it about twice as fast as a dict."""
+    table = _fold_table()
+    return tuple(table.get(codepoint, codepoint) for codepoint in range(0x10000))
+
+
+_ASTRAL = re.compile("[\U00010000-\U0010FFFF]")
+
+
+@cache
+def _converter(config: str) -> opencc.OpenCC:
+    return opencc.OpenCC(config)
+
+
+@dataclass(frozen=True, slots=True)
+class Normalised:
+    """Matching form of a text; origin[i] is the original index of normalised character i."""
+
+    text: str
+    origin: tuple[int, ...] | None
+    folded: str
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """Original [start, end) covering normalised [start, end)."""
+        if self.origin is None:
+            return start, end
+        return self.origin[start], self.origin[end - 1] + 1
+
+
+def _fold(text: str) -> tuple[str, tuple[int, ...] | None]:
+    if text.isascii():
+        return text.lower(), None
+    folded = text.translate(_bmp_table())
+    if _ASTRAL.search(folded):
+        table = _fold_table()
+        folded = _ASTRAL.sub(lambda match: table.get(ord(match.group()), match.group()), folded)
+    # Folds never produce an empty string, so equal length means every character mapped 1:1.
+    if len(folded) == len(text):
+        return folded, None
+    table = _fold_table()
+    pieces: list[str] = []
+    origin: list[int] = []
+    for index, char in enumerate(text):
+        piece = table.get(ord(char), char)
+        pieces.append(piece)
+        origin.extend([index] * len(piece))
+    return "".join(pieces), tuple(origin)
+
+
+def _to_simplified(folded: str) -> str:
+    converted = _converter("t2s").convert(folded)
+    if len(converted) == len(folded):
+        return converted
+    # A phrase conversion changed the length: convert character by character to keep alignment.
+    convert = _converter("t2s").convert
+    out = []
+    for char in folded:
+        single = convert(char)
+        out.append(single if len(single) == 1 else char)
+    return "".join(out)
+
+
+@cache
+def _script_sets() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """CJK characters, Traditional-only characters and Simplified-only characters, from OpenCC's own tables."""
+    ideographs = [chr(cp) for block in (range(0x3400, 0x4DC0), range(0x4E00, 0xA000), range(0xF900, 0xFB00))
+                  for cp in block]
+    # One conversion call over newline-separated characters: the separator stops phrase rules from firing.
+    joined = "\n".join(ideographs)
+    to_simplified = _converter("t2s").convert(joined).split("\n")
+    to_traditional = _converter("s2t").convert(joined).split("\n")
+    traditional_only = frozenset(char for char, simple in zip(ideographs, to_simplified) if simple != char)
+    simplified_only = frozenset(char for char, trad in zip(ideographs, to_traditional) if trad != char)
+    return frozenset(ideographs), traditional_only, simplified_only - traditional_only
+
+
+def prepare() -> None:
+    """Build the fold and script tables now (at ruleset load) rather than on the first message."""
+    _bmp_table()
+    _script_sets()
+    _converter("t2s")
+
+
+def normalise(text: str) -> Normalised:
+    """NFKC, case folding, star/quote folding and Traditional-to-Simplified conversion."""
+    folded, origin = _fold(text)
+    if folded.isascii():
+        return Normalised(folded, origin, folded)
+    return Normalised(_to_simplified(folded), origin, folded)
+
+
+def normalise_phrase(phrase: str) -> str:
+    """The same normalisation applied to a ruleset phrase."""
+    return normalise(phrase).text
+
+
+def detect_language(normalised: Normalised) -> str:
+    """zh-Hans, zh-Hant or en: the dominant script, weighing non-ASCII characters against English words."""
+    folded = normalised.folded
+    if folded.isascii():
+        return "en" if _LATIN_WORD.search(folded) else "zh-Hans"
+    # Each CJK character is 3 UTF-8 bytes: the byte surplus counts them without a Python loop.
+    non_ascii = (len(folded.encode("utf-8", "surrogatepass")) - len(folded)) // 2
+    if _LATIN_WORD.search(folded) and len(_LATIN_WORD.findall(folded)) > non_ascii:
+        return "en"
+    if normalised.text == folded:
+        return "zh-Hant" if not _CANTONESE_MARKERS.isdisjoint(folded) else "zh-Hans"
+    _, traditional_only, simplified_only = _script_sets()
+    traditional = len(traditional_only.intersection(folded))
+    return "zh-Hant" if traditional >= len(simplified_only.intersection(folded)) else "zh-Hans"

@@ -1,0 +1,376 @@
+"""Rulesets: validated data (phrases, negators, cues, bases, modifiers, routes) compiled into one automaton."""
+
+from __future__ import annotations
+
+import copy
+import re
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import ahocorasick
+import yaml
+
+from app.triage.model import BANDS, EMOTIONS, INTENTS, TIERS
+from app.triage.normalize import normalise_phrase, prepare
+
+DEFAULT_ROUTES: Mapping[str, str] = MappingProxyType({
+    "presale": "presale", "payment_order": "presale", "other": "presale",
+    "logistics": "aftersale", "return_refund": "aftersale", "quality_issue": "aftersale",
+    "false_advertising": "aftersale", "price_protection": "aftersale",
+    "bad_review_threat": "complaints", "complaint": "complaints", "rights_protection": "complaints",
+})
+
+DEFAULT_BASES: Mapping[str, int] = MappingProxyType({
+    "rights_protection": 880, "complaint": 840, "bad_review_threat": 800,
+    "quality_issue": 600, "false_advertising": 580, "return_refund": 560, "price_protection": 540,
+    "logistics": 400, "payment_order": 380, "presale": 150, "other": 100,
+})
+
+DEFAULT_MODIFIERS: Mapping[str, Any] = MappingProxyType({
+    "emotion": {"angry": 60, "negative": 25, "neutral": 0, "positive": 0},
+    "urgent": 50,
+    "prior_contact": {"points": 20, "max": 60},
+    "vip_level": {"points": 10, "max": 50},
+    "waiting": {"points_per_minute": 2, "max": 60},
+})
+
+CUE_KINDS: tuple[str, ...] = ("angry", "negative", "positive", "urgent", "calm", "neutral")
+SCOPE_LISTS: tuple[str, ...] = ("negators", "adjacent_negators", "post_negators", "breakers")
+DEFAULT_SCOPE_NUMBERS: Mapping[str, int] = MappingProxyType({"window_zh": 8, "window_en": 30, "post_window_zh": 6, "post_window_en": 24})
+DEFAULT_CLAUSE_MARKS = ",.!?;:。!?;\n~…"
+
+_RULE_ID = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)+$")
+_QUEUE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+_ASCII_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+
+# Kinds of automaton entries: intent phrases and masks share one layer, cues another, scope words a third.
+RULE, MASK, NEGATOR, ADJACENT_NEGATOR, POST_NEGATOR, BREAKER, CUE = range(7)
+
+
+class RulesetError(ValueError):
+    """A ruleset that cannot be used; path names the faulty entry, problem says what is wrong."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+class _Validator:
+    """Hand-written schema check that returns the canonical mapping (defaults filled in)."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+        self.rule_ids: dict[str, str] = {}
+
+    def mapping(self, value: Any, path: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(value, Mapping):
+            raise RulesetError(path, f"expected a mapping, got {_type_name(value)}")
+        for key in value:
+            if key not in allowed:
+                raise RulesetError(f"{path}.{key}" if path != "(root)" else str(key),
+                                   f"unknown key (expected one of: {', '.join(allowed)})")
+        return dict(value)
+
+    def integer(self, value: Any, path: str, *, low: int, high: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RulesetError(path, f"expected an integer, got {_type_name(value)}")
+        if not low <= value <= high:
+            raise RulesetError(path, f"{value} is outside {low}..{high}")
+        return value
+
+    def number(self, value: Any, path: str, *, positive: bool) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RulesetError(path, f"expected a number, got {_type_name(value)}")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise RulesetError(path, "expected a finite number")
+        if positive and value <= 0:
+            raise RulesetError(path, f"must be greater than 0, got {value}")
+        if not positive and value < 0:
+            raise RulesetError(path, f"must not be negative, got {value}")
+        return float(value)
+
+    def phrases(self, value: Any, path: str, *, allow_empty_list: bool = True) -> list[str]:
+        if not isinstance(value, list):
+            raise RulesetError(path, f"expected a list of phrases, got {_type_name(value)}")
+        if not value and not allow_empty_list:
+            raise RulesetError(path, "needs at least one phrase")
+        result = []
+        for index, phrase in enumerate(value):
+            item_path = f"{path}[{index}]"
+            if not isinstance(phrase, str):
+                raise RulesetError(item_path, f"expected a string, got {_type_name(phrase)} {phrase!r} (quote it)")
+            stripped = phrase.strip()
+            if not stripped or stripped == "*":
+                raise RulesetError(item_path, "empty phrase")
+            if "*" in stripped[:-1]:
+                raise RulesetError(item_path, f"'*' may only end a phrase: {phrase!r}")
+            if not normalise_phrase(stripped.rstrip("*")).strip():
+                raise RulesetError(item_path, f"phrase {phrase!r} is empty after normalisation")
+            result.append(stripped)
+        return result
+
+    def validate(self) -> dict[str, Any]:
+        top = self.mapping(self.data, "(root)", (
+            "name", "version", "description", "threshold", "intents", "masks", "scope", "cues",
+            "emotion_baseline", "modifiers", "routes"))
+        for key in ("name", "version", "intents"):
+            if key not in top:
+                raise RulesetError(key, "required")
+        name = top["name"]
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+            raise RulesetError("name", f"expected 1-64 letters, digits, '.', '_' or '-', got {name!r}")
+        canonical: dict[str, Any] = {
+            "name": name,
+            "version": self.integer(top["version"], "version", low=1, high=10**9),
+            "description": self.description(top.get("description", "")),
+            "threshold": self.number(top.get("threshold", 1.0), "threshold", positive=True),
+            "intents": self.intents(top["intents"]),
+            "masks": self.phrases(top.get("masks", []), "masks"),
+            "scope": self.scope(top.get("scope", {})),
+            "cues": self.cues(top.get("cues", {})),
+            "emotion_baseline": self.emotion_baseline(top.get("emotion_baseline", {})),
+            "modifiers": self.modifiers(top.get("modifiers", {})),
+            "routes": self.routes(top.get("routes", {})),
+        }
+        return canonical
+
+    def description(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise RulesetError("description", f"expected a string, got {_type_name(value)}")
+        return value
+
+    def intents(self, value: Any) -> dict[str, Any]:
+        section = self.mapping(value, "intents", INTENTS)
+        result = {}
+        for intent in INTENTS:
+            path = f"intents.{intent}"
+            entry = self.mapping(section.get(intent, {}), path, ("base", "rules"))
+            low, high = BANDS[TIERS[intent]]
+            base = self.integer(entry.get("base", DEFAULT_BASES[intent]), f"{path}.base", low=0, high=999)
+            if not low <= base <= high:
+                raise RulesetError(f"{path}.base", f"{base} is outside the {TIERS[intent]} band {low}-{high}")
+            rules_value = entry.get("rules", [])
+            if not isinstance(rules_value, list):
+                raise RulesetError(f"{path}.rules", f"expected a list of rules, got {_type_name(rules_value)}")
+            rules = [self.rule(rule, f"{path}.rules[{index}]") for index, rule in enumerate(rules_value)]
+            result[intent] = {"base": base, "rules": rules}
+        return result
+
+    def rule(self, value: Any, path: str) -> dict[str, Any]:
+        entry = self.mapping(value, path, ("id", "phrases", "weight", "negatable"))
+        if "id" not in entry:
+            raise RulesetError(f"{path}.id", "required")
+        rule_id = entry["id"]
+        if not isinstance(rule_id, str) or not _RULE_ID.match(rule_id):
+            raise RulesetError(f"{path}.id", f"expected a dotted lower-case id like 'zh.bad_review.threat', got {rule_id!r}")
+        if rule_id in self.rule_ids:
+            raise RulesetError(f"{path}.id", f"duplicate rule id {rule_id!r} (first at {self.rule_ids[rule_id]})")
+        self.rule_ids[rule_id] = path
+        if "phrases" not in entry:
+            raise RulesetError(f"{path}.phrases", "required")
+        negatable = entry.get("negatable", False)
+        if not isinstance(negatable, bool):
+            raise RulesetError(f"{path}.negatable", f"expected true or false, got {negatable!r}")
+        return {
+            "id": rule_id,
+            "phrases": self.phrases(entry["phrases"], f"{path}.phrases", allow_empty_list=False),
+            "weight": self.number(entry.get("weight", 1.0), f"{path}.weight", positive=True),
+            "negatable": negatable,
+        }
+
+    def scope(self, value: Any) -> dict[str, Any]:
+        section = self.mapping(value, "scope", (*SCOPE_LISTS, *DEFAULT_SCOPE_NUMBERS, "clause_marks"))
+        result: dict[str, Any] = {key: self.phrases(section.get(key, []), f"scope.{key}") for key in SCOPE_LISTS}
+        for key, default in DEFAULT_SCOPE_NUMBERS.items():
+            result[key] = self.integer(section.get(key, default), f"scope.{key}", low=0, high=200)
+        marks = section.get("clause_marks", DEFAULT_CLAUSE_MARKS)
+        if not isinstance(marks, str) or not marks:
+            raise RulesetError("scope.clause_marks", "expected a non-empty string of punctuation characters")
+        result["clause_marks"] = marks
+        return result
+
+    def cues(self, value: Any) -> dict[str, list[str]]:
+        section = self.mapping(value, "cues", CUE_KINDS)
+        return {kind: self.phrases(section.get(kind, []), f"cues.{kind}") for kind in CUE_KINDS}
+
+    def emotion_baseline(self, value: Any) -> dict[str, str]:
+        section = self.mapping(value, "emotion_baseline", INTENTS)
+        for intent, emotion in section.items():
+            if emotion not in EMOTIONS:
+                raise RulesetError(f"emotion_baseline.{intent}", f"expected one of {', '.join(EMOTIONS)}, got {emotion!r}")
+        return {intent: section[intent] for intent in INTENTS if intent in section}
+
+    def modifiers(self, value: Any) -> dict[str, Any]:
+        section = self.mapping(value, "modifiers", tuple(DEFAULT_MODIFIERS))
+        result = copy.deepcopy(dict(DEFAULT_MODIFIERS))
+        if "emotion" in section:
+            emotion = self.mapping(section["emotion"], "modifiers.emotion", EMOTIONS)
+            for key, points in emotion.items():
+                result["emotion"][key] = self.integer(points, f"modifiers.emotion.{key}", low=0, high=999)
+        if "urgent" in section:
+            result["urgent"] = self.integer(section["urgent"], "modifiers.urgent", low=0, high=999)
+        for key in ("prior_contact", "vip_level", "waiting"):
+            if key in section:
+                allowed = tuple(DEFAULT_MODIFIERS[key])
+                entry = self.mapping(section[key], f"modifiers.{key}", allowed)
+                for field, points in entry.items():
+                    result[key][field] = self.integer(points, f"modifiers.{key}.{field}", low=0, high=999)
+        return result
+
+    def routes(self, value: Any) -> dict[str, str]:
+        section = self.mapping(value, "routes", INTENTS)
+        result = {}
+        for intent in INTENTS:
+            queue = section.get(intent, DEFAULT_ROUTES[intent])
+            if not isinstance(queue, str) or not _QUEUE_NAME.match(queue):
+                raise RulesetError(f"routes.{intent}", f"expected a queue name (lower-case letters, digits, '_', '-'), got {queue!r}")
+            result[intent] = queue
+        return result
+
+
+class Ruleset:
+    """A validated ruleset with its phrase automaton, built once."""
+
+    __slots__ = ("name", "version", "_data", "automaton", "rules", "rule_intent", "rule_weight",
+                 "rule_negatable", "threshold", "bases", "modifiers", "emotion_baseline", "clause_marks",
+                 "scope_numbers", "_routes", "phrase_count")
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        prepare()
+        canonical = _Validator(data).validate()
+        self.name: str = canonical["name"]
+        self.version: int = canonical["version"]
+        self._data = canonical
+        self.threshold: float = canonical["threshold"]
+        self.bases: dict[str, int] = {intent: canonical["intents"][intent]["base"] for intent in INTENTS}
+        self.modifiers: dict[str, Any] = canonical["modifiers"]
+        self.emotion_baseline: dict[str, str] = canonical["emotion_baseline"]
+        self.clause_marks = frozenset(normalise_phrase(canonical["scope"]["clause_marks"]) + canonical["scope"]["clause_marks"])
+        self.scope_numbers: dict[str, int] = {key: canonical["scope"][key] for key in DEFAULT_SCOPE_NUMBERS}
+        self._routes: Mapping[str, str] = MappingProxyType(dict(canonical["routes"]))
+        self.rules: list[str] = []
+        self.rule_intent: list[int] = []
+        self.rule_weight: list[float] = []
+        self.rule_negatable: list[bool] = []
+        self._compile(canonical)
+
+    def _compile(self, canonical: dict[str, Any]) -> None:
+        entries: dict[str, list[tuple[int, int, bool]]] = {}
+
+        def add(phrase: str, kind: int, ref: int) -> None:
+            suffix_ok = phrase.endswith("*")
+            key = normalise_phrase(phrase.rstrip("*"))
+            entries.setdefault(key, []).append((kind, ref, suffix_ok))
+
+        for intent_index, intent in enumerate(INTENTS):
+            for rule in canonical["intents"][intent]["rules"]:
+                rule_index = len(self.rules)
+                self.rules.append(rule["id"])
+                self.rule_intent.append(intent_index)
+                self.rule_weight.append(rule["weight"])
+                self.rule_negatable.append(rule["negatable"])
+                for phrase in rule["phrases"]:
+                    add(phrase, RULE, rule_index)
+        for phrase in canonical["masks"]:
+            add(phrase, MASK, 0)
+        scope_kinds = {"negators": NEGATOR, "adjacent_negators": ADJACENT_NEGATOR,
+                       "post_negators": POST_NEGATOR, "breakers": BREAKER}
+        for key, kind in scope_kinds.items():
+            for phrase in canonical["scope"][key]:
+                add(phrase, kind, 0)
+        for cue_index, cue_kind in enumerate(CUE_KINDS):
+            for phrase in canonical["cues"][cue_kind]:
+                add(phrase, CUE, cue_index)
+        automaton = ahocorasick.Automaton()
+        for key, key_entries in entries.items():
+            automaton.add_word(key, _automaton_value(key, list(dict.fromkeys(key_entries))))
+        automaton.make_automaton()
+        self.automaton = automaton
+        self.phrase_count = len(entries)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Ruleset:
+        """Read and validate a YAML ruleset file."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as error:
+            raise RulesetError(str(path), f"cannot read file: {error.strerror or error}") from error
+        return cls.from_yaml(text)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> Ruleset:
+        """Parse and validate a ruleset written as YAML."""
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f"(yaml line {mark.line + 1})" if mark is not None else "(yaml)"
+            raise RulesetError(where, f"not valid YAML: {getattr(error, 'problem', None) or error}") from error
+        return cls(data)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, name: str | None = None, version: int | None = None) -> Ruleset:
+        """Validate a ruleset given as a mapping; name and version, when given, override the mapping's."""
+        if not isinstance(data, Mapping):
+            raise RulesetError("(root)", f"expected a mapping, got {_type_name(data)}")
+        merged = dict(data)
+        if name is not None:
+            merged["name"] = name
+        if version is not None:
+            merged["version"] = version
+        return cls(merged)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The canonical, JSON-serialisable form; from_mapping of it gives an equal ruleset."""
+        return copy.deepcopy(self._data)
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def routes(self) -> Mapping[str, str]:
+        return self._routes
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Ruleset) and self._data == other._data
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"<Ruleset {self.id}: {len(self.rules)} rules, {self.phrase_count} phrases>"
+
+
+def _automaton_value(key: str, entries: list[tuple[int, int, bool]]) -> tuple[Any, ...]:
+    """What a hit of one key means, pre-split by layer, for all hits and for hits glued to a following ASCII word."""
+
+    def split(selected: list[tuple[int, int, bool]]) -> tuple[tuple[Any, ...], tuple[Any, ...], tuple[int, ...]]:
+        layer = tuple((kind, ref) for kind, ref, _ in selected if kind in (RULE, MASK))
+        if any(kind == MASK for kind, _ in layer):
+            layer = ((MASK, 0),)
+        cues = tuple(ref for kind, ref, _ in selected if kind == CUE)
+        scope = tuple(kind for kind, _, _ in selected if kind in (NEGATOR, ADJACENT_NEGATOR, POST_NEGATOR, BREAKER))
+        return layer, cues, scope
+
+    # Boundary checks are needed only where the phrase itself starts or ends with an ASCII letter/digit.
+    return (len(key), key[0] in _ASCII_ALNUM, key[-1] in _ASCII_ALNUM,
+            *split(entries), *split([entry for entry in entries if entry[2]]))
+
+
+DEFAULT_RULESET_FILE = "default.yaml"
+
+
+@cache
+def default_ruleset() -> Ruleset:
+    """The ruleset shipped with the service, loaded and compiled once per process."""
+    text = resources.files("app.triage").joinpath("rules", DEFAULT_RULESET_FILE).read_text(encoding="utf-8")
+    return Ruleset.from_yaml(text)

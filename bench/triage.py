@@ -1,0 +1,151 @@
+"""Benchmark of the triage core: messages/s and latency of classify() against a naive regex-per-phrase baseline.
+
+Run: .venv/bin/python bench/triage.py [--messages 10000] [--baseline-messages 1000] [--seed 20261125]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import re
+import statistics
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.triage import Ruleset, classify  # noqa: E402
+from app.triage.normalize import normalise  # noqa: E402
+
+SIMPLIFIED = [
+    "亲，在吗", "你好，请问这款还有货吗", "这个尺码偏大还是偏小", "我身高170体重130斤穿多大码", "能便宜一点吗",
+    "什么时候发货啊", "快递三天没动了", "物流一直不更新", "我的包裹到哪了", "怎么还没收到货",
+    "东西收到了但是坏了", "屏幕碎了，包装也破损了", "质量太差了，穿一次就开线", "和图片不一样，色差太大",
+    "跟描述不符，说好的纯棉", "我要退货", "怎么申请退款", "退款什么时候到账", "能换个尺码吗", "刚买就降价了，能补差价吗",
+    "付款失败了怎么办", "扣了两次钱", "地址填错了，能改一下吗", "发票怎么开", "优惠券用不了",
+    "再不发货就给差评", "明天再不到就差评", "我要投诉你们", "客服态度太差了", "我要打12315", "申请平台介入",
+    "放心，不会给差评的", "没有要投诉的意思，就是问问", "谢谢亲", "好的，辛苦了", "急用，今天必须发", "😡😡", "！！！",
+    "我上周在你们家买了一件外套，本来挺喜欢的", "朋友推荐我来的", "之前买过一次感觉还可以", "今天天气不错",
+]
+TRADITIONAL = [
+    "請問這款有現貨嗎", "幾時發貨？", "唔該，幾時寄出？", "我仲未收到貨", "包裹寄咗未", "收到嘅嘢壞咗",
+    "同描述唔一樣", "我要退貨", "點樣退款", "可唔可以換貨", "降價咗，可唔可以補差價", "付款失敗", "改地址",
+    "再唔發貨就俾差評", "我要投訴你哋", "報警", "消委會", "放心，唔會俾差評", "多謝", "好急，聽日要用",
+    "還沒出貨嗎", "給差評", "退貨地址在哪", "物流好慢", "品質很差", "這個尺寸有多大", "客服態度很差",
+]
+ENGLISH = [
+    "Hi there", "Is this in stock?", "What size should I get?", "Do you ship to Canada?", "How much is shipping?",
+    "Where is my order?", "My package hasn't arrived yet", "Tracking hasn't updated in a week", "It arrived broken",
+    "The zipper is broken and the fabric is torn", "Not as described at all", "Looks nothing like the pictures",
+    "I want a refund", "How do I return this?", "Can I exchange it for a larger size?", "The price dropped after I bought it",
+    "My payment failed", "I was charged twice", "Please cancel my order", "I need to change my address",
+    "If it isn't here by Friday I'll leave 1 star", "I'm going to leave a bad review", "I will file a complaint",
+    "I'll contact my bank for a chargeback", "I'm not leaving a bad review, just asking", "Thanks so much!",
+    "I need it by Friday, ASAP", "This is ridiculous!!!", "There is an issue with the refunded amount",
+    "I bought this for my sister's birthday and she was really excited about it",
+    "I have been a loyal customer for years and usually everything is fine",
+]
+MIXED = ["refund什么时候到账", "我的order还没到", "tracking一直不动", "能不能refund", "這個size有冇貨", "1⭐", "★☆☆☆☆", "cha评",
+         "差p警告", "１２３１５", "ＲＥＦＵＮＤ"]
+SCRIPTS = ((SIMPLIFIED, 0.45), (TRADITIONAL, 0.2), (ENGLISH, 0.28), (MIXED, 0.07))
+
+
+def build_messages(count: int, seed: int) -> list[str]:
+    """A reproducible mix of 5-300 character messages assembled from buyer-like fragments."""
+    rng = random.Random(seed)
+    pools = [pool for pool, _ in SCRIPTS]
+    weights = [weight for _, weight in SCRIPTS]
+    messages = []
+    for _ in range(count):
+        target = rng.randint(5, 300)
+        main = rng.choices(pools, weights)[0]
+        separator = " " if main is ENGLISH else "，"
+        parts: list[str] = []
+        size = 0
+        while size < target:
+            pool = main if rng.random() < 0.85 else rng.choice(pools)
+            fragment = rng.choice(pool)
+            parts.append(fragment)
+            size += len(fragment) + 1
+        messages.append(separator.join(parts)[:target])
+    return messages
+
+
+def naive_baseline(ruleset_text: str) -> list[re.Pattern[str]]:
+    """One compiled regex per phrase of the same ruleset, with the same ASCII word-boundary rule."""
+    ruleset = Ruleset.from_yaml(ruleset_text)
+    patterns = []
+    for key, (_, check_left, check_right, *_) in ruleset.automaton.items():
+        left = r"(?<![a-z0-9])" if check_left else ""
+        right = r"(?![a-z0-9])" if check_right else ""
+        patterns.append(re.compile(left + re.escape(key) + right))
+    return patterns
+
+
+def run_naive(messages: list[str], patterns: list[re.Pattern[str]]) -> float:
+    started = time.perf_counter()
+    for message in messages:
+        text = normalise(message).text
+        hits = []
+        for pattern in patterns:
+            for match in pattern.finditer(text):
+                hits.append((match.start(), match.end(), pattern))
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--baseline-messages", type=int, default=1_000)
+    parser.add_argument("--seed", type=int, default=20261125)
+    args = parser.parse_args()
+
+    ruleset_text = resources.files("app.triage").joinpath("rules", "default.yaml").read_text(encoding="utf-8")
+    started = time.perf_counter()
+    ruleset = Ruleset.from_yaml(ruleset_text)
+    cold_load = time.perf_counter() - started
+    started = time.perf_counter()
+    Ruleset.from_yaml(ruleset_text)
+    warm_load = time.perf_counter() - started
+
+    messages = build_messages(args.messages, args.seed)
+    lengths = [len(message) for message in messages]
+    for message in messages[:500]:
+        classify(message, ruleset)
+
+    gc.disable()
+    latencies = []
+    clock = time.perf_counter_ns
+    for message in messages:
+        before = clock()
+        classify(message, ruleset)
+        latencies.append(clock() - before)
+    gc.enable()
+    latencies.sort()
+    total_seconds = sum(latencies) / 1e9
+    throughput = len(messages) / total_seconds
+
+    subset = messages[: args.baseline_messages]
+    patterns = naive_baseline(ruleset_text)
+    naive_seconds = run_naive(subset, patterns)
+    started = time.perf_counter()
+    for message in subset:
+        classify(message, ruleset)
+    ours_seconds = time.perf_counter() - started
+
+    print(f"ruleset {ruleset.id}: {len(ruleset.rules)} rules, {ruleset.phrase_count} distinct phrases")
+    print(f"ruleset load: {cold_load * 1000:.1f} ms cold (builds fold/script tables), {warm_load * 1000:.1f} ms warm")
+    print(f"messages: {len(messages)}, length {min(lengths)}-{max(lengths)} chars, mean {statistics.mean(lengths):.0f}")
+    print(f"classify: {throughput:,.0f} messages/s, p50 {latencies[len(latencies) // 2] / 1000:.1f} us, "
+          f"p99 {latencies[int(len(latencies) * 0.99)] / 1000:.1f} us, max {latencies[-1] / 1000:.1f} us")
+    print(f"naive baseline (one regex per phrase, {len(patterns)} regexes, same normalisation) on the first "
+          f"{len(subset)} messages: {len(subset) / naive_seconds:,.0f} messages/s")
+    print(f"classify on the same {len(subset)} messages: {len(subset) / ours_seconds:,.0f} messages/s; "
+          f"ratio {naive_seconds / ours_seconds:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
