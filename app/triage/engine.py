@@ -17,20 +17,24 @@ def _governed(start: int, end: int, text: str, scope: list[tuple[int, int, int]]
               breakers: list[tuple[int, int]], marks: frozenset[str], windows: tuple[int, int, int, int]) -> bool:
     """True when a negator or reassurance governs [start, end): same clause, close enough, no 'then'/'就' between."""
     for kind, scope_start, scope_end in scope:
+        english = text[scope_start].isascii()
         if kind == POST_NEGATOR:
             if scope_start < end:
                 continue
             gap_start, gap_end = end, scope_start
-            window = windows[3] if text[scope_start].isascii() else windows[2]
+            window = windows[3] if english else windows[2]
         else:
             if scope_start >= start or scope_end >= end:
                 continue
             gap_start, gap_end = scope_end, start
             if kind == ADJACENT_NEGATOR:
-                window = 1
+                window = 1 if english else 0
             else:
-                window = windows[1] if text[scope_start].isascii() else windows[0]
+                window = windows[1] if english else windows[0]
         if gap_end - gap_start > window:
+            continue
+        # A negator inside a conditional word ("不" in "不然", "要不") negates nothing.
+        if any(b_start <= scope_start and scope_end <= b_end for b_start, b_end in breakers):
             continue
         if gap_end > gap_start:
             if not marks.isdisjoint(text[gap_start:gap_end]):
@@ -39,6 +43,32 @@ def _governed(start: int, end: int, text: str, scope: list[tuple[int, int, int]]
                 continue
         return True
     return False
+
+
+def _weak_cluster(spans: list[tuple[int, int, int]], weights: list[float], threshold: float, window: int) -> float:
+    """Best sum of distinct weak rules whose hits start within `window` characters of each other.
+
+    Weak phrases ("图片" + "不一样") only mean something together and close together; far apart in a
+    long message they are two unrelated remarks.
+    """
+    weak = [(start, ref) for start, _end, ref in spans if weights[ref] < threshold]
+    counts: dict[int, int] = {}
+    best = total = 0.0
+    left = 0
+    for start, ref in weak:
+        while weak[left][0] < start - window:
+            old = weak[left][1]
+            counts[old] -= 1
+            if not counts[old]:
+                del counts[old]
+                total -= weights[old]
+            left += 1
+        if ref not in counts:
+            counts[ref] = 0
+            total += weights[ref]
+        counts[ref] += 1
+        best = max(best, total)
+    return best
 
 
 def priority_for(primary: str, *, emotion: str, urgent: bool, context: PriorityContext,
@@ -126,11 +156,14 @@ def classify(text: str, ruleset: Ruleset | None = None, *, context: PriorityCont
                 spans.append((start, end, ref))
 
     hits: list[IntentHit] = []
+    weights, threshold = rs.rule_weight, rs.threshold
     for intent_index in sorted(per_intent):
         spans = per_intent[intent_index]
-        rules_fired = {ref for _start, _end, ref in spans}
-        score = sum(rs.rule_weight[ref] for ref in rules_fired)
-        if score < rs.threshold:
+        strong = {ref for _start, _end, ref in spans if weights[ref] >= threshold}
+        score = sum(weights[ref] for ref in strong)
+        if len(strong) < len(spans):
+            score += _weak_cluster(spans, weights, threshold, numbers["weak_window"])
+        if score < threshold:
             continue
         evidence = []
         seen = set()

@@ -39,7 +39,8 @@ DEFAULT_MODIFIERS: Mapping[str, Any] = MappingProxyType({
 
 CUE_KINDS: tuple[str, ...] = ("angry", "negative", "positive", "urgent", "calm", "neutral")
 SCOPE_LISTS: tuple[str, ...] = ("negators", "adjacent_negators", "post_negators", "breakers")
-DEFAULT_SCOPE_NUMBERS: Mapping[str, int] = MappingProxyType({"window_zh": 8, "window_en": 30, "post_window_zh": 6, "post_window_en": 24})
+DEFAULT_SCOPE_NUMBERS: Mapping[str, int] = MappingProxyType({
+    "window_zh": 8, "window_en": 30, "post_window_zh": 6, "post_window_en": 24, "weak_window": 24})
 DEFAULT_CLAUSE_MARKS = ",.!?;:。!?;\n~…"
 
 _RULE_ID = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)+$")
@@ -57,6 +58,13 @@ class RulesetError(ValueError):
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem
+
+
+def split_wildcard(phrase: str) -> tuple[str, bool]:
+    """A trailing '*' after a letter lets an English word continue ("refund*"); elsewhere '*' is literal ("1*")."""
+    if len(phrase) > 1 and phrase.endswith("*") and phrase[-2].isascii() and phrase[-2].isalpha():
+        return phrase[:-1], True
+    return phrase, False
 
 
 def _type_name(value: Any) -> str:
@@ -110,9 +118,7 @@ class _Validator:
             stripped = phrase.strip()
             if not stripped or stripped == "*":
                 raise RulesetError(item_path, "empty phrase")
-            if "*" in stripped[:-1]:
-                raise RulesetError(item_path, f"'*' may only end a phrase: {phrase!r}")
-            if not normalise_phrase(stripped.rstrip("*")).strip():
+            if not normalise_phrase(split_wildcard(stripped)[0]).strip():
                 raise RulesetError(item_path, f"phrase {phrase!r} is empty after normalisation")
             result.append(stripped)
         return result
@@ -266,8 +272,8 @@ class Ruleset:
         entries: dict[str, list[tuple[int, int, bool]]] = {}
 
         def add(phrase: str, kind: int, ref: int) -> None:
-            suffix_ok = phrase.endswith("*")
-            key = normalise_phrase(phrase.rstrip("*"))
+            literal, suffix_ok = split_wildcard(phrase)
+            key = normalise_phrase(literal)
             entries.setdefault(key, []).append((kind, ref, suffix_ok))
 
         for intent_index, intent in enumerate(INTENTS):
