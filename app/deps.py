@@ -76,3 +76,14 @@ async def admin_or_agent(request: Request, session: Annotated[AsyncSession, Depe
 
 
 CallerDep = Annotated[Agent | None, Depends(admin_or_agent)]
+
+
+async def admin_or_agent_either(
+        request: Request, session: Annotated[AsyncSession, Depends(get_session, scope="function")],
+        _admin: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(agent_bearer)]) -> Agent | None:
+    """Like admin_or_agent, declaring both bearer schemes in the OpenAPI document."""
+    return await admin_or_agent(request, session, credentials)
+
+
+AdminOrAgentDep = Annotated[Agent | None, Depends(admin_or_agent_either)]

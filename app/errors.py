@@ -164,3 +164,19 @@ class Unavailable(AppError):
     status = 503
     code = "unavailable"
     message = "temporarily unavailable, retry"
+
+
+class TicketNotHeld(Conflict):
+    code = "ticket_not_held"
+    message = "the ticket is not held by this agent (never claimed, released, or its lease ran out)"
+
+
+class AtCapacity(Conflict):
+    code = "at_capacity"
+    message = "the agent holds as many open tickets as its capacity allows"
+
+
+class IdempotencyMismatch(AppError):
+    status = 422
+    code = "idempotency_key_reused"
+    message = "this Idempotency-Key was used with a different request"

@@ -6,16 +6,18 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.db.listen import Listener
 from app.db.migrate import head_revision
 from app.db.session import create_engine, create_sessionmaker
 from app.errors import install_error_handlers
 from app.middleware import RequestIdMiddleware
-from app.routers import admin, health, triage, webhooks
+from app.routers import admin, agents, health, triage, webhooks
 from app.routers.docs import with_extra_schemas
 from app.schemas.webhooks import WebhookBatch
 from app.services.directory import ShopDirectory
-from app.services.ingest import Ingestor
+from app.services.ingest import NOTIFY_CHANNEL, Ingestor
 from app.services.notify import Notifier
+from app.services.queues import LeaseReaper
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("app")
@@ -39,13 +41,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.directory = ShopDirectory(app.state.sessionmaker)
         app.state.notifier = Notifier()
-        app.state.ingestor = Ingestor(app.state.sessionmaker, app.state.notifier)
+        writers = settings.ingest_writers or (1 if settings.is_sqlite else 3)
+        app.state.ingestor = Ingestor(app.state.sessionmaker, app.state.notifier, writers=writers)
         app.state.ingestor.start()
+        # Expired leases are requeued by every process; a short lease is checked more often than once a second.
+        app.state.reaper = LeaseReaper(app.state.sessionmaker, app.state.notifier,
+                                       max_deliveries=settings.max_deliveries,
+                                       interval=min(1.0, settings.lease_seconds / 4))
+        app.state.reaper.start()
+        app.state.listener = None
+        if not settings.is_sqlite:
+            # Wake-ups from other processes (ingestion, releases, expiries) arrive by LISTEN/NOTIFY.
+            app.state.listener = Listener(settings.database_url, NOTIFY_CHANNEL,
+                                          lambda shop_id: app.state.notifier.notify([shop_id]))
+            app.state.listener.start()
         if settings.admin_token is None:
             log.warning("TRIAGE_ADMIN_TOKEN is not set: every ops endpoint answers 401")
         try:
             yield
         finally:
+            if app.state.listener is not None:
+                await app.state.listener.stop()
+            await app.state.reaper.stop()
             await app.state.ingestor.stop()
             await engine.dispose()
 
@@ -58,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(webhooks.router)
     app.include_router(triage.router)
+    app.include_router(agents.router)
     with_extra_schemas(app, WebhookBatch)
     return app
 

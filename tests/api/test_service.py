@@ -67,7 +67,10 @@ async def test_malformed_json_is_a_clean_error(client: httpx.AsyncClient, admin_
 async def test_openapi_documents_every_operation_with_security(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     schemes = spec["components"]["securitySchemes"]
-    assert "AdminToken" in schemes
+    assert {"AdminToken", "AgentToken"} <= set(schemes)
+    agent_operations = {(m, p) for p, ops in spec["paths"].items() for m, op in ops.items()
+                        if {"AgentToken": []} in op.get("security", [])}
+    assert ("post", "/v1/agents/me/claim") in agent_operations and ("get", "/v1/tickets/{ticket_id}") in agent_operations
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
             assert operation.get("summary"), (method, path)

@@ -1,0 +1,72 @@
+"""A dedicated PostgreSQL connection that LISTENs on a channel and hands each payload to a callback."""
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger("app.listen")
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The plain libpq-style DSN asyncpg takes, from a SQLAlchemy `postgresql+asyncpg://` URL."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class Listener:
+    """LISTEN on `channel` outside the pool; reconnects (with backoff) when the connection is lost."""
+
+    def __init__(self, url: str, channel: str, on_payload: Callable[[str], None], *,
+                 ping_seconds: float = 5.0) -> None:
+        self._dsn = asyncpg_dsn(url)
+        self._channel = channel
+        self._on_payload = on_payload
+        self._ping_seconds = ping_seconds
+        self._task: asyncio.Task[None] | None = None
+        self.listening = asyncio.Event()
+        self.connections = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"listen-{self._channel}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def _deliver(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
+        self._on_payload(payload)
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            lost = asyncio.Event()
+            connection: asyncpg.Connection | None = None
+            try:
+                connection = await asyncpg.connect(self._dsn, timeout=10)
+                connection.add_termination_listener(lambda _c: lost.set())
+                await connection.add_listener(self._channel, self._deliver)
+                self.connections += 1
+                self.listening.set()
+                backoff = 0.1
+                while not lost.is_set():
+                    # A ping finds a connection that died silently (no termination callback on a cut network).
+                    try:
+                        await asyncio.wait_for(lost.wait(), timeout=self._ping_seconds)
+                    except TimeoutError:
+                        await asyncio.wait_for(connection.execute("SELECT 1"), timeout=self._ping_seconds)
+                log.warning("LISTEN connection lost; reconnecting")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("LISTEN connection failed (%s); retrying in %.1f s", type(exc).__name__, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                self.listening.clear()
+                if connection is not None and not connection.is_closed():
+                    connection.terminate()

@@ -1,0 +1,123 @@
+"""Agent consoles: claim work with a lease (long poll), read, reply, resolve, release, transfer (SPEC 5.4)."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+
+from app.clock import utcnow
+from app.deps import AdminOrAgentDep, AgentDep, SessionDep, SettingsDep
+from app.routers.docs import errors
+from app.schemas.tickets import (
+    QueueList,
+    ReleaseRequest,
+    ReplyCreate,
+    ReplyCreated,
+    TicketList,
+    TicketRead,
+    TransferRequest,
+)
+from app.services import queues
+
+router = APIRouter(tags=["agents"])
+
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=200,
+    description="Any unique string per intended write. A retry with the same key answers as the first attempt "
+                "did, with no second effect; the same key with a different request is 422.")]
+
+_HELD = ("Only the agent holding the ticket under a running lease may do this: otherwise `409 ticket_not_held` "
+         "(also after the lease ran out, even before the ticket was handed to someone else). A ticket of another "
+         "shop, or of a queue the agent does not serve and does not hold, is `404`.")
+
+
+@router.post("/v1/agents/me/claim", response_model=TicketRead, summary="Claim the most urgent ticket (long poll)",
+             description="Assigns the agent the next ticket of the queues it serves (tier first, then priority, then "
+                         "oldest first) with a lease of TRIAGE_LEASE_SECONDS (default 120 s). With `wait`, the call "
+                         "waits up to that many seconds for a ticket to arrive and answers as soon as one does; "
+                         "`204` when none arrived. `409 at_capacity` when the agent holds as many open tickets as "
+                         "its capacity.",
+             responses={200: {"description": "The claimed ticket with its messages, triage evidence and lease"},
+                        204: {"description": "No ticket arrived within `wait` seconds"}, **errors(401, 409, 422)})
+async def claim(request: Request, agent: AgentDep, session: SessionDep, settings: SettingsDep,
+                wait: Annotated[float, Query(ge=0, le=30, description="Seconds to wait for work (long poll)")] = 0
+                ) -> TicketRead | Response:
+    ticket = await queues.claim(session, agent=agent, notifier=request.app.state.notifier, wait=wait,
+                                lease_seconds=settings.lease_seconds, clock=utcnow, gone=request.is_disconnected)
+    return ticket if ticket is not None else Response(status_code=204)
+
+
+@router.get("/v1/agents/me/tickets", response_model=TicketList, summary="The agent's open tickets",
+            description="Tickets the agent holds, most urgent first, with `unread` buyer messages since its last "
+                        "reply and `escalated` when a ticket became more urgent while held.",
+            responses=errors(401))
+async def my_tickets(agent: AgentDep, session: SessionDep) -> TicketList:
+    return await queues.my_tickets(session, agent=agent)
+
+
+@router.get("/v1/tickets/{ticket_id}", response_model=TicketRead, summary="Read a ticket",
+            description="The ticket with every message and each inbound message's triage evidence. The admin token "
+                        "reads any ticket; an agent reads tickets of its shop in the queues it serves, and those it "
+                        "holds (others are `404`).",
+            responses=errors(401, 404))
+async def read_ticket(ticket_id: str, caller: AdminOrAgentDep, session: SessionDep) -> TicketRead:
+    return await queues.read_ticket(session, caller=caller, ticket_id=ticket_id)
+
+
+@router.post("/v1/tickets/{ticket_id}/heartbeat", response_model=TicketRead, summary="Extend the lease",
+             description="Renews the lease to TRIAGE_LEASE_SECONDS from now. " + _HELD,
+             responses=errors(401, 404, 409))
+async def heartbeat(ticket_id: str, agent: AgentDep, session: SessionDep, settings: SettingsDep) -> TicketRead:
+    return await queues.heartbeat(session, agent=agent, ticket_id=ticket_id, now=utcnow(),
+                                  lease_seconds=settings.lease_seconds)
+
+
+@router.post("/v1/tickets/{ticket_id}/replies", status_code=201, response_model=ReplyCreated,
+             summary="Reply to the buyer",
+             description="Stores the reply as an outbound message and renews the lease; the first reply of an "
+                         "episode stops the first-response clock (`first_response_at`). " + _HELD,
+             responses=errors(401, 404, 409, 422))
+async def reply(ticket_id: str, body: ReplyCreate, agent: AgentDep, session: SessionDep, settings: SettingsDep,
+                idempotency_key: IdempotencyKey = None) -> ReplyCreated:
+    return await queues.reply(session, agent=agent, ticket_id=ticket_id, text=body.text, now=utcnow(),
+                              lease_seconds=settings.lease_seconds, idempotency_key=idempotency_key)
+
+
+@router.post("/v1/tickets/{ticket_id}/resolve", response_model=TicketRead, summary="Resolve the ticket",
+             description="Closes the conversation; a later buyer message reopens it, triaged afresh. " + _HELD,
+             responses=errors(401, 404, 409, 422))
+async def resolve(ticket_id: str, agent: AgentDep, session: SessionDep,
+                  idempotency_key: IdempotencyKey = None) -> TicketRead:
+    return await queues.resolve(session, agent=agent, ticket_id=ticket_id, now=utcnow(),
+                                idempotency_key=idempotency_key)
+
+
+@router.post("/v1/tickets/{ticket_id}/release", response_model=TicketRead, summary="Hand the ticket back",
+             description="Returns the ticket to its queue at its place in order (its age is kept) for another "
+                         "agent to claim. The body is optional. " + _HELD,
+             responses=errors(401, 404, 409, 422))
+async def release(ticket_id: str, request: Request, agent: AgentDep, session: SessionDep,
+                  body: ReleaseRequest | None = None, idempotency_key: IdempotencyKey = None) -> TicketRead:
+    return await queues.release(session, agent=agent, ticket_id=ticket_id, reason=body.reason if body else None,
+                                now=utcnow(), notifier=request.app.state.notifier, idempotency_key=idempotency_key)
+
+
+@router.post("/v1/tickets/{ticket_id}/transfer", response_model=TicketRead, summary="Transfer to another queue",
+             description="Queues the ticket in another queue of the shop, keeping its age (it is not sent to the "
+                         "back). Transferring to `escalations` flags it escalated. An unknown queue is `422`. "
+                         + _HELD,
+             responses=errors(401, 404, 409, 422))
+async def transfer(ticket_id: str, body: TransferRequest, request: Request, agent: AgentDep, session: SessionDep,
+                   idempotency_key: IdempotencyKey = None) -> TicketRead:
+    return await queues.transfer(session, agent=agent, ticket_id=ticket_id, queue=body.queue, reason=body.reason,
+                                 now=utcnow(), notifier=request.app.state.notifier, idempotency_key=idempotency_key)
+
+
+@router.get("/v1/queues", response_model=QueueList, tags=["agents", "ops: queues"], summary="Queue depths",
+            description="Queued tickets per tier and the oldest wait of each queue. An agent sees the queues it "
+                        "serves (`shop_id` may be omitted); the admin token must name the shop with `shop_id` and "
+                        "sees all its queues.",
+            responses=errors(401, 404, 422))
+async def list_queues(caller: AdminOrAgentDep, session: SessionDep,
+                      shop_id: Annotated[str | None, Query(description="Required with the admin token")] = None
+                      ) -> QueueList:
+    return await queues.queue_depths(session, caller=caller, shop_id=shop_id, now=utcnow())

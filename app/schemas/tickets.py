@@ -1,0 +1,92 @@
+"""Tickets, replies and queues as agent consoles see them (SPEC 5.4 and 5.5)."""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from app.schemas.base import QueueName, Schema, StorableStr
+
+TierName = Literal["P1", "P2", "P3", "P4"]
+
+
+class CustomerRead(BaseModel):
+    id: str = Field(description="The buyer's id on the platform", examples=["tb_buyer_42"])
+    platform: str = Field(examples=["taobao"])
+    nick: str | None = Field(examples=["小王"])
+    vip_level: int
+    contacts: int = Field(description="Conversations this buyer opened or reopened with the shop")
+
+
+class MessageRead(BaseModel):
+    id: int
+    direction: Literal["inbound", "outbound"]
+    text: str
+    sent_at: datetime
+    received_at: datetime
+    order_id: str | None = None
+    agent_id: str | None = Field(None, description="The agent who wrote an outbound message")
+    triage: dict[str, Any] | None = Field(
+        None, description="Inbound only: intents with evidence, emotion, urgency, language, priority, queue, ruleset")
+
+
+class TicketRead(BaseModel):
+    id: str
+    shop_id: str
+    platform: str
+    conversation_id: str
+    queue: str = Field(examples=["complaints"])
+    status: Literal["queued", "assigned", "resolved"]
+    tier: TierName
+    priority: int = Field(ge=0, le=999)
+    primary: str = Field(examples=["bad_review_threat"])
+    intents: list[str]
+    escalated: bool = Field(description="Raised to a more urgent tier while held, or moved to escalations")
+    customer: CustomerRead | None
+    messages: list[MessageRead]
+    assigned_agent_id: str | None
+    lease_expires_at: datetime | None
+    deliveries: int = Field(description="Leases that ran out in this episode")
+    unread: int = Field(description="Buyer messages since the last agent reply")
+    created_at: datetime
+    opened_at: datetime = Field(description="Start of the current episode: the 'oldest first' key of the queue")
+    awaiting_since: datetime | None = Field(description="First buyer message not yet answered")
+    first_response_due_at: datetime | None
+    first_response_at: datetime | None
+    resolved_at: datetime | None
+    episodes: int = Field(description="1, plus one per reopening after resolve")
+    updated_at: datetime
+
+
+class TicketList(BaseModel):
+    tickets: list[TicketRead]
+
+
+class ReplyCreate(Schema):
+    text: StorableStr = Field(min_length=1, max_length=10_000, examples=["亲，已经帮您催促快递了，今天内一定送到"])
+
+
+class ReplyCreated(BaseModel):
+    message: MessageRead
+    ticket: TicketRead
+
+
+class ReleaseRequest(Schema):
+    reason: StorableStr | None = Field(None, max_length=500, examples=["end of shift"])
+
+
+class TransferRequest(Schema):
+    queue: QueueName
+    reason: StorableStr = Field("", max_length=500, examples=["needs a senior agent"])
+
+
+class QueueDepth(BaseModel):
+    name: str = Field(examples=["aftersale"])
+    depth: dict[TierName, int] = Field(description="Queued tickets per tier", examples=[{"P1": 0, "P2": 3, "P3": 5, "P4": 0}])
+    total: int
+    oldest_wait_seconds: float | None = Field(description="Age of the oldest queued episode; null when empty")
+
+
+class QueueList(BaseModel):
+    shop_id: str
+    queues: list[QueueDepth]

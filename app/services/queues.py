@@ -1,0 +1,427 @@
+"""Agent work queues (SPEC 3, 5.4): claim with lease and long poll, replies, resolve, release, transfer, expiry."""
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from sqlalchemy import Row
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.clock import utcnow
+from app.db import queues as db
+from app.db import repositories as repo
+from app.db.models import Agent
+from app.errors import (
+    AppError,
+    AtCapacity,
+    IdempotencyMismatch,
+    InvalidInput,
+    ShopNotFound,
+    TicketNotFound,
+    TicketNotHeld,
+    Unauthorized,
+)
+from app.schemas.tickets import (
+    CustomerRead,
+    MessageRead,
+    QueueDepth,
+    QueueList,
+    ReplyCreated,
+    TicketList,
+    TicketRead,
+)
+from app.services.ingest import NOTIFY_CHANNEL
+from app.services.notify import Notifier
+from app.services.tickets import ESCALATIONS, TIER_NAME
+
+log = logging.getLogger("app.queues")
+
+# A waiting claimer looks at the database at least this often, so a lost wake-up costs at most this long.
+RECHECK_SECONDS = 1.0
+EXPIRY_BATCH = 500
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _actor(agent: Agent) -> str:
+    return f"agent:{agent.id}"
+
+
+def _event(ticket: Row[Any], kind: str, actor: str, now: datetime, data: dict[str, Any]) -> dict[str, Any]:
+    return {"ticket_id": ticket.id, "shop_id": ticket.shop_id, "at": now, "kind": kind, "actor": actor, "data": data}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def message_view(row: Row[Any]) -> MessageRead:
+    return MessageRead(id=row.id, direction=row.direction, text=row.text, sent_at=row.sent_at,
+                       received_at=row.received_at, order_id=row.order_id, agent_id=row.agent_id,
+                       triage=row.triage if row.direction == "inbound" else None)
+
+
+def ticket_view(row: Row[Any], messages: Sequence[Row[Any]], customer: Row[Any] | None) -> TicketRead:
+    """The API shape of a ticket (SPEC 5.5) from its row, messages and customer."""
+    return TicketRead(
+        id=row.id, shop_id=row.shop_id, platform=row.platform, conversation_id=row.conversation_id, queue=row.queue,
+        status=row.status, tier=TIER_NAME[row.tier], priority=row.priority, primary=row.primary_intent,
+        intents=list(row.intents), escalated=row.escalated,
+        customer=None if customer is None else CustomerRead(id=customer.external_id, platform=customer.platform,
+                                                            nick=customer.nick, vip_level=customer.vip_level,
+                                                            contacts=customer.contacts),
+        messages=[message_view(m) for m in messages], assigned_agent_id=row.assigned_agent_id,
+        lease_expires_at=row.lease_expires_at, deliveries=row.deliveries, unread=row.unread,
+        created_at=row.created_at, opened_at=row.opened_at, awaiting_since=row.awaiting_since,
+        first_response_due_at=row.first_response_due_at, first_response_at=row.first_response_at,
+        resolved_at=row.resolved_at, episodes=row.episodes, updated_at=row.updated_at)
+
+
+async def _views(session: AsyncSession, rows: Sequence[Row[Any]]) -> list[TicketRead]:
+    messages = await db.messages_of(session, [r.id for r in rows])
+    customers = await db.customers_of(session, [r.customer_id for r in rows])
+    return [ticket_view(r, messages[r.id], customers.get(r.customer_id)) for r in rows]
+
+
+async def _visible(session: AsyncSession, *, agent: Agent, ticket: Row[Any]) -> bool:
+    """An agent sees its own shop's tickets in the queues it serves, and the tickets it holds."""
+    if ticket.shop_id != agent.shop_id:
+        return False
+    return ticket.assigned_agent_id == agent.id or ticket.queue in await db.served_queues(session, agent_id=agent.id)
+
+
+async def _refusal(session: AsyncSession, *, agent: Agent, ticket_id: str, now: datetime) -> AppError:
+    """Why a holder-only write did not apply: 404 when the agent may not see the ticket, 409 otherwise."""
+    ticket = await db.get_ticket(session, ticket_id=ticket_id)
+    if ticket is None or not await _visible(session, agent=agent, ticket=ticket):
+        return TicketNotFound(f"no ticket '{ticket_id}'")
+    if ticket.status == "assigned" and ticket.assigned_agent_id == agent.id:
+        return TicketNotHeld(f"your lease on this ticket ran out at {_iso(ticket.lease_expires_at)}; claim it again",
+                             details={"status": ticket.status, "lease_expires_at": _iso(ticket.lease_expires_at)})
+    return TicketNotHeld(details={"status": ticket.status})
+
+
+# --- claim ---------------------------------------------------------------------------------------------------
+
+async def claim_once(session: AsyncSession, *, agent: Agent, now: datetime, lease_seconds: int) -> TicketRead | None:
+    """Claim the most urgent ticket of the agent's queues now, in one transaction; None when there is none."""
+    capacity = await db.lock_agent(session, agent_id=agent.id)
+    if capacity is None:
+        await session.rollback()
+        raise Unauthorized("the agent is deactivated")
+    lease_until = now + timedelta(seconds=lease_seconds)
+    row = await db.claim(session, agent_id=agent.id, shop_id=agent.shop_id, capacity=capacity, now=now,
+                         lease_until=lease_until)
+    if row is None:
+        held = await db.held_count(session, agent_id=agent.id)
+        await session.rollback()
+        if held >= capacity:
+            raise AtCapacity(f"the agent holds {held} open tickets, its capacity is {capacity}",
+                             details={"held": held, "capacity": capacity})
+        return None
+    await db.insert_events(session, [_event(row, "claimed", _actor(agent), now, {
+        "agent_id": agent.id, "lease_expires_at": _iso(lease_until), "deliveries": row.deliveries})])
+    [view] = await _views(session, [row])
+    await session.commit()
+    return view
+
+
+async def claim(session: AsyncSession, *, agent: Agent, notifier: Notifier, wait: float, lease_seconds: int,
+                clock: Callable[[], datetime] = utcnow,
+                gone: Callable[[], Awaitable[bool]] | None = None) -> TicketRead | None:
+    """Claim the next ticket, waiting up to `wait` seconds for one to arrive (long poll); None if none did."""
+    deadline = time.monotonic() + wait
+    # Subscribe before the first look, so a ticket queued between that look and the wait still wakes us.
+    wake = notifier.subscribe(agent.shop_id)
+    try:
+        while True:
+            wake.clear()
+            # No connection is held between attempts: each one is its own short transaction.
+            ticket = await claim_once(session, agent=agent, now=clock(), lease_seconds=lease_seconds)
+            if ticket is not None:
+                return ticket
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(wake.wait(), timeout=min(remaining, RECHECK_SECONDS))
+            except TimeoutError:
+                pass
+            if gone is not None and await gone():
+                return None
+    finally:
+        notifier.unsubscribe(agent.shop_id, wake)
+
+
+# --- holder writes -------------------------------------------------------------------------------------------
+
+def _request_hash(request: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+async def _write(session: AsyncSession, *, agent: Agent, key: str | None, request: dict[str, Any], now: datetime,
+                 status_code: int, model: type[Model], act: Callable[[], Awaitable[Model]]) -> Model:
+    """Run one agent write in one transaction; with an Idempotency-Key, a replay answers as the first time did."""
+    try:
+        if key is not None:
+            request_hash = _request_hash(request)
+            if not await db.reserve_idempotency_key(session, agent_id=agent.id, key=key, request_hash=request_hash,
+                                                    now=now):
+                record = await db.idempotency_record(session, agent_id=agent.id, key=key)
+                await session.rollback()
+                if record is None or record.request_hash != request_hash:
+                    raise IdempotencyMismatch(details={"idempotency_key": key})
+                return model.model_validate(record.response)
+        answer = await act()
+        if key is not None:
+            # Stored in the same transaction as the effect: both happen, or neither does.
+            await db.store_idempotent_answer(session, agent_id=agent.id, key=key, status_code=status_code,
+                                             response=answer.model_dump(mode="json"))
+        await session.commit()
+        return answer
+    except BaseException:
+        # A refused write leaves nothing behind, its key included: a retry under the key runs afresh.
+        await session.rollback()
+        raise
+
+
+async def _held_write(session: AsyncSession, *, agent: Agent, ticket_id: str, now: datetime,
+                      values: dict[str, Any]) -> Row[Any]:
+    row = await db.update_held(session, ticket_id=ticket_id, agent_id=agent.id, now=now, values=values)
+    if row is None:
+        raise await _refusal(session, agent=agent, ticket_id=ticket_id, now=now)
+    return row
+
+
+async def heartbeat(session: AsyncSession, *, agent: Agent, ticket_id: str, now: datetime,
+                    lease_seconds: int) -> TicketRead:
+    """Extend the holder's lease."""
+    lease_until = now + timedelta(seconds=lease_seconds)
+
+    async def act() -> TicketRead:
+        row = await _held_write(session, agent=agent, ticket_id=ticket_id, now=now,
+                                values={"lease_expires_at": lease_until})
+        await db.insert_events(session, [_event(row, "lease_extended", _actor(agent), now,
+                                                {"lease_expires_at": _iso(lease_until)})])
+        [view] = await _views(session, [row])
+        return view
+
+    return await _write(session, agent=agent, key=None, request={}, now=now, status_code=200, model=TicketRead,
+                        act=act)
+
+
+async def reply(session: AsyncSession, *, agent: Agent, ticket_id: str, text: str, now: datetime,
+                lease_seconds: int, idempotency_key: str | None) -> ReplyCreated:
+    """Store the holder's reply; it extends the lease, and the first one stops the first-response clock."""
+    lease_until = now + timedelta(seconds=lease_seconds)
+
+    async def act() -> ReplyCreated:
+        row = await db.record_reply(session, ticket_id=ticket_id, agent_id=agent.id, now=now, lease_until=lease_until)
+        if row is None:
+            raise await _refusal(session, agent=agent, ticket_id=ticket_id, now=now)
+        message = await db.insert_outbound(session, ticket=row, agent_id=agent.id, text=text, now=now)
+        data: dict[str, Any] = {"message_id": message.id, "first_response": row.first_response_at == now,
+                                "lease_expires_at": _iso(lease_until)}
+        if data["first_response"] and row.first_response_due_at is not None:
+            data["within_target"] = now <= row.first_response_due_at
+        await db.insert_events(session, [_event(row, "replied", _actor(agent), now, data)])
+        [view] = await _views(session, [row])
+        return ReplyCreated(message=message_view(message), ticket=view)
+
+    return await _write(session, agent=agent, key=idempotency_key, now=now, status_code=201, model=ReplyCreated,
+                        request={"op": "reply", "ticket_id": ticket_id, "text": text}, act=act)
+
+
+async def resolve(session: AsyncSession, *, agent: Agent, ticket_id: str, now: datetime,
+                  idempotency_key: str | None) -> TicketRead:
+    """Close the holder's ticket; a later buyer message reopens it as a new episode."""
+
+    async def act() -> TicketRead:
+        row = await _held_write(session, agent=agent, ticket_id=ticket_id, now=now, values={
+            "status": "resolved", "assigned_agent_id": None, "lease_expires_at": None, "resolved_at": now})
+        await db.insert_events(session, [_event(row, "resolved", _actor(agent), now, {"agent_id": agent.id})])
+        [view] = await _views(session, [row])
+        return view
+
+    return await _write(session, agent=agent, key=idempotency_key, now=now, status_code=200, model=TicketRead,
+                        request={"op": "resolve", "ticket_id": ticket_id}, act=act)
+
+
+async def release(session: AsyncSession, *, agent: Agent, ticket_id: str, reason: str | None, now: datetime,
+                  notifier: Notifier, idempotency_key: str | None) -> TicketRead:
+    """Hand the ticket back to its queue at its place in order (its age is kept; no delivery is counted)."""
+
+    async def act() -> TicketRead:
+        row = await _held_write(session, agent=agent, ticket_id=ticket_id, now=now, values={
+            "status": "queued", "assigned_agent_id": None, "lease_expires_at": None})
+        await db.insert_events(session, [_event(row, "released", _actor(agent), now,
+                                                {"agent_id": agent.id, "reason": reason})])
+        await db.notify_postgres(session, channel=NOTIFY_CHANNEL, shop_ids=[row.shop_id])
+        [view] = await _views(session, [row])
+        return view
+
+    answer = await _write(session, agent=agent, key=idempotency_key, now=now, status_code=200, model=TicketRead,
+                          request={"op": "release", "ticket_id": ticket_id, "reason": reason}, act=act)
+    notifier.notify([agent.shop_id])
+    return answer
+
+
+async def transfer(session: AsyncSession, *, agent: Agent, ticket_id: str, queue: str, reason: str, now: datetime,
+                   notifier: Notifier, idempotency_key: str | None) -> TicketRead:
+    """Move the holder's ticket to another queue of the shop, queued there with its age kept."""
+
+    async def act() -> TicketRead:
+        if not await db.queue_exists(session, shop_id=agent.shop_id, name=queue):
+            raise InvalidInput(f"no queue '{queue}' in this shop", details=[
+                {"field": "body.queue", "reason": f"no queue '{queue}' in this shop", "type": "unknown_queue"}])
+        row = await db.get_ticket(session, ticket_id=ticket_id)
+        values: dict[str, Any] = {"status": "queued", "assigned_agent_id": None, "lease_expires_at": None,
+                                  "queue": queue}
+        if queue == ESCALATIONS:
+            values["escalated"] = True
+        held = await _held_write(session, agent=agent, ticket_id=ticket_id, now=now, values=values)
+        await db.insert_events(session, [_event(held, "transferred", _actor(agent), now, {
+            "agent_id": agent.id, "from": row.queue if row is not None else None, "to": queue, "reason": reason})])
+        await db.notify_postgres(session, channel=NOTIFY_CHANNEL, shop_ids=[held.shop_id])
+        [view] = await _views(session, [held])
+        return view
+
+    answer = await _write(session, agent=agent, key=idempotency_key, now=now, status_code=200, model=TicketRead,
+                          request={"op": "transfer", "ticket_id": ticket_id, "queue": queue, "reason": reason},
+                          act=act)
+    notifier.notify([agent.shop_id])
+    return answer
+
+
+# --- reads ---------------------------------------------------------------------------------------------------
+
+async def read_ticket(session: AsyncSession, *, caller: Agent | None, ticket_id: str) -> TicketRead:
+    """One ticket with its messages, for the admin or an agent who may see it."""
+    row = await db.get_ticket(session, ticket_id=ticket_id)
+    if row is None or (caller is not None and not await _visible(session, agent=caller, ticket=row)):
+        raise TicketNotFound(f"no ticket '{ticket_id}'")
+    [view] = await _views(session, [row])
+    await session.rollback()
+    return view
+
+
+async def my_tickets(session: AsyncSession, *, agent: Agent) -> TicketList:
+    """The tickets the agent holds, most urgent first, with unread counts and escalation flags."""
+    rows = await db.agent_tickets(session, agent_id=agent.id)
+    views = await _views(session, rows)
+    await session.rollback()
+    return TicketList(tickets=views)
+
+
+async def queue_depths(session: AsyncSession, *, caller: Agent | None, shop_id: str | None,
+                       now: datetime) -> QueueList:
+    """Queued tickets per tier and the oldest wait of each queue the caller may see."""
+    if caller is None:
+        if shop_id is None:
+            raise InvalidInput("the admin token must name a shop: ?shop_id=...", details=[
+                {"field": "query.shop_id", "reason": "required with the admin token", "type": "missing"}])
+        if await repo.get_shop(session, shop_id) is None:
+            raise ShopNotFound(f"no shop with id '{shop_id}'")
+        names = await db.queue_names(session, shop_id=shop_id)
+    else:
+        if shop_id is not None and shop_id != caller.shop_id:
+            raise ShopNotFound(f"no shop with id '{shop_id}'")
+        shop_id = caller.shop_id
+        names = await db.served_queues(session, agent_id=caller.id)
+    rows = await db.queue_depths(session, shop_id=shop_id, queues=names)
+    await session.rollback()
+    depth: dict[str, dict[str, int]] = {name: {tier: 0 for tier in TIER_NAME.values()} for name in names}
+    oldest: dict[str, datetime] = {}
+    for row in rows:
+        depth[row.queue][TIER_NAME[row.tier]] = row.n
+        if row.queue not in oldest or row.oldest < oldest[row.queue]:
+            oldest[row.queue] = row.oldest
+    return QueueList(shop_id=shop_id, queues=[
+        QueueDepth(name=name, depth=depth[name], total=sum(depth[name].values()),  # type: ignore[arg-type]
+                   oldest_wait_seconds=round(max(0.0, (now - oldest[name]).total_seconds()), 3)
+                   if name in oldest else None)
+        for name in names])
+
+
+# --- lease expiry --------------------------------------------------------------------------------------------
+
+async def expire_leases(session: AsyncSession, *, now: datetime, max_deliveries: int,
+                        limit: int = EXPIRY_BATCH) -> tuple[int, set[str]]:
+    """Put tickets whose lease ran out back in their queue; returns how many, and the shops to wake."""
+    rows = await db.expiring(session, now=now, limit=limit)
+    if not rows:
+        await session.rollback()
+        return 0, set()
+    can_escalate = await db.shops_with_queue(session, shop_ids={r.shop_id for r in rows}, name=ESCALATIONS)
+    updates: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    for r in rows:
+        # The ticket keeps opened_at, so it goes back to the very place in the claim order it had.
+        deliveries = r.deliveries + 1
+        escalate = deliveries >= max_deliveries and r.queue != ESCALATIONS and r.shop_id in can_escalate
+        queue = ESCALATIONS if escalate else r.queue
+        updates.append({"b_id": r.id, "b_agent": r.assigned_agent_id, "b_lease": r.lease_expires_at,
+                        "b_deliveries": deliveries, "b_queue": queue, "b_escalated": r.escalated or escalate})
+        events.append(_event(r, "lease_expired", "system", now, {
+            "agent_id": r.assigned_agent_id, "lease_expires_at": _iso(r.lease_expires_at), "deliveries": deliveries}))
+        if escalate:
+            events.append(_event(r, "transferred", "system", now, {
+                "from": r.queue, "to": ESCALATIONS,
+                "reason": f"lease expired {deliveries} times (max_deliveries {max_deliveries})"}))
+    await db.requeue_expired(session, updates, now=now)
+    await db.insert_events(session, events)
+    shops = {r.shop_id for r in rows}
+    await db.notify_postgres(session, channel=NOTIFY_CHANNEL, shop_ids=shops)
+    await session.commit()
+    return len(rows), shops
+
+
+class LeaseReaper:
+    """Every process runs one: expired leases are found under SKIP LOCKED and requeued conditionally, so never twice."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], notifier: Notifier, *, max_deliveries: int,
+                 interval: float) -> None:
+        self._sessionmaker = sessionmaker
+        self._notifier = notifier
+        self._max_deliveries = max_deliveries
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="lease-reaper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def run_once(self) -> int:
+        """Expire every lease that has run out; returns how many."""
+        total = 0
+        while True:
+            async with self._sessionmaker() as session:
+                count, shops = await expire_leases(session, now=utcnow(), max_deliveries=self._max_deliveries)
+            self._notifier.notify(shops)
+            total += count
+            if count < EXPIRY_BATCH:
+                return total
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except (OSError, DBAPIError, TimeoutError) as exc:
+                log.warning("lease expiry failed (%s: %s); retrying", type(exc).__name__, exc)
+            except Exception:
+                log.exception("lease expiry failed; retrying")
+            await asyncio.sleep(self._interval)
