@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+
 from app.triage.model import (BANDS, INTENTS, TIERS, Evidence, IntentHit, PriorityContext, Triage)
 from app.triage.normalize import detect_language, normalise
 from app.triage.ruleset import ADJACENT_NEGATOR, BREAKER, CUE_KINDS, MASK, POST_NEGATOR, Ruleset, default_ruleset
@@ -13,10 +15,14 @@ _NO_CONTEXT = PriorityContext()
 _ANGRY, _NEGATIVE, _POSITIVE, _URGENT = range(4)
 
 
-def _governed(start: int, end: int, text: str, scope: list[tuple[int, int, int]],
+def _governed(start: int, end: int, text: str, scope: list[tuple[int, int, int]], scope_ends: list[int],
               breakers: list[tuple[int, int]], marks: frozenset[str], windows: tuple[int, int, int, int]) -> bool:
     """True when a negator or reassurance governs [start, end): same clause, close enough, no 'then'/'就' between."""
-    for kind, scope_start, scope_end in scope:
+    widest = max(windows)
+    # Scope hits arrive ordered by end, so only a slice of them can be near enough to matter.
+    low = bisect_left(scope_ends, start - widest)
+    high = bisect_right(scope_ends, end + 2 * widest)
+    for kind, scope_start, scope_end in scope[low:high]:
         english = text[scope_start].isascii()
         if kind == POST_NEGATOR:
             if scope_start < end:
@@ -33,8 +39,8 @@ def _governed(start: int, end: int, text: str, scope: list[tuple[int, int, int]]
                 window = windows[1] if english else windows[0]
         if gap_end - gap_start > window:
             continue
-        # A negator inside a conditional word ("不" in "不然", "要不") negates nothing.
-        if any(b_start <= scope_start and scope_end <= b_end for b_start, b_end in breakers):
+        # A negator inside a conditional or question word ("不" in "不然", "是不是") negates nothing.
+        if breakers and any(b_start <= scope_start and scope_end <= b_end for b_start, b_end in breakers):
             continue
         if gap_end > gap_start:
             if not marks.isdisjoint(text[gap_start:gap_end]):
@@ -108,6 +114,7 @@ def classify(text: str, ruleset: Ruleset | None = None, *, context: PriorityCont
     layer: list[tuple[int, int, tuple[tuple[int, int], ...]]] = []
     cues: list[tuple[int, int, tuple[int, ...]]] = []
     scope: list[tuple[int, int, int]] = []
+    scope_ends: list[int] = []
     breakers: list[tuple[int, int]] = []
     for last, value in rs.automaton.iter(norm):
         end = last + 1
@@ -134,6 +141,7 @@ def classify(text: str, ruleset: Ruleset | None = None, *, context: PriorityCont
                 breakers.append((start, end))
             else:
                 scope.append((kind, start, end))
+                scope_ends.append(end)
 
     numbers = rs.scope_numbers
     windows = (numbers["window_zh"], numbers["window_en"], numbers["post_window_zh"], numbers["post_window_en"])
@@ -146,7 +154,7 @@ def classify(text: str, ruleset: Ruleset | None = None, *, context: PriorityCont
         for _kind, ref in meaning:
             if rule_negatable[ref] and scope:
                 if governed is None:
-                    governed = _governed(start, end, norm, scope, breakers, rs.clause_marks, windows)
+                    governed = _governed(start, end, norm, scope, scope_ends, breakers, rs.clause_marks, windows)
                 if governed:
                     continue
             spans = per_intent.get(rule_intent[ref])
@@ -156,23 +164,24 @@ def classify(text: str, ruleset: Ruleset | None = None, *, context: PriorityCont
                 spans.append((start, end, ref))
 
     hits: list[IntentHit] = []
-    weights, threshold = rs.rule_weight, rs.threshold
+    weights, threshold, weak_rules = rs.rule_weight, rs.threshold, rs.weak_rules
     for intent_index in sorted(per_intent):
         spans = per_intent[intent_index]
-        strong = {ref for _start, _end, ref in spans if weights[ref] >= threshold}
-        score = sum(weights[ref] for ref in strong)
-        if len(strong) < len(spans):
+        fired = {ref for _start, _end, ref in spans}
+        if weak_rules.isdisjoint(fired):
+            score = sum(weights[ref] for ref in fired)
+        else:
+            score = sum(weights[ref] for ref in fired - weak_rules)
             score += _weak_cluster(spans, weights, threshold, numbers["weak_window"])
         if score < threshold:
             continue
         evidence = []
         seen = set()
         for start, end, ref in spans:
-            # One evidence item per distinct phrase of a rule: repeats add length, not explanation.
-            key = (ref, norm[start:end])
-            if key in seen:
+            # The first match of each rule explains it; repeats add length, not explanation.
+            if ref in seen:
                 continue
-            seen.add(key)
+            seen.add(ref)
             if origin is not None:
                 start, end = origin[start], origin[end - 1] + 1
             evidence.append(Evidence(rs.rules[ref], start, end, text[start:end]))

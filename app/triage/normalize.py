@@ -18,13 +18,18 @@ _EXTRA_FOLDS = {
     "\u201c": '"', "\u201d": '"',
 }
 
+# Full-width punctuation is left as typed: folding "，" to "," buys nothing (the ruleset lists both forms)
+# and would make almost every Chinese message take the slow translate path.
+_KEPT_AS_TYPED = frozenset(chr(cp) for block in (range(0xFF01, 0xFF10), range(0xFF1A, 0xFF21), range(0xFF3B, 0xFF41),
+                                                   range(0xFF5B, 0xFF66), range(0x3000, 0x3001)) for cp in block)
+
 _SUPPLEMENTARY_BLOCKS = (
     range(0x1D400, 0x1D800),   # mathematical alphanumerics used as "fancy" letters
     range(0x1F100, 0x1F200),   # enclosed alphanumerics
     range(0x2F800, 0x2FA20),   # CJK compatibility ideographs
 )
 
-_CANTONESE_MARKERS = frozenset("唔冇咗嘅佢哋喺啲咁嚟嘢乜噉睇揾攞嗰啱咩")
+_CANTONESE_MARKERS = re.compile("[唔冇咗嘅佢哋喺啲咁嚟嘢乜噉睇揾攞嗰啱咩]")
 _LATIN_WORD = re.compile(r"[a-z]+")
 
 
@@ -37,7 +42,7 @@ def _fold_table() -> dict[int, str]:
             continue
         char = chr(codepoint)
         folded = unicodedata.normalize("NFKC", char).casefold()
-        if folded and folded != char:
+        if folded and folded != char and char not in _KEPT_AS_TYPED:
             table[codepoint] = folded
     for char, folded in _EXTRA_FOLDS.items():
         table[ord(char)] = folded
@@ -52,6 +57,13 @@ def _bmp_table() -> tuple[str | int, ...]:
 
 
 _ASTRAL = re.compile("[\U00010000-\U0010FFFF]")
+
+
+@cache
+def _needs_fold() -> re.Pattern[str]:
+    """Any character the fold table changes, any surrogate and any astral character (checked one by one)."""
+    bmp = "".join(re.escape(chr(cp)) for cp in sorted(_fold_table()) if cp < 0xD800 or 0xDFFF < cp < 0x10000)
+    return re.compile("[" + bmp + "\ud800-\udfff\U00010000-\U0010ffff]")
 
 
 @cache
@@ -77,6 +89,8 @@ class Normalised:
 def _fold(text: str) -> tuple[str, tuple[int, ...] | None]:
     if text.isascii():
         return text.lower(), None
+    if not _needs_fold().search(text):
+        return text, None
     folded = text.translate(_bmp_table())
     if _ASTRAL.search(folded):
         table = _fold_table()
@@ -95,6 +109,8 @@ def _fold(text: str) -> tuple[str, tuple[int, ...] | None]:
 
 
 def _to_simplified(folded: str) -> str:
+    if not _script_patterns()[0].search(folded):
+        return folded
     converted = _converter("t2s").convert(folded)
     if len(converted) == len(folded):
         return converted
@@ -108,23 +124,25 @@ def _to_simplified(folded: str) -> str:
 
 
 @cache
-def _script_sets() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
-    """CJK characters, Traditional-only characters and Simplified-only characters, from OpenCC's own tables."""
+def _script_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """Traditional-only and Simplified-only characters as regex classes, derived from OpenCC's own tables."""
     ideographs = [chr(cp) for block in (range(0x3400, 0x4DC0), range(0x4E00, 0xA000), range(0xF900, 0xFB00))
                   for cp in block]
     # One conversion call over newline-separated characters: the separator stops phrase rules from firing.
     joined = "\n".join(ideographs)
     to_simplified = _converter("t2s").convert(joined).split("\n")
     to_traditional = _converter("s2t").convert(joined).split("\n")
-    traditional_only = frozenset(char for char, simple in zip(ideographs, to_simplified) if simple != char)
-    simplified_only = frozenset(char for char, trad in zip(ideographs, to_traditional) if trad != char)
-    return frozenset(ideographs), traditional_only, simplified_only - traditional_only
+    traditional_only = {char for char, simple in zip(ideographs, to_simplified) if simple != char}
+    simplified_only = {char for char, trad in zip(ideographs, to_traditional) if trad != char} - traditional_only
+    return (re.compile("[" + "".join(sorted(traditional_only)) + "]"),
+            re.compile("[" + "".join(sorted(simplified_only)) + "]"))
 
 
 def prepare() -> None:
     """Build the fold and script tables now (at ruleset load) rather than on the first message."""
     _bmp_table()
-    _script_sets()
+    _needs_fold()
+    _script_patterns()
     _converter("t2s")
 
 
@@ -151,7 +169,6 @@ def detect_language(normalised: Normalised) -> str:
     if _LATIN_WORD.search(folded) and len(_LATIN_WORD.findall(folded)) > non_ascii:
         return "en"
     if normalised.text == folded:
-        return "zh-Hant" if not _CANTONESE_MARKERS.isdisjoint(folded) else "zh-Hans"
-    _, traditional_only, simplified_only = _script_sets()
-    traditional = len(traditional_only.intersection(folded))
-    return "zh-Hant" if traditional >= len(simplified_only.intersection(folded)) else "zh-Hans"
+        return "zh-Hant" if _CANTONESE_MARKERS.search(folded) else "zh-Hans"
+    traditional, simplified = _script_patterns()
+    return "zh-Hant" if len(traditional.findall(folded)) >= len(simplified.findall(folded)) else "zh-Hans"

@@ -247,7 +247,7 @@ class Ruleset:
 
     __slots__ = ("name", "version", "_data", "automaton", "rules", "rule_intent", "rule_weight",
                  "rule_negatable", "threshold", "bases", "modifiers", "emotion_baseline", "clause_marks",
-                 "scope_numbers", "_routes", "phrase_count")
+                 "scope_numbers", "_routes", "phrase_count", "weak_rules")
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         prepare()
@@ -267,6 +267,7 @@ class Ruleset:
         self.rule_weight: list[float] = []
         self.rule_negatable: list[bool] = []
         self._compile(canonical)
+        self.weak_rules = frozenset(index for index, weight in enumerate(self.rule_weight) if weight < self.threshold)
 
     def _compile(self, canonical: dict[str, Any]) -> None:
         entries: dict[str, list[tuple[int, int, bool]]] = {}
