@@ -135,17 +135,23 @@ def main() -> None:
     for message in messages[:500]:
         classify(message, ruleset)
 
-    gc.disable()
-    latencies = []
+    # Three passes over the same messages; the machine is shared, so the median pass is reported.
+    passes = []
     clock = time.perf_counter_ns
-    for message in messages:
-        before = clock()
-        classify(message, ruleset)
-        latencies.append(clock() - before)
-    gc.enable()
-    latencies.sort()
-    total_seconds = sum(latencies) / 1e9
-    throughput = len(messages) / total_seconds
+    for _ in range(3):
+        gc.disable()
+        latencies = []
+        started_pass = clock()
+        for message in messages:
+            before = clock()
+            classify(message, ruleset)
+            latencies.append(clock() - before)
+        wall = (clock() - started_pass) / 1e9
+        gc.enable()
+        latencies.sort()
+        passes.append((len(messages) / wall, latencies))
+    passes.sort(key=lambda item: item[0])
+    throughput, latencies = passes[1]
 
     subset = messages[: args.baseline_messages]
     patterns = naive_baseline(ruleset_text)
@@ -160,7 +166,8 @@ def main() -> None:
     hits = sum(sum(1 for _ in ruleset.automaton.iter(normalise(message).text)) for message in messages)
     print(f"messages: {len(messages)}, length {min(lengths)}-{max(lengths)} chars, mean {statistics.mean(lengths):.0f}, "
           f"{hits / sum(lengths):.3f} automaton hits per character")
-    print(f"classify: {throughput:,.0f} messages/s, p50 {latencies[len(latencies) // 2] / 1000:.1f} us, "
+    print(f"classify (median of 3 passes; all: {', '.join(f'{rate:,.0f}' for rate, _ in passes)}): "
+          f"{throughput:,.0f} messages/s, p50 {latencies[len(latencies) // 2] / 1000:.1f} us, "
           f"p99 {latencies[int(len(latencies) * 0.99)] / 1000:.1f} us, max {latencies[-1] / 1000:.1f} us")
     print(f"naive baseline (one regex per phrase, {len(patterns)} regexes, same normalisation) on the first "
           f"{len(subset)} messages: {len(subset) / naive_seconds:,.0f} messages/s")

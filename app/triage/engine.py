@@ -80,20 +80,24 @@ def _weak_cluster(spans: list[tuple[int, int, int]], weights: list[float], thres
 def priority_for(primary: str, *, emotion: str, urgent: bool, context: PriorityContext,
                  ruleset: Ruleset | None = None) -> int:
     """Priority of a message: the intent's base plus modifier points, capped inside the intent's tier band."""
-    rs = ruleset or default_ruleset()
+    return _priority(ruleset or default_ruleset(), primary, emotion, urgent, context)
+
+
+def _priority(rs: Ruleset, primary: str, emotion: str, urgent: bool, context: PriorityContext) -> int:
     low, high = BANDS[TIERS[primary]]
     modifiers = rs.modifiers
     points = modifiers["emotion"].get(emotion, 0)
     if urgent:
         points += modifiers["urgent"]
-    prior = modifiers["prior_contact"]
-    points += min(prior["max"], prior["points"] * max(0, int(context.prior_contacts)))
-    vip = modifiers["vip_level"]
-    points += min(vip["max"], vip["points"] * max(0, int(context.vip_level)))
-    waiting = modifiers["waiting"]
-    waited = context.waiting_seconds
-    if waited == waited and waited > 0:
-        points += min(waiting["max"], int(waiting["points_per_minute"] * min(waited, 1e9) / 60))
+    if context is not _NO_CONTEXT:
+        prior = modifiers["prior_contact"]
+        points += min(prior["max"], prior["points"] * max(0, int(context.prior_contacts)))
+        vip = modifiers["vip_level"]
+        points += min(vip["max"], vip["points"] * max(0, int(context.vip_level)))
+        waiting = modifiers["waiting"]
+        waited = context.waiting_seconds
+        if waited == waited and waited > 0:
+            points += min(waiting["max"], int(waiting["points_per_minute"] * min(waited, 1e9) / 60))
     # The cap keeps every modifier inside the band: no amount of anger lifts a message into a higher tier.
     return max(low, min(high, rs.bases[primary] + points))
 
@@ -145,16 +149,19 @@ def classify(text: str, ruleset: Ruleset | None = None, *, context: PriorityCont
 
     numbers = rs.scope_numbers
     windows = (numbers["window_zh"], numbers["window_en"], numbers["post_window_zh"], numbers["post_window_en"])
-    rule_intent, rule_negatable = rs.rule_intent, rs.rule_negatable
+    rule_intent, rule_negatable, adjacent_chars = rs.rule_intent, rs.rule_negatable, rs.adjacent_chars
     per_intent: dict[int, list[tuple[int, int, int]]] = {}
     for start, end, meaning in layer:
         if meaning[0][0] == MASK:
             continue
         governed = None
         for _kind, ref in meaning:
-            if rule_negatable[ref] and scope:
+            if rule_negatable[ref]:
                 if governed is None:
-                    governed = _governed(start, end, norm, scope, scope_ends, breakers, rs.clause_marks, windows)
+                    governed = bool(
+                        (start and norm[start - 1] in adjacent_chars
+                         and not any(b_start < start <= b_end for b_start, b_end in breakers))
+                        or (scope and _governed(start, end, norm, scope, scope_ends, breakers, rs.clause_marks, windows)))
                 if governed:
                     continue
             spans = per_intent.get(rule_intent[ref])
@@ -199,7 +206,7 @@ def classify(text: str, ruleset: Ruleset | None = None, *, context: PriorityCont
             cue_counts[kind] += 1
     emotion = _emotion(cue_counts, rs.emotion_baseline.get(primary, "neutral"))
     urgent = cue_counts[_URGENT] > 0
-    priority = priority_for(primary, emotion=emotion, urgent=urgent, context=context or _NO_CONTEXT, ruleset=rs)
+    priority = _priority(rs, primary, emotion, urgent, context or _NO_CONTEXT)
     return Triage(primary, TIERS[primary], priority, tuple(hits), emotion, urgent,
                   detect_language(normalised), rs.routes[primary], rs.id)
 

@@ -247,7 +247,7 @@ class Ruleset:
 
     __slots__ = ("name", "version", "_data", "automaton", "rules", "rule_intent", "rule_weight",
                  "rule_negatable", "threshold", "bases", "modifiers", "emotion_baseline", "clause_marks",
-                 "scope_numbers", "_routes", "phrase_count", "weak_rules")
+                 "scope_numbers", "_routes", "phrase_count", "weak_rules", "adjacent_chars")
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         prepare()
@@ -290,9 +290,17 @@ class Ruleset:
             add(phrase, MASK, 0)
         scope_kinds = {"negators": NEGATOR, "adjacent_negators": ADJACENT_NEGATOR,
                        "post_negators": POST_NEGATOR, "breakers": BREAKER}
+        adjacent_chars = set()
         for key, kind in scope_kinds.items():
             for phrase in canonical["scope"][key]:
-                add(phrase, kind, 0)
+                normalised = normalise_phrase(phrase)
+                # A one-character Chinese negator right before a phrase is a lookup, not worth an automaton hit
+                # on every 不 of every message.
+                if kind == ADJACENT_NEGATOR and len(normalised) == 1 and not normalised.isascii():
+                    adjacent_chars.add(normalised)
+                else:
+                    add(phrase, kind, 0)
+        self.adjacent_chars = frozenset(adjacent_chars)
         for cue_index, cue_kind in enumerate(CUE_KINDS):
             for phrase in canonical["cues"][cue_kind]:
                 add(phrase, CUE, cue_index)
