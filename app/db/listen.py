@@ -9,6 +9,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 log = logging.getLogger("app.listen")
+APPLICATION_NAME = "triage-listener"
 
 
 def asyncpg_dsn(url: str) -> str:
@@ -47,7 +48,8 @@ class Listener:
             lost = asyncio.Event()
             connection: asyncpg.Connection | None = None
             try:
-                connection = await asyncpg.connect(self._dsn, timeout=10)
+                connection = await asyncpg.connect(self._dsn, timeout=10,
+                                                   server_settings={"application_name": APPLICATION_NAME})
                 connection.add_termination_listener(lambda _c: lost.set())
                 await connection.add_listener(self._channel, self._deliver)
                 self.connections += 1
