@@ -81,7 +81,7 @@ def build_messages(count: int, seed: int) -> list[str]:
         main = rng.choices(pools, weights)[0]
         separator = " " if main is ENGLISH else "，"
         requests = [rng.choice(main if rng.random() < 0.85 else rng.choice(pools))
-                    for _ in range(1 + target // 90)]
+                    for _ in range(1 + target // 45)]
         parts: list[str] = []
         while len(separator.join(parts + requests)) < target:
             parts.append(rng.choice(filler_of[id(main)]))

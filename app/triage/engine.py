@@ -9,7 +9,6 @@ from app.triage.normalize import detect_language, normalise
 from app.triage.ruleset import ADJACENT_NEGATOR, BREAKER, CUE_KINDS, MASK, POST_NEGATOR, Ruleset, default_ruleset
 
 _ASCII_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
-_P1_INTENTS = frozenset(intent for intent in INTENTS if TIERS[intent] == "P1")
 _MAX_EVIDENCE_PER_INTENT = 12
 _NO_CONTEXT = PriorityContext()
 _ANGRY, _NEGATIVE, _POSITIVE, _URGENT = range(4)
@@ -102,56 +101,59 @@ def _priority(rs: Ruleset, primary: str, emotion: str, urgent: bool, context: Pr
     return max(low, min(high, rs.bases[primary] + points))
 
 
-def classify(text: str, ruleset: Ruleset | None = None, *, context: PriorityContext | None = None) -> Triage:
-    """Triage one buyer message: intents with evidence, emotion, urgency, language, priority and queue."""
-    if not isinstance(text, str):
-        raise TypeError(f"text must be str, not {type(text).__name__}")
-    rs = ruleset or default_ruleset()
-    normalised = normalise(text)
-    norm = normalised.text
-    origin = normalised.origin
-    length = len(norm)
+class _Scan:
+    """What one automaton pass found: kept intent-layer and cue hits, scope words and conditional breakers."""
 
-    # Kept hits per layer, as [start, end, meaning]. A hit strictly inside a longer hit of its layer
-    # does not count ("黑猫投诉" is not also "投诉", "不满意" is not "满意"). Hits arrive ordered by end,
-    # so the kept ones have ascending starts and containment is settled at the top of the stack.
-    layer: list[tuple[int, int, tuple[tuple[int, int], ...]]] = []
-    cues: list[tuple[int, int, tuple[int, ...]]] = []
-    scope: list[tuple[int, int, int]] = []
-    scope_ends: list[int] = []
-    breakers: list[tuple[int, int]] = []
-    for last, value in rs.automaton.iter(norm):
-        end = last + 1
-        start = end - value[0]
-        # Word boundaries on ASCII letters and digits only, so "refund什么时候到账" still matches "refund".
-        if value[1] and start and norm[start - 1] in _ASCII_ALNUM:
-            continue
-        if value[2] and end < length and norm[end] in _ASCII_ALNUM:
-            layer_meaning, cue_meaning, scope_kinds = value[6], value[7], value[8]
-        else:
-            layer_meaning, cue_meaning, scope_kinds = value[3], value[4], value[5]
-        if layer_meaning:
-            while layer and layer[-1][0] >= start:
-                layer.pop()
-            if not layer or layer[-1][1] < end:
-                layer.append((start, end, layer_meaning))
-        if cue_meaning:
-            while cues and cues[-1][0] >= start:
-                cues.pop()
-            if not cues or cues[-1][1] < end:
-                cues.append((start, end, cue_meaning))
-        for kind in scope_kinds:
-            if kind == BREAKER:
-                breakers.append((start, end))
-            else:
-                scope.append((kind, start, end))
-                scope_ends.append(end)
+    __slots__ = ("layer", "cues", "scope", "scope_ends", "breakers")
 
+    def __init__(self, rs: Ruleset, norm: str) -> None:
+        # A hit strictly inside a longer hit of its layer does not count ("黑猫投诉" is not also "投诉",
+        # "不满意" is not "满意"). Hits arrive ordered by end, so kept hits have ascending starts and
+        # containment is settled at the top of each stack.
+        layer: list[tuple[int, int, tuple[tuple[int, int], ...]]] = []
+        cues: list[tuple[int, int, tuple[int, ...]]] = []
+        scope: list[tuple[int, int, int]] = []
+        scope_ends: list[int] = []
+        breakers: list[tuple[int, int]] = []
+        alnum = _ASCII_ALNUM
+        length = len(norm)
+        for last, (size, check_left, check_right, layer_meaning, cue_meaning, scope_kinds, glued) \
+                in rs.automaton.iter(norm):
+            end = last + 1
+            start = end - size
+            # Word boundaries on ASCII letters and digits only, so "refund什么时候到账" still matches "refund".
+            if check_left and start and norm[start - 1] in alnum:
+                continue
+            if check_right and end < length and norm[end] in alnum:
+                layer_meaning, cue_meaning, scope_kinds = glued
+            if layer_meaning:
+                while layer and layer[-1][0] >= start:
+                    layer.pop()
+                if not layer or layer[-1][1] < end:
+                    layer.append((start, end, layer_meaning))
+            if cue_meaning:
+                while cues and cues[-1][0] >= start:
+                    cues.pop()
+                if not cues or cues[-1][1] < end:
+                    cues.append((start, end, cue_meaning))
+            for kind in scope_kinds:
+                if kind == BREAKER:
+                    breakers.append((start, end))
+                else:
+                    scope.append((kind, start, end))
+                    scope_ends.append(end)
+        self.layer, self.cues, self.scope, self.scope_ends, self.breakers = layer, cues, scope, scope_ends, breakers
+
+
+def _spans_by_intent(rs: Ruleset, scan: _Scan, norm: str) -> dict[int, list[tuple[int, int, int]]]:
+    """Rule hits grouped by intent index, without masked hits and without threats a negator governs."""
     numbers = rs.scope_numbers
     windows = (numbers["window_zh"], numbers["window_en"], numbers["post_window_zh"], numbers["post_window_en"])
     rule_intent, rule_negatable, adjacent_chars = rs.rule_intent, rs.rule_negatable, rs.adjacent_chars
+    scope, breakers = scan.scope, scan.breakers
+    scope_present = bool(scope)
     per_intent: dict[int, list[tuple[int, int, int]]] = {}
-    for start, end, meaning in layer:
+    for start, end, meaning in scan.layer:
         if meaning[0][0] == MASK:
             continue
         governed = None
@@ -161,7 +163,8 @@ def classify(text: str, ruleset: Ruleset | None = None, *, context: PriorityCont
                     governed = bool(
                         (start and norm[start - 1] in adjacent_chars
                          and not any(b_start < start <= b_end for b_start, b_end in breakers))
-                        or (scope and _governed(start, end, norm, scope, scope_ends, breakers, rs.clause_marks, windows)))
+                        or (scope_present and _governed(start, end, norm, scope, scan.scope_ends, breakers,
+                                                        rs.clause_marks, windows)))
                 if governed:
                     continue
             spans = per_intent.get(rule_intent[ref])
@@ -169,7 +172,12 @@ def classify(text: str, ruleset: Ruleset | None = None, *, context: PriorityCont
                 per_intent[rule_intent[ref]] = [(start, end, ref)]
             else:
                 spans.append((start, end, ref))
+    return per_intent
 
+
+def _intent_hits(rs: Ruleset, per_intent: dict[int, list[tuple[int, int, int]]], text: str,
+                 origin: tuple[int, ...] | None) -> list[IntentHit]:
+    """Scored intents in precedence order, each with evidence sliced from the original text."""
     hits: list[IntentHit] = []
     weights, threshold, weak_rules = rs.rule_weight, rs.threshold, rs.weak_rules
     for intent_index in sorted(per_intent):
@@ -179,7 +187,7 @@ def classify(text: str, ruleset: Ruleset | None = None, *, context: PriorityCont
             score = sum(weights[ref] for ref in fired)
         else:
             score = sum(weights[ref] for ref in fired - weak_rules)
-            score += _weak_cluster(spans, weights, threshold, numbers["weak_window"])
+            score += _weak_cluster(spans, weights, threshold, rs.scope_numbers["weak_window"])
         if score < threshold:
             continue
         evidence = []
@@ -196,12 +204,23 @@ def classify(text: str, ruleset: Ruleset | None = None, *, context: PriorityCont
                 break
         intent = INTENTS[intent_index]
         hits.append(IntentHit(intent, TIERS[intent], round(score, 3), tuple(evidence)))
+    return hits
+
+
+def classify(text: str, ruleset: Ruleset | None = None, *, context: PriorityContext | None = None) -> Triage:
+    """Triage one buyer message: intents with evidence, emotion, urgency, language, priority and queue."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be str, not {type(text).__name__}")
+    rs = ruleset or default_ruleset()
+    normalised = normalise(text)
+    scan = _Scan(rs, normalised.text)
+    hits = _intent_hits(rs, _spans_by_intent(rs, scan, normalised.text), text, normalised.origin)
     if not hits:
         hits.append(IntentHit("other", "P4", 0.0, ()))
     primary = hits[0].intent
 
     cue_counts = [0] * len(CUE_KINDS)
-    for _start, _end, kinds in cues:
+    for _start, _end, kinds in scan.cues:
         for kind in kinds:
             cue_counts[kind] += 1
     emotion = _emotion(cue_counts, rs.emotion_baseline.get(primary, "neutral"))

@@ -378,7 +378,7 @@ def _automaton_value(key: str, entries: list[tuple[int, int, bool]]) -> tuple[An
 
     # Boundary checks are needed only where the phrase itself starts or ends with an ASCII letter/digit.
     return (len(key), key[0] in _ASCII_ALNUM, key[-1] in _ASCII_ALNUM,
-            *split(entries), *split([entry for entry in entries if entry[2]]))
+            *split(entries), split([entry for entry in entries if entry[2]]))
 
 
 DEFAULT_RULESET_FILE = "default.yaml"
