@@ -40,7 +40,8 @@ ENGLISH = [
     "Hi there", "Is this in stock?", "What size should I get?", "Do you ship to Canada?", "How much is shipping?",
     "Where is my order?", "My package hasn't arrived yet", "Tracking hasn't updated in a week", "It arrived broken",
     "The zipper is broken and the fabric is torn", "Not as described at all", "Looks nothing like the pictures",
-    "I want a refund", "How do I return this?", "Can I exchange it for a larger size?", "The price dropped after I bought it",
+    "I want a refund", "How do I return this?", "Can I exchange it for a larger size?",
+    "The price dropped after I bought it",
     "My payment failed", "I was charged twice", "Please cancel my order", "I need to change my address",
     "If it isn't here by Friday I'll leave 1 star", "I'm going to leave a bad review", "I will file a complaint",
     "I'll contact my bank for a chargeback", "I'm not leaving a bad review, just asking", "Thanks so much!",
@@ -57,7 +58,8 @@ FILLER = {
     "zh-Hant": ["我上個禮拜在你們賣場買了一件大衣", "本來很期待的", "朋友介紹我來的", "之前買過兩次都很好",
                 "我是買給我媽媽的", "我平常都在你們這邊買", "昨天下班回家才看到", "這個顏色我挑了很久",
                 "我哋成家人都好鍾意", "我平時都喺你哋度買嘢", "舊年都買過一次", "想問下你哋"],
-    "en": ["I ordered this last week for my sister", "I've bought from you a few times before", "my friend recommended your shop",
+    "en": ["I ordered this last week for my sister", "I've bought from you a few times before",
+           "my friend recommended your shop",
            "I was really looking forward to it", "I work long shifts so I only just saw your message",
            "we're moving house next month", "it was meant to be a birthday present", "I don't usually message shops",
            "my kids have been asking about it every day", "I live in a small town so deliveries are usually slow",
@@ -164,8 +166,8 @@ def main() -> None:
     print(f"ruleset {ruleset.id}: {len(ruleset.rules)} rules, {ruleset.phrase_count} distinct phrases")
     print(f"ruleset load: {cold_load * 1000:.1f} ms cold (builds fold/script tables), {warm_load * 1000:.1f} ms warm")
     hits = sum(sum(1 for _ in ruleset.automaton.iter(normalise(message).text)) for message in messages)
-    print(f"messages: {len(messages)}, length {min(lengths)}-{max(lengths)} chars, mean {statistics.mean(lengths):.0f}, "
-          f"{hits / sum(lengths):.3f} automaton hits per character")
+    print(f"messages: {len(messages)}, length {min(lengths)}-{max(lengths)} chars, "
+          f"mean {statistics.mean(lengths):.0f}, {hits / sum(lengths):.3f} automaton hits per character")
     print(f"classify (median of 3 passes; all: {', '.join(f'{rate:,.0f}' for rate, _ in passes)}): "
           f"{throughput:,.0f} messages/s, p50 {latencies[len(latencies) // 2] / 1000:.1f} us, "
           f"p99 {latencies[int(len(latencies) * 0.99)] / 1000:.1f} us, max {latencies[-1] / 1000:.1f} us")

@@ -145,8 +145,10 @@ def format_report(report: Report, *, show_misses: int = 0) -> str:
         f"macro-F1 (primary intent)       {report.macro_f1:.3f}",
         f"tier accuracy                   {report.tier_accuracy:.3f}  ("
         + ", ".join(f"{tier} {value:.3f}" for tier, value in report.per_tier_accuracy.items()) + ")",
-        "P1 recall                       " + ", ".join(f"{intent} {value:.3f}" for intent, value in report.p1_recall.items()),
-        f"false threats on negation cases {report.false_threats}/{report.negation_cases} = {report.false_threat_rate:.1%}",
+        "P1 recall                       "
+        + ", ".join(f"{intent} {value:.3f}" for intent, value in report.p1_recall.items()),
+        f"false threats on negation cases {report.false_threats}/{report.negation_cases}"
+        f" = {report.false_threat_rate:.1%}",
         f"secondary intents found         {report.also_recall:.3f}",
         "",
         "confusion matrix (rows: expected, columns: predicted)",

@@ -20,8 +20,10 @@ _EXTRA_FOLDS = {
 
 # Full-width punctuation is left as typed: folding "，" to "," buys nothing (the ruleset lists both forms)
 # and would make almost every Chinese message take the slow translate path.
-_KEPT_AS_TYPED = frozenset(chr(cp) for block in (range(0xFF01, 0xFF10), range(0xFF1A, 0xFF21), range(0xFF3B, 0xFF41),
-                                                   range(0xFF5B, 0xFF66), range(0x3000, 0x3001)) for cp in block)
+_KEPT_AS_TYPED = frozenset(
+    chr(cp) for block in (range(0xFF01, 0xFF10), range(0xFF1A, 0xFF21), range(0xFF3B, 0xFF41), range(0xFF5B, 0xFF66),
+                          range(0x3000, 0x3001))
+    for cp in block)
 
 _SUPPLEMENTARY_BLOCKS = (
     range(0x1D400, 0x1D800),   # mathematical alphanumerics used as "fancy" letters
@@ -78,12 +80,6 @@ class Normalised:
     text: str
     origin: tuple[int, ...] | None
     folded: str
-
-    def span(self, start: int, end: int) -> tuple[int, int]:
-        """Original [start, end) covering normalised [start, end)."""
-        if self.origin is None:
-            return start, end
-        return self.origin[start], self.origin[end - 1] + 1
 
 
 def _fold(text: str) -> tuple[str, tuple[int, ...] | None]:

@@ -176,7 +176,8 @@ class _Validator:
             raise RulesetError(f"{path}.id", "required")
         rule_id = entry["id"]
         if not isinstance(rule_id, str) or not _RULE_ID.match(rule_id):
-            raise RulesetError(f"{path}.id", f"expected a dotted lower-case id like 'zh.bad_review.threat', got {rule_id!r}")
+            raise RulesetError(f"{path}.id",
+                               f"expected a dotted lower-case id like 'zh.bad_review.threat', got {rule_id!r}")
         if rule_id in self.rule_ids:
             raise RulesetError(f"{path}.id", f"duplicate rule id {rule_id!r} (first at {self.rule_ids[rule_id]})")
         self.rule_ids[rule_id] = path
@@ -211,7 +212,8 @@ class _Validator:
         section = self.mapping(value, "emotion_baseline", INTENTS)
         for intent, emotion in section.items():
             if emotion not in EMOTIONS:
-                raise RulesetError(f"emotion_baseline.{intent}", f"expected one of {', '.join(EMOTIONS)}, got {emotion!r}")
+                raise RulesetError(f"emotion_baseline.{intent}",
+                                   f"expected one of {', '.join(EMOTIONS)}, got {emotion!r}")
         return {intent: section[intent] for intent in INTENTS if intent in section}
 
     def modifiers(self, value: Any) -> dict[str, Any]:
@@ -237,7 +239,8 @@ class _Validator:
         for intent in INTENTS:
             queue = section.get(intent, DEFAULT_ROUTES[intent])
             if not isinstance(queue, str) or not _QUEUE_NAME.match(queue):
-                raise RulesetError(f"routes.{intent}", f"expected a queue name (lower-case letters, digits, '_', '-'), got {queue!r}")
+                raise RulesetError(f"routes.{intent}",
+                                   f"expected a queue name (lower-case letters, digits, '_', '-'), got {queue!r}")
             result[intent] = queue
         return result
 
@@ -259,7 +262,8 @@ class Ruleset:
         self.bases: dict[str, int] = {intent: canonical["intents"][intent]["base"] for intent in INTENTS}
         self.modifiers: dict[str, Any] = canonical["modifiers"]
         self.emotion_baseline: dict[str, str] = canonical["emotion_baseline"]
-        self.clause_marks = frozenset(normalise_phrase(canonical["scope"]["clause_marks"]) + canonical["scope"]["clause_marks"])
+        marks = canonical["scope"]["clause_marks"]
+        self.clause_marks = frozenset(normalise_phrase(marks) + marks)
         self.scope_numbers: dict[str, int] = {key: canonical["scope"][key] for key in DEFAULT_SCOPE_NUMBERS}
         self._routes: Mapping[str, str] = MappingProxyType(dict(canonical["routes"]))
         self.rules: list[str] = []
