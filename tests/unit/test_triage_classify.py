@@ -43,6 +43,23 @@ from app.triage import INTENTS, TIERS, PriorityContext, Triage, classify, defaul
     ("我等了一星期了还没发货", "logistics"),                             # 一星期 is a week, not one star
     ("與描述不符，圖片與實物不符", "false_advertising"),                   # Traditional false advertising
     ("黑猫投诉见", "rights_protection"),                                 # longer phrase wins over 投诉
+    ("以为是正品结果是假货", "quality_issue"),                            # 结果 ends the scope of 以为
+    ("再不回覆就給一星", "bad_review_threat"),                            # conditional 不回复 is not a complaint
+    ("你們客服態度真的很差", "complaint"),                                # attitude complaint, Traditional
+    ("我已經跟信用卡公司申請爭議款了", "rights_protection"),               # card dispute is a chargeback
+    ("件衫洗一次就縮晒水", "quality_issue"),                              # Cantonese 縮晒水
+    ("唔該你哋快啲寄，我下星期要用", "logistics"),                        # Cantonese 快啲寄
+    ("下单后多久发货", "presale"),                                        # pre-purchase shipping question
+    ("衣服质量没问题，就是尺码偏小，能换吗", "return_refund"),            # 质量没问题 is not a defect
+    ("面膜开封有一股怪味，是不是变质了", "quality_issue"),                # 是不是 is a question, not a negation
+    ("Can I still cancel? I ordered the wrong colour by mistake.", "payment_order"),  # buyer's mistake, not a wrong item
+    ("The bottle arrived half empty, the cap had come off.", "quality_issue"),        # defect outranks "arrived"
+    ("Why is the price now $20 less than what I paid yesterday?", "price_protection"),  # price drop question
+    ("I'm honestly not one to complain, but if nobody sorts out my refund I'm taking it up with my bank.",
+     "rights_protection"),                                               # bank escalation, negated complaint
+    ("My sister Sue says hi, she loves your shop too.", "other"),         # a name, not a lawsuit
+    ("Is the lawyer-style briefcase real leather?", "presale"),           # a lawyer noun is no legal threat
+    ("I almost left a bad review but you sorted it, cheers.", "other"),   # a near miss is not a threat
 ])
 def test_primary_intent(text: str, primary: str) -> None:
     assert classify(text).primary == primary
