@@ -17,6 +17,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="Port `triage serve` binds")
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes for `triage serve`")
     db_pool_size: int | None = Field(None, ge=1, le=200, description="Connections per process (default: 1 on SQLite, 10 on PostgreSQL)")
+    ingest_writers: int | None = Field(None, ge=1, le=32, description="Concurrent ingest transactions per process (default: 1 on SQLite, 3 on PostgreSQL)")
     sqlite_busy_timeout_ms: int = Field(10_000, ge=5_000, description="How long a SQLite writer waits for the lock")
     lease_seconds: int = Field(120, ge=1, le=3600, description="Agent lease on a claimed ticket")
     max_deliveries: int = Field(3, ge=1, le=100, description="Expired leases before a ticket moves to escalations")

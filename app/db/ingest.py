@@ -25,13 +25,14 @@ def is_postgres(session: AsyncSession) -> bool:
 
 async def upsert_customers(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> dict[CustomerKey, tuple[int, int]]:
     """Insert or refresh customers; returns (id, contacts so far) per key. Rows must have distinct keys."""
-    stmt = _insert(session, Customer).values(list(rows))
+    stmt = _insert(session, Customer.__table__)
     stmt = stmt.on_conflict_do_update(
         index_elements=["shop_id", "platform", "external_id"],
         set_={"nick": stmt.excluded.nick, "vip_level": stmt.excluded.vip_level,
               "last_seen_at": stmt.excluded.last_seen_at},
     ).returning(Customer.id, Customer.shop_id, Customer.platform, Customer.external_id, Customer.contacts)
-    result = await session.execute(stmt)
+    # executemany with RETURNING: one cached statement, sent as multi-row VALUES by the driver layer.
+    result = await session.execute(stmt, list(rows))
     return {(r.shop_id, r.platform, r.external_id): (r.id, r.contacts) for r in result}
 
 
@@ -46,18 +47,18 @@ async def lock_tickets(session: AsyncSession, keys: Sequence[ConversationKey]) -
 
 async def insert_tickets(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[str]:
     """Insert provisional tickets; returns the ids actually inserted (a concurrent creator may have won)."""
-    stmt = (_insert(session, Ticket).values(list(rows))
+    stmt = (_insert(session, Ticket.__table__)
             .on_conflict_do_nothing(index_elements=["shop_id", "platform", "conversation_id"])
             .returning(Ticket.id))
-    return set((await session.scalars(stmt)).all())
+    return set((await session.execute(stmt, list(rows))).scalars().all())
 
 
 async def insert_messages(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[MessageKey]:
     """Insert inbound messages once: returns the keys stored now; the others were stored before."""
-    stmt = (_insert(session, Message).values(list(rows))
+    stmt = (_insert(session, Message.__table__)
             .on_conflict_do_nothing(index_elements=["shop_id", "platform", "external_id"])
             .returning(Message.shop_id, Message.platform, Message.external_id))
-    return {(r.shop_id, r.platform, r.external_id) for r in await session.execute(stmt)}
+    return {(r.shop_id, r.platform, r.external_id) for r in await session.execute(stmt, list(rows))}
 
 
 async def stored_messages(session: AsyncSession, keys: Sequence[MessageKey]) -> dict[MessageKey, Any]:

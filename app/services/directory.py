@@ -1,6 +1,7 @@
 """A short-lived, per-process cache of what the webhook path needs to know about a shop."""
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,6 +13,7 @@ from app.db import repositories as repo
 from app.triage import Ruleset, default_ruleset
 
 FALLBACK_QUEUE = "presale"
+log = logging.getLogger("app.directory")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,17 +46,42 @@ class ShopDirectory:
         self._ttl = ttl
         self._cache: dict[str, ShopInfo] = {}
         self._rulesets: dict[tuple[str, int], Ruleset] = {}
-        self._lock = asyncio.Lock()
+        self._loading: dict[str, asyncio.Future[ShopInfo | None]] = {}
+        self._refreshing: dict[str, asyncio.Task[ShopInfo | None]] = {}
 
     def invalidate(self, shop_id: str) -> None:
         self._cache.pop(shop_id, None)
 
     async def get(self, shop_id: str, *, max_age: float | None = None) -> ShopInfo | None:
+        """The shop's info; a stale entry is served while one background reload refreshes it."""
         cached = self._cache.get(shop_id)
-        age_limit = self._ttl if max_age is None else max_age
-        if cached is not None and time.monotonic() - cached.loaded_at < age_limit:
+        if cached is not None and max_age is None:
+            if time.monotonic() - cached.loaded_at >= self._ttl and shop_id not in self._refreshing:
+                self._refreshing[shop_id] = asyncio.create_task(self._refresh_quietly(shop_id))
             return cached
-        info = await self._load(shop_id)
+        if cached is not None and max_age is not None and time.monotonic() - cached.loaded_at < max_age:
+            return cached
+        return await self._refresh(shop_id)
+
+    async def _refresh_quietly(self, shop_id: str) -> ShopInfo | None:
+        try:
+            return await self._refresh(shop_id)
+        except Exception:  # the stale entry keeps serving; the next request tries again
+            log.warning("reloading shop %s failed", shop_id, exc_info=True)
+            self._refreshing.pop(shop_id, None)
+            return None
+
+    async def _refresh(self, shop_id: str) -> ShopInfo | None:
+        # Single flight: concurrent callers share one reload instead of each taking a connection.
+        running = self._loading.get(shop_id)
+        if running is None:
+            running = asyncio.ensure_future(self._load(shop_id))
+            self._loading[shop_id] = running
+        try:
+            info = await asyncio.shield(running)
+        finally:
+            self._loading.pop(shop_id, None)
+            self._refreshing.pop(shop_id, None)
         if info is None:
             self._cache.pop(shop_id, None)
         else:

@@ -51,17 +51,14 @@ class _Entry:
     decision: InboundDecision | None = None
     duplicate_of: "_Entry | None" = None
 
-    @property
-    def key(self) -> sql.MessageKey:
-        return (self.shop.id, self.platform, self.message.message_id)
+    key: sql.MessageKey = ("", "", "")
+    conversation: sql.ConversationKey = ("", "", "")
+    customer: sql.CustomerKey = ("", "", "")
 
-    @property
-    def conversation(self) -> sql.ConversationKey:
-        return (self.shop.id, self.platform, self.message.conversation_id)
-
-    @property
-    def customer(self) -> sql.CustomerKey:
-        return (self.shop.id, self.platform, self.message.customer.id)
+    def __post_init__(self) -> None:
+        self.key = (self.shop.id, self.platform, self.message.message_id)
+        self.conversation = (self.shop.id, self.platform, self.message.conversation_id)
+        self.customer = (self.shop.id, self.platform, self.message.customer.id)
 
 
 def triage_messages(shop: ShopInfo, messages: Sequence[WebhookMessage]) -> list[Triage]:
@@ -104,11 +101,13 @@ async def ingest_group(session: AsyncSession, jobs: Sequence[IngestJob], *, now:
                for r in await sql.lock_tickets(session, conversations)}
     missing = [k for k in conversations if k not in tickets]
     if missing:
-        starters = {k: next(e for e in fresh if e.conversation == k) for k in missing}
+        starters: dict[sql.ConversationKey, _Entry] = {}
+        for e in fresh:
+            starters.setdefault(e.conversation, e)
         provisional = {k: new_ticket(ticket_id=str(uuid.uuid4()), shop=e.shop, platform=e.platform,
                                      conversation_id=e.message.conversation_id,
                                      customer_id=customer_ids[e.customer][0], decision=e.decision, now=now)
-                       for k, e in starters.items() if e.decision is not None}
+                       for k, e in starters.items() if k in missing and e.decision is not None}
         inserted = await sql.insert_tickets(session, [provisional[k].columns() for k in missing])
         for k in missing:
             if provisional[k].id in inserted:
@@ -177,20 +176,22 @@ async def ingest_group(session: AsyncSession, jobs: Sequence[IngestJob], *, now:
 class Ingestor:
     """The per-process writer: one transaction at a time, each holding every request that waited for it."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], notifier: Notifier) -> None:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], notifier: Notifier, *, writers: int = 1) -> None:
         self._sessionmaker = sessionmaker
         self._notifier = notifier
+        self._writers = writers
         self._queue: asyncio.Queue[IngestJob] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="ingest-writer")
+        # SQLite has one writer anyway; on PostgreSQL a few groups commit side by side.
+        self._tasks = [asyncio.create_task(self._run(), name=f"ingest-writer-{n}") for n in range(self._writers)]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
         while not self._queue.empty():
             job = self._queue.get_nowait()
             if not job.done.done():
@@ -199,7 +200,7 @@ class Ingestor:
     async def submit(self, shop: ShopInfo, platform: str, messages: Sequence[WebhookMessage]) -> list[IngestedMessage]:
         """Store one request's messages; returns after they are committed."""
         job = IngestJob(shop, platform, messages, triage_messages(shop, messages))
-        if self._task is None or self._task.done():
+        if not self._tasks or all(task.done() for task in self._tasks):
             raise Unavailable("ingestion is not running")
         self._queue.put_nowait(job)
         # shield: a client that disconnects does not cancel the write other requests share.

@@ -1,0 +1,114 @@
+"""Webhook ingestion over real HTTP: the service against its two baselines, on SQLite and PostgreSQL.
+
+For each database and batch size (1 and 20 messages a request), wrk (1 thread, 32 connections)
+replays pre-signed, never-repeated webhook requests against:
+  * the service (uvicorn, one worker): verification, triage, idempotent storage, tickets, events;
+  * bare: the same signature check and body parsing, answering 202 without storage;
+  * durable: bare plus one INSERT per message on the bare driver, committed before answering.
+Prints messages/s, p50/p99 latency, and the ratios to both baselines. Needs wrk and a PostgreSQL
+server (TRIAGE_TEST_POSTGRES_URL, default postgres@127.0.0.1:5432).
+
+    .venv/bin/python bench/ingest.py [--seconds 10] [--backends sqlite postgres]
+"""
+
+import argparse
+import asyncio
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from common import ROOT, Uvicorn, database, unique, wrk  # type: ignore[import-not-found]
+
+from app.db.migrate import upgrade_async
+from app.services.signing import sign
+
+ADMIN_TOKEN = "adm_bench"
+SCRIPT = ROOT / "bench" / "replay.lua"
+TEXTS = ["亲，快递三天没动了，再不到就给差评", "请问这款有M码吗？", "我要退款，质量太差了", "物流怎么一直不更新",
+         "收到的和图片完全不一样，虚假宣传", "刚买就降价了，能补差价吗", "謝謝親，已經收到了", "再不發貨我就給差評",
+         "The zipper broke after one day, I want a refund", "Where is my parcel? Tracking hasn't moved in 5 days",
+         "I will file a chargeback and report you to the consumer council", "Do you ship to Hong Kong?",
+         "refund什么时候到账", "你们客服态度太差了，我要投诉", "在吗", "好的，谢谢"]
+
+
+def write_requests(path: Path, *, url_path: str, secret: str, batch: int, count: int, tag: str) -> None:
+    rng = random.Random(7)
+    now = int(time.time())
+    with path.open("w") as out:
+        for r in range(count):
+            messages = [{"message_id": f"{tag}-{r}-{i}", "conversation_id": f"c-{rng.randrange(5000)}",
+                         "sent_at": "2026-11-25T08:00:00Z",
+                         "customer": {"id": f"b-{rng.randrange(3000)}", "vip_level": rng.randrange(3)},
+                         "text": rng.choice(TEXTS)} for i in range(batch)]
+            body = json.dumps({"platform": "taobao", "messages": messages}, ensure_ascii=False).encode()
+            webhook_id = f"{tag}-{r}"
+            signature = sign(secret, msg_id=webhook_id, timestamp=now, body=body)
+            out.write(f"{url_path}\t{webhook_id}\t{now}\t{signature}\t{body.decode()}\n")
+
+
+def measure(target: str, base_url: str, url_path: str, secret: str, batch: int, seconds: int, tmp: Path,
+            expected_rate: int) -> dict[str, float]:
+    data = tmp / f"{target}-{batch}.tsv"
+    write_requests(data, url_path=url_path, secret=secret, batch=batch, count=expected_rate * seconds,
+                   tag=unique(target))
+    result = wrk(base_url, SCRIPT, data, seconds=seconds)
+    data.unlink()
+    return {"req_s": result.requests_per_second, "msg_s": result.requests_per_second * batch,
+            "p50": result.p50_ms, "p99": result.p99_ms, "bad": result.errors + result.non_2xx}
+
+
+def bench_backend(backend: str, seconds: int) -> dict[tuple[str, int], dict[str, float]]:
+    results: dict[tuple[str, int], dict[str, float]] = {}
+    with database(backend) as url, tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        asyncio.run(upgrade_async(url))
+        service = Uvicorn("app.main:app", {"TRIAGE_DATABASE_URL": url, "TRIAGE_ADMIN_TOKEN": ADMIN_TOKEN,
+                                           "TRIAGE_LOG_LEVEL": "warning"})
+        try:
+            service.wait("/readyz")
+            shop_id = unique("bench")
+            shop = httpx.post(f"{service.url}/v1/shops", json={"id": shop_id, "name": "Bench"},
+                              headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+            secret = shop["webhook_secret"]
+            for batch in (1, 20):
+                results[("service", batch)] = measure("service", service.url, f"/v1/shops/{shop_id}/webhooks/messages",
+                                                      secret, batch, seconds, tmp, 3000 if batch == 1 else 600)
+        finally:
+            service.stop()
+        baseline = Uvicorn("bench.baseline_app:app", {"BENCH_SECRET": secret, "BENCH_DATABASE_URL": url})
+        try:
+            baseline.wait()
+            for batch in (1, 20):
+                for target, rate in (("bare", 12000 if batch == 1 else 1500), ("durable", 4000 if batch == 1 else 1800)):
+                    results[(target, batch)] = measure(target, baseline.url, f"/{target}/{shop_id}/webhooks/messages",
+                                                       secret, batch, seconds, tmp, rate)
+        finally:
+            baseline.stop()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--backends", nargs="+", default=["sqlite", "postgres"])
+    args = parser.parse_args()
+    print(f"wrk -t1 -c32 -d{args.seconds}s, one uvicorn worker (uvloop, httptools); messages/s, latency in ms")
+    print(f"{'database':9} {'batch':>5} {'target':8} {'req/s':>9} {'msg/s':>9} {'p50':>7} {'p99':>7} {'errors':>6}"
+          f"  {'vs durable':>10} {'vs bare':>8}")
+    for backend in args.backends:
+        results = bench_backend(backend, args.seconds)
+        for batch in (1, 20):
+            durable, bare = results[("durable", batch)], results[("bare", batch)]
+            for target in ("service", "durable", "bare"):
+                r = results[(target, batch)]
+                print(f"{backend:9} {batch:5} {target:8} {r['req_s']:9.0f} {r['msg_s']:9.0f} {r['p50']:7.1f} "
+                      f"{r['p99']:7.1f} {r['bad']:6.0f}  {r['msg_s'] / durable['msg_s']:10.2f} "
+                      f"{r['msg_s'] / bare['msg_s']:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
