@@ -182,6 +182,16 @@ def _intent_hits(rs: Ruleset, per_intent: dict[int, list[tuple[int, int, int]]],
     weights, threshold, weak_rules = rs.rule_weight, rs.threshold, rs.weak_rules
     for intent_index in sorted(per_intent):
         spans = per_intent[intent_index]
+        intent = INTENTS[intent_index]
+        if len(spans) == 1:
+            start, end, ref = spans[0]
+            if weights[ref] < threshold:
+                continue
+            if origin is not None:
+                start, end = origin[start], origin[end - 1] + 1
+            hits.append(IntentHit(intent, TIERS[intent], weights[ref],
+                                  (Evidence(rs.rules[ref], start, end, text[start:end]),)))
+            continue
         fired = {ref for _start, _end, ref in spans}
         if weak_rules.isdisjoint(fired):
             score = sum(weights[ref] for ref in fired)
@@ -202,7 +212,6 @@ def _intent_hits(rs: Ruleset, per_intent: dict[int, list[tuple[int, int, int]]],
             evidence.append(Evidence(rs.rules[ref], start, end, text[start:end]))
             if len(evidence) == _MAX_EVIDENCE_PER_INTENT:
                 break
-        intent = INTENTS[intent_index]
         hits.append(IntentHit(intent, TIERS[intent], round(score, 3), tuple(evidence)))
     return hits
 
