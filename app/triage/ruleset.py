@@ -1,4 +1,27 @@
-"""Rulesets: validated data (phrases, negators, cues, bases, modifiers, routes) compiled into one automaton."""
+"""Rulesets: validated data (phrases, negators, cues, bases, modifiers, routes) compiled into one automaton.
+
+The shape of a ruleset (YAML file or JSON mapping); only name, version and intents are required:
+
+    name: default                 # letters, digits, '.', '_', '-'
+    version: 1                    # positive integer; Triage.ruleset is "name@version"
+    threshold: 1.0                # an intent counts when its rules' weights reach this
+    intents:
+      <intent>:                   # one of INTENTS
+        base: 800                 # priority base, inside the intent's tier band
+        rules:
+          - id: zh.bad_review.threat      # unique dotted id, named in the evidence
+            phrases: [差评, 给差评]        # matched on normalised text; "word*" lets an English word continue
+            weight: 1.0                   # below threshold: needs another weak rule within scope.weak_window
+            negatable: true               # negators and reassurance can govern it
+    masks: [很多差评]              # spans inside which no rule hit counts
+    scope: {negators, adjacent_negators, post_negators, breakers: [...],
+            window_zh, window_en, post_window_zh, post_window_en, weak_window: chars, clause_marks: "，。!?"}
+    cues: {angry, negative, positive, urgent, calm, neutral: [...]}
+    emotion_baseline: {<intent>: angry|negative|neutral|positive}
+    modifiers: {emotion: {...}, urgent, prior_contact: {points, max}, vip_level: {points, max},
+                waiting: {points_per_minute, max}}
+    routes: {<intent>: <queue>}   # defaults to SPEC 2.4
+"""
 
 from __future__ import annotations
 
@@ -41,7 +64,7 @@ CUE_KINDS: tuple[str, ...] = ("angry", "negative", "positive", "urgent", "calm",
 SCOPE_LISTS: tuple[str, ...] = ("negators", "adjacent_negators", "post_negators", "breakers")
 DEFAULT_SCOPE_NUMBERS: Mapping[str, int] = MappingProxyType({
     "window_zh": 8, "window_en": 30, "post_window_zh": 6, "post_window_en": 24, "weak_window": 24})
-DEFAULT_CLAUSE_MARKS = ",.!?;:。!?;\n~…"
+DEFAULT_CLAUSE_MARKS = ",.!?;:\n~…，。！？；：、～"
 
 _RULE_ID = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)+$")
 _QUEUE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
@@ -94,15 +117,13 @@ class _Validator:
             raise RulesetError(path, f"{value} is outside {low}..{high}")
         return value
 
-    def number(self, value: Any, path: str, *, positive: bool) -> float:
+    def positive_number(self, value: Any, path: str) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RulesetError(path, f"expected a number, got {_type_name(value)}")
         if value != value or value in (float("inf"), float("-inf")):
             raise RulesetError(path, "expected a finite number")
-        if positive and value <= 0:
+        if value <= 0:
             raise RulesetError(path, f"must be greater than 0, got {value}")
-        if not positive and value < 0:
-            raise RulesetError(path, f"must not be negative, got {value}")
         return float(value)
 
     def phrases(self, value: Any, path: str, *, allow_empty_list: bool = True) -> list[str]:
@@ -137,7 +158,7 @@ class _Validator:
             "name": name,
             "version": self.integer(top["version"], "version", low=1, high=10**9),
             "description": self.description(top.get("description", "")),
-            "threshold": self.number(top.get("threshold", 1.0), "threshold", positive=True),
+            "threshold": self.positive_number(top.get("threshold", 1.0), "threshold"),
             "intents": self.intents(top["intents"]),
             "masks": self.phrases(top.get("masks", []), "masks"),
             "scope": self.scope(top.get("scope", {})),
@@ -189,7 +210,7 @@ class _Validator:
         return {
             "id": rule_id,
             "phrases": self.phrases(entry["phrases"], f"{path}.phrases", allow_empty_list=False),
-            "weight": self.number(entry.get("weight", 1.0), f"{path}.weight", positive=True),
+            "weight": self.positive_number(entry.get("weight", 1.0), f"{path}.weight"),
             "negatable": negatable,
         }
 
