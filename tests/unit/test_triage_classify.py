@@ -60,6 +60,14 @@ from app.triage import INTENTS, TIERS, PriorityContext, Triage, classify, defaul
     ("My sister Sue says hi, she loves your shop too.", "other"),         # a name, not a lawsuit
     ("Is the lawyer-style briefcase real leather?", "presale"),           # a lawyer noun is no legal threat
     ("I almost left a bad review but you sorted it, cheers.", "other"),   # a near miss is not a threat
+    ("看了评价有人给一星说有异味，现在还有吗", "presale"),               # someone else's rating is no threat
+    ("你们家的差评我都看了，还是决定买", "other"),                       # reading reviews is no threat
+    ("I'm a journalist and need a sturdy notebook bag, any suggestions?", "presale"),  # a job, not the media
+    ("这款报警器声音大吗", "presale"),                                    # 报警器 is an alarm, not the police
+    ("不解决我就一直追评", "bad_review_threat"),                          # conditional follow-up review
+    ("I've filed a dispute with PayPal.", "rights_protection"),          # payment dispute is a chargeback
+    ("I'm calling the police, this is theft.", "rights_protection"),     # police
+    ("我要投诉快递员，不是投诉你们哈，快递员态度太差了", "complaint"),     # one negated, one real complaint
 ])
 def test_primary_intent(text: str, primary: str) -> None:
     assert classify(text).primary == primary
