@@ -14,14 +14,46 @@ _NO_CONTEXT = PriorityContext()
 _ANGRY, _NEGATIVE, _POSITIVE, _URGENT = range(4)
 
 
+class _Breakers:
+    """Conditional and question words found in a message, in order of their end offsets."""
+
+    __slots__ = ("starts", "ends", "longest")
+
+    def __init__(self, longest: int) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.longest = longest
+
+    def covering(self, low: int, high: int) -> bool:
+        """A breaker contains [low, high), as 不然 contains 不."""
+        ends, starts = self.ends, self.starts
+        index = bisect_left(ends, high)
+        while index < len(ends) and ends[index] <= low + self.longest:
+            if starts[index] <= low:
+                return True
+            index += 1
+        return False
+
+    def inside(self, low: int, high: int) -> bool:
+        """A breaker lies within [low, high), as 就 in 不发货就差评."""
+        ends, starts = self.ends, self.starts
+        index = bisect_left(ends, low)
+        while index < len(ends) and ends[index] <= high:
+            if starts[index] >= low:
+                return True
+            index += 1
+        return False
+
+
 def _governed(start: int, end: int, text: str, scope: list[tuple[int, int, int]], scope_ends: list[int],
-              breakers: list[tuple[int, int]], marks: frozenset[str], windows: tuple[int, int, int, int]) -> bool:
+              breakers: _Breakers, marks: frozenset[str], windows: tuple[int, int, int, int]) -> bool:
     """True when a negator or reassurance governs [start, end): same clause, close enough, no 'then'/'就' between."""
     widest = max(windows)
     # Scope hits arrive ordered by end, so only a slice of them can be near enough to matter.
     low = bisect_left(scope_ends, start - widest)
     high = bisect_right(scope_ends, end + 2 * widest)
-    for kind, scope_start, scope_end in scope[low:high]:
+    # Nearest first: in a dense run of negators the closest one decides at once.
+    for kind, scope_start, scope_end in reversed(scope[low:high]):
         english = text[scope_start].isascii()
         if kind == POST_NEGATOR:
             if scope_start < end:
@@ -39,12 +71,12 @@ def _governed(start: int, end: int, text: str, scope: list[tuple[int, int, int]]
         if gap_end - gap_start > window:
             continue
         # A negator inside a conditional or question word ("不" in "不然", "是不是") negates nothing.
-        if breakers and any(b_start <= scope_start and scope_end <= b_end for b_start, b_end in breakers):
+        if breakers.covering(scope_start, scope_end):
             continue
         if gap_end > gap_start:
             if not marks.isdisjoint(text[gap_start:gap_end]):
                 continue
-            if any(gap_start <= b_start and b_end <= gap_end for b_start, b_end in breakers):
+            if breakers.inside(gap_start, gap_end):
                 continue
         return True
     return False
@@ -114,7 +146,8 @@ class _Scan:
         cues: list[tuple[int, int, tuple[int, ...]]] = []
         scope: list[tuple[int, int, int]] = []
         scope_ends: list[int] = []
-        breakers: list[tuple[int, int]] = []
+        breakers = _Breakers(rs.longest_breaker)
+        breaker_starts, breaker_ends = breakers.starts, breakers.ends
         alnum = _ASCII_ALNUM
         length = len(norm)
         for last, (size, check_left, check_right, layer_meaning, cue_meaning, scope_kinds, glued) \
@@ -138,7 +171,8 @@ class _Scan:
                     cues.append((start, end, cue_meaning))
             for kind in scope_kinds:
                 if kind == BREAKER:
-                    breakers.append((start, end))
+                    breaker_starts.append(start)
+                    breaker_ends.append(end)
                 else:
                     scope.append((kind, start, end))
                     scope_ends.append(end)
@@ -162,7 +196,7 @@ def _spans_by_intent(rs: Ruleset, scan: _Scan, norm: str) -> dict[int, list[tupl
                 if governed is None:
                     governed = bool(
                         (start and norm[start - 1] in adjacent_chars
-                         and not any(b_start < start <= b_end for b_start, b_end in breakers))
+                         and not breakers.covering(start - 1, start))
                         or (scope_present and _governed(start, end, norm, scope, scan.scope_ends, breakers,
                                                         rs.clause_marks, windows)))
                 if governed:

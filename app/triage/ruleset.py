@@ -271,7 +271,7 @@ class Ruleset:
 
     __slots__ = ("name", "version", "_data", "automaton", "rules", "rule_intent", "rule_weight",
                  "rule_negatable", "threshold", "bases", "modifiers", "emotion_baseline", "clause_marks",
-                 "scope_numbers", "_routes", "phrase_count", "weak_rules", "adjacent_chars")
+                 "scope_numbers", "_routes", "phrase_count", "weak_rules", "adjacent_chars", "longest_breaker")
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         prepare()
@@ -326,6 +326,7 @@ class Ruleset:
                 else:
                     add(phrase, kind, 0)
         self.adjacent_chars = frozenset(adjacent_chars)
+        self.longest_breaker = max((len(normalise_phrase(phrase)) for phrase in canonical["scope"]["breakers"]), default=0)
         for cue_index, cue_kind in enumerate(CUE_KINDS):
             for phrase in canonical["cues"][cue_kind]:
                 add(phrase, CUE, cue_index)

@@ -78,3 +78,15 @@ def test_twenty_thousand_characters_of_everything() -> None:
     triage = classify(text)
     assert triage.primary == "rights_protection"  # 12315 and "I'll sue" are in the mix
     assert all(text[item.start:item.end] == item.text for hit in triage.intents for item in hit.evidence)
+
+
+def test_dense_negation_and_conditionals_stay_linear() -> None:
+    import time
+
+    classify("warm up")
+    for unit in ("不会给差评", "不是差评就", "要不然差评", "not going to leave a bad review "):
+        text = (unit * 5000)[:20_000]
+        started = time.perf_counter()
+        classify(text)
+        # Quadratic scope checks took seconds here; linear ones take milliseconds even on a busy machine.
+        assert time.perf_counter() - started < 1.5
