@@ -330,12 +330,30 @@ class Ruleset:
         for cue_index, cue_kind in enumerate(CUE_KINDS):
             for phrase in canonical["cues"][cue_kind]:
                 add(phrase, CUE, cue_index)
+        self._check_weak_phrases(canonical, entries)
         automaton = ahocorasick.Automaton()
         for key, key_entries in entries.items():
             automaton.add_word(key, _automaton_value(key, list(dict.fromkeys(key_entries))))
         automaton.make_automaton()
         self.automaton = automaton
         self.phrase_count = len(entries)
+
+    def _check_weak_phrases(self, canonical: dict[str, Any], entries: dict[str, list[tuple[int, int, bool]]]) -> None:
+        """Reject a phrase shared by weak rules of one intent: alone it would reach the threshold they exist to avoid."""
+        for key, key_entries in entries.items():
+            weak_by_intent: dict[int, list[int]] = {}
+            for kind, ref, _ in key_entries:
+                if kind == RULE and self.rule_weight[ref] < canonical["threshold"]:
+                    weak_by_intent.setdefault(self.rule_intent[ref], []).append(ref)
+            for intent_index, refs in weak_by_intent.items():
+                refs = sorted(set(refs))
+                if len(refs) > 1 and sum(self.rule_weight[ref] for ref in refs) >= canonical["threshold"]:
+                    intent = INTENTS[intent_index]
+                    rules = canonical["intents"][intent]["rules"]
+                    position = next(index for index, rule in enumerate(rules) if rule["id"] == self.rules[refs[1]])
+                    raise RulesetError(f"intents.{intent}.rules[{position}].phrases",
+                                       f"phrase {key!r} is also in weak rule {self.rules[refs[0]]!r}: "
+                                       f"together they reach the threshold on one word")
 
     @classmethod
     def load(cls, path: str | Path) -> Ruleset:

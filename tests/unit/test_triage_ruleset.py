@@ -147,3 +147,15 @@ def test_default_ruleset_is_cached_and_large() -> None:
     assert ruleset is default_ruleset()
     assert ruleset.phrase_count >= 500
     assert ruleset.id == "default@1"
+
+
+def test_a_phrase_shared_by_weak_rules_is_rejected() -> None:
+    data = copy.deepcopy(MINIMAL)
+    data["intents"]["false_advertising"] = {"rules": [
+        {"id": "zh.false_ad.listing", "weight": 0.5, "phrases": ["图片", "listing"]},
+        {"id": "en.false_ad.listing", "weight": 0.5, "phrases": ["listing", "photos"]},
+    ]}
+    with pytest.raises(RulesetError) as caught:
+        Ruleset.from_mapping(data)
+    assert caught.value.path == "intents.false_advertising.rules[1].phrases"
+    assert "'listing'" in caught.value.problem
