@@ -1,5 +1,6 @@
 """The ASGI application: `app.main:app`."""
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from app.services.ingest import NOTIFY_CHANNEL, Ingestor
 from app.services.notify import Notifier
 from app.services.queues import LeaseReaper
 from app.settings import Settings, get_settings
+from app.triage import default_ruleset
 
 log = logging.getLogger("app")
 
@@ -40,9 +42,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.directory = ShopDirectory(app.state.sessionmaker)
+        default_ruleset()  # compile the shipped rules now, not on the first request
+        # Long-lived objects (rules, automaton, app) leave the collector's scans: shorter GC pauses.
+        gc.freeze()
         app.state.notifier = Notifier()
         writers = settings.ingest_writers or (1 if settings.is_sqlite else 3)
-        app.state.ingestor = Ingestor(app.state.sessionmaker, app.state.notifier, writers=writers)
+        app.state.ingestor = Ingestor(engine, app.state.notifier, writers=writers)
         app.state.ingestor.start()
         # Expired leases are requeued by every process; a short lease is checked more often than once a second.
         app.state.reaper = LeaseReaper(app.state.sessionmaker, app.state.notifier,

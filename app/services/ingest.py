@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.clock import utcnow
 from app.db import ingest as sql
@@ -66,7 +65,7 @@ def triage_messages(shop: ShopInfo, messages: Sequence[WebhookMessage]) -> list[
     return [classify(m.text, shop.ruleset) for m in messages]
 
 
-async def ingest_group(session: AsyncSession, jobs: Sequence[IngestJob], *, now: datetime) -> tuple[
+async def ingest_group(store: sql.IngestStore, jobs: Sequence[IngestJob], *, now: datetime) -> tuple[
         list[list[IngestedMessage]], set[str]]:
     """Store the messages of several requests in one transaction; return each request's results and woken shops."""
     entries: list[_Entry] = []
@@ -84,8 +83,8 @@ async def ingest_group(session: AsyncSession, jobs: Sequence[IngestJob], *, now:
     for e in fresh:
         c = e.message.customer
         customers[e.customer] = {"shop_id": e.shop.id, "platform": e.platform, "external_id": c.id, "nick": c.nick,
-                                 "vip_level": c.vip_level, "contacts": 0, "first_seen_at": now, "last_seen_at": now}
-    customer_ids = await sql.upsert_customers(session, [customers[k] for k in sorted(customers)])
+                                 "vip_level": c.vip_level}
+    customer_ids = await store.upsert_customers([customers[k] for k in sorted(customers)], now=now)
 
     for e in fresh:
         customer_id, contacts = customer_ids[e.customer]
@@ -97,8 +96,8 @@ async def ingest_group(session: AsyncSession, jobs: Sequence[IngestJob], *, now:
                                      ruleset=e.triage.ruleset)
 
     conversations = sorted({e.conversation for e in fresh})
-    tickets = {(r.shop_id, r.platform, r.conversation_id): TicketState.from_row(r)
-               for r in await sql.lock_tickets(session, conversations)}
+    tickets = {(r["shop_id"], r["platform"], r["conversation_id"]): TicketState.from_row(r)
+               for r in await store.lock_tickets(conversations)}
     missing = [k for k in conversations if k not in tickets]
     if missing:
         starters: dict[sql.ConversationKey, _Entry] = {}
@@ -108,17 +107,17 @@ async def ingest_group(session: AsyncSession, jobs: Sequence[IngestJob], *, now:
                                      conversation_id=e.message.conversation_id,
                                      customer_id=customer_ids[e.customer][0], decision=e.decision, now=now)
                        for k, e in starters.items() if k in missing and e.decision is not None}
-        inserted = await sql.insert_tickets(session, [provisional[k].columns() for k in missing])
+        inserted = await store.insert_tickets([provisional[k].columns() for k in missing])
         for k in missing:
             if provisional[k].id in inserted:
                 tickets[k] = provisional[k]
         raced = [k for k in missing if k not in tickets]
         if raced:
             # Another process created these conversations since our read; lock what it committed.
-            for row in await sql.lock_tickets(session, raced):
-                tickets[(row.shop_id, row.platform, row.conversation_id)] = TicketState.from_row(row)
+            for row in await store.lock_tickets(raced):
+                tickets[(row["shop_id"], row["platform"], row["conversation_id"])] = TicketState.from_row(row)
 
-    stored_now = await sql.insert_messages(session, [{
+    stored_now = await store.insert_messages([{
         "ticket_id": tickets[e.conversation].id, "shop_id": e.shop.id, "platform": e.platform,
         "external_id": e.message.message_id, "direction": "inbound", "text": e.message.text,
         "sent_at": e.message.sent_at, "received_at": now, "order_id": e.message.order_id,
@@ -145,14 +144,13 @@ async def ingest_group(session: AsyncSession, jobs: Sequence[IngestJob], *, now:
             woken.add(ticket.shop_id)
     # A provisional ticket that received nothing (its only message was a duplicate) is not kept.
     empty = [t.id for t in tickets.values() if t.is_new and t.id not in changed]
-    await sql.delete_tickets(session, empty)
-    await sql.save_tickets(session, [t.columns() for t in changed.values()])
-    await sql.insert_events(session, events)
-    await sql.count_contacts(session, contacts)
-    if woken and sql.is_postgres(session):
-        await sql.notify_postgres(session, NOTIFY_CHANNEL, sorted(woken))
+    await store.delete_tickets(empty)
+    await store.save_tickets([t.columns() for t in changed.values()])
+    await store.insert_events(events)
+    await store.count_contacts(contacts)
+    await store.notify(NOTIFY_CHANNEL, sorted(woken))
 
-    previous = await sql.stored_messages(session, [e.key for e in fresh if e.key not in stored_now])
+    previous = await store.stored_messages([e.key for e in fresh if e.key not in stored_now])
     results: list[list[IngestedMessage | None]] = [[None] * len(job.messages) for job in jobs]
     answers: dict[sql.MessageKey, IngestedMessage] = {}
     for e in fresh:
@@ -162,9 +160,9 @@ async def ingest_group(session: AsyncSession, jobs: Sequence[IngestJob], *, now:
                                      priority=e.decision.priority, queue=e.triage.queue)
         else:
             row = previous[e.key]
-            answer = IngestedMessage(message_id=e.message.message_id, ticket_id=row.ticket_id, duplicate=True,
-                                     primary=row.primary_intent, tier=TIER_NAME[row.tier], priority=row.priority,
-                                     queue=(row.triage or {}).get("queue", ""))
+            answer = IngestedMessage(message_id=e.message.message_id, ticket_id=row["ticket_id"], duplicate=True,
+                                     primary=row["primary_intent"], tier=TIER_NAME[row["tier"]],
+                                     priority=row["priority"], queue=(row["triage"] or {}).get("queue", ""))
         answers[e.key] = answer
         results[e.job][e.index] = answer
     for e in entries:
@@ -176,8 +174,8 @@ async def ingest_group(session: AsyncSession, jobs: Sequence[IngestJob], *, now:
 class Ingestor:
     """The per-process writer: one transaction at a time, each holding every request that waited for it."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], notifier: Notifier, *, writers: int = 1) -> None:
-        self._sessionmaker = sessionmaker
+    def __init__(self, engine: AsyncEngine, notifier: Notifier, *, writers: int = 1) -> None:
+        self._engine = engine
         self._notifier = notifier
         self._writers = writers
         self._queue: asyncio.Queue[IngestJob] = asyncio.Queue()
@@ -236,13 +234,12 @@ class Ingestor:
     async def _transaction(self, group: list[IngestJob]) -> tuple[list[list[IngestedMessage]], set[str]]:
         for attempt in range(3):
             try:
-                async with self._sessionmaker() as session:
-                    results, woken = await ingest_group(session, group, now=utcnow())
-                    await session.commit()
-                    return results, woken
-            except DBAPIError as exc:
+                async with sql.ingest_transaction(self._engine) as store:
+                    outcome = await ingest_group(store, group, now=utcnow())
+                return outcome
+            except Exception as exc:
                 # Deadlocks and serialization failures are worth another try; anything else is not.
-                if attempt == 2 or getattr(exc.orig, "sqlstate", None) not in ("40P01", "40001"):
+                if attempt == 2 or getattr(exc, "sqlstate", None) not in ("40P01", "40001"):
                     raise
         raise AssertionError("unreachable")
 
