@@ -68,6 +68,10 @@ from app.triage import INTENTS, TIERS, PriorityContext, Triage, classify, defaul
     ("I've filed a dispute with PayPal.", "rights_protection"),          # payment dispute is a chargeback
     ("I'm calling the police, this is theft.", "rights_protection"),     # police
     ("我要投诉快递员，不是投诉你们哈，快递员态度太差了", "complaint"),     # one negated, one real complaint
+    ("店长推荐款还有货吗", "presale"),                                    # 店长推荐 is a product label
+    ("我下班了再收快递", "logistics"),                                     # the buyer's 下班, not the agents'
+    ("phone case with a stand, in stock?", "presale"),                   # "case with" is no platform case
+    ("I am missing my parcel", "logistics"),                             # a missing parcel is not a missing part
 ])
 def test_primary_intent(text: str, primary: str) -> None:
     assert classify(text).primary == primary
