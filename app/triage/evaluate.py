@@ -52,6 +52,7 @@ class Report:
     false_threats: int
     false_threat_rate: float
     also_recall: float
+    per_tag_accuracy: Mapping[str, tuple[int, int]]
     confusion: Mapping[str, Mapping[str, int]]
     misses: tuple[Miss, ...]
 
@@ -67,6 +68,7 @@ def evaluate(rows: Iterable[Mapping[str, Any]], ruleset: Ruleset | None = None) 
     tier_right = dict.fromkeys(TIER_NAMES, 0)
     negation_cases = false_threats = also_expected = also_found = 0
     misses: list[Miss] = []
+    tag_counts: dict[str, list[int]] = {}
     ruleset_id = ""
     for row in rows:
         text, expected = row["text"], row["primary"]
@@ -88,6 +90,10 @@ def evaluate(rows: Iterable[Mapping[str, Any]], ruleset: Ruleset | None = None) 
         found = {hit.intent for hit in triage.intents}
         also_expected += len(also)
         also_found += len(also & found)
+        for tag in tags:
+            counts = tag_counts.setdefault(tag, [0, 0])
+            counts[0] += predicted == expected
+            counts[1] += 1
         if predicted != expected:
             misses.append(Miss(text, expected, predicted, tags))
 
@@ -115,6 +121,7 @@ def evaluate(rows: Iterable[Mapping[str, Any]], ruleset: Ruleset | None = None) 
         false_threats=false_threats,
         false_threat_rate=_ratio(false_threats, negation_cases, empty=0.0),
         also_recall=_ratio(also_found, also_expected),
+        per_tag_accuracy={tag: (right, seen) for tag, (right, seen) in sorted(tag_counts.items())},
         confusion={expected: dict(row) for expected, row in confusion.items()},
         misses=tuple(misses),
     )
@@ -150,6 +157,8 @@ def format_report(report: Report, *, show_misses: int = 0) -> str:
         f"false threats on negation cases {report.false_threats}/{report.negation_cases}"
         f" = {report.false_threat_rate:.1%}",
         f"secondary intents found         {report.also_recall:.3f}",
+        "primary right per tag           "
+        + ", ".join(f"{tag} {right}/{seen}" for tag, (right, seen) in report.per_tag_accuracy.items()),
         "",
         "confusion matrix (rows: expected, columns: predicted)",
         " " * 8 + "".join(f"{_SHORT[intent]:>7}" for intent in INTENTS),
