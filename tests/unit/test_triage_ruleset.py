@@ -51,8 +51,10 @@ def broken(**changes: Any) -> dict[str, Any]:
      "intents.return_refund.rules[1].id", "duplicate rule id"),                     # ids must be unique
     (broken(intents__return_refund__rules__0__id="Refund"),
      "intents.return_refund.rules[0].id", "dotted lower-case id"),                  # id format
-    (broken(intents__return_refund__rules__0__weight=0), "intents.return_refund.rules[0].weight", "greater than 0"),
-    (broken(intents__complaint__rules__0__negatable="yes"), "intents.complaint.rules[0].negatable", "true or false"),
+    (broken(intents__return_refund__rules__0__weight=0),
+     "intents.return_refund.rules[0].weight", "greater than 0"),                  # a weight that never counts
+    (broken(intents__complaint__rules__0__negatable="yes"),
+     "intents.complaint.rules[0].negatable", "true or false"),                    # a string, not a boolean
     (broken(routes={"complaint": "VIP Queue"}), "routes.complaint", "queue name"),  # bad queue name
     (broken(routes={"greeting": "presale"}), "routes.greeting", "unknown key"),     # route for no intent
     (broken(version=0), "version", "outside"),                                      # versions start at 1
@@ -60,7 +62,7 @@ def broken(**changes: Any) -> dict[str, Any]:
     (broken(name="my rules!"), "name", "expected 1-64"),                            # name charset
     (broken(scope={"window_zh": -1}), "scope.window_zh", "outside"),                # negative window
     (broken(cues={"furious": ["😡"]}), "cues.furious", "unknown key"),              # unknown cue kind
-    (broken(emotion_baseline={"complaint": "sad"}), "emotion_baseline.complaint", "expected one of"),
+    (broken(emotion_baseline={"complaint": "sad"}), "emotion_baseline.complaint", "expected one of"),  # not an emotion
     (broken(modifiers={"urgent": -5}), "modifiers.urgent", "outside"),              # negative points
     (broken(masks="差评"), "masks", "expected a list"),                             # a string, not a list
 ])
