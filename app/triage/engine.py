@@ -82,8 +82,9 @@ def _governed(start: int, end: int, text: str, scope: list[tuple[int, int, int]]
     return False
 
 
-def _weak_cluster(spans: list[tuple[int, int, int]], weights: list[float], threshold: float, window: int) -> float:
-    """Best sum of distinct weak rules whose hits start within `window` characters of each other.
+def _weak_cluster(spans: list[tuple[int, int, int]], weights: list[float], threshold: float, text: str,
+                  windows: tuple[int, int]) -> float:
+    """Best sum of distinct weak rules whose hits start within a window of each other (wider for English words).
 
     Weak phrases ("图片" + "不一样") only mean something together and close together; far apart in a
     long message they are two unrelated remarks.
@@ -93,6 +94,7 @@ def _weak_cluster(spans: list[tuple[int, int, int]], weights: list[float], thres
     best = total = 0.0
     left = 0
     for start, ref in weak:
+        window = windows[1] if text[start].isascii() else windows[0]
         while weak[left][0] < start - window:
             old = weak[left][1]
             counts[old] -= 1
@@ -209,7 +211,7 @@ def _spans_by_intent(rs: Ruleset, scan: _Scan, norm: str) -> dict[int, list[tupl
     return per_intent
 
 
-def _intent_hits(rs: Ruleset, per_intent: dict[int, list[tuple[int, int, int]]], text: str,
+def _intent_hits(rs: Ruleset, per_intent: dict[int, list[tuple[int, int, int]]], text: str, norm: str,
                  origin: tuple[int, ...] | None) -> list[IntentHit]:
     """Scored intents in precedence order, each with evidence sliced from the original text."""
     hits: list[IntentHit] = []
@@ -231,7 +233,9 @@ def _intent_hits(rs: Ruleset, per_intent: dict[int, list[tuple[int, int, int]]],
             score = sum(weights[ref] for ref in fired)
         else:
             score = sum(weights[ref] for ref in fired - weak_rules)
-            score += _weak_cluster(spans, weights, threshold, rs.scope_numbers["weak_window"])
+            numbers = rs.scope_numbers
+            score += _weak_cluster(spans, weights, threshold, norm,
+                                   (numbers["weak_window_zh"], numbers["weak_window_en"]))
         if score < threshold:
             continue
         evidence = []
@@ -257,7 +261,7 @@ def classify(text: str, ruleset: Ruleset | None = None, *, context: PriorityCont
     rs = ruleset or default_ruleset()
     normalised = normalise(text)
     scan = _Scan(rs, normalised.text)
-    hits = _intent_hits(rs, _spans_by_intent(rs, scan, normalised.text), text, normalised.origin)
+    hits = _intent_hits(rs, _spans_by_intent(rs, scan, normalised.text), text, normalised.text, normalised.origin)
     if not hits:
         hits.append(IntentHit("other", "P4", 0.0, ()))
     primary = hits[0].intent

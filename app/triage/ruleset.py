@@ -11,11 +11,12 @@ The shape of a ruleset (YAML file or JSON mapping); only name, version and inten
         rules:
           - id: zh.bad_review.threat      # unique dotted id, named in the evidence
             phrases: [差评, 给差评]        # matched on normalised text; "word*" lets an English word continue
-            weight: 1.0                   # below threshold: needs another weak rule within scope.weak_window
+            weight: 1.0                   # below threshold: needs another weak rule nearby (scope.weak_window_*)
             negatable: true               # negators and reassurance can govern it
     masks: [很多差评]              # spans inside which no rule hit counts
     scope: {negators, adjacent_negators, post_negators, breakers: [...],
-            window_zh, window_en, post_window_zh, post_window_en, weak_window: chars, clause_marks: "，。!?"}
+            window_zh, window_en, post_window_zh, post_window_en, weak_window_zh, weak_window_en: chars,
+            clause_marks: "，。!?"}
     cues: {angry, negative, positive, urgent, calm, neutral: [...]}
     emotion_baseline: {<intent>: angry|negative|neutral|positive}
     modifiers: {emotion: {...}, urgent, prior_contact: {points, max}, vip_level: {points, max},
@@ -63,7 +64,7 @@ DEFAULT_MODIFIERS: Mapping[str, Any] = MappingProxyType({
 CUE_KINDS: tuple[str, ...] = ("angry", "negative", "positive", "urgent", "calm", "neutral")
 SCOPE_LISTS: tuple[str, ...] = ("negators", "adjacent_negators", "post_negators", "breakers")
 DEFAULT_SCOPE_NUMBERS: Mapping[str, int] = MappingProxyType({
-    "window_zh": 8, "window_en": 30, "post_window_zh": 6, "post_window_en": 24, "weak_window": 24})
+    "window_zh": 8, "window_en": 30, "post_window_zh": 6, "post_window_en": 24, "weak_window_zh": 24, "weak_window_en": 60})
 DEFAULT_CLAUSE_MARKS = ",.!?;:\n~…，。！？；：、～"
 
 _RULE_ID = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)+$")
