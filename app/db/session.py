@@ -15,10 +15,13 @@ def create_engine(url: str, *, pool_size: int | None = None, busy_timeout_ms: in
     """An async engine for PostgreSQL (asyncpg) or SQLite (aiosqlite)."""
     if is_sqlite_url(url):
         # One connection: SQLite has one writer, and a larger pool only adds lock waits (BENCHMARKS.md).
-        engine = create_async_engine(url, pool_size=pool_size or 1, max_overflow=0, pool_timeout=60)
+        engine = create_async_engine(url, pool_size=pool_size or 1, max_overflow=0, pool_timeout=60,
+                                     hide_parameters=True)
         _configure_sqlite(engine, busy_timeout_ms)
         return engine
-    kwargs: dict[str, Any] = {"pool_size": pool_size or 10, "max_overflow": 0, "pool_pre_ping": True, "pool_timeout": 30}
+    # hide_parameters: database errors must not carry buyer texts into logs.
+    kwargs: dict[str, Any] = {"pool_size": pool_size or 10, "max_overflow": 0, "pool_pre_ping": True,
+                              "pool_timeout": 30, "hide_parameters": True}
     return create_async_engine(url, **kwargs)
 
 

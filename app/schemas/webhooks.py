@@ -1,10 +1,23 @@
 """The webhook a shop platform posts buyer messages to (SPEC 5.2)."""
 
-from pydantic import AwareDatetime, Field
+import re
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BeforeValidator, Field
 
 from app.schemas.base import Schema, StorableStr
 
-ExternalId = StorableStr
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _rfc3339(value: Any) -> Any:
+    # pydantic would also take unix seconds, even inside a string; the contract says RFC 3339.
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 date-time with a zone, e.g. 2026-11-25T08:00:00Z")
+    return value
+
+
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 
 
 class WebhookCustomer(Schema):
@@ -17,7 +30,7 @@ class WebhookMessage(Schema):
     message_id: StorableStr = Field(min_length=1, max_length=128, examples=["m-1001"],
                                     description="Unique per shop and platform; a repeat is answered, not stored again")
     conversation_id: StorableStr = Field(min_length=1, max_length=128, examples=["c-77"])
-    sent_at: AwareDatetime = Field(examples=["2026-11-25T08:00:00Z"])
+    sent_at: Rfc3339 = Field(examples=["2026-11-25T08:00:00Z"])
     customer: WebhookCustomer
     text: StorableStr = Field(min_length=1, max_length=10_000, examples=["亲，快递三天没动了，再不到就给差评"])
     order_id: StorableStr | None = Field(None, max_length=128, examples=["o-9"])

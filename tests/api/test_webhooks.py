@@ -169,6 +169,7 @@ async def test_oversize_not_json_and_wrong_content_type(app: FastAPI, client: ht
     ([message("在吗"), message("a\u0000b")], "body.messages[1].text"),
     ([message("在吗", sent_at="2026-11-25T08:00:00")], "body.messages[0].sent_at"),   # no zone
     ([message("在吗", sent_at="yesterday")], "body.messages[0].sent_at"),
+    ([message("在吗", sent_at="1764057600")], "body.messages[0].sent_at"),         # unix seconds, not RFC 3339
     ([message("在吗", vip=11)], "body.messages[0].customer.vip_level"),
     ([message("在吗", status="resolved")], "body.messages[0].status"),              # unknown field
     ([{k: v for k, v in message("在吗").items() if k != "customer"}], "body.messages[0].customer"),

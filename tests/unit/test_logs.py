@@ -1,0 +1,44 @@
+"""Log lines are JSON objects, with personal data masked and long texts clipped."""
+
+import json
+import logging
+
+import pytest
+
+from app.logs import MAX_FIELD_CHARS, JsonFormatter, mask_personal_data
+
+
+@pytest.mark.parametrize(("text", "planted", "kept"), [
+    ("call me 13812345678 please", "13812345678", "5678"),                  # mobile
+    ("手机+86 138-1234-5678谢谢", "1234-5678", "5678"),                       # formatted, touching Chinese
+    ("身份证110101199003071234", "110101199003071234", "1234"),               # ID card
+    ("ID 11010119900307123X ok", "11010119900307123X", "123X"),             # ID card with X
+    ("card 6222 0212 3456 7890 123", "6222 0212 3456 7890 123", "0123"),    # bank card, grouped
+    ("卡号6222021234567890123", "6222021234567890123", "0123"),              # bank card, plain
+    ("mail wang.xiao+shop@example.com.cn", "wang.xiao+shop@example.com.cn", "@example.com.cn"),
+])
+def test_personal_data_is_masked(text: str, planted: str, kept: str) -> None:
+    masked = mask_personal_data(text)
+    assert planted not in masked
+    assert kept in masked
+
+
+@pytest.mark.parametrize("text", [
+    "order o-20261125 shipped",      # order numbers are not phone numbers
+    "priority 790 tier P1",
+    "request 3f2a9c1e",
+])
+def test_ordinary_text_is_left_alone(text: str) -> None:
+    assert mask_personal_data(text) == text
+
+
+def test_formatter_emits_one_masked_clipped_json_object() -> None:
+    record = logging.LogRecord("app.test", logging.INFO, __file__, 1, "buyer %s wrote", ("13812345678",), None)
+    record.text = "长" * (MAX_FIELD_CHARS + 500)
+    record.email = "a.b@example.com"
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    data = json.loads(line)
+    assert "13812345678" not in line and "a.b@example.com" not in line
+    assert data["msg"] == "buyer 138****5678 wrote"
+    assert len(data["text"]) < MAX_FIELD_CHARS + 50 and data["text"].endswith("more chars]")
