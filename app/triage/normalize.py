@@ -105,6 +105,9 @@ def _fold(text: str) -> tuple[str, tuple[int, ...] | None]:
 
 
 def _to_simplified(folded: str) -> str:
+    # Plain t2s: tw2s also turns some Simplified 么 into 幺 ("是么" → "是幺"), and hk2s/tw2s differ from t2s only
+    # on variants such as 著急/衞生, which the ruleset lists. Cantonese (唔, 冇, 咗, 俾) has no Simplified
+    # form to convert to, so the ruleset carries Cantonese phrases.
     if not _script_patterns()[0].search(folded):
         return folded
     converted = _converter("t2s").convert(folded)
