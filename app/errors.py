@@ -1,6 +1,7 @@
 """Domain errors carry their HTTP status and code; one handler renders every error the same way."""
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -111,11 +112,26 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
                415: "unsupported_media_type"}
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+def _allowed_methods(request: Request) -> str:
+    # Starlette names only the first matching route's methods; several routes may share a path,
+    # so the documented paths are the reference.
+    table = getattr(request.app.state, "allowed_methods", None)
+    if table is None:
+        table = [(re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", path) + "$"), {m.upper() for m in operations})
+                 for path, operations in request.app.openapi().get("paths", {}).items()]
+        request.app.state.allowed_methods = table
+    methods = set().union(*(m for regex, m in table if regex.match(request.url.path)))
+    return ", ".join(sorted(methods))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
+    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=headers or None)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -180,3 +196,16 @@ class IdempotencyMismatch(AppError):
     status = 422
     code = "idempotency_key_reused"
     message = "this Idempotency-Key was used with a different request"
+
+
+class RulesetInvalid(AppError):
+    """A candidate ruleset that cannot be used; details name the faulty entry."""
+
+    status = 422
+    code = "invalid_ruleset"
+    message = "the ruleset is not valid"
+
+
+class RulesetVersionNotFound(NotFound):
+    code = "ruleset_version_not_found"
+    message = "no such ruleset version"

@@ -21,8 +21,10 @@ _DESCRIPTIONS = {
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries for the given error statuses."""
-    return {status: {"model": ErrorResponse, "description": _DESCRIPTIONS.get(status, "Error")} for status in statuses}
+    """OpenAPI `responses` entries for the given error statuses (a body that can be 422 can also be 400)."""
+    wanted = set(statuses) | ({400} if 422 in statuses else set())
+    return {status: {"model": ErrorResponse, "description": _DESCRIPTIONS.get(status, "Error")}
+            for status in sorted(wanted)}
 
 
 def with_extra_schemas(app: FastAPI, *models: type[BaseModel]) -> None:

@@ -76,3 +76,9 @@ async def test_openapi_documents_every_operation_with_security(client: httpx.Asy
             assert operation.get("summary"), (method, path)
             assert operation.get("tags"), (method, path)
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_405_lists_every_method_of_the_path(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
+    response = await client.request("OPTIONS", "/v1/shops", headers=admin_headers)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"
