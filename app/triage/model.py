@@ -61,6 +61,8 @@ class PriorityContext:
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
+    """One rule that matched: text == message[start:end] of the original, unnormalised message."""
+
     rule: str
     start: int
     end: int
@@ -73,6 +75,8 @@ class Evidence:
 
 @dataclass(frozen=True, slots=True)
 class IntentHit:
+    """An intent found in a message, with its score and the evidence that fired."""
+
     intent: Intent
     tier: Tier
     score: float
@@ -90,6 +94,8 @@ class IntentHit:
 
 @dataclass(frozen=True, slots=True)
 class Triage:
+    """The decision for one message; intents are in precedence order, primary first."""
+
     primary: Intent
     tier: Tier
     priority: int
