@@ -171,6 +171,8 @@ class _Scan:
                     cues.pop()
                 if not cues or cues[-1][1] < end:
                     cues.append((start, end, cue_meaning))
+            if not scope_kinds:
+                continue
             for kind in scope_kinds:
                 if kind == BREAKER:
                     breaker_starts.append(start)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
 from functools import cache
 
 import opencc
@@ -73,13 +72,15 @@ def _converter(config: str) -> opencc.OpenCC:
     return opencc.OpenCC(config)
 
 
-@dataclass(frozen=True, slots=True)
 class Normalised:
-    """Matching form of a text; origin[i] is the original index of normalised character i."""
+    """Matching form of a text; origin[i] is the original index of normalised character i (None: the same)."""
 
-    text: str
-    origin: tuple[int, ...] | None
-    folded: str
+    __slots__ = ("text", "origin", "folded")
+
+    def __init__(self, text: str, origin: tuple[int, ...] | None, folded: str) -> None:
+        self.text = text
+        self.origin = origin
+        self.folded = folded
 
 
 def _fold(text: str) -> tuple[str, tuple[int, ...] | None]:
