@@ -6,7 +6,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+# Record attributes that are not extra fields; uvicorn's color_message repeats msg with terminal escapes.
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "color_message"}
 MAX_FIELD_CHARS = 2_000  # no field, and so no buyer text, reaches the log whole
 
 # Longest patterns first: an 18-character ID card must not be taken for a phone number inside it.
@@ -60,5 +61,5 @@ LOG_CONFIG: dict[str, Any] = {
     "formatters": {"json": {"()": JsonFormatter}},
     "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
     "root": {"handlers": ["stdout"], "level": "INFO"},
-    "loggers": {"uvicorn.access": {"level": "WARNING"}},
+    "loggers": {"uvicorn.access": {"level": "WARNING"}, "alembic": {"level": "WARNING"}},
 }
