@@ -42,7 +42,19 @@ VerifiedWebhookDep = Annotated[VerifiedWebhook, Depends(verified_webhook)]
     responses=errors(400, 401, 404, 413, 415, 422, 503),
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/WebhookBatch"},
-        "example": WebhookBatch.model_config["json_schema_extra"]["examples"][0]}}}},  # type: ignore[index]
+        "examples": {
+            "zh": {"summary": "A Taobao buyer threatens a bad review over a stuck parcel",
+                   "value": WebhookBatch.model_config["json_schema_extra"]["examples"][0]},  # type: ignore[index]
+            "en": {"summary": "A Shopify buyer asks for a refund",
+                   "value": {"platform": "shopify", "messages": [{
+                       "message_id": "msg_88213", "conversation_id": "conv_5521", "sent_at": "2026-11-25T09:30:00Z",
+                       "customer": {"id": "cust_1093", "nick": "Emma", "vip_level": 0},
+                       "text": "The zipper broke after one day. How do I get a refund?", "order_id": "#4410"}]}},
+        }}}},
+        "responses": {"202": {"content": {"application/json": {"example": {"results": [{
+            "message_id": "m-1001", "ticket_id": "5b0c7f1e-6a55-4f0e-9a43-2a9a7f0c9d11", "duplicate": False,
+            "primary": "bad_review_threat", "tier": "P1", "priority": 825, "queue": "complaints"}]}}}}},
+    },
 )
 async def receive_messages(webhook: VerifiedWebhookDep, request: Request) -> IngestResult:
     results = await request.app.state.ingestor.submit(webhook.shop, webhook.batch.platform, webhook.batch.messages)
