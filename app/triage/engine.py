@@ -152,8 +152,8 @@ class _Scan:
         breaker_starts, breaker_ends = breakers.starts, breakers.ends
         alnum = _ASCII_ALNUM
         length = len(norm)
-        for last, (size, check_left, check_right, layer_meaning, cue_meaning, scope_kinds, glued) \
-                in rs.automaton.iter(norm):
+        hits = rs.automaton.iter(norm) if rs.automaton is not None else ()
+        for last, (size, check_left, check_right, layer_meaning, cue_meaning, scope_kinds, glued) in hits:
             end = last + 1
             start = end - size
             # Word boundaries on ASCII letters and digits only, so "refund什么时候到账" still matches "refund".

@@ -336,7 +336,8 @@ class Ruleset:
         for key, key_entries in entries.items():
             automaton.add_word(key, _automaton_value(key, list(dict.fromkeys(key_entries))))
         automaton.make_automaton()
-        self.automaton = automaton
+        # pyahocorasick refuses to search with an empty automaton; a ruleset without phrases matches nothing.
+        self.automaton = automaton if entries else None
         self.phrase_count = len(entries)
 
     def _check_weak_phrases(self, canonical: dict[str, Any], entries: dict[str, list[tuple[int, int, bool]]]) -> None:

@@ -161,3 +161,9 @@ def test_a_phrase_shared_by_weak_rules_is_rejected() -> None:
         Ruleset.from_mapping(data)
     assert caught.value.path == "intents.false_advertising.rules[1].phrases"
     assert "'listing'" in caught.value.problem
+
+
+def test_a_ruleset_without_phrases_classifies_everything_as_other() -> None:
+    ruleset = Ruleset.from_mapping({"name": "empty", "version": 1, "intents": {}})
+    triage = classify("我要投诉，再不发货就差评", ruleset)
+    assert (triage.primary, triage.queue, triage.ruleset) == ("other", "presale", "empty@1")
