@@ -185,8 +185,7 @@ class _Scan:
 
 def _spans_by_intent(rs: Ruleset, scan: _Scan, norm: str) -> dict[int, list[tuple[int, int, int]]]:
     """Rule hits grouped by intent index, without masked hits and without threats a negator governs."""
-    numbers = rs.scope_numbers
-    windows = (numbers["window_zh"], numbers["window_en"], numbers["post_window_zh"], numbers["post_window_en"])
+    windows = rs.windows
     rule_intent, rule_negatable, adjacent_chars = rs.rule_intent, rs.rule_negatable, rs.adjacent_chars
     scope, breakers = scan.scope, scan.breakers
     scope_present = bool(scope)
@@ -235,9 +234,7 @@ def _intent_hits(rs: Ruleset, per_intent: dict[int, list[tuple[int, int, int]]],
             score = sum(weights[ref] for ref in fired)
         else:
             score = sum(weights[ref] for ref in fired - weak_rules)
-            numbers = rs.scope_numbers
-            score += _weak_cluster(spans, weights, threshold, norm,
-                                   (numbers["weak_window_zh"], numbers["weak_window_en"]))
+            score += _weak_cluster(spans, weights, threshold, norm, rs.weak_windows)
         if score < threshold:
             continue
         evidence = []

@@ -272,7 +272,8 @@ class Ruleset:
 
     __slots__ = ("name", "version", "_data", "automaton", "rules", "rule_intent", "rule_weight",
                  "rule_negatable", "threshold", "bases", "modifiers", "emotion_baseline", "clause_marks",
-                 "scope_numbers", "_routes", "phrase_count", "weak_rules", "adjacent_chars", "longest_breaker")
+                 "scope_numbers", "_routes", "phrase_count", "weak_rules", "adjacent_chars", "longest_breaker",
+                 "windows", "weak_windows")
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         prepare()
@@ -287,6 +288,9 @@ class Ruleset:
         marks = canonical["scope"]["clause_marks"]
         self.clause_marks = frozenset(normalise_phrase(marks) + marks)
         self.scope_numbers: dict[str, int] = {key: canonical["scope"][key] for key in DEFAULT_SCOPE_NUMBERS}
+        numbers = self.scope_numbers
+        self.windows = (numbers["window_zh"], numbers["window_en"], numbers["post_window_zh"], numbers["post_window_en"])
+        self.weak_windows = (numbers["weak_window_zh"], numbers["weak_window_en"])
         self._routes: Mapping[str, str] = MappingProxyType(dict(canonical["routes"]))
         self.rules: list[str] = []
         self.rule_intent: list[int] = []
