@@ -12,7 +12,7 @@ from app.db.migrate import head_revision
 from app.db.session import create_engine, create_sessionmaker
 from app.errors import install_error_handlers
 from app.middleware import RequestIdMiddleware
-from app.routers import admin, agents, health, rules, triage, webhooks
+from app.routers import admin, agents, health, rules, stats, triage, webhooks
 from app.routers.docs import with_extra_schemas
 from app.schemas.webhooks import WebhookBatch
 from app.services.directory import ShopDirectory
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(triage.router)
     app.include_router(agents.router)
+    app.include_router(stats.router)
     app.include_router(rules.router)
     with_extra_schemas(app, WebhookBatch)
     return app

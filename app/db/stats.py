@@ -1,0 +1,224 @@
+"""Service-level statistics as SQL aggregates over episodes rebuilt from the ticket event trail.
+
+An episode is one `created` or `reopened` event; it runs until the ticket's next such event. A
+ticket's events are written under its row lock, so their ids order them: everything between one
+episode start and the next belongs to the first. (The `message_received` of a reopening message is
+written just before `reopened`, so episode tiers come from the start and `reranked` events only.)
+"""
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Integer,
+    Numeric,
+    Row,
+    String,
+    and_,
+    case,
+    cast,
+    extract,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import Agent, Queue, Shop, Ticket, TicketEvent
+
+E = TicketEvent.__table__
+T = Ticket.__table__
+
+EPISODE_STARTS = ("created", "reopened")
+QUEUE_MOVES = ("created", "reopened", "routed", "transferred")
+TIERS = ("P1", "P2", "P3", "P4")
+PERCENTILES = {"p50": 0.5, "p90": 0.9}
+MEASURES = ("first_response", "resolution")
+
+
+def _postgres(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _seconds(postgres: bool, start: Any, end: Any) -> ColumnElement[Any]:
+    """end - start in seconds, rounded to the millisecond (SQLite's date functions resolve no finer)."""
+    if postgres:
+        return cast(func.round(cast(extract("epoch", end - start), Numeric), 3), Float)
+    return func.round((func.julianday(end) - func.julianday(start)) * 86400.0, 3)
+
+
+def _target(queue: Any, tier: Any, *, shop_targets: Mapping[str, int],
+            queue_targets: Mapping[str, Mapping[str, int] | None]) -> ColumnElement[Any]:
+    """The first-response target of a (queue, tier) as a CASE over the shop's few configured values."""
+    whens: list[tuple[Any, int]] = []
+    for name, targets in sorted(queue_targets.items()):
+        for tier_name in TIERS:
+            if targets and tier_name in targets:
+                whens.append((and_(queue == name, tier == tier_name), int(targets[tier_name])))
+    for tier_name in TIERS:
+        whens.append((tier == tier_name, int(shop_targets.get(tier_name, 60))))
+    return case(*whens, else_=60)
+
+
+def _episodes(*, shop_id: str, since: datetime, until: datetime) -> Any:
+    """One row per episode opened in [since, until), with the raw facts of its events."""
+    # A later episode starts later, so filtering before the window function keeps every `next_id` right.
+    starts = (select(E.c.id.label("start_id"), E.c.ticket_id, E.c.at.label("opened_at"),
+                     func.lead(E.c.id).over(partition_by=E.c.ticket_id, order_by=E.c.id).label("next_id"))
+              .where(E.c.shop_id == shop_id, E.c.kind.in_(EPISODE_STARTS), E.c.at >= since)
+              .subquery("starts"))
+    ev = E.alias("ev")
+    fr = E.alias("fr")
+
+    def inside(events: Any) -> ColumnElement[bool]:
+        return and_(events.c.ticket_id == starts.c.ticket_id, events.c.id >= starts.c.start_id,
+                    or_(starts.c.next_id.is_(None), events.c.id < starts.c.next_id))
+
+    current = starts.c.next_id.is_(None)
+    tier_text = case((ev.c.kind == "reranked", ev.c.data[("to", "tier")].as_string()),
+                     else_=ev.c.data["tier"].as_string())
+    # "P1" < "P2" as text: the minimum is the most urgent tier the episode reached.
+    tier = (select(func.min(tier_text)).where(inside(ev), ev.c.kind.in_([*EPISODE_STARTS, "reranked"]))
+            .scalar_subquery())
+    moved_to = case((ev.c.kind.in_(EPISODE_STARTS), ev.c.data["queue"].as_string()),
+                    else_=ev.c.data["to"].as_string())
+    last_queue = (select(moved_to).where(inside(ev), ev.c.kind.in_(QUEUE_MOVES))
+                  .order_by(ev.c.id.desc()).limit(1).scalar_subquery())
+    resolved_event = (select(ev.c.at).where(inside(ev), ev.c.kind == "resolved")
+                      .order_by(ev.c.id).limit(1).scalar_subquery())
+    resolver = (select(ev.c.data["agent_id"].as_string()).where(inside(ev), ev.c.kind == "resolved")
+                .order_by(ev.c.id).limit(1).scalar_subquery())
+    return (select(
+        starts.c.ticket_id, starts.c.opened_at, current.label("current"),
+        # The running episode's state is on the ticket row itself; finished ones only in the trail.
+        case((current, T.c.queue), else_=last_queue).label("queue"),
+        tier.label("tier"),
+        fr.c.at.label("first_response_at"),
+        case((fr.c.actor.like("agent:%"), func.substr(fr.c.actor, 7)), else_=null()).label("responder"),
+        case((fr.c.data["within_target"].as_boolean().is_(False), 1), else_=0).label("answered_late"),
+        case((current, T.c.resolved_at), else_=resolved_event).label("resolved_at"),
+        resolver.label("resolver"),
+        case((current, T.c.assigned_agent_id), else_=null()).label("holder"),
+        case((current, T.c.first_response_due_at), else_=null()).label("due_at"))
+        .select_from(starts.join(T, T.c.id == starts.c.ticket_id)
+                     .outerjoin(fr, and_(inside(fr), fr.c.kind == "replied",
+                                         fr.c.data["first_response"].as_boolean().is_(True))))
+        .where(starts.c.opened_at < until)
+        .subquery("episodes"))
+
+
+def _facts(postgres: bool, episodes: Any, *, as_of: datetime, shop_targets: Mapping[str, int],
+           queue_targets: Mapping[str, Mapping[str, int] | None]) -> Any:
+    """Per episode: its queue, tier, owning agent, and the measured values."""
+    ep = episodes.c
+    first_response = _seconds(postgres, ep.opened_at, ep.first_response_at)
+    resolution = _seconds(postgres, ep.opened_at, ep.resolved_at)
+    as_of_value = literal(as_of, type_=E.c.at.type)
+    unanswered_overdue = or_(
+        # The running episode has its due time; a finished one is measured against the configured target.
+        and_(ep.current, ep.due_at < as_of_value, or_(ep.resolved_at.is_(None), ep.due_at < ep.resolved_at)),
+        and_(~ep.current, resolution > _target(ep.queue, ep.tier, shop_targets=shop_targets,
+                                                queue_targets=queue_targets)))
+    breached = case((ep.first_response_at.is_not(None), ep.answered_late), (unanswered_overdue, 1), else_=0)
+    return select(
+        ep.queue, ep.tier,
+        # Whoever answered first owns the episode; else whoever resolved it; else whoever holds it now.
+        func.coalesce(ep.responder, ep.resolver, ep.holder).label("agent_id"),
+        first_response.label("first_response"),
+        case((ep.first_response_at.is_not(None), 1), else_=0).label("replied"),
+        breached.label("breached"),
+        resolution.label("resolution"),
+    ).subquery("facts")
+
+
+def _keyed(facts: Any) -> Any:
+    def keyed(dimension: str, key: Any, *where: Any) -> Any:
+        return select(literal(dimension, String).label("dimension"), cast(key, String).label("key"),
+                      facts.c.first_response, facts.c.replied, facts.c.breached, facts.c.resolution).where(*where)
+
+    return union_all(
+        keyed("overall", literal("", String)),
+        keyed("queue", facts.c.queue),
+        keyed("tier", facts.c.tier),
+        keyed("agent", facts.c.agent_id, facts.c.agent_id.is_not(None)),
+    ).subquery("keyed")
+
+
+def _sqlite_percentile(value: Any, rank: Any, count: Any, fraction: float) -> ColumnElement[Any]:
+    """percentile_cont over ranked rows: interpolate between the two values around (n - 1) * fraction."""
+    position = (count - 1) * fraction
+    lower = cast(position, Integer)
+    weight = position - lower
+    return func.sum(case(
+        (and_(value.is_not(None), rank - 1 == lower), value * (1 - weight)),
+        (and_(value.is_not(None), rank - 1 == lower + 1), value * weight),
+        else_=null()))
+
+
+def _aggregates(source: Any) -> list[Any]:
+    return [source.c.dimension, source.c.key, func.count().label("received"),
+            func.sum(source.c.replied).label("replied"), func.sum(source.c.breached).label("breached"),
+            func.count(source.c.first_response).label("answered"),
+            func.avg(source.c.first_response).label("first_response_mean"),
+            func.count(source.c.resolution).label("resolved"),
+            func.avg(source.c.resolution).label("resolution_mean")]
+
+
+async def service_levels(session: AsyncSession, *, shop_id: str, since: datetime, until: datetime,
+                         as_of: datetime, shop_targets: Mapping[str, int],
+                         queue_targets: Mapping[str, Mapping[str, int] | None]) -> Sequence[Row[Any]]:
+    """Aggregates per (dimension, key) of the episodes opened in [since, until)."""
+    postgres = _postgres(session)
+    facts = _facts(postgres, _episodes(shop_id=shop_id, since=since, until=until), as_of=as_of,
+                   shop_targets=shop_targets, queue_targets=queue_targets)
+    keyed = _keyed(facts)
+    if postgres:
+        percentiles = [func.percentile_cont(fraction).within_group(keyed.c[m]).label(f"{m}_{name}")
+                       for m in MEASURES for name, fraction in PERCENTILES.items()]
+        stmt = select(*_aggregates(keyed), *percentiles).group_by(keyed.c.dimension, keyed.c.key)
+        return (await session.execute(stmt)).all()
+    # SQLite has no ordered-set aggregates: rank each measure within its group, then interpolate.
+    group = [keyed.c.dimension, keyed.c.key]
+    ranked = select(
+        keyed,
+        *[func.row_number().over(partition_by=[*group, keyed.c[m].is_(None)], order_by=keyed.c[m]).label(f"{m}_rank")
+          for m in MEASURES],
+        *[func.count(keyed.c[m]).over(partition_by=group).label(f"{m}_n") for m in MEASURES],
+    ).subquery("ranked")
+    percentiles = [_sqlite_percentile(ranked.c[m], ranked.c[f"{m}_rank"], ranked.c[f"{m}_n"], fraction)
+                   .label(f"{m}_{name}") for m in MEASURES for name, fraction in PERCENTILES.items()]
+    stmt = select(*_aggregates(ranked), *percentiles).group_by(ranked.c.dimension, ranked.c.key)
+    return (await session.execute(stmt)).all()
+
+
+async def backlog(session: AsyncSession, *, shop_id: str) -> Sequence[Row[Any]]:
+    """Queued tickets now per queue and tier, with the oldest episode start of each."""
+    stmt = (select(T.c.queue, T.c.tier, func.count().label("depth"), func.min(T.c.opened_at).label("oldest"))
+            .where(T.c.shop_id == shop_id, T.c.status == "queued").group_by(T.c.queue, T.c.tier))
+    return (await session.execute(stmt)).all()
+
+
+async def holding(session: AsyncSession, *, shop_id: str) -> dict[str, int]:
+    """Tickets each agent of the shop holds now."""
+    stmt = (select(T.c.assigned_agent_id, func.count())
+            .where(T.c.shop_id == shop_id, T.c.status == "assigned").group_by(T.c.assigned_agent_id))
+    return {agent_id: n for agent_id, n in await session.execute(stmt)}
+
+
+async def shop_config(session: AsyncSession, *, shop_id: str) -> tuple[
+        dict[str, int], dict[str, dict[str, int] | None], list[tuple[str, str]]] | None:
+    """The shop's targets, its queues' targets and its agents (id, name); None for an unknown shop."""
+    targets = await session.scalar(select(Shop.sla_targets).where(Shop.id == shop_id))
+    if targets is None:
+        return None
+    queues = (await session.execute(select(Queue.name, Queue.sla_targets).where(Queue.shop_id == shop_id)
+                                    .order_by(Queue.name))).all()
+    agents = (await session.execute(select(Agent.id, Agent.name).where(Agent.shop_id == shop_id)
+                                    .order_by(Agent.created_at, Agent.id))).all()
+    return dict(targets), {q.name: q.sla_targets for q in queues}, [(a.id, a.name) for a in agents]

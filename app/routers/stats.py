@@ -1,0 +1,57 @@
+"""Service-level statistics of a shop (SPEC 4), for ops (admin token)."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import AwareDatetime
+
+from app.clock import utcnow
+from app.deps import AdminDep, SessionDep
+from app.routers.docs import errors
+from app.schemas.stats import ShopStats
+from app.services import stats
+
+router = APIRouter(prefix="/v1/shops", tags=["ops: statistics"])
+
+DEFINITIONS = """
+Per shop overall, and broken down per queue, per tier and per agent. Everything is counted per
+**episode**: a conversation from the buyer message that opens it (a new ticket, or a message on a
+resolved ticket, which reopens it) until it is resolved. A ticket resolved and reopened twice is
+three episodes.
+
+* **conversations_received**: episodes opened in `[since, until)`. All other figures are about
+  these episodes, with what happened to them up to now (a reply after `until` to a conversation
+  opened before it counts).
+* **first_response**: seconds from the episode's start (its first unanswered buyer message) to the
+  first agent reply; mean, p50, p90 (continuous percentiles, interpolated), over answered episodes.
+* **reply_rate**: episodes with at least one agent reply / episodes received.
+* **sla_breaches**: episodes whose first reply came later than the first-response target of their
+  tier (the shop's targets, or the queue's own), or that had no reply, were not resolved, and were
+  past the target at `until` (or now, if earlier). The target is that of the episode's most urgent
+  tier, so it tightens when a later message raises the tier.
+* **resolution**: seconds from the episode's start to its resolution; mean, p50, p90 over
+  resolved episodes.
+* **queue and tier** of an episode: its most urgent tier, and the queue it is in now or was in
+  when resolved (after any re-routing or transfer).
+* **agent** of an episode: the agent who replied first; else the agent who resolved it; else the
+  agent holding it now. Episodes nobody handled appear under their queue and tier only.
+* **backlog / depth / oldest_wait_seconds**: queued tickets now (not in the range), and the age of
+  the oldest queued episode. **holding**: tickets an agent holds now.
+
+`since` and `until` are RFC 3339 times with a zone (default: the 24 hours before now); the range
+must be non-empty and at most 92 days (`422` otherwise).
+"""
+
+
+@router.get("/{shop_id}/stats", response_model=ShopStats, summary="Service levels of a shop",
+            description=DEFINITIONS, responses=errors(401, 404, 422))
+async def shop_stats(shop_id: str, session: SessionDep, _: AdminDep,
+                     since: Annotated[AwareDatetime | None, Query(
+                         description="Start of the range (inclusive), RFC 3339",
+                         examples=["2026-11-24T00:00:00Z"])] = None,
+                     until: Annotated[AwareDatetime | None, Query(
+                         description="End of the range (exclusive), RFC 3339; default now",
+                         examples=["2026-11-25T00:00:00Z"])] = None) -> ShopStats:
+    now = utcnow()
+    start, end = stats.stats_range(since=since, until=until, now=now)
+    return await stats.shop_stats(session, shop_id=shop_id, since=start, until=end, now=now)

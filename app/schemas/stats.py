@@ -1,0 +1,66 @@
+"""Service-level statistics of a shop (SPEC 4)."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+TierName = Literal["P1", "P2", "P3", "P4"]
+
+
+class Durations(BaseModel):
+    count: int = Field(description="Episodes measured")
+    mean: float | None = Field(description="Seconds; null when nothing was measured", examples=[18.5])
+    p50: float | None = Field(description="Median, seconds (continuous percentile)", examples=[15.0])
+    p90: float | None = Field(description="90th percentile, seconds (continuous percentile)", examples=[41.2])
+
+
+class ServiceLevels(BaseModel):
+    conversations_received: int = Field(description="Episodes (new or reopened conversations) opened in the range")
+    replied: int = Field(description="Of those, episodes with at least one agent reply")
+    reply_rate: float | None = Field(description="replied / conversations_received; null when none was received",
+                                     examples=[0.95])
+    first_response: Durations
+    sla_breaches: int = Field(description="Episodes answered later than their first-response target, or unanswered "
+                                          "past it")
+    resolution: Durations
+
+
+class Backlog(BaseModel):
+    depth: dict[TierName, int] = Field(description="Queued tickets now, per tier",
+                                       examples=[{"P1": 0, "P2": 3, "P3": 5, "P4": 0}])
+    total: int
+    oldest_wait_seconds: float | None = Field(description="Age of the oldest queued episode now; null when empty")
+
+
+class OverallStats(ServiceLevels):
+    backlog: Backlog
+
+
+class QueueStats(ServiceLevels):
+    queue: str = Field(examples=["aftersale"])
+    backlog: Backlog
+
+
+class TierStats(ServiceLevels):
+    tier: TierName
+    first_response_target_seconds: int = Field(description="The shop's target for this tier (queues may override)")
+    depth: int = Field(description="Queued tickets of this tier now")
+    oldest_wait_seconds: float | None
+
+
+class AgentStats(ServiceLevels):
+    agent_id: str
+    name: str | None = Field(description="Null for an agent that no longer exists")
+    holding: int = Field(description="Tickets the agent holds now")
+
+
+class ShopStats(BaseModel):
+    shop_id: str
+    since: datetime
+    until: datetime
+    generated_at: datetime
+    overall: OverallStats
+    queues: list[QueueStats]
+    tiers: list[TierStats]
+    agents: list[AgentStats]

@@ -1,0 +1,108 @@
+"""Service-level statistics of a shop: the database aggregates, shaped for the API."""
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import stats as db
+from app.errors import InvalidInput, ShopNotFound
+from app.schemas.stats import (
+    AgentStats,
+    Backlog,
+    Durations,
+    OverallStats,
+    QueueStats,
+    ShopStats,
+    TierStats,
+)
+from app.services.tickets import TIER_NAME
+
+DEFAULT_RANGE = timedelta(hours=24)
+MAX_RANGE = timedelta(days=92)
+TIERS = tuple(TIER_NAME.values())
+
+
+def stats_range(*, since: datetime | None, until: datetime | None, now: datetime) -> tuple[datetime, datetime]:
+    """The asked range, defaulting to the 24 hours before `until` (itself defaulting to now)."""
+    until = until or now
+    since = since or until - DEFAULT_RANGE
+    if since >= until:
+        raise InvalidInput("since must be before until", details=[
+            {"field": "query.since", "reason": "must be before until", "type": "range"}])
+    if until - since > MAX_RANGE:
+        raise InvalidInput("the range may span at most 92 days", details=[
+            {"field": "query.since", "reason": "the range may span at most 92 days", "type": "range"}])
+    return since, until
+
+
+def _round(value: Any) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
+def _levels(row: Row[Any] | None) -> dict[str, Any]:
+    if row is None:
+        empty = Durations(count=0, mean=None, p50=None, p90=None)
+        return {"conversations_received": 0, "replied": 0, "reply_rate": None, "first_response": empty,
+                "sla_breaches": 0, "resolution": empty}
+    return {
+        "conversations_received": row.received, "replied": int(row.replied or 0),
+        "reply_rate": round(int(row.replied or 0) / row.received, 4) if row.received else None,
+        "first_response": Durations(count=row.answered, mean=_round(row.first_response_mean),
+                                    p50=_round(row.first_response_p50), p90=_round(row.first_response_p90)),
+        "sla_breaches": int(row.breached or 0),
+        "resolution": Durations(count=row.resolved, mean=_round(row.resolution_mean),
+                                p50=_round(row.resolution_p50), p90=_round(row.resolution_p90)),
+    }
+
+
+def _wait(oldest: datetime | None, now: datetime) -> float | None:
+    return None if oldest is None else round(max(0.0, (now - oldest).total_seconds()), 3)
+
+
+def _backlog(rows: list[Row[Any]], now: datetime) -> Backlog:
+    depth = {tier: 0 for tier in TIERS}
+    for row in rows:
+        depth[TIER_NAME[row.tier]] += row.depth
+    oldest = min((row.oldest for row in rows), default=None)
+    return Backlog(depth=depth, total=sum(depth.values()), oldest_wait_seconds=_wait(oldest, now))  # type: ignore[arg-type]
+
+
+async def shop_stats(session: AsyncSession, *, shop_id: str, since: datetime, until: datetime,
+                     now: datetime) -> ShopStats:
+    """Per shop, queue, tier and agent: the service levels of episodes opened in [since, until), and the backlog now."""
+    config = await db.shop_config(session, shop_id=shop_id)
+    if config is None:
+        await session.rollback()
+        raise ShopNotFound(f"no shop with id '{shop_id}'")
+    shop_targets, queue_targets, agents = config
+    rows = await db.service_levels(session, shop_id=shop_id, since=since, until=until, as_of=min(until, now),
+                                   shop_targets=shop_targets, queue_targets=queue_targets)
+    backlog = list(await db.backlog(session, shop_id=shop_id))
+    holding = await db.holding(session, shop_id=shop_id)
+    await session.rollback()
+
+    levels = {(row.dimension, row.key): row for row in rows}
+    queue_names = sorted(set(queue_targets) | {key for dim, key in levels if dim == "queue"}
+                         | {row.queue for row in backlog})
+    names = dict(agents)
+    agent_ids = [a for a, _ in agents] + sorted({key for dim, key in levels if dim == "agent" and key not in names}
+                                               | {a for a in holding if a not in names})
+    return ShopStats(
+        shop_id=shop_id, since=since, until=until, generated_at=now,
+        overall=OverallStats(**_levels(levels.get(("overall", ""))), backlog=_backlog(backlog, now)),
+        queues=[QueueStats(queue=name, **_levels(levels.get(("queue", name))),
+                           backlog=_backlog([r for r in backlog if r.queue == name], now))
+                for name in queue_names],
+        tiers=[TierStats(tier=tier, **_levels(levels.get(("tier", tier))),  # type: ignore[arg-type]
+                         first_response_target_seconds=int(shop_targets.get(tier, 60)),
+                         depth=sum(r.depth for r in backlog if TIER_NAME[r.tier] == tier),
+                         oldest_wait_seconds=_wait(min((r.oldest for r in backlog if TIER_NAME[r.tier] == tier),
+                                                       default=None), now))
+               for tier in TIERS],
+        agents=[AgentStats(agent_id=agent_id, name=names.get(agent_id), holding=holding.get(agent_id, 0),
+                           **_levels(levels.get(("agent", agent_id))))
+                for agent_id in agent_ids],
+    )
+
