@@ -229,27 +229,24 @@ def _intent_hits(rs: Ruleset, per_intent: dict[int, list[tuple[int, int, int]]],
             hits.append(IntentHit(intent, TIERS[intent], weights[ref],
                                   (Evidence(rs.rules[ref], start, end, text[start:end]),)))
             continue
-        fired = {ref for _start, _end, ref in spans}
-        if weak_rules.isdisjoint(fired):
-            score = sum(weights[ref] for ref in fired)
+        # The first match of each rule explains it; repeats add length, not explanation.
+        first: dict[int, tuple[int, int]] = {}
+        for start, end, ref in spans:
+            if ref not in first:
+                first[ref] = (start, end)
+        if weak_rules.isdisjoint(first):
+            score = sum(weights[ref] for ref in first)
         else:
-            score = sum(weights[ref] for ref in fired - weak_rules)
+            score = sum(weights[ref] for ref in first if ref not in weak_rules)
             score += _weak_cluster(spans, weights, threshold, norm, rs.weak_windows)
         if score < threshold:
             continue
         evidence = []
-        seen = set()
-        for start, end, ref in spans:
-            # The first match of each rule explains it; repeats add length, not explanation.
-            if ref in seen:
-                continue
-            seen.add(ref)
+        for ref, (start, end) in first.items():
             if origin is not None:
                 start, end = origin[start], origin[end - 1] + 1
             evidence.append(Evidence(rs.rules[ref], start, end, text[start:end]))
-            if len(evidence) == _MAX_EVIDENCE_PER_INTENT:
-                break
-        hits.append(IntentHit(intent, TIERS[intent], round(score, 3), tuple(evidence)))
+        hits.append(IntentHit(intent, TIERS[intent], round(score, 3), tuple(evidence[:_MAX_EVIDENCE_PER_INTENT])))
     return hits
 
 
