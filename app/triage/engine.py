@@ -116,6 +116,14 @@ def priority_for(primary: str, *, emotion: str, urgent: bool, context: PriorityC
     return _priority(ruleset or default_ruleset(), primary, emotion, urgent, context)
 
 
+def _bounded(value: float) -> int:
+    """A context count as a non-negative int; NaN, negatives and garbage count as nothing, huge values are capped."""
+    try:
+        return int(min(max(value, 0), 1e9))
+    except (TypeError, ValueError):
+        return 0
+
+
 def _priority(rs: Ruleset, primary: str, emotion: str, urgent: bool, context: PriorityContext) -> int:
     low, high = BANDS[TIERS[primary]]
     modifiers = rs.modifiers
@@ -123,14 +131,10 @@ def _priority(rs: Ruleset, primary: str, emotion: str, urgent: bool, context: Pr
     if urgent:
         points += modifiers["urgent"]
     if context is not _NO_CONTEXT:
-        prior = modifiers["prior_contact"]
-        points += min(prior["max"], prior["points"] * max(0, int(context.prior_contacts)))
-        vip = modifiers["vip_level"]
-        points += min(vip["max"], vip["points"] * max(0, int(context.vip_level)))
-        waiting = modifiers["waiting"]
-        waited = context.waiting_seconds
-        if waited == waited and waited > 0:
-            points += min(waiting["max"], int(waiting["points_per_minute"] * min(waited, 1e9) / 60))
+        prior, vip, waiting = modifiers["prior_contact"], modifiers["vip_level"], modifiers["waiting"]
+        points += min(prior["max"], prior["points"] * _bounded(context.prior_contacts))
+        points += min(vip["max"], vip["points"] * _bounded(context.vip_level))
+        points += min(waiting["max"], int(waiting["points_per_minute"] * _bounded(context.waiting_seconds) / 60))
     # The cap keeps every modifier inside the band: no amount of anger lifts a message into a higher tier.
     return max(low, min(high, rs.bases[primary] + points))
 

@@ -18,7 +18,8 @@ ANY_TEXT = st.text(max_size=400) | st.lists(
     st.sampled_from(FRAGMENTS) | st.text(max_size=12), max_size=60).map("".join)
 HUGE_TEXT = st.builds(lambda unit, count: (unit * count)[:20_000],
                       st.text(min_size=1, max_size=50) | st.sampled_from(FRAGMENTS), st.integers(1, 20_000))
-CONTEXTS = st.builds(PriorityContext, vip_level=st.integers(-5, 1000), prior_contacts=st.integers(-5, 10_000),
+NUMBERS = st.integers(-5, 10**12) | st.floats(allow_nan=True, allow_infinity=True)
+CONTEXTS = st.builds(PriorityContext, vip_level=NUMBERS, prior_contacts=NUMBERS,
                      waiting_seconds=st.floats(allow_nan=True, allow_infinity=True))
 EMOTIONS = st.sampled_from(["angry", "negative", "neutral", "positive"])
 
