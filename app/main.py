@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(triage.router)
     app.include_router(agents.router)
     app.include_router(stats.router)
+    app.include_router(stats.metrics_router)
     app.include_router(rules.router)
     with_extra_schemas(app, WebhookBatch)
     return app

@@ -7,6 +7,8 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import metrics
+
 access_log = logging.getLogger("app.access")
 _ACCEPTABLE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -39,6 +41,8 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             route = scope.get("route")
+            metrics.request_done(getattr(route, "path", "<unmatched>"), scope["method"], status,
+                                 time.perf_counter() - started)
             access_log.info("request", extra={
                 "request_id": request_id, "method": scope["method"],
                 "route": getattr(route, "path", scope["path"]), "status": status,

@@ -222,3 +222,19 @@ async def shop_config(session: AsyncSession, *, shop_id: str) -> tuple[
     agents = (await session.execute(select(Agent.id, Agent.name).where(Agent.shop_id == shop_id)
                                     .order_by(Agent.created_at, Agent.id))).all()
     return dict(targets), {q.name: q.sla_targets for q in queues}, [(a.id, a.name) for a in agents]
+
+
+async def backlog_everywhere(session: AsyncSession, *, now: datetime) -> Sequence[Row[Any]]:
+    """Per shop, queue and tier, in one statement: queued tickets, the oldest queued episode, open ones overdue."""
+    Q = Queue.__table__
+    queued = T.c.status == "queued"
+    overdue = and_(T.c.first_response_at.is_(None), T.c.first_response_due_at < now)
+    # Every queue appears, with a NULL tier when it holds no open ticket, so emptied queues read 0, not stale.
+    stmt = (select(Q.c.shop_id, Q.c.name.label("queue"), T.c.tier,
+                   func.count(case((queued, 1))).label("depth"),
+                   func.min(case((queued, T.c.opened_at))).label("oldest"),
+                   func.count(case((overdue, 1))).label("overdue"))
+            .select_from(Q.outerjoin(T, and_(T.c.shop_id == Q.c.shop_id, T.c.queue == Q.c.name,
+                                             T.c.status != "resolved")))
+            .group_by(Q.c.shop_id, Q.c.name, T.c.tier))
+    return (await session.execute(stmt)).all()

@@ -2,16 +2,18 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import AwareDatetime
 
 from app.clock import utcnow
 from app.deps import AdminDep, SessionDep
+from app.metrics import CONTENT_TYPE
 from app.routers.docs import errors
 from app.schemas.stats import ShopStats
 from app.services import stats
 
 router = APIRouter(prefix="/v1/shops", tags=["ops: statistics"])
+metrics_router = APIRouter(tags=["operations"])
 
 DEFINITIONS = """
 Per shop overall, and broken down per queue, per tier and per agent. Everything is counted per
@@ -55,3 +57,20 @@ async def shop_stats(shop_id: str, session: SessionDep, _: AdminDep,
     now = utcnow()
     start, end = stats.stats_range(since=since, until=until, now=now)
     return await stats.shop_stats(session, shop_id=shop_id, since=start, until=end, now=now)
+
+
+METRICS = """
+Prometheus text format (0.0.4), no token. Counters and histograms are this process's, or every
+process's when `PROMETHEUS_MULTIPROC_DIR` is set; the `triage_queue_*` and
+`triage_first_response_overdue` gauges are read from the database at each scrape, so any process
+answers the same values. Labels stay bounded: shop ids, queue names, tiers, intents, error codes,
+route templates (never raw paths).
+"""
+
+
+@metrics_router.get("/metrics", response_class=Response, summary="Prometheus metrics", description=METRICS,
+                    responses={200: {"content": {CONTENT_TYPE: {"example": "triage_queue_depth{queue=\"aftersale\","
+                                                                "shop=\"demo\",tier=\"P2\"} 3.0\n"}},
+                                     "description": "Metrics in the Prometheus text format"}})
+async def prometheus_metrics(session: SessionDep) -> Response:
+    return Response(await stats.metrics_exposition(session, now=utcnow()), media_type=CONTENT_TYPE)

@@ -4,6 +4,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
+from app import metrics
+from app.errors import AppError
 from app.routers.docs import errors
 from app.schemas.webhooks import IngestResult, WebhookBatch
 from app.services.webhooks import VerifiedWebhook, read_limited, verify_webhook
@@ -27,10 +29,14 @@ stored again: it is answered as the first time with `duplicate: true`, however m
 
 async def verified_webhook(shop_id: str, request: Request) -> VerifiedWebhook:
     settings = request.app.state.settings
-    body = await read_limited(request.stream(), declared_length=request.headers.get("content-length"),
-                              limit=settings.max_body_bytes)
-    return await verify_webhook(request.app.state.directory, shop_id=shop_id, headers=dict(request.headers),
-                                body=body, tolerance=settings.webhook_tolerance_seconds)
+    try:
+        body = await read_limited(request.stream(), declared_length=request.headers.get("content-length"),
+                                  limit=settings.max_body_bytes)
+        return await verify_webhook(request.app.state.directory, shop_id=shop_id, headers=dict(request.headers),
+                                    body=body, tolerance=settings.webhook_tolerance_seconds)
+    except AppError as rejected:
+        metrics.webhook_rejected(rejected.code)
+        raise
 
 
 VerifiedWebhookDep = Annotated[VerifiedWebhook, Depends(verified_webhook)]

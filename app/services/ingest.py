@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app import metrics
 from app.clock import utcnow
 from app.db import ingest as sql
 from app.errors import Unavailable
@@ -227,6 +228,7 @@ class Ingestor:
                 await self._write([job])
             return
         for job, result in zip(group, results, strict=True):
+            metrics.messages_ingested(job.shop.id, result)  # counted once committed
             if not job.done.done():
                 job.done.set_result(result)
         self._notifier.notify(woken)

@@ -14,6 +14,7 @@ from sqlalchemy import Row
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import metrics
 from app.clock import utcnow
 from app.db import queues as db
 from app.db import repositories as repo
@@ -130,6 +131,7 @@ async def claim_once(session: AsyncSession, *, agent: Agent, now: datetime, leas
         "agent_id": agent.id, "lease_expires_at": _iso(lease_until), "deliveries": row.deliveries})])
     [view] = await _views(session, [row])
     await session.commit()
+    metrics.ticket_claimed(row.shop_id, row.queue)
     return view
 
 
@@ -231,6 +233,9 @@ async def reply(session: AsyncSession, *, agent: Agent, ticket_id: str, text: st
                                 "lease_expires_at": _iso(lease_until)}
         if data["first_response"] and row.first_response_due_at is not None:
             data["within_target"] = now <= row.first_response_due_at
+        if data["first_response"]:
+            metrics.first_response(row.shop_id, row.tier, (now - row.opened_at).total_seconds(),
+                                   late=data.get("within_target") is False)
         await db.insert_events(session, [_event(row, "replied", _actor(agent), now, data)])
         [view] = await _views(session, [row])
         return ReplyCreated(message=message_view(message), ticket=view)
@@ -289,6 +294,7 @@ async def transfer(session: AsyncSession, *, agent: Agent, ticket_id: str, queue
         held = await _held_write(session, agent=agent, ticket_id=ticket_id, now=now, values=values)
         await db.insert_events(session, [_event(held, "transferred", _actor(agent), now, {
             "agent_id": agent.id, "from": row.queue if row is not None else None, "to": queue, "reason": reason})])
+        metrics.ticket_transferred(held.shop_id, queue)
         await db.notify_postgres(session, channel=NOTIFY_CHANNEL, shop_ids=[held.shop_id])
         [view] = await _views(session, [held])
         return view
@@ -380,6 +386,7 @@ async def expire_leases(session: AsyncSession, *, now: datetime, max_deliveries:
     shops = {r.shop_id for r in rows}
     await db.notify_postgres(session, channel=NOTIFY_CHANNEL, shop_ids=shops)
     await session.commit()
+    metrics.leases_expired([(r.shop_id, r.queue, u["b_queue"]) for r, u in zip(rows, updates, strict=True)])
     return len(rows), shops
 
 

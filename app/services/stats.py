@@ -1,11 +1,14 @@
 """Service-level statistics of a shop: the database aggregates, shaped for the API."""
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import metrics
 from app.db import stats as db
 from app.errors import InvalidInput, ShopNotFound
 from app.schemas.stats import (
@@ -22,6 +25,7 @@ from app.services.tickets import TIER_NAME
 DEFAULT_RANGE = timedelta(hours=24)
 MAX_RANGE = timedelta(days=92)
 TIERS = tuple(TIER_NAME.values())
+log = logging.getLogger("app.stats")
 
 
 def stats_range(*, since: datetime | None, until: datetime | None, now: datetime) -> tuple[datetime, datetime]:
@@ -106,3 +110,15 @@ async def shop_stats(session: AsyncSession, *, shop_id: str, since: datetime, un
                 for agent_id in agent_ids],
     )
 
+
+
+async def metrics_exposition(session: AsyncSession, *, now: datetime) -> bytes:
+    """The Prometheus text: process metrics, and backlog gauges read from the database now."""
+    try:
+        rows = await db.backlog_everywhere(session, now=now)
+        await session.rollback()
+    except (OSError, DBAPIError, TimeoutError) as exc:
+        # A scrape still reports the process's own metrics while the database is away.
+        log.warning("backlog gauges unavailable (%s: %s)", type(exc).__name__, exc)
+        rows = []
+    return metrics.exposition(metrics.backlog_families(rows, now=now))

@@ -1,0 +1,128 @@
+"""Prometheus metrics: counters and histograms recorded where things happen, backlog gauges read at scrape time.
+
+With PROMETHEUS_MULTIPROC_DIR set (before this module is imported), prometheus-client keeps every
+process's values in files there and a scrape of any process sums them all. The backlog gauges are
+not process state at all: each scrape reads them from the database, so every process answers the
+same, right numbers.
+"""
+
+import os
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
+
+# The classic text format: every Prometheus version reads it.
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+TIERS = ("P1", "P2", "P3", "P4")
+# Anything else a client sends as a method is one label value, so odd requests cannot mint series.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+MESSAGES_INGESTED = Counter("triage_messages_ingested", "Buyer messages stored, by their own triage",
+                            ["shop", "tier", "intent"])
+MESSAGES_DUPLICATE = Counter("triage_messages_duplicate", "Webhook messages already stored, answered as duplicates",
+                             ["shop"])
+WEBHOOK_REJECTIONS = Counter("triage_webhook_rejections", "Webhook requests refused, by error code", ["reason"])
+CLAIMS = Counter("triage_claims", "Tickets claimed by agents", ["shop", "queue"])
+LEASE_EXPIRIES = Counter("triage_lease_expiries", "Leases that ran out, putting the ticket back in its queue",
+                         ["shop", "queue"])
+TRANSFERS = Counter("triage_transfers", "Tickets moved to another queue by an agent or by lease expiry",
+                    ["shop", "to_queue"])
+FIRST_RESPONSE = Histogram("triage_first_response_seconds", "From episode start to the first agent reply",
+                           ["shop", "tier"],
+                           buckets=(5, 10, 20, 30, 40, 60, 90, 120, 300, 600, 1800, 3600, 4 * 3600))
+SLA_BREACHES = Counter("triage_sla_breaches", "First replies later than their first-response target",
+                       ["shop", "tier"])
+REQUEST_DURATION = Histogram("triage_http_request_duration_seconds", "HTTP requests by route template",
+                             ["route", "method", "status"],
+                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+
+
+def messages_ingested(shop_id: str, results: Iterable[Any]) -> None:
+    """Count one request's committed results (IngestedMessage), new and duplicate."""
+    for result in results:
+        if result.duplicate:
+            MESSAGES_DUPLICATE.labels(shop_id).inc()
+        else:
+            MESSAGES_INGESTED.labels(shop_id, result.tier, result.primary).inc()
+
+
+def webhook_rejected(reason: str) -> None:
+    WEBHOOK_REJECTIONS.labels(reason).inc()
+
+
+def ticket_claimed(shop_id: str, queue: str) -> None:
+    CLAIMS.labels(shop_id, queue).inc()
+
+
+def leases_expired(moves: Iterable[tuple[str, str, str]]) -> None:
+    """Count expired leases as (shop, queue it was in, queue it went back to); a different queue is an escalation."""
+    for shop_id, from_queue, to_queue in moves:
+        LEASE_EXPIRIES.labels(shop_id, from_queue).inc()
+        if to_queue != from_queue:
+            TRANSFERS.labels(shop_id, to_queue).inc()
+
+
+def ticket_transferred(shop_id: str, to_queue: str) -> None:
+    TRANSFERS.labels(shop_id, to_queue).inc()
+
+
+def first_response(shop_id: str, tier: int, seconds: float, *, late: bool) -> None:
+    """Record a first reply: its delay, and a breach when it came after the target."""
+    FIRST_RESPONSE.labels(shop_id, f"P{tier}").observe(max(0.0, seconds))
+    if late:
+        SLA_BREACHES.labels(shop_id, f"P{tier}").inc()
+
+
+def request_done(route: str, method: str, status: int, seconds: float) -> None:
+    REQUEST_DURATION.labels(route, method if method in METHODS else "other", f"{status // 100}xx").observe(seconds)
+
+
+class _Snapshot(Collector):
+    def __init__(self, families: Sequence[GaugeMetricFamily]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        return self._families
+
+
+def backlog_families(rows: Iterable[Any], *, now: datetime) -> list[GaugeMetricFamily]:
+    """Gauges from one aggregate row per (shop, queue, tier): depth, oldest queued, overdue unanswered."""
+    depth = GaugeMetricFamily("triage_queue_depth", "Queued tickets now", labels=["shop", "queue", "tier"])
+    oldest = GaugeMetricFamily("triage_queue_oldest_wait_seconds", "Age of the oldest queued episode (0 when empty)",
+                               labels=["shop", "queue"])
+    overdue = GaugeMetricFamily("triage_first_response_overdue",
+                                "Open tickets still unanswered past their first-response due time",
+                                labels=["shop", "queue", "tier"])
+    queues: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        entry = queues.setdefault((row.shop_id, row.queue), {"depth": dict.fromkeys(TIERS, 0),
+                                                             "overdue": dict.fromkeys(TIERS, 0), "oldest": None})
+        if row.tier is not None:
+            entry["depth"][f"P{row.tier}"] += row.depth
+            entry["overdue"][f"P{row.tier}"] += row.overdue
+        if row.oldest is not None and (entry["oldest"] is None or row.oldest < entry["oldest"]):
+            entry["oldest"] = row.oldest
+    for (shop_id, queue), entry in sorted(queues.items()):
+        for tier in TIERS:
+            depth.add_metric([shop_id, queue, tier], entry["depth"][tier])
+            overdue.add_metric([shop_id, queue, tier], entry["overdue"][tier])
+        waited = 0.0 if entry["oldest"] is None else max(0.0, (now - entry["oldest"]).total_seconds())
+        oldest.add_metric([shop_id, queue], round(waited, 3))
+    return [depth, oldest, overdue]
+
+
+def exposition(families: Sequence[GaugeMetricFamily]) -> bytes:
+    """This process's (or, in multiprocess mode, every process's) metrics, then the database gauges."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry = REGISTRY
+    snapshot = CollectorRegistry()
+    snapshot.register(_Snapshot(families))
+    return generate_latest(registry) + generate_latest(snapshot)
