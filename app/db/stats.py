@@ -120,11 +120,11 @@ def _facts(postgres: bool, episodes: Any, *, as_of: datetime, shop_targets: Mapp
     first_response = _seconds(postgres, ep.opened_at, ep.first_response_at)
     resolution = _seconds(postgres, ep.opened_at, ep.resolved_at)
     as_of_value = literal(as_of, type_=E.c.at.type)
+    target = _target(ep.queue, ep.tier, shop_targets=shop_targets, queue_targets=queue_targets)
     unanswered_overdue = or_(
         # The running episode has its due time; a finished one is measured against the configured target.
         and_(ep.current, ep.due_at < as_of_value, or_(ep.resolved_at.is_(None), ep.due_at < ep.resolved_at)),
-        and_(~ep.current, resolution > _target(ep.queue, ep.tier, shop_targets=shop_targets,
-                                                queue_targets=queue_targets)))
+        and_(~ep.current, resolution > target, _seconds(postgres, ep.opened_at, as_of_value) > target))
     breached = case((ep.first_response_at.is_not(None), ep.answered_late), (unanswered_overdue, 1), else_=0)
     return select(
         ep.queue, ep.tier,

@@ -27,10 +27,11 @@ three episodes.
 * **first_response**: seconds from the episode's start (its first unanswered buyer message) to the
   first agent reply; mean, p50, p90 (continuous percentiles, interpolated), over answered episodes.
 * **reply_rate**: episodes with at least one agent reply / episodes received.
-* **sla_breaches**: episodes whose first reply came later than the first-response target of their
-  tier (the shop's targets, or the queue's own), or that had no reply, were not resolved, and were
-  past the target at `until` (or now, if earlier). The target is that of the episode's most urgent
-  tier, so it tightens when a later message raises the tier.
+* **sla_breaches**: episodes whose first reply came later than their first-response target, or
+  that were still unanswered and unresolved when the target passed, judged at `until` (or now, if
+  earlier). The target is that of the episode's most urgent tier (the shop's targets, or the
+  queue's own), so it tightens when a later message raises the tier. An episode resolved without a
+  reply before its target is no breach.
 * **resolution**: seconds from the episode's start to its resolution; mean, p50, p90 over
   resolved episodes.
 * **queue and tier** of an episode: its most urgent tier, and the queue it is in now or was in

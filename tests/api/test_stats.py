@@ -323,3 +323,23 @@ async def test_without_the_admin_token_is_401(client: httpx.AsyncClient, new_sho
     shop = await new_shop()
     response = await client.get(f"/v1/shops/{shop['id']}/stats", headers=headers)
     assert response.status_code == 401
+
+
+@pytest.mark.parametrize(("until", "received", "breaches"), [
+    (7200, 2, 1),  # the first episode was resolved unanswered after 50 s, past the shop's P3 target of 40 s
+    (30, 1, 0),    # at `until` its target had not passed yet
+    (45, 1, 1),    # at `until` it had, and it was still open
+])
+async def test_a_finished_episode_without_reply_is_measured_against_the_target(
+        app: FastAPI, client: httpx.AsyncClient, admin_headers: dict[str, str], new_shop: Any, until: float,
+        received: int, breaches: int) -> None:
+    shop = await new_shop()
+    a = (await new_agent(client, admin_headers, shop["id"]))["id"]
+    ticket = (Story(shop["id"], "presale", 4, opened=100, status="resolved", due=160, first_response=110,
+                    resolved=120, episodes=2)
+              .start("created", 0, queue="presale", tier="P3").resolve(50, a)
+              .start("reopened", 100, queue="presale", tier="P4", episode=2).reply(110, a, within=True)
+              .resolve(120, a))
+    await store(app, [ticket])
+    stats = await get_stats(client, admin_headers, shop["id"], since=at(0), until=at(until))
+    assert (stats["overall"]["conversations_received"], stats["overall"]["sla_breaches"]) == (received, breaches)
