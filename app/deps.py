@@ -1,5 +1,6 @@
 """Dependency aliases: one place that says how a request gets its session and its caller."""
 
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -87,3 +88,43 @@ async def admin_or_agent_either(
 
 
 AdminOrAgentDep = Annotated[Agent | None, Depends(admin_or_agent_either)]
+
+
+AGENT_CACHE_SECONDS = 5.0
+
+
+class AgentCache:
+    """Agents by token hash for a few seconds: the agent hot path (claim, reply, resolve) skips one transaction.
+
+    A deactivated agent keeps reading and writing its held tickets for at most AGENT_CACHE_SECONDS; claims
+    re-check `active` in the database, so it gets no new work meanwhile.
+    """
+
+    def __init__(self, ttl: float = AGENT_CACHE_SECONDS) -> None:
+        self._ttl = ttl
+        self._agents: dict[str, tuple[Agent, float]] = {}
+
+    async def get(self, request: Request, token: str) -> Agent:
+        token_hash = hash_token(token)
+        cached = self._agents.get(token_hash)
+        now = time.monotonic()
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        async with request.app.state.sessionmaker() as session:
+            agent = await _agent_for(session, token, "invalid agent token")
+        if len(self._agents) > 10_000:
+            self._agents = {k: v for k, v in self._agents.items() if v[1] > now}
+        self._agents[token_hash] = (agent, now + self._ttl)
+        return agent
+
+
+async def cached_agent(request: Request,
+                       credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(agent_bearer)]) -> Agent:
+    """The agent behind the bearer token, from the per-process cache when it was seen in the last seconds."""
+    cache = getattr(request.app.state, "agent_cache", None)
+    if cache is None:
+        cache = request.app.state.agent_cache = AgentCache()
+    return await cache.get(request, _bearer(credentials))
+
+
+CachedAgentDep = Annotated[Agent, Depends(cached_agent)]

@@ -128,6 +128,13 @@ class Ticket(Base):
             postgresql_where=text("status = 'queued'"),
             sqlite_where=text("status = 'queued'"),
         ),
+        # The same order across all the queues of a shop, for agents serving several (migration 0002).
+        Index(
+            "ix_tickets_claim_shop",
+            "shop_id", "tier", text("priority DESC"), "opened_at",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
         Index(
             "ix_tickets_lease",
             "lease_expires_at",

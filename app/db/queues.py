@@ -34,22 +34,26 @@ def _insert(session: AsyncSession, table: Any) -> Any:
     return (postgresql.insert if is_postgres(session) else sqlite.insert)(table)
 
 
-def _served(agent_id: str) -> Any:
+def _served(agent_id: Any) -> Any:
     return select(AQ.c.queue).where(AQ.c.agent_id == agent_id)
 
 
-def _held_count(agent_id: str) -> Any:
+def _held_count(agent_id: Any) -> Any:
     return (select(func.count()).select_from(T)
             .where(T.c.assigned_agent_id == agent_id, T.c.status == "assigned").scalar_subquery())
 
 
-async def lock_agent(session: AsyncSession, *, agent_id: str) -> int | None:
-    """The active agent's capacity; on PostgreSQL its row stays locked, so one agent's claims run one at a time."""
+def lock_agent_statement(*, agent_id: Any, postgres: bool) -> Any:
     stmt = select(A.c.capacity).where(A.c.id == agent_id, A.c.active.is_(True))
-    if is_postgres(session):
+    if postgres:
         # NO KEY UPDATE: serialises this agent's claims without blocking the foreign-key checks of its writes.
         stmt = stmt.with_for_update(key_share=True)
-    return await session.scalar(stmt)
+    return stmt
+
+
+async def lock_agent(session: AsyncSession, *, agent_id: str) -> int | None:
+    """The active agent's capacity; on PostgreSQL its row stays locked, so one agent's claims run one at a time."""
+    return await session.scalar(lock_agent_statement(agent_id=agent_id, postgres=is_postgres(session)))
 
 
 async def held_count(session: AsyncSession, *, agent_id: str) -> int:
@@ -57,10 +61,9 @@ async def held_count(session: AsyncSession, *, agent_id: str) -> int:
     return int(await session.scalar(select(_held_count(agent_id))) or 0)
 
 
-async def claim(session: AsyncSession, *, agent_id: str, shop_id: str, capacity: int, now: datetime,
-                lease_until: datetime) -> Row[Any] | None:
-    """Assign the most urgent queued ticket of the agent's queues to it, if it is under capacity; one statement."""
-    # Tier, then priority (highest first), then the oldest episode: the order of ix_tickets_claim.
+def claim_statement(*, agent_id: Any, shop_id: Any, capacity: Any, now: Any, lease_until: Any, postgres: bool) -> Any:
+    # Tier, then priority (highest first), then the oldest episode: the order of ix_tickets_claim_shop,
+    # read in that order until the first ticket of a served queue (ix_tickets_claim for one queue).
     # The capacity test sits inside the same statement, after lock_agent on PostgreSQL (a new snapshot
     # under READ COMMITTED, so it counts the claims this agent committed while we waited for its lock).
     pick = (select(T.c.id)
@@ -68,28 +71,39 @@ async def claim(session: AsyncSession, *, agent_id: str, shop_id: str, capacity:
                    _held_count(agent_id) < capacity)
             .order_by(T.c.tier, T.c.priority.desc(), T.c.opened_at)
             .limit(1))
-    if is_postgres(session):
+    if postgres:
         # Rows another claimer has locked are skipped, not waited for: concurrent claimers take
         # different tickets, and the re-check of status under the lock keeps a ticket from being taken twice.
         pick = pick.with_for_update(skip_locked=True)
     # SQLite runs every transaction as BEGIN IMMEDIATE: the whole statement holds the write lock.
-    stmt = (update(T)
+    return (update(T)
             .where(T.c.id == pick.scalar_subquery(), T.c.status == "queued")
             .values(status="assigned", assigned_agent_id=agent_id, lease_expires_at=lease_until, updated_at=now)
             .returning(*T.c))
+
+
+async def claim(session: AsyncSession, *, agent_id: str, shop_id: str, capacity: int, now: datetime,
+                lease_until: datetime) -> Row[Any] | None:
+    """Assign the most urgent queued ticket of the agent's queues to it, if it is under capacity; one statement."""
+    stmt = claim_statement(agent_id=agent_id, shop_id=shop_id, capacity=capacity, now=now, lease_until=lease_until,
+                           postgres=is_postgres(session))
     return (await session.execute(stmt)).first()
 
 
-def _held_by(ticket_id: str, agent_id: str, now: datetime) -> tuple[Any, ...]:
+def _held_by(ticket_id: Any, agent_id: Any, now: Any) -> tuple[Any, ...]:
     # A lease that ran out is not a hold, even before the reaper has put the ticket back.
     return (T.c.id == ticket_id, T.c.status == "assigned", T.c.assigned_agent_id == agent_id,
             T.c.lease_expires_at > now)
 
 
+def update_held_statement(*, ticket_id: Any, agent_id: Any, now: Any, values: dict[str, Any]) -> Any:
+    return update(T).where(*_held_by(ticket_id, agent_id, now)).values(updated_at=now, **values).returning(*T.c)
+
+
 async def update_held(session: AsyncSession, *, ticket_id: str, agent_id: str, now: datetime,
                       values: dict[str, Any]) -> Row[Any] | None:
     """Change a ticket only while this agent's lease on it runs; None otherwise."""
-    stmt = update(T).where(*_held_by(ticket_id, agent_id, now)).values(updated_at=now, **values).returning(*T.c)
+    stmt = update_held_statement(ticket_id=ticket_id, agent_id=agent_id, now=now, values=values)
     return (await session.execute(stmt)).first()
 
 
@@ -133,21 +147,18 @@ async def queue_names(session: AsyncSession, *, shop_id: str) -> list[str]:
     return list((await session.scalars(select(Q.c.name).where(Q.c.shop_id == shop_id).order_by(Q.c.name))).all())
 
 
-async def messages_of(session: AsyncSession, ticket_ids: Sequence[str]) -> dict[str, list[Row[Any]]]:
-    """Every message of these tickets, oldest first."""
+async def threads(session: AsyncSession, ticket_ids: Sequence[str]) -> dict[str, list[Row[Any]]]:
+    """Every message of these tickets, oldest first, each row carrying the ticket's customer (one round trip)."""
     result: dict[str, list[Row[Any]]] = {ticket_id: [] for ticket_id in ticket_ids}
     if ticket_ids:
-        stmt = select(M).where(M.c.ticket_id.in_(list(ticket_ids))).order_by(M.c.ticket_id, M.c.id)
+        stmt = (select(M, C.c.external_id.label("customer_external_id"), C.c.platform.label("customer_platform"),
+                       C.c.nick.label("customer_nick"), C.c.vip_level.label("customer_vip_level"),
+                       C.c.contacts.label("customer_contacts"))
+                .select_from(M.join(T, T.c.id == M.c.ticket_id).outerjoin(C, C.c.id == T.c.customer_id))
+                .where(M.c.ticket_id.in_(list(ticket_ids))).order_by(M.c.ticket_id, M.c.id))
         for row in await session.execute(stmt):
             result[row.ticket_id].append(row)
     return result
-
-
-async def customers_of(session: AsyncSession, customer_ids: Iterable[int | None]) -> dict[int, Row[Any]]:
-    ids = sorted({i for i in customer_ids if i is not None})
-    if not ids:
-        return {}
-    return {row.id: row for row in await session.execute(select(C).where(C.c.id.in_(ids)))}
 
 
 async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 
 from app.clock import utcnow
-from app.deps import AdminOrAgentDep, AgentDep, SessionDep, SettingsDep
+from app.deps import AdminOrAgentDep, CachedAgentDep, SessionDep, SettingsDep
 from app.routers.docs import errors
 from app.schemas.tickets import (
     QueueList,
@@ -38,7 +38,7 @@ _HELD = ("Only the agent holding the ticket under a running lease may do this: o
                          "its capacity.",
              responses={200: {"description": "The claimed ticket with its messages, triage evidence and lease"},
                         204: {"description": "No ticket arrived within `wait` seconds"}, **errors(401, 409, 422)})
-async def claim(request: Request, agent: AgentDep, session: SessionDep, settings: SettingsDep,
+async def claim(request: Request, agent: CachedAgentDep, session: SessionDep, settings: SettingsDep,
                 wait: Annotated[float, Query(ge=0, le=30, description="Seconds to wait for work (long poll)")] = 0
                 ) -> TicketRead | Response:
     ticket = await queues.claim(session, agent=agent, notifier=request.app.state.notifier, wait=wait,
@@ -50,7 +50,7 @@ async def claim(request: Request, agent: AgentDep, session: SessionDep, settings
             description="Tickets the agent holds, most urgent first, with `unread` buyer messages since its last "
                         "reply and `escalated` when a ticket became more urgent while held.",
             responses=errors(401))
-async def my_tickets(agent: AgentDep, session: SessionDep) -> TicketList:
+async def my_tickets(agent: CachedAgentDep, session: SessionDep) -> TicketList:
     return await queues.my_tickets(session, agent=agent)
 
 
@@ -66,7 +66,7 @@ async def read_ticket(ticket_id: str, caller: AdminOrAgentDep, session: SessionD
 @router.post("/v1/tickets/{ticket_id}/heartbeat", response_model=TicketRead, summary="Extend the lease",
              description="Renews the lease to TRIAGE_LEASE_SECONDS from now. " + _HELD,
              responses=errors(401, 404, 409))
-async def heartbeat(ticket_id: str, agent: AgentDep, session: SessionDep, settings: SettingsDep) -> TicketRead:
+async def heartbeat(ticket_id: str, agent: CachedAgentDep, session: SessionDep, settings: SettingsDep) -> TicketRead:
     return await queues.heartbeat(session, agent=agent, ticket_id=ticket_id, now=utcnow(),
                                   lease_seconds=settings.lease_seconds)
 
@@ -76,7 +76,7 @@ async def heartbeat(ticket_id: str, agent: AgentDep, session: SessionDep, settin
              description="Stores the reply as an outbound message and renews the lease; the first reply of an "
                          "episode stops the first-response clock (`first_response_at`). " + _HELD,
              responses=errors(401, 404, 409, 422))
-async def reply(ticket_id: str, body: ReplyCreate, agent: AgentDep, session: SessionDep, settings: SettingsDep,
+async def reply(ticket_id: str, body: ReplyCreate, agent: CachedAgentDep, session: SessionDep, settings: SettingsDep,
                 idempotency_key: IdempotencyKey = None) -> ReplyCreated:
     return await queues.reply(session, agent=agent, ticket_id=ticket_id, text=body.text, now=utcnow(),
                               lease_seconds=settings.lease_seconds, idempotency_key=idempotency_key)
@@ -85,7 +85,7 @@ async def reply(ticket_id: str, body: ReplyCreate, agent: AgentDep, session: Ses
 @router.post("/v1/tickets/{ticket_id}/resolve", response_model=TicketRead, summary="Resolve the ticket",
              description="Closes the conversation; a later buyer message reopens it, triaged afresh. " + _HELD,
              responses=errors(401, 404, 409, 422))
-async def resolve(ticket_id: str, agent: AgentDep, session: SessionDep,
+async def resolve(ticket_id: str, agent: CachedAgentDep, session: SessionDep,
                   idempotency_key: IdempotencyKey = None) -> TicketRead:
     return await queues.resolve(session, agent=agent, ticket_id=ticket_id, now=utcnow(),
                                 idempotency_key=idempotency_key)
@@ -95,7 +95,7 @@ async def resolve(ticket_id: str, agent: AgentDep, session: SessionDep,
              description="Returns the ticket to its queue at its place in order (its age is kept) for another "
                          "agent to claim. The body is optional. " + _HELD,
              responses=errors(401, 404, 409, 422))
-async def release(ticket_id: str, request: Request, agent: AgentDep, session: SessionDep,
+async def release(ticket_id: str, request: Request, agent: CachedAgentDep, session: SessionDep,
                   body: ReleaseRequest | None = None, idempotency_key: IdempotencyKey = None) -> TicketRead:
     return await queues.release(session, agent=agent, ticket_id=ticket_id, reason=body.reason if body else None,
                                 now=utcnow(), notifier=request.app.state.notifier, idempotency_key=idempotency_key)
@@ -106,7 +106,7 @@ async def release(ticket_id: str, request: Request, agent: AgentDep, session: Se
                          "back). Transferring to `escalations` flags it escalated. An unknown queue is `422`. "
                          + _HELD,
              responses=errors(401, 404, 409, 422))
-async def transfer(ticket_id: str, body: TransferRequest, request: Request, agent: AgentDep, session: SessionDep,
+async def transfer(ticket_id: str, body: TransferRequest, request: Request, agent: CachedAgentDep, session: SessionDep,
                    idempotency_key: IdempotencyKey = None) -> TicketRead:
     return await queues.transfer(session, agent=agent, ticket_id=ticket_id, queue=body.queue, reason=body.reason,
                                  now=utcnow(), notifier=request.app.state.notifier, idempotency_key=idempotency_key)

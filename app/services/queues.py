@@ -69,15 +69,16 @@ def message_view(row: Row[Any]) -> MessageRead:
                        triage=row.triage if row.direction == "inbound" else None)
 
 
-def ticket_view(row: Row[Any], messages: Sequence[Row[Any]], customer: Row[Any] | None) -> TicketRead:
-    """The API shape of a ticket (SPEC 5.5) from its row, messages and customer."""
+def ticket_view(row: Row[Any], messages: Sequence[Row[Any]]) -> TicketRead:
+    """The API shape of a ticket (SPEC 5.5) from its row and its messages (which carry the customer)."""
+    first = messages[0] if messages else None
     return TicketRead(
         id=row.id, shop_id=row.shop_id, platform=row.platform, conversation_id=row.conversation_id, queue=row.queue,
         status=row.status, tier=TIER_NAME[row.tier], priority=row.priority, primary=row.primary_intent,
         intents=list(row.intents), escalated=row.escalated,
-        customer=None if customer is None else CustomerRead(id=customer.external_id, platform=customer.platform,
-                                                            nick=customer.nick, vip_level=customer.vip_level,
-                                                            contacts=customer.contacts),
+        customer=None if first is None or first.customer_external_id is None else CustomerRead(
+            id=first.customer_external_id, platform=first.customer_platform, nick=first.customer_nick,
+            vip_level=first.customer_vip_level, contacts=first.customer_contacts),
         messages=[message_view(m) for m in messages], assigned_agent_id=row.assigned_agent_id,
         lease_expires_at=row.lease_expires_at, deliveries=row.deliveries, unread=row.unread,
         created_at=row.created_at, opened_at=row.opened_at, awaiting_since=row.awaiting_since,
@@ -86,9 +87,8 @@ def ticket_view(row: Row[Any], messages: Sequence[Row[Any]], customer: Row[Any] 
 
 
 async def _views(session: AsyncSession, rows: Sequence[Row[Any]]) -> list[TicketRead]:
-    messages = await db.messages_of(session, [r.id for r in rows])
-    customers = await db.customers_of(session, [r.customer_id for r in rows])
-    return [ticket_view(r, messages[r.id], customers.get(r.customer_id)) for r in rows]
+    messages = await db.threads(session, [r.id for r in rows])
+    return [ticket_view(r, messages[r.id]) for r in rows]
 
 
 async def _visible(session: AsyncSession, *, agent: Agent, ticket: Row[Any]) -> bool:
@@ -244,13 +244,17 @@ async def reply(session: AsyncSession, *, agent: Agent, ticket_id: str, text: st
                         request={"op": "reply", "ticket_id": ticket_id, "text": text}, act=act)
 
 
+def resolution(now: Any) -> dict[str, Any]:
+    """The columns a resolve sets."""
+    return {"status": "resolved", "assigned_agent_id": None, "lease_expires_at": None, "resolved_at": now}
+
+
 async def resolve(session: AsyncSession, *, agent: Agent, ticket_id: str, now: datetime,
                   idempotency_key: str | None) -> TicketRead:
     """Close the holder's ticket; a later buyer message reopens it as a new episode."""
 
     async def act() -> TicketRead:
-        row = await _held_write(session, agent=agent, ticket_id=ticket_id, now=now, values={
-            "status": "resolved", "assigned_agent_id": None, "lease_expires_at": None, "resolved_at": now})
+        row = await _held_write(session, agent=agent, ticket_id=ticket_id, now=now, values=resolution(now))
         await db.insert_events(session, [_event(row, "resolved", _actor(agent), now, {"agent_id": agent.id})])
         [view] = await _views(session, [row])
         return view
