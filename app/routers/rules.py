@@ -35,6 +35,9 @@ _CANDIDATE_EXAMPLES: dict[str, Any] = {
                           "value": {"ruleset": EXAMPLE_MOVE_BAD_REVIEWS}},
 }
 
+_BACKTEST_EXAMPLES: dict[str, Any] = {
+    name: {**example, "value": {**example["value"], "limit": 1000}} for name, example in _CANDIDATE_EXAMPLES.items()}
+
 
 @router.get("", response_model=RulesetRead, summary="The shop's active ruleset",
             description="The ruleset that triages the shop's messages now, with its canonical body (every default "
@@ -86,7 +89,7 @@ async def activate_rules(shop_id: str, request: Request, session: SessionDep, _:
                          "message or version changes. " + _INVALID,
              responses=errors(401, 404, 422))
 async def backtest_rules(shop_id: str, request: Request, session: SessionDep, _: AdminDep,
-                         body: Annotated[BacktestRequest, Body(openapi_examples=_CANDIDATE_EXAMPLES)]) -> dict[str, Any]:
+                         body: Annotated[BacktestRequest, Body(openapi_examples=_BACKTEST_EXAMPLES)]) -> dict[str, Any]:
     return await rules.backtest(session, directory=request.app.state.directory, shop_id=shop_id,
                                 data=body.ruleset, limit=body.limit)
 

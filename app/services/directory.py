@@ -48,9 +48,13 @@ class ShopDirectory:
         self._rulesets: dict[tuple[str, int], Ruleset] = {}
         self._loading: dict[str, asyncio.Future[ShopInfo | None]] = {}
         self._refreshing: dict[str, asyncio.Task[ShopInfo | None]] = {}
+        self._generations: dict[str, int] = {}
 
     def invalidate(self, shop_id: str) -> None:
+        """Forget the shop now; a reload already running may have read the old state, so it refills nothing."""
         self._cache.pop(shop_id, None)
+        self._loading.pop(shop_id, None)
+        self._generations[shop_id] = self._generations.get(shop_id, 0) + 1
 
     async def get(self, shop_id: str, *, max_age: float | None = None) -> ShopInfo | None:
         """The shop's info; a stale entry is served while one background reload refreshes it."""
@@ -73,6 +77,7 @@ class ShopDirectory:
 
     async def _refresh(self, shop_id: str) -> ShopInfo | None:
         # Single flight: concurrent callers share one reload instead of each taking a connection.
+        generation = self._generations.get(shop_id, 0)
         running = self._loading.get(shop_id)
         if running is None:
             running = asyncio.ensure_future(self._load(shop_id))
@@ -80,8 +85,11 @@ class ShopDirectory:
         try:
             info = await asyncio.shield(running)
         finally:
-            self._loading.pop(shop_id, None)
+            if self._loading.get(shop_id) is running:
+                self._loading.pop(shop_id, None)
             self._refreshing.pop(shop_id, None)
+        if self._generations.get(shop_id, 0) != generation:
+            return info
         if info is None:
             self._cache.pop(shop_id, None)
         else:
