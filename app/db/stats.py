@@ -134,7 +134,8 @@ def _facts(postgres: bool, episodes: Any, *, as_of: datetime, shop_targets: Mapp
         case((ep.first_response_at.is_not(None), 1), else_=0).label("replied"),
         breached.label("breached"),
         resolution.label("resolution"),
-    ).subquery("facts")
+    # A CTE read by all four groupings is computed once (both databases materialise a CTE used twice).
+    ).cte("facts")
 
 
 def _keyed(facts: Any) -> Any:
@@ -227,14 +228,19 @@ async def shop_config(session: AsyncSession, *, shop_id: str) -> tuple[
 async def backlog_everywhere(session: AsyncSession, *, now: datetime) -> Sequence[Row[Any]]:
     """Per shop, queue and tier, in one statement: queued tickets, the oldest queued episode, open ones overdue."""
     Q = Queue.__table__
-    queued = T.c.status == "queued"
-    overdue = and_(T.c.first_response_at.is_(None), T.c.first_response_due_at < now)
+
+    def open_tickets(status: str) -> Any:
+        # One branch per status, so each reads only its partial index (claim or lease), never resolved tickets.
+        return select(T.c.shop_id, T.c.queue, T.c.tier, T.c.opened_at, literal(status == "queued").label("queued"),
+                      and_(T.c.first_response_at.is_(None), T.c.first_response_due_at < now).label("overdue")
+                      ).where(T.c.status == status)
+
+    t = union_all(open_tickets("queued"), open_tickets("assigned")).subquery("open_tickets")
     # Every queue appears, with a NULL tier when it holds no open ticket, so emptied queues read 0, not stale.
-    stmt = (select(Q.c.shop_id, Q.c.name.label("queue"), T.c.tier,
-                   func.count(case((queued, 1))).label("depth"),
-                   func.min(case((queued, T.c.opened_at))).label("oldest"),
-                   func.count(case((overdue, 1))).label("overdue"))
-            .select_from(Q.outerjoin(T, and_(T.c.shop_id == Q.c.shop_id, T.c.queue == Q.c.name,
-                                             T.c.status != "resolved")))
-            .group_by(Q.c.shop_id, Q.c.name, T.c.tier))
+    stmt = (select(Q.c.shop_id, Q.c.name.label("queue"), t.c.tier,
+                   func.count(case((t.c.queued, 1))).label("depth"),
+                   func.min(case((t.c.queued, t.c.opened_at))).label("oldest"),
+                   func.count(case((t.c.overdue, 1))).label("overdue"))
+            .select_from(Q.outerjoin(t, and_(t.c.shop_id == Q.c.shop_id, t.c.queue == Q.c.name)))
+            .group_by(Q.c.shop_id, Q.c.name, t.c.tier))
     return (await session.execute(stmt)).all()

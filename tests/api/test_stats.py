@@ -10,6 +10,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import insert
 
+from app.clock import utcnow
 from app.db.models import Ticket, TicketEvent
 from tests.queues import new_agent, new_ticket
 
@@ -72,7 +73,9 @@ class Story:
             "queue": self.queue, "status": self.status, "tier": self.tier, "priority": 100, "primary_intent": "other",
             "intents": ["other"], "escalated": False,
             "assigned_agent_id": self.agent if self.status == "assigned" else None,
-            "lease_expires_at": at(10_000) if self.status == "assigned" else None, "deliveries": 0, "unread": 0,
+            # A lease running long after the test: the app's reaper must not hand these tickets back meanwhile.
+            "lease_expires_at": utcnow() + timedelta(days=1) if self.status == "assigned" else None,
+            "deliveries": 0, "unread": 0,
             "ruleset": "default@1", "created_at": opened, "updated_at": opened, "opened_at": opened,
             "awaiting_since": None if self.first_response is not None else opened,
             "first_response_due_at": None if self.due is None else at(self.due),
