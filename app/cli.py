@@ -101,6 +101,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from app.logs import LOG_CONFIG
 
     settings = get_settings()
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if metrics_dir:
+        # Counters of processes from an earlier run would be added to this run's.
+        Path(metrics_dir).mkdir(parents=True, exist_ok=True)
+        for stale in Path(metrics_dir).glob("*.db"):
+            stale.unlink()
     uvicorn.run("app.main:app", host=args.host or settings.host, port=args.port or settings.port,
                 workers=args.workers or settings.workers, log_config=LOG_CONFIG,
                 log_level=settings.log_level.lower(), access_log=False, proxy_headers=True)
