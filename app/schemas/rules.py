@@ -1,11 +1,14 @@
 """Rules admin: candidate rulesets, stored versions, validation summaries and backtest reports (SPEC 2.5, 5.5)."""
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from app.schemas.base import Schema
+from app.triage import BANDS, INTENTS, TIERS
+from app.triage.model import EMOTIONS
+from app.triage.ruleset import CUE_KINDS, DEFAULT_MODIFIERS, DEFAULT_SCOPE_NUMBERS, SCOPE_LISTS
 
 TierName = Literal["P1", "P2", "P3", "P4"]
 
@@ -16,7 +19,9 @@ RULESET_DESCRIPTION = (
     "(bases, threshold, windows, modifiers) and `routes` left out take the shipped defaults. Intents: `rights_protection`, `complaint`, "
     "`bad_review_threat`, `quality_issue`, `false_advertising`, `return_refund`, `price_protection`, `logistics`, "
     "`payment_order`, `presale`, `other`; each has a `base` priority inside its tier's band and `rules` "
-    "(`id`, `phrases`, `weight`, `negatable`). `routes` maps intents to queues of the shop.")
+    "(`id`, `phrases`, `weight`, `negatable`). `routes` maps intents to queues of the shop. Checked beyond this "
+    "schema: rule ids are unique, every route names a queue the shop has, a phrase is not empty once normalised, "
+    "and weak rules (weight below `threshold`) of one intent share no phrase.")
 
 EXAMPLE_RULESET: dict[str, Any] = {
     "name": "summer-sale",
@@ -48,27 +53,72 @@ EXAMPLE_MOVE_BAD_REVIEWS: dict[str, Any] = {
     },
 }
 
-_RULESET_FIELD = Field(description=RULESET_DESCRIPTION, examples=[EXAMPLE_RULESET])
+
+
+def _object(properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "additionalProperties": False, **extra}
+
+
+def _integer(low: int, high: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": low, "maximum": high}
+
+
+def ruleset_json_schema() -> dict[str, Any]:
+    """The documented shape of a candidate; the service's own validator has the last word and names the entry."""
+    phrases = {"type": "array", "items": {"type": "string", "pattern": r"^(?!\s*\*?\s*$)"}}
+    rule = _object({
+        "id": {"type": "string", "pattern": r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)+$", "examples": ["zh.bad_review.threat"]},
+        "phrases": {**phrases, "minItems": 1},
+        "weight": {"type": "number", "exclusiveMinimum": 0, "default": 1.0},
+        "negatable": {"type": "boolean", "default": False},
+    }, required=["id", "phrases"])
+    intents = _object({intent: _object({"base": _integer(*BANDS[TIERS[intent]]), "rules": {"type": "array", "items": rule}})
+                       for intent in INTENTS})
+    numbers = {key: _integer(0, 200) for key in DEFAULT_SCOPE_NUMBERS}
+    scope = _object({**{key: phrases for key in SCOPE_LISTS}, **numbers,
+                     "clause_marks": {"type": "string", "minLength": 1}})
+    modifiers = _object({key: _integer(0, 999) if isinstance(value, int) else
+                         _object({field: _integer(0, 999) for field in value})
+                         for key, value in DEFAULT_MODIFIERS.items()})
+    return _object({
+        "name": {"anyOf": [{"type": "string", "pattern": r"^[A-Za-z0-9_.-]{1,64}$"}, {"type": "null"}],
+                 "description": "Defaults to the shop id; `default` is kept for the shipped ruleset"},
+        "version": {"description": "Ignored: the service numbers a shop's versions"},
+        "description": {"type": "string"},
+        "threshold": {"type": "number", "exclusiveMinimum": 0},
+        "intents": intents,
+        "masks": phrases,
+        "scope": scope,
+        "cues": _object({kind: phrases for kind in CUE_KINDS}),
+        "emotion_baseline": _object({intent: {"enum": list(EMOTIONS)} for intent in INTENTS}),
+        "modifiers": modifiers,
+        "routes": _object({intent: {"type": "string", "pattern": r"^[a-z][a-z0-9_-]{0,63}$"} for intent in INTENTS}),
+    }, required=["intents"], description=RULESET_DESCRIPTION, examples=[EXAMPLE_RULESET])
+
+
+# Parsed as a plain mapping so that the ruleset validator, not pydantic, reports the faulty entry.
+RulesetMapping = Annotated[dict[str, Any], WithJsonSchema(ruleset_json_schema())]
 
 
 class RulesetCandidate(Schema):
-    ruleset: dict[str, Any] = _RULESET_FIELD
+    ruleset: RulesetMapping
 
 
 class RulesetActivate(Schema):
-    ruleset: dict[str, Any] = _RULESET_FIELD
+    ruleset: RulesetMapping
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$", examples=["summer-sale"],
                              description="Stored name; overrides the mapping's `name`. `default` is reserved for "
                                          "the shipped ruleset.")
 
 
 class BacktestRequest(Schema):
-    ruleset: dict[str, Any] = _RULESET_FIELD
-    limit: int = Field(1000, ge=1, le=10_000, description="How many of the shop's latest inbound messages to replay")
+    ruleset: RulesetMapping
+    limit: int = Field(1000, ge=1, le=10_000, strict=True,
+                       description="How many of the shop's latest inbound messages to replay")
 
 
 class RollbackRequest(Schema):
-    version: int | None = Field(ge=1, le=10**9, examples=[1],
+    version: int | None = Field(ge=1, le=10**9, strict=True, examples=[1],
                                 description="A stored version of the shop, or null for the shipped default ruleset")
 
 

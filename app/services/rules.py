@@ -28,19 +28,21 @@ _REPLAY_SLICE = 250
 
 # Text PostgreSQL cannot store (NUL) or that is not valid Unicode (lone surrogates).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
 class RulesetView:
-    ruleset: Ruleset
+    name: str
+    version: int
     source: str
     created_at: datetime | None
     activated_at: datetime | None
+    body: dict[str, Any]
 
     def as_dict(self) -> dict[str, Any]:
-        rs = self.ruleset
-        return {"id": rs.id, "name": rs.name, "version": rs.version, "source": self.source,
-                "created_at": self.created_at, "activated_at": self.activated_at, "body": rs.to_mapping()}
+        return {"id": f"{self.name}@{self.version}", "name": self.name, "version": self.version, "source": self.source,
+                "created_at": self.created_at, "activated_at": self.activated_at, "body": self.body}
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,14 +106,16 @@ def stored_name(shop_id: str, data: Mapping[str, Any], requested: str | None) ->
     never means two different rulesets.
     """
     shipped = default_ruleset().name
+    given = data.get("name")
+    if given is not None and not (isinstance(given, str) and _NAME.fullmatch(given)):
+        raise invalid("name", f"expected 1-64 letters, digits, '.', '_' or '-', got {given!r}")
     if requested is not None:
         if requested == shipped:
             raise invalid("name", f"'{shipped}' is reserved for the shipped ruleset", prefix="body")
         return requested
-    given = data.get("name")
     if given is None or given == shipped:
         return shop_id if shop_id != shipped else f"{shop_id}-shop"
-    return given  # checked by the ruleset validator, which names body.ruleset.name when it is not a valid name
+    return given
 
 
 def compile_candidate(data: Mapping[str, Any], *, name: str, version: int, queues: set[str]) -> Ruleset:
@@ -141,9 +145,10 @@ async def active_ruleset(session: AsyncSession, *, directory: ShopDirectory, sho
     version = shop.active_ruleset_version
     ruleset = await directory.ruleset(session, shop_id, version)
     if version is None:
-        return RulesetView(ruleset, "shipped", None, None)
+        return RulesetView(ruleset.name, ruleset.version, "shipped", None, None, ruleset.to_mapping())
     row = await repo.get_ruleset(session, shop_id=shop_id, version=version)
-    return RulesetView(ruleset, "shop", row.created_at if row else None, row.activated_at if row else None)
+    return RulesetView(ruleset.name, ruleset.version, "shop", row.created_at if row else None,
+                       row.activated_at if row else None, ruleset.to_mapping())
 
 
 async def list_versions(session: AsyncSession, *, shop_id: str) -> dict[str, Any]:
@@ -203,8 +208,7 @@ async def activate(session: AsyncSession, *, directory: ShopDirectory, shop_id: 
             if attempt == _ACTIVATION_ATTEMPTS - 1:
                 raise Conflict("another activation of this shop's rules took the version number; retry") from None
     directory.invalidate(shop_id)
-    stored = Ruleset.from_mapping(body, name=name, version=version)
-    return RulesetView(stored, "shop", created_at, activated_at)
+    return RulesetView(name, version, "shop", created_at, activated_at, body)
 
 
 async def rollback(session: AsyncSession, *, directory: ShopDirectory, shop_id: str, version: int | None,
