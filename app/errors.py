@@ -2,6 +2,7 @@
 
 import logging
 import re
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -136,7 +137,12 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(error_body("internal", "internal error"), status_code=500)
+    # Starlette runs this handler in ServerErrorMiddleware, outside RequestIdMiddleware, whose send
+    # wrapper never sees this answer: the header is set here from the id the middleware kept.
+    state = request.scope.setdefault("state", {})
+    request_id = state.get("request_id") or uuid.uuid4().hex
+    return JSONResponse(error_body("internal", "internal error"), status_code=500,
+                        headers={"X-Request-ID": request_id})
 
 
 def install_error_handlers(app: FastAPI) -> None:

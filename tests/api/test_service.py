@@ -45,6 +45,23 @@ async def test_request_id_is_echoed_or_minted(client: httpx.AsyncClient) -> None
     assert replaced.headers["x-request-id"].isalnum() and len(replaced.headers["x-request-id"]) == 32
 
 
+async def test_unexpected_errors_are_500_with_the_error_shape_and_a_request_id(tmp_path: Any) -> None:
+    app = create_app(make_settings(f"sqlite+aiosqlite:///{tmp_path}/unused.db"))
+
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+    app.add_api_route("/boom", boom)
+    # raise_app_exceptions=False: the server error middleware re-raises after answering, as under uvicorn.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        minted = await http.get("/boom")
+        echoed = await http.get("/boom", headers={"X-Request-ID": "req-500"})
+    assert minted.status_code == echoed.status_code == 500
+    assert minted.json() == {"error": {"code": "internal", "message": "internal error", "details": None}}
+    assert len(minted.headers["x-request-id"]) == 32
+    assert echoed.headers["x-request-id"] == "req-500"
+
+
 @pytest.mark.parametrize(("method", "path", "status", "code"), [
     ("GET", "/no/such/path", 404, "not_found"),
     ("DELETE", "/healthz", 405, "method_not_allowed"),
