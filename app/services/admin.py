@@ -135,11 +135,12 @@ async def update_queue(session: AsyncSession, *, shop_id: str, name: str, data: 
 
 
 async def _check_queues(session: AsyncSession, *, shop_id: str, queues: Sequence[str]) -> None:
-    unknown = sorted(set(queues) - await repo.queue_names(session, shop_id=shop_id))
-    if unknown:
-        details = [{"field": f"body.queues[{list(queues).index(name)}]", "reason": f"no queue '{name}' in this shop",
-                    "type": "unknown_queue"} for name in unknown]
-        raise InvalidInput(f"unknown queues: {', '.join(unknown)}", details=details)
+    known = await repo.queue_names(session, shop_id=shop_id)
+    # Errors name the field path only: a submitted value never comes back in an answer or a log line.
+    details = [{"field": f"body.queues[{i}]", "reason": "no such queue in this shop", "type": "unknown_queue"}
+               for i, name in enumerate(queues) if name not in known]
+    if details:
+        raise InvalidInput(f"invalid fields: {', '.join(d['field'] for d in details)}", details=details)
 
 
 async def create_agent(session: AsyncSession, *, shop_id: str, data: AgentCreate, now: datetime,
