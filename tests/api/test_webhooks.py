@@ -1,6 +1,7 @@
 """Webhook ingestion on both databases: trust, validation, idempotency, tickets and their re-ranking."""
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -183,6 +184,25 @@ async def test_schema_errors_name_fields_and_store_nothing(app: FastAPI, client:
     fields = [d["field"] for d in response.json()["error"]["details"]]
     expected = field.replace("messages[1]", "messages[2]").replace("messages[0]", "messages[1]")
     assert expected in fields, fields
+    assert await count_messages(app, shop["id"]) == 0
+
+
+@pytest.mark.parametrize("text", [
+    "a\ud800b",      # a lone high surrogate
+    "\udc00",        # a lone low surrogate
+    "\ude00\ud83d",  # both halves, in the wrong order
+])
+async def test_lone_surrogate_escapes_are_422_naming_the_field(app: FastAPI, client: httpx.AsyncClient,
+                                                               new_shop: Any, text: str) -> None:
+    shop = await new_shop()
+    # ensure_ascii writes the "\ud800" escape a platform would send: valid JSON, not storable text.
+    body = json.dumps({"platform": "taobao", "messages": [message("在吗"), message(text)]}).encode()
+    assert b"\\ud" in body
+    response = await client.post(url(shop["id"]), content=body, headers=signed_headers(shop["webhook_secret"], body))
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert [d["field"] for d in error["details"]] == ["body.messages[1].text"]
     assert await count_messages(app, shop["id"]) == 0
 
 
