@@ -217,6 +217,26 @@ async def test_emoji_traditional_and_long_texts(client: httpx.AsyncClient, new_s
     assert results[1]["primary"] == "return_refund"
 
 
+async def test_exactly_10000_characters_with_4_byte_emoji_are_stored_unchanged(
+        app: FastAPI, client: httpx.AsyncClient, new_shop: Any) -> None:
+    shop = await new_shop()
+    # Characters, not bytes or UTF-16 units: 😡 and 𠮷 are one character and four UTF-8 bytes each.
+    text = ("😡𠮷" * 2_500 + "给差评在吗" * 1_000)[:10_000]
+    assert len(text) == 10_000 and len(text.encode()) > 20_000
+    msg = message(text)
+    response = await post_signed(client, shop["id"], shop["webhook_secret"], [msg])
+    assert response.status_code == 202, response.text
+    async with app.state.sessionmaker() as session:
+        stored = await session.scalar(select(Message.text).where(Message.shop_id == shop["id"],
+                                                                 Message.external_id == msg["message_id"]))
+    assert stored == text
+
+    too_long = await post_signed(client, shop["id"], shop["webhook_secret"], [message(text + "😡")])
+    assert too_long.status_code == 422
+    assert [d["field"] for d in too_long.json()["error"]["details"]] == ["body.messages[0].text"]
+    assert await count_messages(app, shop["id"]) == 1
+
+
 async def test_replays_answer_the_original_with_duplicate_true(app: FastAPI, client: httpx.AsyncClient,
                                                                new_shop: Any) -> None:
     shop = await new_shop()
