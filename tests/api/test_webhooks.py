@@ -9,6 +9,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.db.models import Customer, Message, Ticket, TicketEvent
 from app.services.signing import sign
@@ -26,27 +27,42 @@ async def count_messages(app: FastAPI, shop_id: str) -> int:
         return int(await session.scalar(select(func.count()).select_from(Message).where(Message.shop_id == shop_id)))
 
 
-async def test_valid_webhook_is_stored_and_answered_after_commit(app: FastAPI, client: httpx.AsyncClient,
-                                                                 new_shop: Any) -> None:
+async def test_valid_webhook_is_stored_and_answered_after_commit(app: FastAPI, new_shop: Any) -> None:
     shop = await new_shop()
     msg = message("亲，快递三天没动了，再不到就给差评", order_id="o-9")
-    response = await post_signed(client, shop["id"], shop["webhook_secret"], [msg])
+    # httpx waits for the whole app before it returns, so checking afterwards proves nothing: the rows
+    # are read through a separate connection at the moment the 202 status line is sent.
+    engine = create_async_engine(app.state.settings.database_url)
+    seen_at_start: list[tuple[Any, Any]] = []
+
+    async def read_rows() -> tuple[Any, Any]:
+        async with engine.connect() as connection:
+            row = (await connection.execute(select(Message.ticket_id, Message.text, Message.order_id)
+                                            .where(Message.external_id == msg["message_id"]))).one_or_none()
+            ticket = None if row is None else (await connection.execute(
+                select(Ticket).where(Ticket.id == row.ticket_id))).one_or_none()
+        return row, ticket
+
+    async def checking_app(scope: Any, receive: Any, send: Any) -> None:
+        async def send_after_reading(event: Any) -> None:
+            if event["type"] == "http.response.start" and event["status"] == 202:
+                seen_at_start.append(await read_rows())
+            await send(event)
+        await app(scope, receive, send_after_reading)
+
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=checking_app), base_url="http://test") as http:
+            response = await post_signed(http, shop["id"], shop["webhook_secret"], [msg])
+    finally:
+        await engine.dispose()
     assert response.status_code == 202, response.text
     [result] = response.json()["results"]
     assert result["message_id"] == msg["message_id"] and result["duplicate"] is False
     assert (result["primary"], result["tier"], result["queue"]) == ("bad_review_threat", "P1", "complaints")
     assert 700 <= result["priority"] <= 999
 
-    # Read back through a separate connection (a new engine), not the app's session.
-    from sqlalchemy.ext.asyncio import create_async_engine
-    engine = create_async_engine(app.state.settings.database_url)
-    try:
-        async with engine.connect() as connection:
-            row = (await connection.execute(select(Message.ticket_id, Message.text, Message.order_id)
-                                            .where(Message.external_id == msg["message_id"]))).one()
-            ticket = (await connection.execute(select(Ticket).where(Ticket.id == result["ticket_id"]))).one()
-    finally:
-        await engine.dispose()
+    [(row, ticket)] = seen_at_start
+    assert row is not None and ticket is not None, "202 was sent before the rows were committed"
     assert row.ticket_id == result["ticket_id"] and row.text == msg["text"] and row.order_id == "o-9"
     assert ticket.queue == "complaints" and ticket.status == "queued" and ticket.tier == 1
 
