@@ -379,6 +379,25 @@ async def test_resolved_ticket_reopens_and_is_triaged_afresh(app: FastAPI, clien
     assert "reopened" in [kind for kind, _ in await events_of(app, ticket.id)]
 
 
+async def test_vip_and_repeat_contacts_rank_higher_within_the_tier(client: httpx.AsyncClient, new_shop: Any) -> None:
+    shop = await new_shop()
+    text = "请问这个有货吗"
+
+    async def ingest(customer: str, conversation: str, vip: int = 0) -> dict[str, Any]:
+        response = await post_signed(client, shop["id"], shop["webhook_secret"],
+                                     [message(text, customer=customer, conversation=conversation, vip=vip)])
+        assert response.status_code == 202, response.text
+        return response.json()["results"][0]
+
+    first_contact = await ingest("buyer-new", "c-new")
+    vip = await ingest("buyer-vip", "c-vip", vip=5)
+    await ingest("buyer-back", "c-back-1")            # the first conversation counts as a contact
+    repeat = await ingest("buyer-back", "c-back-2")   # a new conversation of a known buyer
+    assert first_contact["tier"] == vip["tier"] == repeat["tier"] == "P4"
+    assert vip["priority"] > first_contact["priority"]
+    assert repeat["priority"] > first_contact["priority"]
+
+
 async def test_customers_are_recorded_with_contacts(app: FastAPI, client: httpx.AsyncClient, new_shop: Any) -> None:
     shop = await new_shop()
     for conversation in ("c-a", "c-b"):
