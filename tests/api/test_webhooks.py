@@ -153,6 +153,15 @@ async def test_batch_of_100_and_101(app: FastAPI, client: httpx.AsyncClient, new
     assert await count_messages(app, shop["id"]) == 100
 
 
+async def test_empty_batch_is_422_naming_messages(client: httpx.AsyncClient, new_shop: Any) -> None:
+    shop = await new_shop()
+    response = await post_signed(client, shop["id"], shop["webhook_secret"], [])
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert [d["field"] for d in error["details"]] == ["body.messages"]
+
+
 async def test_oversize_not_json_and_wrong_content_type(app: FastAPI, client: httpx.AsyncClient,
                                                         new_shop: Any) -> None:
     shop = await new_shop()
@@ -182,7 +191,7 @@ async def test_oversize_not_json_and_wrong_content_type(app: FastAPI, client: ht
     body = encode({"platform": "taobao", "messages": [message("在吗")]})
     response = await client.post(url(shop["id"]), content=body,
                                  headers=signed_headers(secret, body, content_type="text/plain"))
-    assert response.status_code == 415
+    assert response.status_code == 415 and response.json()["error"]["code"] == "unsupported_media_type"
     assert await count_messages(app, shop["id"]) == 0
 
 
@@ -204,6 +213,7 @@ async def test_schema_errors_name_fields_and_store_nothing(app: FastAPI, client:
     good_first = [message("这个有货吗"), *messages]
     response = await post_signed(client, shop["id"], shop["webhook_secret"], good_first)
     assert response.status_code == 422
+    assert response.json()["error"]["code"] == "validation_error"
     fields = [d["field"] for d in response.json()["error"]["details"]]
     expected = field.replace("messages[1]", "messages[2]").replace("messages[0]", "messages[1]")
     assert expected in fields, fields
