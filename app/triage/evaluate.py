@@ -1,4 +1,5 @@
-"""Accuracy of a ruleset on labelled messages: per-intent precision/recall/F1, tiers, P1 recall, false threats.
+"""Accuracy of a ruleset on labelled messages: per-intent precision/recall/F1, tiers, P1 recall, false threats,
+and the detected language against each row's script label.
 
 Run: python -m app.triage.evaluate tests/unit/data/devset.jsonl
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from app.triage.engine import classify
-from app.triage.model import INTENTS, TIERS
+from app.triage.model import INTENTS, LANGUAGES, TIERS
 from app.triage.ruleset import Ruleset
 
 P1_INTENTS: tuple[str, ...] = tuple(intent for intent in INTENTS if TIERS[intent] == "P1")
@@ -55,6 +56,9 @@ class Report:
     per_tag_accuracy: Mapping[str, tuple[int, int]]
     confusion: Mapping[str, Mapping[str, int]]
     misses: tuple[Miss, ...]
+    language_scored: int
+    language_accuracy: float
+    language_misses: tuple[Miss, ...]
 
 
 def _ratio(numerator: int, denominator: int, *, empty: float = 1.0) -> float:
@@ -62,12 +66,14 @@ def _ratio(numerator: int, denominator: int, *, empty: float = 1.0) -> float:
 
 
 def evaluate(rows: Iterable[Mapping[str, Any]], ruleset: Ruleset | None = None) -> Report:
-    """Classify every labelled row and score the primary intents, tiers and negation cases."""
+    """Classify every labelled row and score the primary intents, tiers, negation cases and languages."""
     confusion = {expected: dict.fromkeys(INTENTS, 0) for expected in INTENTS}
     tier_total = dict.fromkeys(TIER_NAMES, 0)
     tier_right = dict.fromkeys(TIER_NAMES, 0)
     negation_cases = false_threats = also_expected = also_found = 0
     misses: list[Miss] = []
+    language_misses: list[Miss] = []
+    language_scored = 0
     tag_counts: dict[str, list[int]] = {}
     ruleset_id = ""
     for row in rows:
@@ -96,6 +102,12 @@ def evaluate(rows: Iterable[Mapping[str, Any]], ruleset: Ruleset | None = None) 
             counts[1] += 1
         if predicted != expected:
             misses.append(Miss(text, expected, predicted, tags))
+        # Rows labelled "mixed" (or not labelled) have no single right answer, so they are not scored.
+        script = row.get("script")
+        if script in LANGUAGES:
+            language_scored += 1
+            if triage.language != script:
+                language_misses.append(Miss(text, script, triage.language, tags))
 
     total = sum(tier_total.values())
     per_intent = []
@@ -124,6 +136,9 @@ def evaluate(rows: Iterable[Mapping[str, Any]], ruleset: Ruleset | None = None) 
         per_tag_accuracy={tag: (right, seen) for tag, (right, seen) in sorted(tag_counts.items())},
         confusion={expected: dict(row) for expected, row in confusion.items()},
         misses=tuple(misses),
+        language_scored=language_scored,
+        language_accuracy=_ratio(language_scored - len(language_misses), language_scored),
+        language_misses=tuple(language_misses),
     )
 
 
@@ -157,6 +172,8 @@ def format_report(report: Report, *, show_misses: int = 0) -> str:
         f"false threats on negation cases {report.false_threats}/{report.negation_cases}"
         f" = {report.false_threat_rate:.1%}",
         f"secondary intents found         {report.also_recall:.3f}",
+        f"language (rows with one script) {report.language_accuracy:.3f}"
+        f"  ({report.language_scored - len(report.language_misses)}/{report.language_scored})",
         "primary right per tag           "
         + ", ".join(f"{tag} {right}/{seen}" for tag, (right, seen) in report.per_tag_accuracy.items()),
         "",
@@ -169,6 +186,10 @@ def format_report(report: Report, *, show_misses: int = 0) -> str:
     if show_misses and report.misses:
         lines += ["", f"misses (first {min(show_misses, len(report.misses))} of {len(report.misses)})"]
         for miss in report.misses[:show_misses]:
+            lines.append(f"  {miss.expected} -> {miss.predicted}: {miss.text}")
+    if show_misses and report.language_misses:
+        lines += ["", f"language misses ({len(report.language_misses)})"]
+        for miss in report.language_misses[:show_misses]:
             lines.append(f"  {miss.expected} -> {miss.predicted}: {miss.text}")
     return "\n".join(lines)
 

@@ -32,6 +32,9 @@ _SUPPLEMENTARY_BLOCKS = (
 
 _CANTONESE_MARKERS = re.compile("[唔冇咗嘅佢哋喺啲咁嚟嘢乜噉睇揾攞嗰啱咩]")
 _LATIN_WORD = re.compile(r"[a-z]+")
+# Han ideographs only (unified, extension A, compatibility, the astral extensions): emoji, stars, kana and
+# punctuation are no evidence of Chinese.
+_HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
 
 
 @cache
@@ -160,13 +163,11 @@ def normalise_phrase(phrase: str) -> str:
 
 
 def detect_language(normalised: Normalised) -> str:
-    """zh-Hans, zh-Hant or en: the dominant script, weighing non-ASCII characters against English words."""
+    """zh-Hans, zh-Hant or en: the dominant script, weighing Han ideographs against English words."""
     folded = normalised.folded
     if folded.isascii():
         return "en" if _LATIN_WORD.search(folded) else "zh-Hans"
-    # Each CJK character is 3 UTF-8 bytes: the byte surplus counts them without a Python loop.
-    non_ascii = (len(folded.encode("utf-8", "surrogatepass")) - len(folded)) // 2
-    if _LATIN_WORD.search(folded) and len(_LATIN_WORD.findall(folded)) > non_ascii:
+    if _LATIN_WORD.search(folded) and len(_LATIN_WORD.findall(folded)) > len(_HAN.findall(folded)):
         return "en"
     if normalised.text == folded:
         return "zh-Hant" if _CANTONESE_MARKERS.search(folded) else "zh-Hans"

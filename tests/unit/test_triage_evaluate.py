@@ -42,6 +42,21 @@ def test_also_label_is_not_a_false_threat() -> None:
     assert evaluate(rows).false_threats == 0
 
 
+def test_language_is_scored_on_single_script_rows() -> None:
+    rows = [
+        {"text": "請問什麼時候發貨", "primary": "logistics", "script": "zh-Hant"},     # detected right
+        {"text": "Where is my parcel? 😡😡", "primary": "logistics", "script": "en"},  # emoji do not make it Chinese
+        {"text": "这个多少钱", "primary": "presale", "script": "en"},                # deliberately mislabelled
+        {"text": "refund什么时候到账", "primary": "return_refund", "script": "mixed"},  # mixed: not scored
+        {"text": "hello", "primary": "other"},                                       # no label: not scored
+    ]
+    report = evaluate(rows)
+    assert report.language_scored == 3
+    assert report.language_accuracy == 2 / 3
+    assert [(miss.expected, miss.predicted) for miss in report.language_misses] == [("en", "zh-Hans")]
+    assert "language (rows with one script) 0.667" in format_report(report)
+
+
 def test_unknown_label_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown intent"):
         evaluate([{"text": "hi", "primary": "greeting"}])

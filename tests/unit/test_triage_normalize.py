@@ -49,6 +49,13 @@ def test_phrases_normalise_like_messages() -> None:
     ("这个多少钱", "zh-Hans"),            # Simplified characters
     ("佢哋話冇貨", "zh-Hant"),            # Cantonese
     ("亲 order还没ship吗", "zh-Hans"),    # mixed, more Chinese than English
+    ("Terrible!!! 😡😡", "en"),          # emoji are no Chinese characters
+    ("Thank you so much! ❤️❤️", "en"),    # nor are hearts with a variation selector
+    ("5 stars ⭐⭐⭐⭐⭐ love it", "en"),    # nor star glyphs
+    ("😡😡😡 where is my parcel", "en"),   # however many there are
+    ("★☆☆☆☆ review posted.", "en"),      # a star bar before English
+    ("ありがとう ok", "en"),              # kana are not Han: the one English word wins
+    ("退款 refund 😡😡😡", "zh-Hans"),     # two Han against one word: emoji do not tip it
 ])
 def test_language(text: str, language: str) -> None:
     assert detect_language(normalise(text)) == language
