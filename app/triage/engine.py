@@ -6,7 +6,7 @@ from bisect import bisect_left, bisect_right
 
 from app.triage.model import (BANDS, INTENTS, TIERS, Evidence, IntentHit, PriorityContext, Triage)
 from app.triage.normalize import detect_language, normalise
-from app.triage.ruleset import ADJACENT_NEGATOR, BREAKER, CUE_KINDS, MASK, POST_NEGATOR, Ruleset, default_ruleset
+from app.triage.ruleset import ADJACENT_NEGATOR, BREAKER, MASK, POST_NEGATOR, PUNCTUATION_CUE, Ruleset, default_ruleset
 
 _ASCII_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 _MAX_EVIDENCE_PER_INTENT = 12
@@ -173,7 +173,10 @@ class _Scan:
             if cue_meaning:
                 while cues and cues[-1][0] >= start:
                     cues.pop()
-                if not cues or cues[-1][1] < end:
+                if cues and cues[-1][1] > start and cues[-1][2] == cue_meaning:
+                    # Overlapping hits of one cue are one run ("!!!!!!" is four "!!!"): count it once.
+                    cues[-1] = (cues[-1][0], end, cue_meaning)
+                elif not cues or cues[-1][1] < end:
                     cues.append((start, end, cue_meaning))
             if not scope_kinds:
                 continue
@@ -266,15 +269,25 @@ def classify(text: str, ruleset: Ruleset | None = None, *, context: PriorityCont
         hits.append(IntentHit("other", "P4", 0.0, ()))
     primary = hits[0].intent
 
-    cue_counts = [0] * len(CUE_KINDS)
+    cue_counts = [0] * (2 * PUNCTUATION_CUE)
     for _start, _end, kinds in scan.cues:
         for kind in kinds:
             cue_counts[kind] += 1
+    if any(cue_counts[PUNCTUATION_CUE:]):
+        _add_punctuation(cue_counts)
     emotion = _emotion(cue_counts, rs.emotion_baseline.get(primary, "neutral"))
     urgent = cue_counts[_URGENT] > 0
     priority = _priority(rs, primary, emotion, urgent, context or _NO_CONTEXT)
     return Triage(primary, TIERS[primary], priority, tuple(hits), emotion, urgent,
                   detect_language(normalised), rs.routes[primary], rs.id)
+
+
+def _add_punctuation(counts: list[int]) -> None:
+    """Punctuation runs intensify the words: "很喜欢！！！" is delight, not anger, and no time pressure."""
+    enthusiastic = counts[_POSITIVE] > counts[_ANGRY] + counts[_NEGATIVE]
+    for kind in range(PUNCTUATION_CUE):
+        if not enthusiastic or kind == _POSITIVE:
+            counts[kind] += counts[PUNCTUATION_CUE + kind]
 
 
 def _emotion(counts: list[int], baseline: str) -> str:

@@ -172,8 +172,8 @@ def format_report(report: Report, *, show_misses: int = 0) -> str:
         f"false threats on negation cases {report.false_threats}/{report.negation_cases}"
         f" = {report.false_threat_rate:.1%}",
         f"secondary intents found         {report.also_recall:.3f}",
-        f"language (rows with one script) {report.language_accuracy:.3f}"
-        f"  ({report.language_scored - len(report.language_misses)}/{report.language_scored})",
+        (f"language (rows with one script) {report.language_accuracy:.3f}"
+         f"  ({report.language_scored - len(report.language_misses)}/{report.language_scored})"),
         "primary right per tag           "
         + ", ".join(f"{tag} {right}/{seen}" for tag, (right, seen) in report.per_tag_accuracy.items()),
         "",

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import re
+import unicodedata
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -62,6 +63,9 @@ DEFAULT_MODIFIERS: Mapping[str, Any] = MappingProxyType({
 })
 
 CUE_KINDS: tuple[str, ...] = ("angry", "negative", "positive", "urgent", "calm", "neutral")
+# A cue written only in punctuation ("!!!", "？？？") is counted under its kind plus this offset: it only
+# intensifies what the words say, so the engine weighs it separately.
+PUNCTUATION_CUE = len(CUE_KINDS)
 SCOPE_LISTS: tuple[str, ...] = ("negators", "adjacent_negators", "post_negators", "breakers")
 DEFAULT_SCOPE_NUMBERS: Mapping[str, int] = MappingProxyType({
     "window_zh": 8, "window_en": 30, "post_window_zh": 6, "post_window_en": 24, "weak_window_zh": 24, "weak_window_en": 60})
@@ -334,7 +338,8 @@ class Ruleset:
         self.longest_breaker = max((len(normalise_phrase(phrase)) for phrase in canonical["scope"]["breakers"]), default=0)
         for cue_index, cue_kind in enumerate(CUE_KINDS):
             for phrase in canonical["cues"][cue_kind]:
-                add(phrase, CUE, cue_index)
+                punctuation = all(unicodedata.category(char).startswith("P") for char in normalise_phrase(phrase))
+                add(phrase, CUE, cue_index + PUNCTUATION_CUE if punctuation else cue_index)
         self._check_weak_phrases(canonical, entries)
         automaton = ahocorasick.Automaton()
         for key, key_entries in entries.items():

@@ -140,6 +140,12 @@ def test_language(text: str, language: str) -> None:
     ("请问有现货吗", "neutral"),             # plain question
     ("不满意", "negative"),                  # 不满意 is not 满意
     ("麻烦发一下货", "neutral"),             # 麻烦 is politeness, not annoyance
+    ("收到了，很喜欢！！！", "positive"),                       # exclamation marks intensify delight
+    ("Thank you so much, love it, great!!!!!!", "positive"),  # a long run counts once, not four times
+    ("This is ridiculous!!!", "angry"),                       # and intensify anger where the words are angry
+    ("Terrible!!! 😡😡", "angry"),                            # angry emoji with a run
+    ("谢谢！！！但是太离谱了", "angry"),                        # thanks and anger tie: the run sides with anger
+    ("好失望！！！", "angry"),                                 # shouted disappointment
 ])
 def test_emotion(text: str, emotion: str) -> None:
     assert classify(text).emotion == emotion
@@ -151,6 +157,10 @@ def test_emotion(text: str, emotion: str) -> None:
     ("I need it by Friday, ASAP", True),   # English urgency
     ("不急，慢慢来", False),               # 不急 is calm
     ("请问有现货吗", False),               # no time pressure
+    ("收到了，很喜欢！！！", False),          # enthusiasm is no time pressure
+    ("Thank you so much, love it, great!!!!!!", False),  # however long the run
+    ("谢谢，急用！！！", True),              # a word of urgency still counts next to thanks
+    ("where is my parcel!!!", True),       # with no kind words, a run still presses
 ])
 def test_urgency(text: str, urgent: bool) -> None:
     assert classify(text).urgent is urgent
