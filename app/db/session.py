@@ -1,5 +1,6 @@
 """Engine and session factory, with the SQLite settings that make the embedded default durable."""
 
+import logging
 from typing import Any
 
 from sqlalchemy import event
@@ -11,8 +12,24 @@ def is_sqlite_url(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+class _DropDebugRecords(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+def _keep_values_out_of_logs() -> None:
+    # hide_parameters covers errors and the INFO statement log, but at DEBUG SQLAlchemy logs result
+    # rows and aiosqlite every call with its parameters: webhook secrets and buyer texts. A filter on
+    # the logger holds whatever level logging is later configured with.
+    for name in ("sqlalchemy.engine.Engine", "aiosqlite"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropDebugRecords) for f in logger.filters):
+            logger.addFilter(_DropDebugRecords())
+
+
 def create_engine(url: str, *, pool_size: int | None = None, busy_timeout_ms: int = 10_000) -> AsyncEngine:
     """An async engine for PostgreSQL (asyncpg) or SQLite (aiosqlite)."""
+    _keep_values_out_of_logs()
     if is_sqlite_url(url):
         # One connection: SQLite has one writer; measured, a larger pool gave no more throughput
         # and twice the p99.
