@@ -76,9 +76,6 @@ async def admin_or_agent(request: Request, session: Annotated[AsyncSession, Depe
     return await _agent_for(session, token, "invalid admin or agent token")
 
 
-CallerDep = Annotated[Agent | None, Depends(admin_or_agent)]
-
-
 async def admin_or_agent_either(
         request: Request, session: Annotated[AsyncSession, Depends(get_session, scope="function")],
         _admin: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)],

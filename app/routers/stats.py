@@ -3,12 +3,12 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from pydantic import AwareDatetime
 
 from app.clock import utcnow
 from app.deps import AdminDep, SessionDep
 from app.metrics import CONTENT_TYPE
 from app.routers.docs import errors
+from app.schemas.base import Rfc3339
 from app.schemas.stats import ShopStats
 from app.services import stats
 
@@ -49,10 +49,10 @@ must be non-empty and at most 92 days (`422` otherwise).
 @router.get("/{shop_id}/stats", response_model=ShopStats, summary="Service levels of a shop",
             description=DEFINITIONS, responses=errors(401, 404, 422))
 async def shop_stats(shop_id: str, session: SessionDep, _: AdminDep,
-                     since: Annotated[AwareDatetime | None, Query(
+                     since: Annotated[Rfc3339 | None, Query(
                          description="Start of the range (inclusive), RFC 3339",
                          examples=["2026-11-24T00:00:00Z"])] = None,
-                     until: Annotated[AwareDatetime | None, Query(
+                     until: Annotated[Rfc3339 | None, Query(
                          description="End of the range (exclusive), RFC 3339; default now",
                          examples=["2026-11-25T00:00:00Z"])] = None) -> ShopStats:
     now = utcnow()

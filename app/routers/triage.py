@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Request
 
-from app.deps import CallerDep
+from app.deps import AdminOrAgentDep
 from app.errors import ShopNotFound
 from app.routers.docs import errors
 from app.schemas.triage import ClassifyRequest, TriageRead
@@ -26,7 +26,7 @@ EXAMPLES = {
                          "urgency, language, priority inside the tier's band, the queue it would go to and the "
                          "ruleset that decided. An agent may only name its own shop.",
              responses=errors(401, 404, 422))
-async def classify_text(body: Annotated[ClassifyRequest, Body(openapi_examples=EXAMPLES)], caller: CallerDep,
+async def classify_text(body: Annotated[ClassifyRequest, Body(openapi_examples=EXAMPLES)], caller: AdminOrAgentDep,
                         request: Request) -> TriageRead:
     ruleset = default_ruleset()
     if body.shop_id is not None:

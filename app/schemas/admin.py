@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from app.schemas.base import QueueName, ReadSchema, Schema, SlaTargets, Slug, StorableStr
+from app.schemas.base import QueueName, ReadSchema, Schema, SlaTargets, Slug, StorableStr, whole_number
 
 Level = Literal["junior", "mid", "senior"]
 
@@ -64,14 +64,14 @@ class AgentCreate(Schema):
     name: StorableStr = Field(min_length=1, max_length=200, examples=["Lin"])
     queues: list[QueueName] = Field(min_length=1, max_length=64, examples=[["presale", "aftersale"]])
     level: Level = "junior"
-    capacity: int | None = Field(None, ge=1, le=50, description="Open tickets at once; the service default when omitted")
+    capacity: whole_number(1, 50) | None = Field(None, description="Open tickets at once; the service default when omitted")
 
 
 class AgentUpdate(Schema):
     name: StorableStr | None = Field(None, min_length=1, max_length=200)
     queues: list[QueueName] | None = Field(None, min_length=1, max_length=64)
     level: Level | None = None
-    capacity: int | None = Field(None, ge=1, le=50)
+    capacity: whole_number(1, 50) | None = None  # type: ignore[valid-type]
     active: bool | None = None
 
 

@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, WithJsonSchema
 
-from app.schemas.base import Schema
+from app.schemas.base import Schema, whole_number
 from app.triage import BANDS, INTENTS, TIERS
 from app.triage.model import EMOTIONS
 from app.triage.ruleset import CUE_KINDS, DEFAULT_MODIFIERS, DEFAULT_SCOPE_NUMBERS, SCOPE_LISTS
@@ -113,12 +113,12 @@ class RulesetActivate(Schema):
 
 class BacktestRequest(Schema):
     ruleset: RulesetMapping
-    limit: int = Field(1000, ge=1, le=10_000, strict=True,
+    limit: whole_number(1, 10_000) = Field(1000,  # type: ignore[valid-type]
                        description="How many of the shop's latest inbound messages to replay")
 
 
 class RollbackRequest(Schema):
-    version: int | None = Field(ge=1, le=10**9, strict=True, examples=[1],
+    version: whole_number(1, 10**9) | None = Field(examples=[1],  # type: ignore[valid-type]
                                 description="A stored version of the shop, or null for the shipped default ruleset")
 
 

@@ -1,23 +1,8 @@
 """The webhook a shop platform posts buyer messages to (SPEC 5.2)."""
 
-import re
-from typing import Annotated, Any
+from pydantic import Field
 
-from pydantic import AwareDatetime, BeforeValidator, Field
-
-from app.schemas.base import Schema, StorableStr
-
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
-
-
-def _rfc3339(value: Any) -> Any:
-    # pydantic would also take unix seconds, even inside a string; the contract says RFC 3339.
-    if not isinstance(value, str) or not _RFC3339.match(value):
-        raise ValueError("must be an RFC 3339 date-time with a zone, e.g. 2026-11-25T08:00:00Z")
-    return value
-
-
-Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+from app.schemas.base import Rfc3339, Schema, StorableStr
 
 
 class WebhookCustomer(Schema):
