@@ -1,12 +1,23 @@
 """Alembic is the only way the schema is made: up, down and up again on both databases."""
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import inspect
-from sqlalchemy.ext.asyncio import create_async_engine
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, Index, insert, inspect
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from app.db.migrate import downgrade, head_revision, revision_of, upgrade
+from app.clock import utcnow
+from app.db.base import Base
+from app.db.migrate import downgrade, head_revision, revision_of, upgrade, upgrade_async
+from app.db.models import Message, Queue, Shop, Ticket, WebhookSecret
+from app.db.session import create_engine
 from tests.support import BACKENDS, fresh_database
 
 pytestmark = pytest.mark.asyncio
@@ -27,8 +38,6 @@ async def _tables(url: str) -> set[str]:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_upgrade_downgrade_upgrade(backend: str, tmp_path: Path) -> None:
-    import asyncio
-
     async with fresh_database(backend, tmp_path) as url:
         await asyncio.to_thread(upgrade, url)
         assert await revision_of(url) == head_revision()
@@ -38,3 +47,89 @@ async def test_upgrade_downgrade_upgrade(backend: str, tmp_path: Path) -> None:
         assert await revision_of(url) is None
         await asyncio.to_thread(upgrade, url)
         assert await _tables(url) == TABLES
+
+
+@asynccontextmanager
+async def migrated(backend: str, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """A fresh database at head, through the service's own engine (SQLite with its pragmas)."""
+    async with fresh_database(backend, tmp_path) as url:
+        await upgrade_async(url)
+        engine = create_engine(url)
+        try:
+            yield engine
+        finally:
+            await engine.dispose()
+
+
+def _index_keys(index: Index) -> list[tuple[str, bool]]:
+    # Model side: columns, or text such as "priority DESC"; as (column, descending).
+    keys = []
+    for expression in index.expressions:
+        name = getattr(expression, "name", None) or str(expression)
+        keys.append((name.removesuffix(" DESC"), name.endswith(" DESC")))
+    return keys
+
+
+def _stored_keys(sync: Connection, name: str) -> list[tuple[str, bool]]:
+    # PRAGMA index_xinfo rows: seqno, cid, name, desc, coll, key (1 for the indexed columns).
+    return [(row[2], bool(row[3])) for row in sync.exec_driver_sql(f"PRAGMA index_xinfo('{name}')") if row[5]]
+
+
+def _sqlite_differences(sync: Connection, differences: list[Any]) -> list[Any]:
+    """SQLite reflection loses DESC: check every index's columns and order in the file, then drop the
+    remove/add pairs that differ only by it."""
+    indexes = {index.name: index for table in Base.metadata.tables.values() for index in table.indexes}
+    wrong = [("index_columns_differ", name) for name, index in indexes.items()
+             if _stored_keys(sync, str(name)) != _index_keys(index)]
+    removed = {d[1].name: d[1] for d in differences if isinstance(d, tuple) and d[0] == "remove_index"}
+    added = {d[1].name: d[1] for d in differences if isinstance(d, tuple) and d[0] == "add_index"}
+    only_order = {name for name in removed.keys() & added.keys()
+                  if str(removed[name].dialect_options["sqlite"]["where"])
+                  == str(added[name].dialect_options["sqlite"]["where"])
+                  and [key for key, _ in _index_keys(removed[name])] == [key for key, _ in _index_keys(added[name])]}
+    return wrong + [d for d in differences if not (isinstance(d, tuple) and d[0] in ("remove_index", "add_index")
+                                                   and d[1].name in only_order)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_head_matches_the_models(backend: str, tmp_path: Path) -> None:
+    def compare(sync: Connection) -> list[Any]:
+        differences = compare_metadata(MigrationContext.configure(sync, opts={"compare_type": True}), Base.metadata)
+        # SQLAlchemy does not reflect an index column's sort order on SQLite, so a "priority DESC"
+        # index always looks changed there; the order is read from the file itself instead.
+        return _sqlite_differences(sync, differences) if backend == "sqlite" else differences
+
+    async with migrated(backend, tmp_path) as engine, engine.connect() as connection:
+        differences = await connection.run_sync(compare)
+    assert differences == []
+
+
+def message_row(ticket_id: str, external_id: str) -> dict[str, Any]:
+    now = utcnow()
+    return {"ticket_id": ticket_id, "shop_id": "s", "platform": "taobao", "external_id": external_id,
+            "direction": "inbound", "text": "在吗", "sent_at": now, "received_at": now}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_the_database_refuses_duplicates_and_dangling_references(backend: str, tmp_path: Path) -> None:
+    now = utcnow()
+    async with migrated(backend, tmp_path) as engine:
+        async with engine.begin() as connection:
+            await connection.execute(insert(Shop).values(id="s", name="S", sla_targets={}, created_at=now))
+            await connection.execute(insert(Queue).values(shop_id="s", name="presale", created_at=now))
+            await connection.execute(insert(Ticket).values(
+                id="t", shop_id="s", platform="taobao", conversation_id="c", queue="presale", status="queued",
+                tier=4, priority=100, primary_intent="other", intents=[], ruleset="default", created_at=now,
+                updated_at=now, opened_at=now, last_message_at=now))
+            await connection.execute(insert(Message).values(message_row("t", "m-1")))
+        refused = [
+            insert(Message).values(message_row("t", "m-1")),                 # same shop, platform, message id
+            insert(Message).values(message_row("no-such-ticket", "m-2")),     # a message of no ticket
+            insert(WebhookSecret).values(shop_id="no-such-shop", secret="whsec_x", created_at=now),
+        ]
+        for statement in refused:
+            with pytest.raises(IntegrityError):
+                async with engine.begin() as connection:
+                    await connection.execute(statement)
+        async with engine.connect() as connection:
+            assert len((await connection.execute(Message.__table__.select())).all()) == 1
