@@ -7,6 +7,7 @@ import pytest
 
 from app.main import create_app
 from tests.conftest import make_settings
+from tests.support import BACKENDS, fresh_database
 
 pytestmark = pytest.mark.asyncio
 
@@ -17,11 +18,13 @@ async def test_healthz_and_readyz(client: httpx.AsyncClient) -> None:
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
 
 
-async def test_readyz_is_503_on_an_unmigrated_database(tmp_path: Any) -> None:
-    app = create_app(make_settings(f"sqlite+aiosqlite:///{tmp_path}/empty.db"))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
-            response = await http.get("/readyz")
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_readyz_is_503_on_an_unmigrated_database(backend: str, tmp_path: Any) -> None:
+    async with fresh_database(backend, tmp_path) as url:
+        app = create_app(make_settings(url))
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+                response = await http.get("/readyz")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "not_migrated"
 
