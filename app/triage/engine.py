@@ -9,6 +9,8 @@ from app.triage.normalize import detect_language, normalise
 from app.triage.ruleset import ADJACENT_NEGATOR, BREAKER, MASK, POST_NEGATOR, PUNCTUATION_CUE, Ruleset, default_ruleset
 
 _ASCII_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_DIGITS = frozenset("0123456789")
+_DECIMAL_MARKS = frozenset(".,")
 _MAX_EVIDENCE_PER_INTENT = 12
 _NO_CONTEXT = PriorityContext()
 _ANGRY, _NEGATIVE, _POSITIVE, _URGENT = range(4)
@@ -154,21 +156,37 @@ class _Scan:
         scope_ends: list[int] = []
         breakers = _Breakers(rs.longest_breaker)
         breaker_starts, breaker_ends = breakers.starts, breakers.ends
-        alnum = _ASCII_ALNUM
+        alnum, digits, decimal_marks = _ASCII_ALNUM, _DIGITS, _DECIMAL_MARKS
+        rule_phrases = rs.rule_phrases
         length = len(norm)
         hits = rs.automaton.iter(norm) if rs.automaton is not None else ()
         for last, (size, check_left, check_right, layer_meaning, cue_meaning, scope_kinds, glued) in hits:
             end = last + 1
             start = end - size
             # Word boundaries on ASCII letters and digits only, so "refund什么时候到账" still matches "refund".
-            if check_left and start and norm[start - 1] in alnum:
-                continue
+            if check_left and start:
+                before = norm[start - 1]
+                if before in alnum:
+                    continue
+                # "4.1星" and "4.1 stars" are a rating of four point one, not "1星"/"1 stars".
+                if before in decimal_marks and start > 1 and norm[start - 2] in digits and norm[start] in digits:
+                    continue
             if check_right and end < length and norm[end] in alnum:
                 layer_meaning, cue_meaning, scope_kinds = glued
             if layer_meaning:
                 while layer and layer[-1][0] >= start:
                     layer.pop()
-                if not layer or layer[-1][1] < end:
+                # A mask and a rule hit that overlap: when the characters they share are themselves a rule phrase,
+                # the mask owns them ("给一星" in "给一星期" is no rating: its 一星 belongs to 一星期).
+                if layer_meaning[0][0] == MASK:
+                    while (layer and start < layer[-1][1] < end and layer[-1][2][0][0] != MASK
+                           and norm[start:layer[-1][1]] in rule_phrases):
+                        layer.pop()
+                    if not layer or layer[-1][1] < end:
+                        layer.append((start, end, layer_meaning))
+                elif not layer or layer[-1][1] <= start or (
+                        layer[-1][1] < end
+                        and (layer[-1][2][0][0] != MASK or norm[start:layer[-1][1]] not in rule_phrases)):
                     layer.append((start, end, layer_meaning))
             if cue_meaning:
                 while cues and cues[-1][0] >= start:

@@ -277,7 +277,7 @@ class Ruleset:
     __slots__ = ("name", "version", "_data", "automaton", "rules", "rule_intent", "rule_weight",
                  "rule_negatable", "threshold", "bases", "modifiers", "emotion_baseline", "clause_marks",
                  "scope_numbers", "_routes", "phrase_count", "weak_rules", "adjacent_chars", "longest_breaker",
-                 "windows", "weak_windows")
+                 "windows", "weak_windows", "rule_phrases")
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         prepare()
@@ -341,6 +341,8 @@ class Ruleset:
                 punctuation = all(unicodedata.category(char).startswith("P") for char in normalise_phrase(phrase))
                 add(phrase, CUE, cue_index + PUNCTUATION_CUE if punctuation else cue_index)
         self._check_weak_phrases(canonical, entries)
+        self.rule_phrases = frozenset(key for key, key_entries in entries.items()
+                                      if any(kind == RULE for kind, _, _ in key_entries))
         automaton = ahocorasick.Automaton()
         for key, key_entries in entries.items():
             automaton.add_word(key, _automaton_value(key, list(dict.fromkeys(key_entries))))

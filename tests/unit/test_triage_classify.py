@@ -121,6 +121,25 @@ def test_english_word_boundaries(text: str, primary: str) -> None:
     assert classify(text).primary == primary
 
 
+@pytest.mark.parametrize(("text", "primary"), [
+    ("店铺评分4.1星，靠谱吗", "presale"),                     # 4.1星 is a shop rating, not 1星
+    ("rating 4.1 stars?", "other"),                           # nor is 4.1 stars "1 stars"
+    ("The shop is rated 4.2 stars, does the jacket run small?", "presale"),  # a decimal before "2 stars"
+    ("4.1/5 stars, is it true to size?", "presale"),          # a decimal before "1/5"
+    ("给一星期的时间处理", "other"),                            # 给一星 overlaps the week word 一星期
+    ("等我1分钟，我找一下订单号", "payment_order"),               # 1分 inside 1分钟 is a minute
+    ("一星期了还不发货，给一星", "bad_review_threat"),            # the week and a real one-star threat
+    ("给1星", "bad_review_threat"),                             # a bare digit rating still counts
+    ("I would give it 1 star.", "bad_review_threat"),          # in English too
+    ("我会给差评说到做到", "bad_review_threat"),                 # a threat phrase holding the mask 差评说 wins
+    ("申请退款成功了吗", "return_refund"),                       # a refund question holding the mask 退款成功
+    ("五星好评没了", "bad_review_threat"),                       # shares only 好评 with the mask 五星好评: stays
+    ("态度不好评价里写清楚", "complaint"),                       # 好评 straddles two hits sharing no phrase with it
+])
+def test_numbers_and_time_words_are_no_rating(text: str, primary: str) -> None:
+    assert classify(text).primary == primary
+
+
 @pytest.mark.parametrize(("text", "language"), [
     ("请问什么时候发货", "zh-Hans"),        # Simplified
     ("請問什麼時候發貨", "zh-Hant"),        # Traditional
