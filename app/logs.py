@@ -41,6 +41,13 @@ def _clip(value: Any) -> Any:
     return value
 
 
+def _clip_traceback(text: str) -> str:
+    # The cause is at the end of a traceback: keep the innermost frames and the exception line.
+    if len(text) > 2 * MAX_FIELD_CHARS:
+        return f"[{len(text) - 2 * MAX_FIELD_CHARS} chars of outer frames left out]..." + text[-2 * MAX_FIELD_CHARS:]
+    return text
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -51,7 +58,7 @@ class JsonFormatter(logging.Formatter):
         }
         line.update({k: _clip(v) for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info:
-            line["exc"] = _clip(self.formatException(record.exc_info))
+            line["exc"] = _clip_traceback(self.formatException(record.exc_info))
         return mask_personal_data(json.dumps(line, ensure_ascii=False, default=str))
 
 

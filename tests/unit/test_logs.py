@@ -2,6 +2,7 @@
 
 import json
 import logging
+import sys
 
 import pytest
 
@@ -42,3 +43,17 @@ def test_formatter_emits_one_masked_clipped_json_object() -> None:
     assert "13812345678" not in line and "a.b@example.com" not in line
     assert data["msg"] == "buyer 138****5678 wrote"
     assert len(data["text"]) < MAX_FIELD_CHARS + 50 and data["text"].endswith("more chars]")
+
+
+def test_a_long_traceback_keeps_its_cause() -> None:
+    try:
+        try:
+            raise ValueError("outer noise " * 1_000)
+        except ValueError as noise:
+            raise LookupError("the innermost cause") from noise
+    except LookupError:
+        record = logging.LogRecord("app.errors", logging.ERROR, __file__, 1, "unhandled error", (), None)
+        record.exc_info = sys.exc_info()
+    line = json.loads(JsonFormatter().format(record))
+    assert line["exc"].endswith("LookupError: the innermost cause")
+    assert line["exc"].startswith("[") and len(line["exc"]) < 2 * MAX_FIELD_CHARS + 100
