@@ -116,6 +116,14 @@ def test_evidence_after_length_changing_normalisation() -> None:
     ("there is an issue", "other"),                 # "sue" is a whole word only
     ("I want to sue you", "rights_protection"),     # and matches as one
     ("pursue the matter", "other"),                 # not at the end of another word either
+    ("我要sue你", "rights_protection"),              # bare "sue" with Chinese on both sides
+    ("sue你们", "rights_protection"),                # Chinese touching only its end
+    ("I will definitely sue.", "rights_protection"),  # bare "sue" with no fixed phrase around it
+    ("这个issue你们处理一下", "other"),               # "issue" touching Chinese is still not "sue"
+    ("suede jacket in stock?", "presale"),          # nor is "suede"
+    ("This is Sue, is my order shipped?", "logistics"),  # the name, masked
+    ("Sue from your team promised a refund", "return_refund"),  # the name at the start, masked
+    ("I will sue at once", "rights_protection"),    # no name mask swallows the verb
 ])
 def test_english_word_boundaries(text: str, primary: str) -> None:
     assert classify(text).primary == primary
