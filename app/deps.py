@@ -1,10 +1,11 @@
 """Dependency aliases: one place that says how a request gets its session and its caller."""
 
 import time
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -85,6 +86,33 @@ async def admin_or_agent_either(
 
 
 AdminOrAgentDep = Annotated[Agent | None, Depends(admin_or_agent_either)]
+
+
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def _query_names(dependant: Any) -> Iterator[str]:
+    yield from (param.alias for param in dependant.query_params)
+    for sub in dependant.dependencies:
+        yield from _query_names(sub)
+
+
+async def no_unknown_query_parameters(request: Request) -> None:
+    """A misspelt query parameter (`?wiat=30`) is a 422 naming it, not silently ignored."""
+    route = request.scope.get("route")
+    if not request.query_params or route is None or not hasattr(route, "dependant"):
+        return
+    known = _QUERY_NAMES.get(id(route))
+    if known is None:
+        known = _QUERY_NAMES[id(route)] = frozenset(_query_names(route.dependant))
+    unknown = sorted({name for name in request.query_params if name not in known})
+    if unknown:
+        raise RequestValidationError([{"loc": ("query", name), "msg": "Unknown query parameter", "type": "extra_forbidden"}
+                                      for name in unknown])
+
+
+# For the /v1 routers: an unknown query parameter is refused there (probes and /metrics stay lenient).
+STRICT_QUERY = [Depends(no_unknown_query_parameters)]
 
 
 AGENT_CACHE_SECONDS = 5.0

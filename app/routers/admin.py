@@ -5,7 +5,7 @@ from datetime import timedelta
 from fastapi import APIRouter
 
 from app.clock import utcnow
-from app.deps import AdminDep, SessionDep, SettingsDep
+from app.deps import STRICT_QUERY, AdminDep, SessionDep, SettingsDep
 from app.routers.docs import errors
 from app.schemas.admin import (
     AgentCreate,
@@ -23,7 +23,7 @@ from app.schemas.admin import (
 )
 from app.services import admin
 
-router = APIRouter(prefix="/v1/shops", tags=["ops: shops"])
+router = APIRouter(prefix="/v1/shops", tags=["ops: shops"], dependencies=STRICT_QUERY)
 
 
 @router.post("", status_code=201, response_model=ShopCreated, summary="Create a shop",

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 
 from app.clock import utcnow
-from app.deps import AdminOrAgentDep, CachedAgentDep, SessionDep, SettingsDep
+from app.deps import STRICT_QUERY, AdminOrAgentDep, CachedAgentDep, SessionDep, SettingsDep
 from app.routers.docs import errors
 from app.schemas.tickets import (
     QueueList,
@@ -18,7 +18,7 @@ from app.schemas.tickets import (
 )
 from app.services import queues
 
-router = APIRouter(tags=["agents"])
+router = APIRouter(tags=["agents"], dependencies=STRICT_QUERY)
 
 IdempotencyKey = Annotated[str | None, Header(
     alias="Idempotency-Key", min_length=1, max_length=200,

@@ -38,7 +38,18 @@ def with_extra_schemas(app: FastAPI, *models: type[BaseModel]) -> None:
                 schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 schemas.update(schema.pop("$defs", {}))
                 schemas[model.__name__] = schema
+            _document_unknown_query_refusal(spec)
             app.openapi_schema = spec
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document_unknown_query_refusal(spec: dict[str, Any]) -> None:
+    # Every /v1 operation refuses an unknown query parameter with 422 (app.deps.no_unknown_query_parameters).
+    error = {"description": _DESCRIPTIONS[422],
+             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+    for path, operations in spec.get("paths", {}).items():
+        if path.startswith("/v1/"):
+            for operation in operations.values():
+                operation["responses"].setdefault("422", error)

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Request
 
 from app.clock import utcnow
-from app.deps import AdminDep, SessionDep
+from app.deps import STRICT_QUERY, AdminDep, SessionDep
 from app.routers.docs import errors
 from app.schemas.rules import (
     EXAMPLE_MOVE_BAD_REVIEWS,
@@ -21,7 +21,7 @@ from app.schemas.rules import (
 )
 from app.services import rules
 
-router = APIRouter(prefix="/v1/shops/{shop_id}/rules", tags=["ops: rules"])
+router = APIRouter(prefix="/v1/shops/{shop_id}/rules", tags=["ops: rules"], dependencies=STRICT_QUERY)
 
 _INVALID = ("`422 invalid_ruleset` when the candidate cannot be used: `details` is "
             "`[{\"field\": \"body.ruleset.<entry>\", \"reason\": ...}]` naming the faulty entry (e.g. "

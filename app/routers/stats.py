@@ -5,14 +5,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from app.clock import utcnow
-from app.deps import AdminDep, SessionDep
+from app.deps import STRICT_QUERY, AdminDep, SessionDep
 from app.metrics import CONTENT_TYPE
 from app.routers.docs import errors
 from app.schemas.base import Rfc3339
 from app.schemas.stats import ShopStats
 from app.services import stats
 
-router = APIRouter(prefix="/v1/shops", tags=["ops: statistics"])
+router = APIRouter(prefix="/v1/shops", tags=["ops: statistics"], dependencies=STRICT_QUERY)
 metrics_router = APIRouter(tags=["operations"])
 
 DEFINITIONS = """

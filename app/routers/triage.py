@@ -4,13 +4,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Request
 
-from app.deps import AdminOrAgentDep
+from app.deps import STRICT_QUERY, AdminOrAgentDep
 from app.errors import ShopNotFound
 from app.routers.docs import errors
 from app.schemas.triage import ClassifyRequest, TriageRead
 from app.triage import classify, default_ruleset
 
-router = APIRouter(tags=["triage"])
+router = APIRouter(tags=["triage"], dependencies=STRICT_QUERY)
 
 EXAMPLES = {
     "conditional threat": {"summary": "Logistics turning into a bad-review threat",

@@ -6,11 +6,12 @@ from fastapi import APIRouter, Depends, Request
 
 from app import metrics
 from app.errors import AppError
+from app.deps import STRICT_QUERY
 from app.routers.docs import errors
 from app.schemas.webhooks import IngestResult, WebhookBatch
 from app.services.webhooks import VerifiedWebhook, read_limited, verify_webhook
 
-router = APIRouter(tags=["webhooks"])
+router = APIRouter(tags=["webhooks"], dependencies=STRICT_QUERY)
 
 SIGNING = """
 Signed with the shop's secret by the [Standard Webhooks](https://www.standardwebhooks.com/) scheme:

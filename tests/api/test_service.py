@@ -102,3 +102,24 @@ async def test_405_lists_every_method_of_the_path(client: httpx.AsyncClient, adm
     response = await client.request("OPTIONS", "/v1/shops", headers=admin_headers)
     assert response.status_code == 405
     assert response.headers["allow"] == "GET, POST"
+
+
+@pytest.mark.parametrize(("path", "query", "refused"), [
+    ("/v1/shops", "limit=5", ["query.limit"]),                          # ops list takes no parameters
+    ("/v1/queues", "shop_idd=demo", ["query.shop_idd"]),                # misspelt admin scope
+    ("/v1/shops/demo/stats", "sinc=2026-11-24T00:00:00Z&x=1", ["query.sinc", "query.x"]),  # every unknown named
+])
+async def test_an_unknown_query_parameter_is_refused_by_name(client: httpx.AsyncClient, admin_headers: dict[str, str],
+                                                             path: str, query: str, refused: list[str]) -> None:
+    response = await client.get(f"{path}?{query}", headers=admin_headers)
+    assert response.status_code == 422
+    body = response.json()["error"]
+    assert body["code"] == "validation_error"
+    assert [d["field"] for d in body["details"]] == refused
+
+
+async def test_known_query_parameters_and_probes_stay_accepted(client: httpx.AsyncClient,
+                                                               admin_headers: dict[str, str], new_shop: Any) -> None:
+    shop = await new_shop()
+    assert (await client.get(f"/v1/queues?shop_id={shop['id']}", headers=admin_headers)).status_code == 200
+    assert (await client.get("/healthz?from=lb")).status_code == 200  # probes are not /v1 and stay lenient
