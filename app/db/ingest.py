@@ -25,13 +25,13 @@ TICKET_COLUMNS: dict[str, str] = {
     "queue": "text", "status": "text", "tier": "smallint", "priority": "int", "primary_intent": "text",
     "intents": "jsonb", "escalated": "boolean", "assigned_agent_id": "text", "lease_expires_at": "timestamptz",
     "deliveries": "int", "unread": "int", "ruleset": "text", "created_at": "timestamptz",
-    "updated_at": "timestamptz", "opened_at": "timestamptz", "awaiting_since": "timestamptz",
+    "updated_at": "timestamptz", "opened_at": "timestamptz", "opened_seq": "bigint", "awaiting_since": "timestamptz",
     "first_response_due_at": "timestamptz", "first_response_at": "timestamptz", "last_message_at": "timestamptz",
     "resolved_at": "timestamptz", "episodes": "int",
 }
 UPDATABLE = ("queue", "status", "tier", "priority", "primary_intent", "intents", "escalated", "deliveries", "unread",
-             "ruleset", "updated_at", "opened_at", "awaiting_since", "first_response_due_at", "first_response_at",
-             "last_message_at", "resolved_at", "episodes")
+             "ruleset", "updated_at", "opened_at", "opened_seq", "awaiting_since", "first_response_due_at",
+             "first_response_at", "last_message_at", "resolved_at", "episodes")
 MESSAGE_COLUMNS: dict[str, str] = {
     "ticket_id": "text", "shop_id": "text", "platform": "text", "external_id": "text", "direction": "text",
     "text": "text", "sent_at": "timestamptz", "received_at": "timestamptz", "order_id": "text",
@@ -48,7 +48,7 @@ class IngestStore(Protocol):
     async def upsert_customers(self, rows: Sequence[dict[str, Any]], *, now: datetime) -> dict[CustomerKey, tuple[int, int]]: ...
     async def lock_tickets(self, keys: Sequence[ConversationKey]) -> list[dict[str, Any]]: ...
     async def insert_tickets(self, rows: Sequence[dict[str, Any]]) -> set[str]: ...
-    async def insert_messages(self, rows: Sequence[dict[str, Any]]) -> set[MessageKey]: ...
+    async def insert_messages(self, rows: Sequence[dict[str, Any]]) -> dict[MessageKey, int]: ...
     async def stored_messages(self, keys: Sequence[MessageKey]) -> dict[MessageKey, dict[str, Any]]: ...
     async def save_tickets(self, rows: Sequence[dict[str, Any]]) -> None: ...
     async def delete_tickets(self, ids: Sequence[str]) -> None: ...
@@ -109,12 +109,13 @@ class PostgresIngestStore:
                "ON CONFLICT (shop_id, platform, conversation_id) DO NOTHING RETURNING id")
         return {r["id"] for r in await self.db.fetch(sql, *self._arrays(TICKET_COLUMNS, rows))}
 
-    async def insert_messages(self, rows: Sequence[dict[str, Any]]) -> set[MessageKey]:
+    async def insert_messages(self, rows: Sequence[dict[str, Any]]) -> dict[MessageKey, int]:
+        # Ids are drawn row by row as unnest yields them, so they follow the order of `rows`.
         sql = (f"INSERT INTO messages ({_columns(MESSAGE_COLUMNS)}) SELECT {self._select(MESSAGE_COLUMNS)} "
                f"FROM {self._unnest(MESSAGE_COLUMNS)} "
-               "ON CONFLICT (shop_id, platform, external_id) DO NOTHING RETURNING shop_id, platform, external_id")
+               "ON CONFLICT (shop_id, platform, external_id) DO NOTHING RETURNING id, shop_id, platform, external_id")
         records = await self.db.fetch(sql, *self._arrays(MESSAGE_COLUMNS, rows))
-        return {(r["shop_id"], r["platform"], r["external_id"]) for r in records}
+        return {(r["shop_id"], r["platform"], r["external_id"]): r["id"] for r in records}
 
     async def stored_messages(self, keys: Sequence[MessageKey]) -> dict[MessageKey, dict[str, Any]]:
         if not keys:
@@ -235,11 +236,11 @@ class SqliteIngestStore:
                                              "ON CONFLICT (shop_id, platform, conversation_id) DO NOTHING RETURNING id")
         return {r[0] for r in found}
 
-    async def insert_messages(self, rows: Sequence[dict[str, Any]]) -> set[MessageKey]:
+    async def insert_messages(self, rows: Sequence[dict[str, Any]]) -> dict[MessageKey, int]:
         found = await self._insert_returning(
             "messages", MESSAGE_COLUMNS, rows,
-            "ON CONFLICT (shop_id, platform, external_id) DO NOTHING RETURNING shop_id, platform, external_id")
-        return {(r[0], r[1], r[2]) for r in found}
+            "ON CONFLICT (shop_id, platform, external_id) DO NOTHING RETURNING id, shop_id, platform, external_id")
+        return {(r[1], r[2], r[3]): r[0] for r in found}
 
     async def stored_messages(self, keys: Sequence[MessageKey]) -> dict[MessageKey, dict[str, Any]]:
         result: dict[MessageKey, dict[str, Any]] = {}

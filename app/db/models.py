@@ -121,17 +121,17 @@ class Ticket(Base):
             " OR (status <> 'assigned' AND assigned_agent_id IS NULL)",
             name="holder_matches_status",
         ),
-        # Claim order: tier, then priority (highest first), then the oldest episode.
+        # Claim order: tier, then priority (highest first), then the oldest episode, then arrival (migration 0003).
         Index(
             "ix_tickets_claim",
-            "shop_id", "queue", "tier", text("priority DESC"), "opened_at",
+            "shop_id", "queue", "tier", text("priority DESC"), "opened_at", "opened_seq",
             postgresql_where=text("status = 'queued'"),
             sqlite_where=text("status = 'queued'"),
         ),
         # The same order across all the queues of a shop, for agents serving several (migration 0002).
         Index(
             "ix_tickets_claim_shop",
-            "shop_id", "tier", text("priority DESC"), "opened_at",
+            "shop_id", "tier", text("priority DESC"), "opened_at", "opened_seq",
             postgresql_where=text("status = 'queued'"),
             sqlite_where=text("status = 'queued'"),
         ),
@@ -166,6 +166,10 @@ class Ticket(Base):
     updated_at: Mapped[datetime]
     # Start of the current episode (creation or reopening): the "oldest first" key.
     opened_at: Mapped[datetime]
+    # Id of the message that opened the episode: breaks ties of opened_at (one commit gives many tickets
+    # the same time) in the order the messages were received. Kept on release, expiry and transfer;
+    # 0 only on tickets resolved before migration 0003 (a reopening sets it).
+    opened_seq: Mapped[int] = mapped_column(BigId, server_default="0")
     # First buyer message not yet answered by an agent; the first-response clock runs from it.
     awaiting_since: Mapped[datetime | None] = mapped_column(default=None)
     first_response_due_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -221,6 +225,8 @@ class TicketEvent(Base):
 
 class IdempotencyKey(Base):
     __tablename__ = "idempotency_keys"
+    # The purge of expired keys reads them oldest first (migration 0003).
+    __table_args__ = (Index("ix_idempotency_keys_created", "created_at"),)
 
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(200), primary_key=True)

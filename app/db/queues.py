@@ -25,6 +25,7 @@ Q = Queue.__table__
 K = IdempotencyKey.__table__
 
 ESCALATIONS = "escalations"
+CLAIM_ORDER = (T.c.tier, T.c.priority.desc(), T.c.opened_at, T.c.opened_seq)
 
 
 def is_postgres(session: AsyncSession) -> bool:
@@ -63,14 +64,15 @@ async def held_count(session: AsyncSession, *, agent_id: str) -> int:
 
 
 def claim_statement(*, agent_id: Any, shop_id: Any, capacity: Any, now: Any, lease_until: Any, postgres: bool) -> Any:
-    # Tier, then priority (highest first), then the oldest episode: the order of ix_tickets_claim_shop,
-    # read in that order until the first ticket of a served queue (ix_tickets_claim for one queue).
+    # Tier, then priority (highest first), then the oldest episode, then arrival (opened_seq: tickets opened
+    # in one commit share opened_at): the order of ix_tickets_claim_shop, read in that order until the first
+    # ticket of a served queue (ix_tickets_claim for one queue).
     # The capacity test sits inside the same statement, after lock_agent on PostgreSQL (a new snapshot
     # under READ COMMITTED, so it counts the claims this agent committed while we waited for its lock).
     pick = (select(T.c.id)
             .where(T.c.shop_id == shop_id, T.c.status == "queued", T.c.queue.in_(_served(agent_id)),
                    _held_count(agent_id) < capacity)
-            .order_by(T.c.tier, T.c.priority.desc(), T.c.opened_at)
+            .order_by(*CLAIM_ORDER)
             .limit(1))
     if postgres:
         # Rows another claimer has locked are skipped, not waited for: concurrent claimers take
@@ -132,7 +134,7 @@ async def get_ticket(session: AsyncSession, *, ticket_id: str) -> Row[Any] | Non
 async def agent_tickets(session: AsyncSession, *, agent_id: str) -> Sequence[Row[Any]]:
     """The tickets the agent holds, most urgent first."""
     stmt = (select(T).where(T.c.assigned_agent_id == agent_id, T.c.status == "assigned")
-            .order_by(T.c.tier, T.c.priority.desc(), T.c.opened_at))
+            .order_by(*CLAIM_ORDER))
     return (await session.execute(stmt)).all()
 
 

@@ -135,7 +135,8 @@ async def ingest_group(store: sql.IngestStore, jobs: Sequence[IngestJob], *, now
             continue
         ticket = tickets[e.conversation]
         was_open = ticket.status != "resolved" and not (ticket.is_new and ticket.awaiting_since is None)
-        for kind, data in receive(ticket, e.decision, shop=e.shop, now=now):
+        # The message id orders tickets opened in this one commit (all at `now`) as their messages came.
+        for kind, data in receive(ticket, e.decision, shop=e.shop, now=now, seq=stored_now[e.key]):
             events.append({"ticket_id": ticket.id, "shop_id": ticket.shop_id, "at": now, "kind": kind,
                            "actor": "webhook", "data": data})
         if not was_open and ticket.customer_id is not None:

@@ -33,6 +33,7 @@ class TicketState:
     created_at: datetime
     updated_at: datetime
     opened_at: datetime
+    opened_seq: int
     awaiting_since: datetime | None
     first_response_due_at: datetime | None
     first_response_at: datetime | None
@@ -74,11 +75,11 @@ def new_ticket(*, ticket_id: str, shop: ShopInfo, platform: str, conversation_id
         queue=queue, status="queued", tier=TIER_NUMBER[decision.tier], priority=decision.priority,
         primary_intent=decision.primary, intents=list(decision.intents), escalated=False, assigned_agent_id=None,
         lease_expires_at=None, deliveries=0, unread=0, ruleset=decision.ruleset, created_at=now, updated_at=now,
-        opened_at=now, awaiting_since=None, first_response_due_at=None, first_response_at=None, last_message_at=now,
-        resolved_at=None, episodes=1, is_new=True)
+        opened_at=now, opened_seq=0, awaiting_since=None, first_response_due_at=None, first_response_at=None,
+        last_message_at=now, resolved_at=None, episodes=1, is_new=True)
 
 
-def _open_episode(ticket: TicketState, decision: InboundDecision, shop: ShopInfo, now: datetime) -> None:
+def _open_episode(ticket: TicketState, decision: InboundDecision, shop: ShopInfo, now: datetime, seq: int) -> None:
     ticket.status = "queued"
     ticket.queue = shop.route(decision.primary)
     ticket.tier = TIER_NUMBER[decision.tier]
@@ -89,6 +90,7 @@ def _open_episode(ticket: TicketState, decision: InboundDecision, shop: ShopInfo
     ticket.escalated = False
     ticket.deliveries = 0
     ticket.opened_at = now
+    ticket.opened_seq = seq
     ticket.awaiting_since = now
     ticket.first_response_at = None
     ticket.resolved_at = None
@@ -97,17 +99,17 @@ def _open_episode(ticket: TicketState, decision: InboundDecision, shop: ShopInfo
                                                                                        tier=decision.tier))
 
 
-def receive(ticket: TicketState, decision: InboundDecision, *, shop: ShopInfo, now: datetime) -> list[Event]:
-    """Append one inbound message to the ticket; return the events describing every change."""
+def receive(ticket: TicketState, decision: InboundDecision, *, shop: ShopInfo, now: datetime, seq: int) -> list[Event]:
+    """Append one inbound message (stored with id `seq`) to the ticket; return the events describing every change."""
     events: list[Event] = [("message_received", {"message_id": decision.message_id, "primary": decision.primary,
                                                  "tier": decision.tier, "priority": decision.priority})]
     if ticket.is_new and ticket.awaiting_since is None:
-        _open_episode(ticket, decision, shop, now)
+        _open_episode(ticket, decision, shop, now, seq)
         events.append(("created", _snapshot(ticket)))
     elif ticket.status == "resolved":
         # A resolved episode's urgency does not carry over: the reopened ticket is triaged afresh.
         ticket.episodes += 1
-        _open_episode(ticket, decision, shop, now)
+        _open_episode(ticket, decision, shop, now, seq)
         events.append(("reopened", {**_snapshot(ticket), "episode": ticket.episodes}))
     elif decision.priority > ticket.priority:
         # Tier bands are disjoint, so a higher priority is at least as urgent a tier; it never drops while open.

@@ -1,10 +1,11 @@
 """Agent work queues on both databases: claim order, races, long poll, leases, idempotent writes, scoping."""
 
 import asyncio
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,12 +26,33 @@ P1, P2, P3, P4 = "再不发货就给差评", "我要退货", "快递三天没动
 
 
 @asynccontextmanager
-async def short_lease(database_url: str, lease_seconds: int = 1) -> AsyncIterator[httpx.AsyncClient]:
-    """A second app on the same database whose leases last `lease_seconds` (its reaper looks every quarter of it)."""
-    application = create_app(make_settings(database_url, lease_seconds=lease_seconds))
-    async with application.router.lifespan_context(application):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://short") as http:
-            yield http
+async def second_app(database_url: str, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """Another app on the same database, as another process would be: its own engine, reaper and notifier."""
+    application = create_app(make_settings(database_url, **settings))
+    async with (application.router.lifespan_context(application),
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://second") as http):
+        yield http
+
+
+def short_lease(database_url: str, lease_seconds: int = 1) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+    """A second app whose leases last `lease_seconds` (its reaper looks every quarter of it)."""
+    return second_app(database_url, lease_seconds=lease_seconds)
+
+
+async def one_batch(client: httpx.AsyncClient, shop: dict[str, Any], count: int) -> list[str]:
+    """`count` equal-priority tickets from one webhook request (one commit, one `now`), in request order.
+
+    The conversation ids are shuffled, so the order tickets are inserted in (sorted by conversation) cannot
+    pass for the request order.
+    """
+    names = [f"c-{n:03d}-{uuid.uuid4().hex[:6]}" for n in range(count)]
+    random.Random(count).shuffle(names)
+    msgs = [message(P4, conversation=name, customer=f"b-{name}") for name in names]
+    response = await post_signed(client, shop["id"], shop["webhook_secret"], msgs)
+    assert response.status_code == 202, response.text
+    results = response.json()["results"]
+    assert len({r["priority"] for r in results}) == 1
+    return [r["ticket_id"] for r in results]
 
 
 async def events(app: FastAPI, ticket_id: str) -> list[tuple[str, str, dict[str, Any]]]:
@@ -90,6 +112,18 @@ async def test_order_is_tier_then_priority_then_oldest(client: httpx.AsyncClient
     claimed = [(await claim(client, agent)).json() for _ in range(6)]
     assert [t["id"] for t in claimed] == [p1, p2, p3, *fifo]
     assert len({t["priority"] for t in claimed[3:]}) == 1
+
+
+async def test_one_batch_of_equal_priority_is_claimed_in_request_order(client: httpx.AsyncClient,
+                                                                       admin_headers: dict[str, str],
+                                                                       new_shop: Any) -> None:
+    shop = await new_shop()
+    # 100 tickets share opened_at: only the tie-breaker (the opening message's id) orders them.
+    tickets = await one_batch(client, shop, 100)
+    team = [await new_agent(client, admin_headers, shop["id"], capacity=50) for _ in range(2)]
+    claimed = [(await claim(client, agent)).json() for agent in team for _ in range(50)]
+    assert len({t["opened_at"] for t in claimed}) == 1
+    assert [t["id"] for t in claimed] == tickets
 
 
 @pytest.mark.parametrize("agents", [20])
@@ -230,6 +264,27 @@ async def test_release_puts_the_ticket_back_at_its_place(app: FastAPI, client: h
     assert (await claim(client, agent)).json()["id"] == newer
     kinds = [(kind, actor) for kind, actor, _ in await events(app, older)]
     assert ("released", f"agent:{agent['id']}") in kinds
+
+
+async def test_release_and_expiry_keep_the_place_among_equal_ages(database_url: str, admin_headers: dict[str, str],
+                                                                   new_shop: Any) -> None:
+    shop = await new_shop()
+    async with short_lease(database_url, lease_seconds=2) as http:
+        agent = await new_agent(http, admin_headers, shop["id"], capacity=10)
+        tickets = await one_batch(http, shop, 6)
+        assert [(await claim(http, agent)).json()["id"] for _ in range(3)] == tickets[:3]
+        released = await http.post(f"/v1/tickets/{tickets[1]}/release", headers=agent["headers"])
+        assert released.status_code == 200, released.text
+
+        async def expired() -> bool:
+            held = [await admin_ticket(http, admin_headers, t) for t in tickets[:3]]
+            return all(t["status"] == "queued" for t in held)
+
+        await eventually(expired)
+        # Released, expired and never claimed tickets of one batch come out in the order they came in.
+        again = [(await claim(http, agent)).json() for _ in range(6)]
+        assert [t["id"] for t in again] == tickets
+        assert [t["deliveries"] for t in again] == [1, 0, 1, 0, 0, 0]
 
 
 async def test_transfer_keeps_the_age(client: httpx.AsyncClient, admin_headers: dict[str, str],

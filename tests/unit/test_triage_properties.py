@@ -74,6 +74,20 @@ def test_classified_threat_outranks_classified_logistics(prefix: str, context: P
         assert threat.priority > parcel.priority
 
 
+@settings(max_examples=200, deadline=None)
+@given(text=ANY_TEXT, extra=st.integers(1, 40))
+def test_length_of_an_exclamation_run_does_not_matter(text: str, extra: int) -> None:
+    short, long = classify(text + " !!!"), classify(text + " !!!" + "!" * extra)
+    assert (short.emotion, short.urgent, short.priority) == (long.emotion, long.urgent, long.priority)
+
+
+@settings(max_examples=200, deadline=None)
+@given(whole=st.integers(0, 99), fraction=st.integers(0, 99), template=st.sampled_from(
+    ["店铺评分{}星，靠谱吗", "評分{}星的店", "rated {} stars, is it legit?", "{}/5 on the app, does it fit?"]))
+def test_a_decimal_rating_is_no_threat(whole: int, fraction: int, template: str) -> None:
+    assert classify(template.format(f"{whole}.{fraction}")).primary != "bad_review_threat"
+
+
 def test_twenty_thousand_characters_of_everything() -> None:
     text = (" | ".join(FRAGMENTS) * 200)[:20_000]
     triage = classify(text)
