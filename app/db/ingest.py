@@ -160,8 +160,9 @@ class PostgresIngestStore:
 
 
 def _sqlite_time(value: datetime | None) -> str | None:
-    # The same text SQLAlchemy's SQLite DATETIME writes, so both paths sort and parse alike.
-    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    # The same text SQLAlchemy's SQLite DATETIME writes, so both paths sort and parse alike. Not strftime: its %Y
+    # does not pad years before 1000, which SQLAlchemy then cannot read back.
+    return None if value is None else value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _sqlite_value(column: str, kind: str, value: Any) -> Any:

@@ -1,7 +1,7 @@
 """The one schema base and the field types shared by every request model."""
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from annotated_types import Ge, Le
@@ -59,7 +59,15 @@ def _rfc3339(value: Any) -> Any:
     return value
 
 
-Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+def _in_utc(value: datetime) -> datetime:
+    # Stored and compared in UTC; 0001-01-01T00:00:00+01:00 has no UTC equivalent.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must be representable in UTC (years 1 to 9999)") from None
+
+
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_in_utc)]
 
 
 class Schema(BaseModel):

@@ -419,3 +419,23 @@ async def test_customers_are_recorded_with_contacts(app: FastAPI, client: httpx.
         customer = await session.scalar(select(Customer).where(Customer.shop_id == shop["id"]))
     assert customer is not None and customer.external_id == "vip-9"
     assert customer.vip_level == 3 and customer.contacts == 2 and customer.nick == "小王"
+
+
+@pytest.mark.parametrize(("sent_at", "stored"), [
+    ("0868-03-03T00:06:15Z", "0868-03-03T00:06:15Z"),              # a year before 1000 reads back (no unpadded %Y)
+    ("2026-11-25T16:00:00+08:00", "2026-11-25T08:00:00Z"),          # kept in UTC
+    ("9999-12-31T20:00:00-05:00", None),                            # past year 9999 in UTC: 422, not 500
+    ("0001-01-01T00:00:00+01:00", None),                            # before year 1 in UTC: 422, not 500
+])
+async def test_sent_at_edges_are_stored_readably_or_refused(client: httpx.AsyncClient, admin_headers: dict[str, str],
+                                                            new_shop: Any, sent_at: str, stored: str | None) -> None:
+    shop = await new_shop()
+    response = await post_signed(client, shop["id"], shop["webhook_secret"], [message("请问有货吗", sent_at=sent_at)])
+    if stored is None:
+        assert response.status_code == 422, response.text
+        assert [d["field"] for d in response.json()["error"]["details"]] == ["body.messages[0].sent_at"]
+        return
+    assert response.status_code == 202, response.text
+    ticket = await client.get(f"/v1/tickets/{response.json()['results'][0]['ticket_id']}", headers=admin_headers)
+    assert ticket.status_code == 200, ticket.text
+    assert ticket.json()["messages"][0]["sent_at"].replace("+00:00", "Z") == stored
