@@ -4,6 +4,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 
@@ -52,7 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Expired leases are requeued by every process; a short lease is checked more often than once a second.
         app.state.reaper = LeaseReaper(app.state.sessionmaker, app.state.notifier,
                                        max_deliveries=settings.max_deliveries,
-                                       interval=min(1.0, settings.lease_seconds / 4))
+                                       interval=min(1.0, settings.lease_seconds / 4),
+                                       key_retention=timedelta(hours=settings.idempotency_retention_hours))
         app.state.reaper.start()
         app.state.listener = None
         if not settings.is_sqlite:

@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     webhook_tolerance_seconds: int = Field(300, ge=1, le=3600, description="Allowed clock skew of webhook-timestamp, either way")
     max_body_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024, description="Largest accepted webhook body")
     default_agent_capacity: int = Field(5, ge=1, le=50, description="Open tickets an agent may hold unless set per agent")
+    idempotency_retention_hours: float = Field(24.0, gt=0, le=24 * 365, description="How long an agent write's Idempotency-Key is remembered")
     log_level: str = Field("info", description="Python log level")
 
     @property

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, select, update
+from sqlalchemy import Row, bindparam, delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -228,6 +228,16 @@ async def store_idempotent_answer(session: AsyncSession, *, agent_id: str, key: 
                                   response: dict[str, Any]) -> None:
     await session.execute(update(K).where(K.c.agent_id == agent_id, K.c.key == key)
                           .values(status_code=status_code, response=response))
+
+
+async def purge_idempotency_keys(session: AsyncSession, *, before: datetime, limit: int) -> int:
+    """Delete up to `limit` of the oldest keys taken before `before`; returns how many."""
+    oldest = select(K.c.agent_id, K.c.key).where(K.c.created_at < before).order_by(K.c.created_at).limit(limit)
+    if is_postgres(session):
+        # Processes purging at once take different rows instead of waiting on (or deadlocking over) each other's.
+        oldest = oldest.with_for_update(skip_locked=True)
+    result = await session.execute(delete(K).where(tuple_(K.c.agent_id, K.c.key).in_(oldest)))
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def notify_postgres(session: AsyncSession, *, channel: str, shop_ids: Iterable[str]) -> None:

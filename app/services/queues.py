@@ -47,6 +47,9 @@ log = logging.getLogger("app.queues")
 # A waiting claimer looks at the database at least this often, so a lost wake-up costs at most this long.
 RECHECK_SECONDS = 1.0
 EXPIRY_BATCH = 500
+# Idempotency keys past their retention are deleted this often, in batches of one short transaction each.
+PURGE_SECONDS = 60.0
+PURGE_BATCH = 1000
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -394,15 +397,28 @@ async def expire_leases(session: AsyncSession, *, now: datetime, max_deliveries:
     return len(rows), shops
 
 
+async def purge_idempotency_keys(session: AsyncSession, *, now: datetime, retention: timedelta,
+                                 limit: int = PURGE_BATCH) -> int:
+    """Forget up to `limit` Idempotency-Keys older than the retention (a later replay runs afresh); returns how many."""
+    purged = await db.purge_idempotency_keys(session, before=now - retention, limit=limit)
+    await session.commit()
+    return purged
+
+
 class LeaseReaper:
-    """Every process runs one: expired leases are found under SKIP LOCKED and requeued conditionally, so never twice."""
+    """Every process runs one: expired leases are found under SKIP LOCKED and requeued conditionally, so never twice.
+
+    It also purges idempotency keys past their retention, every PURGE_SECONDS (first at start).
+    """
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], notifier: Notifier, *, max_deliveries: int,
-                 interval: float) -> None:
+                 interval: float, key_retention: timedelta, purge_interval: float = PURGE_SECONDS) -> None:
         self._sessionmaker = sessionmaker
         self._notifier = notifier
         self._max_deliveries = max_deliveries
         self._interval = interval
+        self._key_retention = key_retention
+        self._purge_interval = purge_interval
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -425,14 +441,34 @@ class LeaseReaper:
             if count < EXPIRY_BATCH:
                 return total
 
-    async def _run(self) -> None:
+    async def purge_once(self) -> int:
+        """Delete every idempotency key past its retention; returns how many."""
+        total = 0
         while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except (OSError, DBAPIError, TimeoutError) as exc:
-                log.warning("lease expiry failed (%s: %s); retrying", type(exc).__name__, exc)
-            except Exception:
-                log.exception("lease expiry failed; retrying")
+            async with self._sessionmaker() as session:
+                count = await purge_idempotency_keys(session, now=utcnow(), retention=self._key_retention)
+            total += count
+            if count < PURGE_BATCH:
+                if total:
+                    log.info("purged %d idempotency keys older than %s", total, self._key_retention)
+                return total
+
+    async def _run(self) -> None:
+        next_purge = time.monotonic()
+        while True:
+            await self._attempt("lease expiry", self.run_once)
+            if time.monotonic() >= next_purge:
+                next_purge = time.monotonic() + self._purge_interval
+                await self._attempt("idempotency key purge", self.purge_once)
             await asyncio.sleep(self._interval)
+
+    @staticmethod
+    async def _attempt(what: str, run: Callable[[], Awaitable[int]]) -> None:
+        try:
+            await run()
+        except asyncio.CancelledError:
+            raise
+        except (OSError, DBAPIError, TimeoutError) as exc:
+            log.warning("%s failed (%s: %s); retrying", what, type(exc).__name__, exc)
+        except Exception:
+            log.exception("%s failed; retrying", what)

@@ -1,4 +1,5 @@
-"""Several service processes on one PostgreSQL: no ticket claimed twice, and wake-ups cross processes."""
+"""Several service processes (or apps with their own engines) on one database: no ticket claimed twice,
+each lease expiry recorded once, and wake-ups cross processes."""
 
 import asyncio
 import os
@@ -8,6 +9,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +17,31 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import func, select
 
+from app.clock import utcnow
 from app.db.listen import APPLICATION_NAME, asyncpg_dsn
 from app.db.migrate import upgrade_async
+from app.db.models import Ticket, TicketEvent
+from app.db.session import create_engine, create_sessionmaker
 from app.main import create_app
+from app.services.queues import RECHECK_SECONDS, expire_leases
 from tests.conftest import make_settings
 from tests.queues import claim, eventually, new_agent, new_ticket
-from tests.support import ADMIN_TOKEN, fresh_database
+from tests.support import ADMIN_TOKEN, BACKENDS, fresh_database
 from tests.webhooks import message, post_signed
 
 pytestmark = pytest.mark.asyncio
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@asynccontextmanager
+async def running(application: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app started (engine, reaper, listener) and a client for it."""
+    async with (application.router.lifespan_context(application),
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://app") as http):
+        yield http
 
 
 def _free_port() -> int:
@@ -138,3 +153,95 @@ async def test_listener_reconnects_and_forwards_other_processes_work(database_ur
             # The periodic re-check would have taken 0.7 s more: this wake came by NOTIFY.
             assert answer.status_code == 200 and answer.json()["id"] == ticket_id
             assert time.monotonic() - stored < 0.2
+
+
+async def test_a_lost_wake_up_costs_at_most_the_recheck_period(database_url: str, client: httpx.AsyncClient,
+                                                               new_shop: Any) -> None:
+    # Nothing tells app A that app B stored a message: SQLite has no cross-process notify, and on PostgreSQL
+    # A's listener is stopped. Only the waiter's periodic look at the database finds the ticket.
+    a, b = create_app(make_settings(database_url)), create_app(make_settings(database_url))
+    async with running(a) as http_a, running(b) as http_b:
+        if a.state.listener is not None:
+            await a.state.listener.stop()
+        shop = await new_shop()
+        agent = await new_agent(client, ADMIN, shop["id"])
+        waiting = asyncio.create_task(claim(http_a, agent, wait=10))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        ticket_id = await new_ticket(http_b, shop, "我要退货")
+        stored = time.monotonic()
+        answer = await waiting
+        assert answer.status_code == 200 and answer.json()["id"] == ticket_id
+        assert time.monotonic() - stored < RECHECK_SECONDS + 0.5
+
+
+async def test_agents_on_two_apps_claim_each_ticket_exactly_once(app: FastAPI, client: httpx.AsyncClient,
+                                                                 database_url: str, new_shop: Any) -> None:
+    # Two engines on one database (on SQLite, two connections to one file): their claims race for real.
+    async with running(create_app(make_settings(database_url))) as other:
+        shop = await new_shop()
+        for batch in range(3):
+            msgs = [message("请问这款还有货吗", conversation=f"c-{batch}-{i}", customer=f"b-{batch}-{i}")
+                    for i in range(100)]
+            assert (await post_signed(client, shop["id"], shop["webhook_secret"], msgs)).status_code == 202
+        team = [(http, await new_agent(client, ADMIN, shop["id"], capacity=50)) for http in (client, other) * 4]
+
+        async def work(http: httpx.AsyncClient, agent: dict[str, Any]) -> list[str]:
+            taken = []
+            while (answer := await claim(http, agent)).status_code == 200:
+                taken.append(answer.json()["id"])
+            # 204: nothing left; 409: this agent is full (8 x 50 places for 300 tickets, so others go on).
+            assert answer.status_code in (204, 409), answer.text
+            return taken
+
+        results = await asyncio.gather(*(work(http, agent) for http, agent in team))
+    every = [ticket_id for taken in results for ticket_id in taken]
+    assert len(every) == 300 and len(set(every)) == 300
+    assert any(results[0::2]) and any(results[1::2])  # both apps took part
+    async with app.state.sessionmaker() as session:
+        claims = await session.execute(select(TicketEvent.ticket_id, func.count()).where(
+            TicketEvent.shop_id == shop["id"], TicketEvent.kind == "claimed").group_by(TicketEvent.ticket_id))
+        assert sorted(count for _, count in claims) == [1] * 300
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_expiry_run_by_many_processes_at_once_counts_each_expiry_once(backend: str, tmp_path: Path) -> None:
+    # A database of its own: the expiry runs at a time past every lease in it.
+    async with fresh_database(backend, tmp_path) as url:
+        await upgrade_async(url)
+        async with running(create_app(make_settings(url))) as http:
+            shop = (await http.post("/v1/shops", json={"id": "expiry", "name": "Expiry"}, headers=ADMIN)).json()
+            agent = await new_agent(http, ADMIN, shop["id"], capacity=50)
+            msgs = [message("快递三天没动了", conversation=f"c-{i}", customer=f"b-{i}") for i in range(40)]
+            assert (await post_signed(http, shop["id"], shop["webhook_secret"], msgs)).status_code == 202
+            engines = [create_engine(url) for _ in range(6)]
+            try:
+                for expiry in (1, 2):
+                    assert all([(await claim(http, agent)).status_code == 200 for _ in range(40)])
+                    later = utcnow() + timedelta(hours=expiry)
+
+                    async def reap(engine: Any, later: datetime = later) -> int:
+                        # Small batches, so the processes interleave over the same expired tickets.
+                        done = 0
+                        while True:
+                            async with create_sessionmaker(engine)() as session:
+                                count, _ = await expire_leases(session, now=later, max_deliveries=10, limit=5)
+                            done += count
+                            if count == 0:
+                                return done
+
+                    assert sum(await asyncio.gather(*(reap(e) for e in engines))) == 40
+                    async with create_sessionmaker(engines[0])() as session:
+                        tickets = (await session.execute(select(Ticket.status, Ticket.deliveries))).all()
+                        expired = (await session.execute(
+                            select(TicketEvent.ticket_id, TicketEvent.data).where(TicketEvent.kind == "lease_expired")
+                            .order_by(TicketEvent.id))).all()
+                    assert len(tickets) == 40 and set(tickets) == {("queued", expiry)}
+                    numbered: dict[str, list[int]] = {}
+                    for ticket_id, data in expired:
+                        numbered.setdefault(ticket_id, []).append(data["deliveries"])
+                    # One event per ticket per expiry, each counting one delivery.
+                    assert len(numbered) == 40 and set(map(tuple, numbered.values())) == {tuple(range(1, expiry + 1))}
+            finally:
+                for engine in engines:
+                    await engine.dispose()

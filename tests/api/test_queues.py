@@ -12,9 +12,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from app.db.models import Message, TicketEvent
+from app.clock import utcnow
+from app.db.models import IdempotencyKey, Message, TicketEvent
 from app.main import create_app
 from tests.conftest import make_settings
 from tests.queues import claim, eventually, new_agent, new_ticket
@@ -230,6 +231,45 @@ async def test_a_reply_replayed_20_times_with_one_key_is_stored_once(
     assert await outbound_count(app, ticket_id) == 1
 
 
+async def test_keys_past_the_retention_are_purged_by_the_reaper(app: FastAPI, client: httpx.AsyncClient,
+                                                                database_url: str, admin_headers: dict[str, str],
+                                                                new_shop: Any) -> None:
+    shop = await new_shop()
+    agent = await new_agent(client, admin_headers, shop["id"])
+    ticket_id = await new_ticket(client, shop, P2)
+    await claim(client, agent)
+    url = f"/v1/tickets/{ticket_id}/replies"
+    old, young = (f"{age}-{uuid.uuid4()}" for age in ("old", "young"))
+    first: dict[str, httpx.Response] = {}
+    for key in (old, young):
+        first[key] = await client.post(url, json={"text": "好的亲"}, headers={**agent["headers"], "Idempotency-Key": key})
+        assert first[key].status_code == 201
+    # Age the keys around the default retention of 24 hours.
+    async with app.state.sessionmaker() as session:
+        for key, hours in ((old, 25), (young, 23)):
+            await session.execute(update(IdempotencyKey).where(IdempotencyKey.key == key)
+                                  .values(created_at=utcnow() - timedelta(hours=hours)))
+        await session.commit()
+
+    async def keys() -> set[str]:
+        async with app.state.sessionmaker() as session:
+            stored = await session.scalars(select(IdempotencyKey.key).where(IdempotencyKey.key.in_([old, young])))
+            return set(stored)
+
+    async def old_purged() -> bool:
+        return await keys() == {young}
+
+    # Another process's reaper purges at its start; the session app's would within PURGE_SECONDS.
+    async with second_app(database_url):
+        await eventually(old_purged)
+    again = {key: await client.post(url, json={"text": "好的亲"}, headers={**agent["headers"], "Idempotency-Key": key})
+             for key in (old, young)}
+    assert again[young].status_code == 201 and again[young].json() == first[young].json()
+    # The forgotten key runs afresh: a third reply is stored, under a new message id.
+    assert again[old].status_code == 201 and again[old].json()["message"]["id"] != first[old].json()["message"]["id"]
+    assert await outbound_count(app, ticket_id) == 3 and await keys() == {old, young}
+
+
 async def test_resolve_release_transfer_replays_answer_the_same(client: httpx.AsyncClient,
                                                                 admin_headers: dict[str, str], new_shop: Any) -> None:
     for action, body in [("resolve", None), ("release", {"reason": "break"}),
@@ -407,8 +447,13 @@ async def test_lease_expiry_redelivers_in_the_same_order(app: FastAPI, database_
         again = [(await claim(http, agent)).json() for _ in range(3)]
         assert [t["id"] for t in again] == [second, first, third]
         assert [t["deliveries"] for t in again] == [1, 1, 0]
-    expired = [d for kind, actor, d in await events(app, first) if kind == "lease_expired" and actor == "system"]
-    assert expired[0]["agent_id"] == agent["id"] and expired[0]["deliveries"] == 1
+    # Two reapers (this app's and the short-lease one) watched these leases: each expiry is recorded once,
+    # counting one delivery (the second claim's lease may have run out by now too: 1, 2).
+    for ticket_id in (first, second):
+        expired = [d for kind, actor, d in await events(app, ticket_id)
+                   if kind == "lease_expired" and actor == "system"]
+        assert [d["deliveries"] for d in expired] in ([1], [1, 2])
+        assert expired[0]["agent_id"] == agent["id"]
 
 
 async def test_three_expiries_move_a_ticket_to_escalations_never_earlier(
