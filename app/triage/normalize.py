@@ -167,8 +167,16 @@ def detect_language(normalised: Normalised) -> str:
     folded = normalised.folded
     if folded.isascii():
         return "en" if _LATIN_WORD.search(folded) else "zh-Hans"
-    if _LATIN_WORD.search(folded) and len(_LATIN_WORD.findall(folded)) > len(_HAN.findall(folded)):
-        return "en"
+    if _LATIN_WORD.search(folded):
+        words = len(_LATIN_WORD.findall(folded))
+        # Counting stops once the Han characters match the English words: a long Chinese message is not walked.
+        han = 0
+        for _ in _HAN.finditer(folded):
+            han += 1
+            if han >= words:
+                break
+        else:
+            return "en"
     if normalised.text == folded:
         return "zh-Hant" if _CANTONESE_MARKERS.search(folded) else "zh-Hans"
     traditional, simplified = _script_patterns()
