@@ -1,6 +1,7 @@
 """Suite-wide fixtures: one migrated database per backend per run, and the app over each."""
 
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -25,6 +26,12 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    fuzz = sys.modules.get("tests.api.test_openapi_fuzz")
+    if fuzz is not None and fuzz.requests_sent()[0]:
+        sent, operations = fuzz.requests_sent()
+        terminalreporter.write_line(f"schemathesis: {sent} requests over {operations} operations (per operation and "
+                                    f"database: {fuzz.EXAMPLES_PER_OPERATION} generated, plus schema examples and "
+                                    "boundary cases)")
     if not POSTGRES_URL:
         terminalreporter.write_line("PostgreSQL tests skipped: TRIAGE_TEST_POSTGRES_URL is not set", yellow=True)
 
