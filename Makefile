@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint bench clean
+.PHONY: run test install lint bench bench-triage bench-ingest bench-queues clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -24,8 +24,19 @@ test: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/pytest
 
-bench: $(STAMP)
+# Benchmarks print each figure beside its baseline measured in the same run. ingest and queues need wrk
+# (Debian package `wrk`) and a PostgreSQL server (TRIAGE_TEST_POSTGRES_URL, default postgres@127.0.0.1:5432).
+bench: bench-triage bench-ingest bench-queues
+
+bench-triage: $(STAMP)
 	$(BIN)/python bench/triage.py
+
+bench-ingest: $(STAMP)
+	$(BIN)/python bench/ingest.py
+
+bench-queues: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/queues.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

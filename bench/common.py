@@ -71,6 +71,7 @@ class Uvicorn:
 
 @dataclass
 class WrkResult:
+    requests: int
     requests_per_second: float
     p50_ms: float
     p99_ms: float
@@ -95,7 +96,8 @@ def wrk(url: str, script: Path, data: Path, *, connections: int = 32, seconds: i
     latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return WrkResult(requests_per_second=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+    return WrkResult(requests=int(re.search(r"^\s*(\d+) requests in", out, re.M).group(1)),  # type: ignore[union-attr]
+                     requests_per_second=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
                      p50_ms=_ms(latency["50"]), p99_ms=_ms(latency["99"]),
                      errors=sum(int(x) for x in errors.groups()) if errors else 0,
                      non_2xx=int(non_2xx.group(1)) if non_2xx else 0)

@@ -52,13 +52,19 @@ def write_requests(path: Path, *, url_path: str, secret: str, batch: int, count:
 
 def measure(target: str, base_url: str, url_path: str, secret: str, batch: int, seconds: int, tmp: Path,
             expected_rate: int) -> dict[str, float]:
-    data = tmp / f"{target}-{batch}.tsv"
-    write_requests(data, url_path=url_path, secret=secret, batch=batch, count=expected_rate * seconds,
-                   tag=unique(target))
-    result = wrk(base_url, SCRIPT, data, seconds=seconds)
-    data.unlink()
-    return {"req_s": result.requests_per_second, "msg_s": result.requests_per_second * batch,
-            "p50": result.p50_ms, "p99": result.p99_ms, "bad": result.errors + result.non_2xx}
+    """One wrk run over never-repeated requests; a run that wrapped around its file (and so replayed duplicates,
+    cheap for the service and errors for the durable baseline) is measured again with a larger file."""
+    count = expected_rate * seconds
+    for _ in range(4):
+        data = tmp / f"{target}-{batch}.tsv"
+        write_requests(data, url_path=url_path, secret=secret, batch=batch, count=count, tag=unique(target))
+        result = wrk(base_url, SCRIPT, data, seconds=seconds)
+        data.unlink()
+        if result.requests <= count:
+            return {"req_s": result.requests_per_second, "msg_s": result.requests_per_second * batch,
+                    "p50": result.p50_ms, "p99": result.p99_ms, "bad": result.errors + result.non_2xx}
+        count = int(result.requests * 1.5)
+    raise SystemExit(f"{target}, batch {batch}: wrk kept outrunning its request file")
 
 
 def bench_backend(backend: str, seconds: int) -> dict[tuple[str, int], dict[str, float]]:
