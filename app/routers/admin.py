@@ -35,17 +35,23 @@ async def create_shop(body: ShopCreate, session: SessionDep, _: AdminDep) -> Sho
     return ShopCreated(id=shop.id, name=shop.name, webhook_secret=secret)
 
 
-@router.get("", response_model=list[ShopRead], summary="List shops", responses=errors(401))
+@router.get("", response_model=list[ShopRead], summary="List shops",
+            description="Every shop with its first-response targets; secrets are never listed.",
+            responses=errors(401))
 async def list_shops(session: SessionDep, _: AdminDep) -> list[ShopRead]:
     return [ShopRead.model_validate(s) for s in await admin.list_shops(session)]
 
 
-@router.get("/{shop_id}", response_model=ShopRead, summary="Read a shop", responses=errors(401, 404))
+@router.get("/{shop_id}", response_model=ShopRead, summary="Read a shop",
+            description="The shop's name and first-response targets per tier; the secret is never shown again.",
+            responses=errors(401, 404))
 async def read_shop(shop_id: str, session: SessionDep, _: AdminDep) -> ShopRead:
     return ShopRead.model_validate(await admin.require_shop(session, shop_id))
 
 
 @router.patch("/{shop_id}", response_model=ShopRead, summary="Rename a shop or change its first-response targets",
+              description="Fields left out keep their value. Targets are seconds per tier (P1 20, P2 30, P3 40, "
+                          "P4 60 by default); they apply to tickets opened from now on.",
               responses=errors(401, 404, 422))
 async def update_shop(shop_id: str, body: ShopUpdate, session: SessionDep, _: AdminDep) -> ShopRead:
     return ShopRead.model_validate(await admin.update_shop(session, shop_id=shop_id, data=body))
@@ -64,13 +70,16 @@ async def rotate_secret(shop_id: str, session: SessionDep, settings: SettingsDep
 
 
 @router.get("/{shop_id}/queues", response_model=list[QueueRead], tags=["ops: queues"], summary="List a shop's queues",
-            responses=errors(401, 404))
+            description="Every queue of the shop, the four defaults included, with its own first-response targets "
+                        "when it has any.", responses=errors(401, 404))
 async def list_queues(shop_id: str, session: SessionDep, _: AdminDep) -> list[QueueRead]:
     return [QueueRead.model_validate(q) for q in await admin.list_queues(session, shop_id=shop_id)]
 
 
 @router.post("/{shop_id}/queues", status_code=201, response_model=QueueRead, tags=["ops: queues"],
-             summary="Create a queue", responses=errors(401, 404, 409, 422))
+             summary="Create a queue",
+             description="A queue agents can serve and routes or transfers can name; `409 queue_exists` when the "
+                         "shop has one of that name.", responses=errors(401, 404, 409, 422))
 async def create_queue(shop_id: str, body: QueueCreate, session: SessionDep, _: AdminDep) -> QueueRead:
     return QueueRead.model_validate(await admin.create_queue(session, shop_id=shop_id, data=body, now=utcnow()))
 
@@ -95,13 +104,16 @@ async def create_agent(shop_id: str, body: AgentCreate, session: SessionDep, set
 
 
 @router.get("/{shop_id}/agents", response_model=list[AgentRead], tags=["ops: agents"], summary="List a shop's agents",
+            description="Agents with their queues, level, capacity and active flag; tokens are never listed.",
             responses=errors(401, 404))
 async def list_agents(shop_id: str, session: SessionDep, _: AdminDep) -> list[AgentRead]:
     return [AgentRead.model_validate(v.as_dict()) for v in await admin.list_agents(session, shop_id=shop_id)]
 
 
 @router.patch("/{shop_id}/agents/{agent_id}", response_model=AgentRead, tags=["ops: agents"],
-              summary="Change an agent's queues, level, capacity or deactivate it", responses=errors(401, 404, 422))
+              summary="Change an agent's queues, level, capacity or deactivate it",
+              description="Fields left out keep their value. A deactivated agent gets no new claims at once and "
+                          "loses access to the tickets it holds within seconds.", responses=errors(401, 404, 422))
 async def update_agent(shop_id: str, agent_id: str, body: AgentUpdate, session: SessionDep, _: AdminDep) -> AgentRead:
     view = await admin.update_agent(session, shop_id=shop_id, agent_id=agent_id, data=body)
     return AgentRead.model_validate(view.as_dict())

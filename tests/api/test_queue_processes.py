@@ -2,11 +2,8 @@
 each lease expiry recorded once, and wake-ups cross processes."""
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime, timedelta
@@ -28,11 +25,11 @@ from app.main import create_app
 from app.services.queues import RECHECK_SECONDS, expire_leases
 from tests.conftest import make_settings
 from tests.queues import claim, eventually, new_agent, new_ticket
+from tests.serving import ServiceProcess
 from tests.support import ADMIN_TOKEN, BACKENDS, fresh_database
 from tests.webhooks import message, post_signed
 
 pytestmark = pytest.mark.asyncio
-ROOT = Path(__file__).resolve().parents[2]
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
@@ -44,35 +41,16 @@ async def running(application: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @asynccontextmanager
-async def serve(url: str) -> AsyncIterator[httpx.AsyncClient]:
+async def serve(url: str, log_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
     """`triage serve` in its own process against `url`; a client for it once it is ready."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")}
-    env |= {"TRIAGE_DATABASE_URL": url, "TRIAGE_ADMIN_TOKEN": ADMIN_TOKEN, "TRIAGE_LOG_LEVEL": "warning"}
-    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = ServiceProcess(url, ADMIN_TOKEN, log_path=log_dir / f"service-{uuid.uuid4().hex[:6]}.log")
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if (await http.get("/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert server.poll() is None and time.monotonic() < deadline, "server did not start"
-                await asyncio.sleep(0.1)
+        await server.ready()
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
             yield http
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop()
 
 
 async def listeners(url: str) -> int:
@@ -88,8 +66,8 @@ async def test_two_processes_never_double_claim_and_wake_each_other(tmp_path: Pa
     async with fresh_database("postgres", tmp_path) as url:
         await upgrade_async(url)
         async with AsyncExitStack() as stack:
-            one, two = await asyncio.gather(stack.enter_async_context(serve(url)),
-                                            stack.enter_async_context(serve(url)))
+            one, two = await asyncio.gather(stack.enter_async_context(serve(url, tmp_path)),
+                                            stack.enter_async_context(serve(url, tmp_path)))
             response = await one.post("/v1/shops", json={"id": "twoproc", "name": "Two processes"}, headers=ADMIN)
             shop = response.json()
             team = [(http, await new_agent(one, ADMIN, shop["id"], capacity=50)) for http in (one, two) * 5]
