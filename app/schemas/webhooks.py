@@ -2,13 +2,14 @@
 
 from pydantic import Field
 
-from app.schemas.base import Rfc3339, Schema, StorableStr
+from app.schemas.base import Rfc3339, Schema, StorableStr, whole_number
 
 
 class WebhookCustomer(Schema):
     id: StorableStr = Field(min_length=1, max_length=128, examples=["tb_buyer_42"])
     nick: StorableStr | None = Field(None, max_length=200, examples=["小王"])
-    vip_level: int = Field(0, ge=0, le=10, description="The platform's membership level; higher ranks sooner")
+    vip_level: whole_number(0, 10) = Field(  # type: ignore[valid-type]
+        0, description="The platform's membership level; higher ranks sooner")
 
 
 class WebhookMessage(Schema):

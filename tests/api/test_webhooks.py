@@ -439,3 +439,14 @@ async def test_sent_at_edges_are_stored_readably_or_refused(client: httpx.AsyncC
     ticket = await client.get(f"/v1/tickets/{response.json()['results'][0]['ticket_id']}", headers=admin_headers)
     assert ticket.status_code == 200, ticket.text
     assert ticket.json()["messages"][0]["sent_at"].replace("+00:00", "Z") == stored
+
+
+@pytest.mark.parametrize("vip_level", ["3", True, 2.5, 11, -1])
+async def test_vip_level_is_a_json_integer_from_0_to_10(client: httpx.AsyncClient, new_shop: Any,
+                                                        vip_level: Any) -> None:
+    shop = await new_shop()
+    msg = message("请问有货吗")
+    msg["customer"]["vip_level"] = vip_level
+    response = await post_signed(client, shop["id"], shop["webhook_secret"], [msg])
+    assert response.status_code == 422, response.text
+    assert [d["field"] for d in response.json()["error"]["details"]] == ["body.messages[0].customer.vip_level"]
