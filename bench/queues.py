@@ -1,16 +1,20 @@
 """Benchmark of the agent work queues, against pgqueuer on the same PostgreSQL.
 
 Over real HTTP (one uvicorn worker, uvloop + httptools) on PostgreSQL and on SQLite:
-  - full claim -> reply -> resolve cycles by 20 concurrent agents: cycles/s, claim latency p50/p99;
+  - full claim -> reply (with an Idempotency-Key) -> resolve cycles by 20 agents over a filled queue, driven
+    by wrk with one thread and one connection per agent (bench/cycles.lua), so that the load generator
+    takes little of the two cores: cycles/s, claim latency p50/p99;
   - long-poll wake latency: 20 agents wait on an empty queue; one message at a time is posted;
     latency = claim answer received - webhook 202 received (the 202 follows the commit).
 At the database level on the same PostgreSQL, no HTTP:
-  - our claim + resolve (the service functions the endpoints call) by 20 consumers, one ticket at a time;
+  - our claim + resolve by 20 consumers, one ticket at a time: the service functions the endpoints call
+    (answers built), and their statements alone (app/db/claims.py on bare asyncpg connections);
   - pgqueuer's dequeue + ack by 20 consumers, one job per dequeue (batch_size=1); and the ratio.
 
 Every database is created for the run and dropped afterwards.
-Run: .venv/bin/python bench/queues.py [--tickets 3000] [--db-tickets 10000] [--jobs 10000] [--wake-samples 200]
-Needs the `bench` extra (pgqueuer): .venv/bin/pip install -e '.[bench]'
+Run: .venv/bin/python bench/queues.py [--tickets 6000] [--seconds 10] [--db-tickets 10000] [--jobs 10000]
+                                     [--wake-samples 200]
+Needs wrk (Debian package `wrk`) and the `bench` extra (pgqueuer): .venv/bin/pip install -e '.[bench]'
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.clock import utcnow  # noqa: E402
+from app.db.claims import PostgresClaimStore, claim_store  # noqa: E402
 from app.db.listen import asyncpg_dsn  # noqa: E402
 from app.db.migrate import upgrade_async  # noqa: E402
 from app.db.models import Agent  # noqa: E402
@@ -135,43 +140,50 @@ class CycleResult:
     cycles: int
     seconds: float
     claim_ms: list[float]
+    tickets: int
 
     def line(self, label: str) -> str:
         return (f"{label:<34} {self.cycles / self.seconds:>8.0f} cycles/s   claim p50 "
                 f"{percentile(self.claim_ms, 0.5):6.1f} ms  p99 {percentile(self.claim_ms, 0.99):6.1f} ms"
-                f"   ({self.cycles} cycles in {self.seconds:.1f} s)")
+                f"   ({self.cycles} cycles in {self.seconds:.1f} s, {self.tickets} tickets queued)")
 
 
-async def http_cycles(base: str, tickets: int, agents: int) -> CycleResult:
-    """20 agents claim -> reply -> resolve over HTTP until the queues are empty."""
-    limits = httpx.Limits(max_connections=agents, max_keepalive_connections=agents)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as http:
-        shop, team = await new_shop(http, agents)
-        await preload(http, shop, tickets)
-        claim_ms: list[float] = []
+CYCLES_SCRIPT = ROOT / "bench" / "cycles.lua"
 
-        async def work(agent: dict[str, Any]) -> int:
-            done = 0
-            while True:
-                started = time.perf_counter()
-                claimed = await http.post("/v1/agents/me/claim", headers=agent["headers"])
-                claim_ms.append((time.perf_counter() - started) * 1000)
-                if claimed.status_code == 204:
-                    return done
-                assert claimed.status_code == 200, claimed.text
-                ticket_id = claimed.json()["id"]
-                replied = await http.post(f"/v1/tickets/{ticket_id}/replies", json={"text": "亲，马上为您处理"},
-                                          headers={**agent["headers"], "Idempotency-Key": uuid.uuid4().hex})
-                assert replied.status_code == 201, replied.text
-                resolved = await http.post(f"/v1/tickets/{ticket_id}/resolve", headers=agent["headers"])
-                assert resolved.status_code == 200, resolved.text
-                done += 1
 
-        started = time.perf_counter()
-        done = sum(await asyncio.gather(*(work(a) for a in team)))
-        seconds = time.perf_counter() - started
-    assert done == tickets, (done, tickets)
-    return CycleResult(done, seconds, claim_ms)
+def wrk_cycles(base: str, tokens: Path, agents: int, seconds: int) -> dict[str, Any]:
+    """wrk with one thread and one connection per agent, each running claim -> reply -> resolve (cycles.lua)."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    out = subprocess.run(["wrk", f"-t{agents}", f"-c{agents}", f"-d{seconds}s", "--timeout", "30s",
+                          "-s", str(CYCLES_SCRIPT), base, "--", str(tokens)],
+                         capture_output=True, text=True, check=True).stdout
+    found = dict(line.split(" ", 1) for line in out.splitlines() if line.split(" ", 1)[0].isupper() and " " in line)
+    return {"cycles": int(found["CYCLES"]), "claims": int(found["CLAIMS"]), "empty": int(found["EMPTY"]),
+            "failed": int(found["FAILED"]), "seconds": float(found["SECONDS"]),
+            "claim_ms": [float(v) for v in found.get("CLAIM_MS", "").split()]}
+
+
+async def http_cycles(base: str, tickets: int, agents: int, seconds: int) -> CycleResult:
+    """20 agents (wrk, C and LuaJIT, so the load generator takes little of the 2 cores) claim -> reply -> resolve.
+
+    The queue is filled first; a run that emptied it (claims answered 204) measured waiting, not work, and is
+    repeated with twice the tickets.
+    """
+    while True:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+            shop, team = await new_shop(http, agents)
+            await preload(http, shop, tickets)
+        with tempfile.TemporaryDirectory() as tmp:
+            tokens = Path(tmp) / "tokens"
+            tokens.write_text("".join(agent["token"] + "\n" for agent in team))
+            run = await asyncio.to_thread(wrk_cycles, base, tokens, agents, seconds)
+        if run["failed"]:
+            raise SystemExit(f"{run['failed']} unexpected answers during the cycle run")
+        if not run["empty"]:
+            return CycleResult(run["cycles"], run["seconds"], run["claim_ms"], tickets)
+        print(f"  the run emptied the queue of {tickets} tickets; again with {tickets * 2}", flush=True)
+        tickets *= 2
 
 
 async def wake_latency(base: str, agents: int, samples: int) -> list[float]:
@@ -216,7 +228,7 @@ async def wake_latency(base: str, agents: int, samples: int) -> list[float]:
 
 
 async def db_claim_resolve(url: str, tickets: int, consumers: int) -> float:
-    """Our claim + resolve, called as the endpoints call them, by `consumers` agents one ticket at a time."""
+    """Our claim + resolve, called as the endpoints call them (answers built), by `consumers` agents one at a time."""
     async with uvicorn(url) as base:
         async with httpx.AsyncClient(base_url=base, timeout=60) as http:
             shop, team = await new_shop(http, consumers, capacity=1)
@@ -231,13 +243,13 @@ async def db_claim_resolve(url: str, tickets: int, consumers: int) -> float:
 
         async def consume(agent: Agent) -> int:
             done = 0
-            async with sessionmaker() as session:
-                while True:
-                    ticket = await queues.claim_once(session, agent=agent, now=utcnow(), lease_seconds=120)
-                    if ticket is None:
-                        return done
-                    await queues.resolve(session, agent=agent, ticket_id=ticket.id, now=utcnow(), idempotency_key=None)
-                    done += 1
+            while True:
+                async with claim_store(engine) as store:
+                    ticket = await queues.claim_once(store, agent=agent, now=utcnow(), lease_seconds=120)
+                if ticket is None:
+                    return done
+                await queues.resolve(engine, agent=agent, ticket_id=ticket.id, now=utcnow(), idempotency_key=None)
+                done += 1
 
         started = time.perf_counter()
         done = sum(await asyncio.gather(*(consume(a) for a in agents if a is not None)))
@@ -248,44 +260,13 @@ async def db_claim_resolve(url: str, tickets: int, consumers: int) -> float:
     return done / seconds
 
 
-class Compiled:
-    """One of our Core statements compiled once for asyncpg, run with fresh values by bind name."""
-
-    def __init__(self, stmt: Any) -> None:
-        from sqlalchemy.dialects.postgresql.asyncpg import dialect
-
-        compiled = stmt.compile(dialect=dialect())
-        self.sql = str(compiled)
-        self.names = list(compiled.positiontup or [])
-        self.fixed = {k: v for k, v in compiled.params.items() if k not in BIND_NAMES}
-
-    def args(self, **values: Any) -> list[Any]:
-        merged = {**self.fixed, **values}
-        return [merged[name] for name in self.names]
-
-
-BIND_NAMES = {"agent_id", "shop_id", "capacity", "now", "lease_until", "ticket_id", "event_ticket", "event_shop",
-              "event_at", "event_kind", "event_actor", "event_data"}
-
-
 async def db_statements_rate(url: str, tickets: int, consumers: int) -> float:
-    """Our claim and resolve statements (app/db/queues.py, compiled once) run by asyncpg: the database-level cost.
+    """Our claim and resolve statements (app/db/claims.py) on bare asyncpg connections: the database-level cost.
 
-    Per ticket, as the service does it: a claim transaction (lock the agent, claim, insert the event) and a
-    resolve transaction (holder-conditional update, insert the event); without loading the thread for the answer.
+    Per ticket, as the service does it: the claim (one call of triage_claim: agent lock, capacity, SKIP LOCKED
+    pick, `claimed` event) and the resolve (holder-conditional update with its `resolved` event, one
+    statement); without loading the thread for the answer, as pgqueuer's jobs carry no payload to read back.
     """
-    from sqlalchemy import bindparam
-
-    from app.db import queues as sql
-
-    b = bindparam
-    lock = Compiled(sql.lock_agent_statement(agent_id=b("agent_id"), postgres=True))
-    claim = Compiled(sql.claim_statement(agent_id=b("agent_id"), shop_id=b("shop_id"), capacity=b("capacity"),
-                                         now=b("now"), lease_until=b("lease_until"), postgres=True))
-    resolve = Compiled(sql.update_held_statement(ticket_id=b("ticket_id"), agent_id=b("agent_id"), now=b("now"),
-                                                 values=queues.resolution(b("now"))))
-    event = Compiled(sql.E.insert().values(ticket_id=b("event_ticket"), shop_id=b("event_shop"), at=b("event_at"),
-                                           kind=b("event_kind"), actor=b("event_actor"), data=b("event_data")))
     async with uvicorn(url) as base:
         async with httpx.AsyncClient(base_url=base, timeout=60) as http:
             shop, team = await new_shop(http, consumers, capacity=1)
@@ -293,29 +274,20 @@ async def db_statements_rate(url: str, tickets: int, consumers: int) -> float:
 
     async def consume(agent: dict[str, Any]) -> int:
         connection = await asyncpg.connect(asyncpg_dsn(url))
-        actor = f"agent:{agent['id']}"
+        store = PostgresClaimStore(connection)
         done = 0
         try:
             while True:
                 now = utcnow()
-                async with connection.transaction():
-                    capacity = await connection.fetchval(lock.sql, *lock.args(agent_id=agent["id"]))
-                    row = await connection.fetchrow(claim.sql, *claim.args(
-                        agent_id=agent["id"], shop_id=shop["id"], capacity=capacity, now=now,
-                        lease_until=now + timedelta(seconds=120)))
-                    if row is None:
-                        return done
-                    await connection.execute(event.sql, *event.args(
-                        event_ticket=row["id"], event_shop=shop["id"], event_at=now, event_kind="claimed",
-                        event_actor=actor, event_data='{"deliveries": 0}'))
+                lease_until = now + timedelta(seconds=120)
+                row = await store.claim(agent_id=agent["id"], shop_id=shop["id"], now=now, lease_until=lease_until,
+                                        event={"agent_id": agent["id"], "lease_expires_at": lease_until.isoformat()})
+                if row is None:
+                    return done
                 now = utcnow()
-                async with connection.transaction():
-                    resolved = await connection.fetchrow(resolve.sql, *resolve.args(
-                        ticket_id=row["id"], agent_id=agent["id"], now=now))
-                    assert resolved is not None
-                    await connection.execute(event.sql, *event.args(
-                        event_ticket=row["id"], event_shop=shop["id"], event_at=now, event_kind="resolved",
-                        event_actor=actor, event_data="{}"))
+                resolved = await store.write_held(ticket_id=row["id"], agent_id=agent["id"], now=now,
+                                                  values=queues.resolution(now), event=("resolved", {"agent_id": agent["id"]}))
+                assert resolved is not None
                 done += 1
         finally:
             await connection.close()
@@ -370,7 +342,7 @@ async def pgqueuer_rate(url: str, jobs: int, consumers: int) -> float:
 async def http_run(label: str, url: str, args: argparse.Namespace) -> tuple[CycleResult, list[float]]:
     await upgrade_async(url)
     async with uvicorn(url) as base:
-        cycles = await http_cycles(base, args.tickets, args.agents)
+        cycles = await http_cycles(base, args.tickets, args.agents, args.seconds)
         print(cycles.line(f"{label}: claim-reply-resolve over HTTP"), flush=True)
         wake = await wake_latency(base, args.agents, args.wake_samples)
         print(f"{label + ': long-poll wake':<34} p50 {percentile(wake, 0.5):6.1f} ms  p99 {percentile(wake, 0.99):6.1f} ms"
@@ -380,7 +352,8 @@ async def http_run(label: str, url: str, args: argparse.Namespace) -> tuple[Cycl
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tickets", type=int, default=3000, help="tickets per HTTP cycle run")
+    parser.add_argument("--tickets", type=int, default=6000, help="tickets queued before the HTTP cycle run")
+    parser.add_argument("--seconds", type=int, default=10, help="length of the HTTP cycle run")
     parser.add_argument("--db-tickets", type=int, default=10000, help="tickets for the database-level run")
     parser.add_argument("--jobs", type=int, default=10000, help="pgqueuer jobs")
     parser.add_argument("--agents", type=int, default=20)
@@ -394,7 +367,7 @@ async def main() -> None:
         pg_cycles, pg_wake = await http_run("PostgreSQL", url, args)
         service = await db_claim_resolve(url, args.db_tickets, args.agents)
         print(f"{'claim+resolve, service functions':<34} {service:>8.0f} tickets/s  ({args.db_tickets} tickets, "
-              f"{args.agents} consumers, one at a time, SQLAlchemy, no HTTP)", flush=True)
+              f"{args.agents} consumers, one at a time, answers built, no HTTP)", flush=True)
         ours = await db_statements_rate(url, args.db_tickets, args.agents)
         print(f"{'claim+resolve, our SQL on asyncpg':<34} {ours:>8.0f} tickets/s  ({args.db_tickets} tickets, "
               f"{args.agents} consumers, one at a time)", flush=True)

@@ -38,10 +38,10 @@ _HELD = ("Only the agent holding the ticket under a running lease may do this: o
                          "its capacity.",
              responses={200: {"description": "The claimed ticket with its messages, triage evidence and lease"},
                         204: {"description": "No ticket arrived within `wait` seconds"}, **errors(401, 409, 422)})
-async def claim(request: Request, agent: CachedAgentDep, session: SessionDep, settings: SettingsDep,
+async def claim(request: Request, agent: CachedAgentDep, settings: SettingsDep,
                 wait: Annotated[float, Query(ge=0, le=30, description="Seconds to wait for work (long poll)")] = 0
                 ) -> TicketRead | Response:
-    ticket = await queues.claim(session, agent=agent, notifier=request.app.state.notifier, wait=wait,
+    ticket = await queues.claim(request.app.state.engine, agent=agent, notifier=request.app.state.notifier, wait=wait,
                                 lease_seconds=settings.lease_seconds, clock=utcnow, gone=request.is_disconnected)
     return ticket if ticket is not None else Response(status_code=204)
 
@@ -50,8 +50,8 @@ async def claim(request: Request, agent: CachedAgentDep, session: SessionDep, se
             description="Tickets the agent holds, most urgent first, with `unread` buyer messages since its last "
                         "reply and `escalated` when a ticket became more urgent while held.",
             responses=errors(401))
-async def my_tickets(agent: CachedAgentDep, session: SessionDep) -> TicketList:
-    return await queues.my_tickets(session, agent=agent)
+async def my_tickets(request: Request, agent: CachedAgentDep) -> TicketList:
+    return await queues.my_tickets(request.app.state.engine, agent=agent)
 
 
 @router.get("/v1/tickets/{ticket_id}", response_model=TicketRead, summary="Read a ticket",
@@ -59,15 +59,15 @@ async def my_tickets(agent: CachedAgentDep, session: SessionDep) -> TicketList:
                         "reads any ticket; an agent reads tickets of its shop in the queues it serves, and those it "
                         "holds (others are `404`).",
             responses=errors(401, 404))
-async def read_ticket(ticket_id: str, caller: AdminOrAgentDep, session: SessionDep) -> TicketRead:
-    return await queues.read_ticket(session, caller=caller, ticket_id=ticket_id)
+async def read_ticket(ticket_id: str, request: Request, caller: AdminOrAgentDep) -> TicketRead:
+    return await queues.read_ticket(request.app.state.engine, caller=caller, ticket_id=ticket_id)
 
 
 @router.post("/v1/tickets/{ticket_id}/heartbeat", response_model=TicketRead, summary="Extend the lease",
              description="Renews the lease to TRIAGE_LEASE_SECONDS from now. " + _HELD,
              responses=errors(401, 404, 409))
-async def heartbeat(ticket_id: str, agent: CachedAgentDep, session: SessionDep, settings: SettingsDep) -> TicketRead:
-    return await queues.heartbeat(session, agent=agent, ticket_id=ticket_id, now=utcnow(),
+async def heartbeat(ticket_id: str, request: Request, agent: CachedAgentDep, settings: SettingsDep) -> TicketRead:
+    return await queues.heartbeat(request.app.state.engine, agent=agent, ticket_id=ticket_id, now=utcnow(),
                                   lease_seconds=settings.lease_seconds)
 
 
@@ -76,18 +76,18 @@ async def heartbeat(ticket_id: str, agent: CachedAgentDep, session: SessionDep, 
              description="Stores the reply as an outbound message and renews the lease; the first reply of an "
                          "episode stops the first-response clock (`first_response_at`). " + _HELD,
              responses=errors(401, 404, 409, 422))
-async def reply(ticket_id: str, body: ReplyCreate, agent: CachedAgentDep, session: SessionDep, settings: SettingsDep,
+async def reply(ticket_id: str, body: ReplyCreate, request: Request, agent: CachedAgentDep, settings: SettingsDep,
                 idempotency_key: IdempotencyKey = None) -> ReplyCreated:
-    return await queues.reply(session, agent=agent, ticket_id=ticket_id, text=body.text, now=utcnow(),
+    return await queues.reply(request.app.state.engine, agent=agent, ticket_id=ticket_id, text=body.text, now=utcnow(),
                               lease_seconds=settings.lease_seconds, idempotency_key=idempotency_key)
 
 
 @router.post("/v1/tickets/{ticket_id}/resolve", response_model=TicketRead, summary="Resolve the ticket",
              description="Closes the conversation; a later buyer message reopens it, triaged afresh. " + _HELD,
              responses=errors(401, 404, 409, 422))
-async def resolve(ticket_id: str, agent: CachedAgentDep, session: SessionDep,
+async def resolve(ticket_id: str, request: Request, agent: CachedAgentDep,
                   idempotency_key: IdempotencyKey = None) -> TicketRead:
-    return await queues.resolve(session, agent=agent, ticket_id=ticket_id, now=utcnow(),
+    return await queues.resolve(request.app.state.engine, agent=agent, ticket_id=ticket_id, now=utcnow(),
                                 idempotency_key=idempotency_key)
 
 
@@ -95,9 +95,9 @@ async def resolve(ticket_id: str, agent: CachedAgentDep, session: SessionDep,
              description="Returns the ticket to its queue at its place in order (its age is kept) for another "
                          "agent to claim. The body is optional. " + _HELD,
              responses=errors(401, 404, 409, 422))
-async def release(ticket_id: str, request: Request, agent: CachedAgentDep, session: SessionDep,
+async def release(ticket_id: str, request: Request, agent: CachedAgentDep,
                   body: ReleaseRequest | None = None, idempotency_key: IdempotencyKey = None) -> TicketRead:
-    return await queues.release(session, agent=agent, ticket_id=ticket_id, reason=body.reason if body else None,
+    return await queues.release(request.app.state.engine, agent=agent, ticket_id=ticket_id, reason=body.reason if body else None,
                                 now=utcnow(), notifier=request.app.state.notifier, idempotency_key=idempotency_key)
 
 
@@ -106,9 +106,9 @@ async def release(ticket_id: str, request: Request, agent: CachedAgentDep, sessi
                          "back). Transferring to `escalations` flags it escalated. An unknown queue is `422`. "
                          + _HELD,
              responses=errors(401, 404, 409, 422))
-async def transfer(ticket_id: str, body: TransferRequest, request: Request, agent: CachedAgentDep, session: SessionDep,
+async def transfer(ticket_id: str, body: TransferRequest, request: Request, agent: CachedAgentDep,
                    idempotency_key: IdempotencyKey = None) -> TicketRead:
-    return await queues.transfer(session, agent=agent, ticket_id=ticket_id, queue=body.queue, reason=body.reason,
+    return await queues.transfer(request.app.state.engine, agent=agent, ticket_id=ticket_id, queue=body.queue, reason=body.reason,
                                  now=utcnow(), notifier=request.app.state.notifier, idempotency_key=idempotency_key)
 
 

@@ -12,11 +12,12 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from sqlalchemy import Row
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import metrics
 from app.clock import utcnow
 from app.db import queues as db
+from app.db.claims import ClaimStore, Record, claim_store
 from app.db import repositories as repo
 from app.db.models import Agent
 from app.errors import (
@@ -54,10 +55,6 @@ PURGE_BATCH = 1000
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def _actor(agent: Agent) -> str:
-    return f"agent:{agent.id}"
-
-
 def _event(ticket: Row[Any], kind: str, actor: str, now: datetime, data: dict[str, Any]) -> dict[str, Any]:
     return {"ticket_id": ticket.id, "shop_id": ticket.shop_id, "at": now, "kind": kind, "actor": actor, "data": data}
 
@@ -66,79 +63,74 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def message_view(row: Row[Any]) -> MessageRead:
-    return MessageRead(id=row.id, direction=row.direction, text=row.text, sent_at=row.sent_at,
-                       received_at=row.received_at, order_id=row.order_id, agent_id=row.agent_id,
-                       triage=row.triage if row.direction == "inbound" else None)
+def message_view(row: Record) -> MessageRead:
+    return MessageRead(id=row["id"], direction=row["direction"], text=row["text"], sent_at=row["sent_at"],
+                       received_at=row["received_at"], order_id=row["order_id"], agent_id=row["agent_id"],
+                       triage=row["triage"] if row["direction"] == "inbound" else None)
 
 
-def ticket_view(row: Row[Any], messages: Sequence[Row[Any]]) -> TicketRead:
+def ticket_view(row: Record, messages: Sequence[Record]) -> TicketRead:
     """The API shape of a ticket (SPEC 5.5) from its row and its messages (which carry the customer)."""
     first = messages[0] if messages else None
     return TicketRead(
-        id=row.id, shop_id=row.shop_id, platform=row.platform, conversation_id=row.conversation_id, queue=row.queue,
-        status=row.status, tier=TIER_NAME[row.tier], priority=row.priority, primary=row.primary_intent,
-        intents=list(row.intents), escalated=row.escalated,
-        customer=None if first is None or first.customer_external_id is None else CustomerRead(
-            id=first.customer_external_id, platform=first.customer_platform, nick=first.customer_nick,
-            vip_level=first.customer_vip_level, contacts=first.customer_contacts),
-        messages=[message_view(m) for m in messages], assigned_agent_id=row.assigned_agent_id,
-        lease_expires_at=row.lease_expires_at, deliveries=row.deliveries, unread=row.unread,
-        created_at=row.created_at, opened_at=row.opened_at, awaiting_since=row.awaiting_since,
-        first_response_due_at=row.first_response_due_at, first_response_at=row.first_response_at,
-        resolved_at=row.resolved_at, episodes=row.episodes, updated_at=row.updated_at)
+        id=row["id"], shop_id=row["shop_id"], platform=row["platform"], conversation_id=row["conversation_id"],
+        queue=row["queue"], status=row["status"], tier=TIER_NAME[row["tier"]], priority=row["priority"],
+        primary=row["primary_intent"], intents=list(row["intents"]), escalated=row["escalated"],
+        customer=None if first is None or first["customer_external_id"] is None else CustomerRead(
+            id=first["customer_external_id"], platform=first["customer_platform"], nick=first["customer_nick"],
+            vip_level=first["customer_vip_level"], contacts=first["customer_contacts"]),
+        messages=[message_view(m) for m in messages], assigned_agent_id=row["assigned_agent_id"],
+        lease_expires_at=row["lease_expires_at"], deliveries=row["deliveries"], unread=row["unread"],
+        created_at=row["created_at"], opened_at=row["opened_at"], awaiting_since=row["awaiting_since"],
+        first_response_due_at=row["first_response_due_at"], first_response_at=row["first_response_at"],
+        resolved_at=row["resolved_at"], episodes=row["episodes"], updated_at=row["updated_at"])
 
 
-async def _views(session: AsyncSession, rows: Sequence[Row[Any]]) -> list[TicketRead]:
-    messages = await db.threads(session, [r.id for r in rows])
-    return [ticket_view(r, messages[r.id]) for r in rows]
+async def _views(store: ClaimStore, rows: Sequence[Record]) -> list[TicketRead]:
+    messages = await store.threads([r["id"] for r in rows])
+    return [ticket_view(r, messages[r["id"]]) for r in rows]
 
 
-async def _visible(session: AsyncSession, *, agent: Agent, ticket: Row[Any]) -> bool:
+async def _visible(store: ClaimStore, *, agent: Agent, ticket: Record) -> bool:
     """An agent sees its own shop's tickets in the queues it serves, and the tickets it holds."""
-    if ticket.shop_id != agent.shop_id:
+    if ticket["shop_id"] != agent.shop_id:
         return False
-    return ticket.assigned_agent_id == agent.id or ticket.queue in await db.served_queues(session, agent_id=agent.id)
+    return ticket["assigned_agent_id"] == agent.id or ticket["queue"] in await store.served_queues(agent_id=agent.id)
 
 
-async def _refusal(session: AsyncSession, *, agent: Agent, ticket_id: str, now: datetime) -> AppError:
+async def _refusal(store: ClaimStore, *, agent: Agent, ticket_id: str) -> AppError:
     """Why a holder-only write did not apply: 404 when the agent may not see the ticket, 409 otherwise."""
-    ticket = await db.get_ticket(session, ticket_id=ticket_id)
-    if ticket is None or not await _visible(session, agent=agent, ticket=ticket):
+    ticket = await store.ticket(ticket_id=ticket_id)
+    if ticket is None or not await _visible(store, agent=agent, ticket=ticket):
         return TicketNotFound(f"no ticket '{ticket_id}'")
-    if ticket.status == "assigned" and ticket.assigned_agent_id == agent.id:
-        return TicketNotHeld(f"your lease on this ticket ran out at {_iso(ticket.lease_expires_at)}; claim it again",
-                             details={"status": ticket.status, "lease_expires_at": _iso(ticket.lease_expires_at)})
-    return TicketNotHeld(details={"status": ticket.status})
+    if ticket["status"] == "assigned" and ticket["assigned_agent_id"] == agent.id:
+        return TicketNotHeld(f"your lease on this ticket ran out at {_iso(ticket['lease_expires_at'])}; claim it again",
+                             details={"status": ticket["status"], "lease_expires_at": _iso(ticket["lease_expires_at"])})
+    return TicketNotHeld(details={"status": ticket["status"]})
 
 
 # --- claim ---------------------------------------------------------------------------------------------------
 
-async def claim_once(session: AsyncSession, *, agent: Agent, now: datetime, lease_seconds: int) -> TicketRead | None:
-    """Claim the most urgent ticket of the agent's queues now, in one transaction; None when there is none."""
-    capacity = await db.lock_agent(session, agent_id=agent.id)
-    if capacity is None:
-        await session.rollback()
-        raise Unauthorized("the agent is deactivated")
+async def claim_once(store: ClaimStore, *, agent: Agent, now: datetime, lease_seconds: int) -> TicketRead | None:
+    """Claim the most urgent ticket of the agent's queues now, atomically; None when there is none."""
     lease_until = now + timedelta(seconds=lease_seconds)
-    row = await db.claim(session, agent_id=agent.id, shop_id=agent.shop_id, capacity=capacity, now=now,
-                         lease_until=lease_until)
+    row = await store.claim(agent_id=agent.id, shop_id=agent.shop_id, now=now, lease_until=lease_until,
+                            event={"agent_id": agent.id, "lease_expires_at": _iso(lease_until)})
     if row is None:
-        held = await db.held_count(session, agent_id=agent.id)
-        await session.rollback()
-        if held >= capacity:
-            raise AtCapacity(f"the agent holds {held} open tickets, its capacity is {capacity}",
-                             details={"held": held, "capacity": capacity})
+        # Why not: the claim itself enforced all of it; this read only chooses the answer.
+        state = await store.agent_state(agent_id=agent.id)
+        if state is None or not state["active"]:
+            raise Unauthorized("the agent is deactivated")
+        if state["held"] >= state["capacity"]:
+            raise AtCapacity(f"the agent holds {state['held']} open tickets, its capacity is {state['capacity']}",
+                             details={"held": state["held"], "capacity": state["capacity"]})
         return None
-    await db.insert_events(session, [_event(row, "claimed", _actor(agent), now, {
-        "agent_id": agent.id, "lease_expires_at": _iso(lease_until), "deliveries": row.deliveries})])
-    [view] = await _views(session, [row])
-    await session.commit()
-    metrics.ticket_claimed(row.shop_id, row.queue)
+    metrics.ticket_claimed(row["shop_id"], row["queue"])
+    [view] = await _views(store, [row])
     return view
 
 
-async def claim(session: AsyncSession, *, agent: Agent, notifier: Notifier, wait: float, lease_seconds: int,
+async def claim(engine: AsyncEngine, *, agent: Agent, notifier: Notifier, wait: float, lease_seconds: int,
                 clock: Callable[[], datetime] = utcnow,
                 gone: Callable[[], Awaitable[bool]] | None = None) -> TicketRead | None:
     """Claim the next ticket, waiting up to `wait` seconds for one to arrive (long poll); None if none did."""
@@ -149,7 +141,8 @@ async def claim(session: AsyncSession, *, agent: Agent, notifier: Notifier, wait
         while True:
             wake.clear()
             # No connection is held between attempts: each one is its own short transaction.
-            ticket = await claim_once(session, agent=agent, now=clock(), lease_seconds=lease_seconds)
+            async with claim_store(engine) as store:
+                ticket = await claim_once(store, agent=agent, now=clock(), lease_seconds=lease_seconds)
             if ticket is not None:
                 return ticket
             remaining = deadline - time.monotonic()
@@ -171,79 +164,69 @@ def _request_hash(request: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-async def _write(session: AsyncSession, *, agent: Agent, key: str | None, request: dict[str, Any], now: datetime,
-                 status_code: int, model: type[Model], act: Callable[[], Awaitable[Model]]) -> Model:
-    """Run one agent write in one transaction; with an Idempotency-Key, a replay answers as the first time did."""
-    try:
-        if key is not None:
-            request_hash = _request_hash(request)
-            if not await db.reserve_idempotency_key(session, agent_id=agent.id, key=key, request_hash=request_hash,
-                                                    now=now):
-                record = await db.idempotency_record(session, agent_id=agent.id, key=key)
-                await session.rollback()
-                if record is None or record.request_hash != request_hash:
-                    raise IdempotencyMismatch(details={"idempotency_key": key})
-                return model.model_validate(record.response)
-        answer = await act()
-        if key is not None:
-            # Stored in the same transaction as the effect: both happen, or neither does.
-            await db.store_idempotent_answer(session, agent_id=agent.id, key=key, status_code=status_code,
-                                             response=answer.model_dump(mode="json"))
-        await session.commit()
-        return answer
-    except BaseException:
-        # A refused write leaves nothing behind, its key included: a retry under the key runs afresh.
-        await session.rollback()
-        raise
+async def _write(engine: AsyncEngine, *, agent: Agent, key: str | None, request: dict[str, Any], now: datetime,
+                 status_code: int, model: type[Model], act: Callable[[ClaimStore], Awaitable[Model]]) -> Model:
+    """Run one agent write atomically; with an Idempotency-Key, a replay answers as the first time did."""
+    async with claim_store(engine) as store:
+        if key is None:
+            return await act(store)
+        request_hash = _request_hash(request)
+        replay: dict[str, Any] | None = None
+        # The key, the effect and the stored answer commit together, or none of them does: a refused write
+        # leaves nothing behind, its key included, so a retry under the key runs afresh.
+        async with store.transaction():
+            if await store.reserve_key(agent_id=agent.id, key=key, request_hash=request_hash, now=now):
+                answer = await act(store)
+                await store.store_answer(agent_id=agent.id, key=key, status_code=status_code,
+                                         response=answer.model_dump(mode="json"))
+                return answer
+            replay = await store.key_record(agent_id=agent.id, key=key)
+        if replay is None or replay["request_hash"] != request_hash:
+            raise IdempotencyMismatch(details={"idempotency_key": key})
+        return model.model_validate(replay["response"])
 
 
-async def _held_write(session: AsyncSession, *, agent: Agent, ticket_id: str, now: datetime,
-                      values: dict[str, Any]) -> Row[Any]:
-    row = await db.update_held(session, ticket_id=ticket_id, agent_id=agent.id, now=now, values=values)
+async def _held_write(store: ClaimStore, *, agent: Agent, ticket_id: str, now: datetime, values: dict[str, Any],
+                      event: tuple[str, dict[str, Any]]) -> Record:
+    row = await store.write_held(ticket_id=ticket_id, agent_id=agent.id, now=now, values=values, event=event)
     if row is None:
-        raise await _refusal(session, agent=agent, ticket_id=ticket_id, now=now)
+        raise await _refusal(store, agent=agent, ticket_id=ticket_id)
     return row
 
 
-async def heartbeat(session: AsyncSession, *, agent: Agent, ticket_id: str, now: datetime,
+async def heartbeat(engine: AsyncEngine, *, agent: Agent, ticket_id: str, now: datetime,
                     lease_seconds: int) -> TicketRead:
     """Extend the holder's lease."""
     lease_until = now + timedelta(seconds=lease_seconds)
 
-    async def act() -> TicketRead:
-        row = await _held_write(session, agent=agent, ticket_id=ticket_id, now=now,
-                                values={"lease_expires_at": lease_until})
-        await db.insert_events(session, [_event(row, "lease_extended", _actor(agent), now,
-                                                {"lease_expires_at": _iso(lease_until)})])
-        [view] = await _views(session, [row])
+    async def act(store: ClaimStore) -> TicketRead:
+        row = await _held_write(store, agent=agent, ticket_id=ticket_id, now=now,
+                                values={"lease_expires_at": lease_until},
+                                event=("lease_extended", {"lease_expires_at": _iso(lease_until)}))
+        [view] = await _views(store, [row])
         return view
 
-    return await _write(session, agent=agent, key=None, request={}, now=now, status_code=200, model=TicketRead,
+    return await _write(engine, agent=agent, key=None, request={}, now=now, status_code=200, model=TicketRead,
                         act=act)
 
 
-async def reply(session: AsyncSession, *, agent: Agent, ticket_id: str, text: str, now: datetime,
+async def reply(engine: AsyncEngine, *, agent: Agent, ticket_id: str, text: str, now: datetime,
                 lease_seconds: int, idempotency_key: str | None) -> ReplyCreated:
     """Store the holder's reply; it extends the lease, and the first one stops the first-response clock."""
     lease_until = now + timedelta(seconds=lease_seconds)
 
-    async def act() -> ReplyCreated:
-        row = await db.record_reply(session, ticket_id=ticket_id, agent_id=agent.id, now=now, lease_until=lease_until)
-        if row is None:
-            raise await _refusal(session, agent=agent, ticket_id=ticket_id, now=now)
-        message = await db.insert_outbound(session, ticket=row, agent_id=agent.id, text=text, now=now)
-        data: dict[str, Any] = {"message_id": message.id, "first_response": row.first_response_at == now,
-                                "lease_expires_at": _iso(lease_until)}
-        if data["first_response"] and row.first_response_due_at is not None:
-            data["within_target"] = now <= row.first_response_due_at
-        if data["first_response"]:
-            metrics.first_response(row.shop_id, row.tier, (now - row.opened_at).total_seconds(),
-                                   late=data.get("within_target") is False)
-        await db.insert_events(session, [_event(row, "replied", _actor(agent), now, data)])
-        [view] = await _views(session, [row])
+    async def act(store: ClaimStore) -> ReplyCreated:
+        stored = await store.reply(ticket_id=ticket_id, agent_id=agent.id, now=now, lease_until=lease_until, text=text)
+        if stored is None:
+            raise await _refusal(store, agent=agent, ticket_id=ticket_id)
+        row, message = stored
+        if row["first_response_at"] == now:
+            late = row["first_response_due_at"] is not None and now > row["first_response_due_at"]
+            metrics.first_response(row["shop_id"], row["tier"], (now - row["opened_at"]).total_seconds(), late=late)
+        [view] = await _views(store, [row])
         return ReplyCreated(message=message_view(message), ticket=view)
 
-    return await _write(session, agent=agent, key=idempotency_key, now=now, status_code=201, model=ReplyCreated,
+    return await _write(engine, agent=agent, key=idempotency_key, now=now, status_code=201, model=ReplyCreated,
                         request={"op": "reply", "ticket_id": ticket_id, "text": text}, act=act)
 
 
@@ -252,61 +235,63 @@ def resolution(now: Any) -> dict[str, Any]:
     return {"status": "resolved", "assigned_agent_id": None, "lease_expires_at": None, "resolved_at": now}
 
 
-async def resolve(session: AsyncSession, *, agent: Agent, ticket_id: str, now: datetime,
+async def resolve(engine: AsyncEngine, *, agent: Agent, ticket_id: str, now: datetime,
                   idempotency_key: str | None) -> TicketRead:
     """Close the holder's ticket; a later buyer message reopens it as a new episode."""
 
-    async def act() -> TicketRead:
-        row = await _held_write(session, agent=agent, ticket_id=ticket_id, now=now, values=resolution(now))
-        await db.insert_events(session, [_event(row, "resolved", _actor(agent), now, {"agent_id": agent.id})])
-        [view] = await _views(session, [row])
+    async def act(store: ClaimStore) -> TicketRead:
+        row = await _held_write(store, agent=agent, ticket_id=ticket_id, now=now, values=resolution(now),
+                                event=("resolved", {"agent_id": agent.id}))
+        [view] = await _views(store, [row])
         return view
 
-    return await _write(session, agent=agent, key=idempotency_key, now=now, status_code=200, model=TicketRead,
+    return await _write(engine, agent=agent, key=idempotency_key, now=now, status_code=200, model=TicketRead,
                         request={"op": "resolve", "ticket_id": ticket_id}, act=act)
 
 
-async def release(session: AsyncSession, *, agent: Agent, ticket_id: str, reason: str | None, now: datetime,
+async def release(engine: AsyncEngine, *, agent: Agent, ticket_id: str, reason: str | None, now: datetime,
                   notifier: Notifier, idempotency_key: str | None) -> TicketRead:
     """Hand the ticket back to its queue at its place in order (its age is kept; no delivery is counted)."""
 
-    async def act() -> TicketRead:
-        row = await _held_write(session, agent=agent, ticket_id=ticket_id, now=now, values={
-            "status": "queued", "assigned_agent_id": None, "lease_expires_at": None})
-        await db.insert_events(session, [_event(row, "released", _actor(agent), now,
-                                                {"agent_id": agent.id, "reason": reason})])
-        await db.notify_postgres(session, channel=NOTIFY_CHANNEL, shop_ids=[row.shop_id])
-        [view] = await _views(session, [row])
+    async def act(store: ClaimStore) -> TicketRead:
+        async with store.transaction():
+            row = await _held_write(store, agent=agent, ticket_id=ticket_id, now=now, values={
+                "status": "queued", "assigned_agent_id": None, "lease_expires_at": None},
+                event=("released", {"agent_id": agent.id, "reason": reason}))
+            await store.notify(NOTIFY_CHANNEL, [row["shop_id"]])
+        [view] = await _views(store, [row])
         return view
 
-    answer = await _write(session, agent=agent, key=idempotency_key, now=now, status_code=200, model=TicketRead,
+    answer = await _write(engine, agent=agent, key=idempotency_key, now=now, status_code=200, model=TicketRead,
                           request={"op": "release", "ticket_id": ticket_id, "reason": reason}, act=act)
     notifier.notify([agent.shop_id])
     return answer
 
 
-async def transfer(session: AsyncSession, *, agent: Agent, ticket_id: str, queue: str, reason: str, now: datetime,
+async def transfer(engine: AsyncEngine, *, agent: Agent, ticket_id: str, queue: str, reason: str, now: datetime,
                    notifier: Notifier, idempotency_key: str | None) -> TicketRead:
     """Move the holder's ticket to another queue of the shop, queued there with its age kept."""
 
-    async def act() -> TicketRead:
-        if not await db.queue_exists(session, shop_id=agent.shop_id, name=queue):
+    async def act(store: ClaimStore) -> TicketRead:
+        if not await store.queue_exists(shop_id=agent.shop_id, name=queue):
             raise InvalidInput(f"no queue '{queue}' in this shop", details=[
                 {"field": "body.queue", "reason": f"no queue '{queue}' in this shop", "type": "unknown_queue"}])
-        row = await db.get_ticket(session, ticket_id=ticket_id)
         values: dict[str, Any] = {"status": "queued", "assigned_agent_id": None, "lease_expires_at": None,
                                   "queue": queue}
         if queue == ESCALATIONS:
             values["escalated"] = True
-        held = await _held_write(session, agent=agent, ticket_id=ticket_id, now=now, values=values)
-        await db.insert_events(session, [_event(held, "transferred", _actor(agent), now, {
-            "agent_id": agent.id, "from": row.queue if row is not None else None, "to": queue, "reason": reason})])
-        metrics.ticket_transferred(held.shop_id, queue)
-        await db.notify_postgres(session, channel=NOTIFY_CHANNEL, shop_ids=[held.shop_id])
-        [view] = await _views(session, [held])
+        async with store.transaction():
+            # Only the holder moves a held ticket, so its queue read here is the one the update leaves.
+            before = await store.ticket(ticket_id=ticket_id)
+            held = await _held_write(store, agent=agent, ticket_id=ticket_id, now=now, values=values, event=(
+                "transferred", {"agent_id": agent.id, "from": before["queue"] if before is not None else None,
+                                "to": queue, "reason": reason}))
+            await store.notify(NOTIFY_CHANNEL, [held["shop_id"]])
+        metrics.ticket_transferred(held["shop_id"], queue)
+        [view] = await _views(store, [held])
         return view
 
-    answer = await _write(session, agent=agent, key=idempotency_key, now=now, status_code=200, model=TicketRead,
+    answer = await _write(engine, agent=agent, key=idempotency_key, now=now, status_code=200, model=TicketRead,
                           request={"op": "transfer", "ticket_id": ticket_id, "queue": queue, "reason": reason},
                           act=act)
     notifier.notify([agent.shop_id])
@@ -315,21 +300,21 @@ async def transfer(session: AsyncSession, *, agent: Agent, ticket_id: str, queue
 
 # --- reads ---------------------------------------------------------------------------------------------------
 
-async def read_ticket(session: AsyncSession, *, caller: Agent | None, ticket_id: str) -> TicketRead:
+async def read_ticket(engine: AsyncEngine, *, caller: Agent | None, ticket_id: str) -> TicketRead:
     """One ticket with its messages, for the admin or an agent who may see it."""
-    row = await db.get_ticket(session, ticket_id=ticket_id)
-    if row is None or (caller is not None and not await _visible(session, agent=caller, ticket=row)):
-        raise TicketNotFound(f"no ticket '{ticket_id}'")
-    [view] = await _views(session, [row])
-    await session.rollback()
+    async with claim_store(engine) as store:
+        row = await store.ticket(ticket_id=ticket_id)
+        if row is None or (caller is not None and not await _visible(store, agent=caller, ticket=row)):
+            raise TicketNotFound(f"no ticket '{ticket_id}'")
+        [view] = await _views(store, [row])
     return view
 
 
-async def my_tickets(session: AsyncSession, *, agent: Agent) -> TicketList:
+async def my_tickets(engine: AsyncEngine, *, agent: Agent) -> TicketList:
     """The tickets the agent holds, most urgent first, with unread counts and escalation flags."""
-    rows = await db.agent_tickets(session, agent_id=agent.id)
-    views = await _views(session, rows)
-    await session.rollback()
+    async with claim_store(engine) as store:
+        rows = await store.agent_tickets(agent_id=agent.id)
+        views = await _views(store, rows)
     return TicketList(tickets=views)
 
 

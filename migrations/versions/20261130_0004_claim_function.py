@@ -1,0 +1,72 @@
+"""triage_claim(): an agent's claim in one round trip on PostgreSQL.
+
+A claim locks the agent row (so one agent's claims run one at a time and its capacity holds), counts the
+tickets it holds, takes the most urgent queued ticket of its queues under SKIP LOCKED, and records the
+`claimed` event. As separate statements that is five round trips with BEGIN and COMMIT; in a function it is
+one. Statements in a VOLATILE PL/pgSQL function each take a fresh snapshot under READ COMMITTED, so the
+count after the lock sees the claims this agent committed while we waited for it: the same guarantee as
+the separate statements. SQLite needs no function: there one UPDATE ... RETURNING holds the write lock.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-30
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+# Returns the claimed ticket, or no row: agent missing or inactive, at capacity, or nothing queued.
+# `p_event` is the event's data without `deliveries`, which comes from the claimed row.
+CLAIM_FUNCTION = """
+CREATE OR REPLACE FUNCTION triage_claim(p_agent text, p_shop text, p_now timestamptz, p_lease_until timestamptz,
+                                        p_event text)
+RETURNS SETOF tickets
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    held_limit integer;
+    claimed tickets;
+BEGIN
+    -- NO KEY UPDATE: serialises this agent's claims without blocking the foreign-key checks of its writes.
+    SELECT capacity INTO held_limit FROM agents WHERE id = p_agent AND active FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    UPDATE tickets SET status = 'assigned', assigned_agent_id = p_agent, lease_expires_at = p_lease_until,
+                       updated_at = p_now
+    WHERE id = (
+        SELECT t.id FROM tickets t
+        WHERE t.shop_id = p_shop AND t.status = 'queued'
+          AND t.queue IN (SELECT q.queue FROM agent_queues q WHERE q.agent_id = p_agent)
+          AND (SELECT count(*) FROM tickets h WHERE h.assigned_agent_id = p_agent AND h.status = 'assigned')
+              < held_limit
+        -- The order of ix_tickets_claim_shop; rows another claimer holds are skipped, not waited for.
+        ORDER BY t.tier, t.priority DESC, t.opened_at, t.opened_seq
+        LIMIT 1 FOR UPDATE SKIP LOCKED)
+      AND status = 'queued'
+    RETURNING * INTO claimed;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    INSERT INTO ticket_events (ticket_id, shop_id, at, kind, actor, data)
+    VALUES (claimed.id, claimed.shop_id, p_now, 'claimed', 'agent:' || p_agent,
+            p_event::jsonb || jsonb_build_object('deliveries', claimed.deliveries));
+    RETURN NEXT claimed;
+END
+$$
+"""
+
+
+def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(CLAIM_FUNCTION)
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS triage_claim(text, text, timestamptz, timestamptz, text)")
