@@ -21,7 +21,8 @@ agent_bearer = HTTPBearer(auto_error=False, scheme_name="AgentToken",
                           description="Agent token, issued once when the agent is created")
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop on every request.
     return request.app.state.settings
 
 

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from app.db.listen import Listener
 from app.db.migrate import head_revision
-from app.db.session import create_engine, create_sessionmaker
+from app.db.session import DriverConnections, create_engine, create_sessionmaker
 from app.errors import install_error_handlers
 from app.middleware import RequestIdMiddleware
 from app.routers import admin, agents, health, rules, stats, triage, webhooks
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings.database_url, pool_size=settings.db_pool_size,
                                busy_timeout_ms=settings.sqlite_busy_timeout_ms)
         app.state.engine = engine
+        app.state.drivers = await DriverConnections.open(engine, settings.database_url, size=settings.db_pool_size)
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.directory = ShopDirectory(app.state.sessionmaker)
         default_ruleset()  # compile the shipped rules now, not on the first request
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await app.state.listener.stop()
             await app.state.reaper.stop()
             await app.state.ingestor.stop()
+            await app.state.drivers.close()
             await engine.dispose()
 
     app = FastAPI(title="Chat-triage service", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)

@@ -47,7 +47,7 @@ from app.db.claims import PostgresClaimStore, claim_store  # noqa: E402
 from app.db.listen import asyncpg_dsn  # noqa: E402
 from app.db.migrate import upgrade_async  # noqa: E402
 from app.db.models import Agent  # noqa: E402
-from app.db.session import create_engine, create_sessionmaker  # noqa: E402
+from app.db.session import DriverConnections, create_engine, create_sessionmaker  # noqa: E402
 from app.services import queues  # noqa: E402
 from tests.webhooks import message, post_signed  # noqa: E402
 
@@ -235,6 +235,7 @@ async def db_claim_resolve(url: str, tickets: int, consumers: int) -> float:
             await preload(http, shop, tickets)
     engine = create_engine(url, pool_size=consumers)
     sessionmaker = create_sessionmaker(engine)
+    drivers = await DriverConnections.open(engine, url, size=consumers)
     try:
         async with sessionmaker() as session:
             agents = [await session.get(Agent, a["id"]) for a in team]
@@ -244,17 +245,18 @@ async def db_claim_resolve(url: str, tickets: int, consumers: int) -> float:
         async def consume(agent: Agent) -> int:
             done = 0
             while True:
-                async with claim_store(engine) as store:
+                async with claim_store(drivers) as store:
                     ticket = await queues.claim_once(store, agent=agent, now=utcnow(), lease_seconds=120)
                 if ticket is None:
                     return done
-                await queues.resolve(engine, agent=agent, ticket_id=ticket.id, now=utcnow(), idempotency_key=None)
+                await queues.resolve(drivers, agent=agent, ticket_id=ticket.id, now=utcnow(), idempotency_key=None)
                 done += 1
 
         started = time.perf_counter()
         done = sum(await asyncio.gather(*(consume(a) for a in agents if a is not None)))
         seconds = time.perf_counter() - started
     finally:
+        await drivers.close()
         await engine.dispose()
     assert done == tickets, (done, tickets)
     return done / seconds

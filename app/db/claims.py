@@ -15,9 +15,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from app.db.ingest import TICKET_COLUMNS
+from app.db.session import DriverConnections
 
 Record = dict[str, Any]
 
@@ -379,12 +378,7 @@ class SqliteClaimStore:
 
 
 @asynccontextmanager
-async def claim_store(engine: AsyncEngine) -> AsyncIterator[ClaimStore]:
+async def claim_store(drivers: DriverConnections) -> AsyncIterator[ClaimStore]:
     """A store on one pooled driver connection, for one request."""
-    async with engine.connect() as connection:
-        raw = await connection.get_raw_connection()
-        driver = raw.driver_connection
-        if engine.dialect.name == "postgresql":
-            yield PostgresClaimStore(driver)
-        else:
-            yield SqliteClaimStore(driver)
+    async with drivers.connection() as connection:
+        yield PostgresClaimStore(connection) if drivers.postgres else SqliteClaimStore(connection)

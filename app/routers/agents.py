@@ -41,7 +41,7 @@ _HELD = ("Only the agent holding the ticket under a running lease may do this: o
 async def claim(request: Request, agent: CachedAgentDep, settings: SettingsDep,
                 wait: Annotated[float, Query(ge=0, le=30, description="Seconds to wait for work (long poll)")] = 0
                 ) -> TicketRead | Response:
-    ticket = await queues.claim(request.app.state.engine, agent=agent, notifier=request.app.state.notifier, wait=wait,
+    ticket = await queues.claim(request.app.state.drivers, agent=agent, notifier=request.app.state.notifier, wait=wait,
                                 lease_seconds=settings.lease_seconds, clock=utcnow, gone=request.is_disconnected)
     return ticket if ticket is not None else Response(status_code=204)
 
@@ -51,7 +51,7 @@ async def claim(request: Request, agent: CachedAgentDep, settings: SettingsDep,
                         "reply and `escalated` when a ticket became more urgent while held.",
             responses=errors(401))
 async def my_tickets(request: Request, agent: CachedAgentDep) -> TicketList:
-    return await queues.my_tickets(request.app.state.engine, agent=agent)
+    return await queues.my_tickets(request.app.state.drivers, agent=agent)
 
 
 @router.get("/v1/tickets/{ticket_id}", response_model=TicketRead, summary="Read a ticket",
@@ -60,14 +60,14 @@ async def my_tickets(request: Request, agent: CachedAgentDep) -> TicketList:
                         "holds (others are `404`).",
             responses=errors(401, 404))
 async def read_ticket(ticket_id: str, request: Request, caller: AdminOrAgentDep) -> TicketRead:
-    return await queues.read_ticket(request.app.state.engine, caller=caller, ticket_id=ticket_id)
+    return await queues.read_ticket(request.app.state.drivers, caller=caller, ticket_id=ticket_id)
 
 
 @router.post("/v1/tickets/{ticket_id}/heartbeat", response_model=TicketRead, summary="Extend the lease",
              description="Renews the lease to TRIAGE_LEASE_SECONDS from now. " + _HELD,
              responses=errors(401, 404, 409))
 async def heartbeat(ticket_id: str, request: Request, agent: CachedAgentDep, settings: SettingsDep) -> TicketRead:
-    return await queues.heartbeat(request.app.state.engine, agent=agent, ticket_id=ticket_id, now=utcnow(),
+    return await queues.heartbeat(request.app.state.drivers, agent=agent, ticket_id=ticket_id, now=utcnow(),
                                   lease_seconds=settings.lease_seconds)
 
 
@@ -78,7 +78,7 @@ async def heartbeat(ticket_id: str, request: Request, agent: CachedAgentDep, set
              responses=errors(401, 404, 409, 422))
 async def reply(ticket_id: str, body: ReplyCreate, request: Request, agent: CachedAgentDep, settings: SettingsDep,
                 idempotency_key: IdempotencyKey = None) -> ReplyCreated:
-    return await queues.reply(request.app.state.engine, agent=agent, ticket_id=ticket_id, text=body.text, now=utcnow(),
+    return await queues.reply(request.app.state.drivers, agent=agent, ticket_id=ticket_id, text=body.text, now=utcnow(),
                               lease_seconds=settings.lease_seconds, idempotency_key=idempotency_key)
 
 
@@ -87,7 +87,7 @@ async def reply(ticket_id: str, body: ReplyCreate, request: Request, agent: Cach
              responses=errors(401, 404, 409, 422))
 async def resolve(ticket_id: str, request: Request, agent: CachedAgentDep,
                   idempotency_key: IdempotencyKey = None) -> TicketRead:
-    return await queues.resolve(request.app.state.engine, agent=agent, ticket_id=ticket_id, now=utcnow(),
+    return await queues.resolve(request.app.state.drivers, agent=agent, ticket_id=ticket_id, now=utcnow(),
                                 idempotency_key=idempotency_key)
 
 
@@ -97,7 +97,7 @@ async def resolve(ticket_id: str, request: Request, agent: CachedAgentDep,
              responses=errors(401, 404, 409, 422))
 async def release(ticket_id: str, request: Request, agent: CachedAgentDep,
                   body: ReleaseRequest | None = None, idempotency_key: IdempotencyKey = None) -> TicketRead:
-    return await queues.release(request.app.state.engine, agent=agent, ticket_id=ticket_id, reason=body.reason if body else None,
+    return await queues.release(request.app.state.drivers, agent=agent, ticket_id=ticket_id, reason=body.reason if body else None,
                                 now=utcnow(), notifier=request.app.state.notifier, idempotency_key=idempotency_key)
 
 
@@ -108,7 +108,7 @@ async def release(ticket_id: str, request: Request, agent: CachedAgentDep,
              responses=errors(401, 404, 409, 422))
 async def transfer(ticket_id: str, body: TransferRequest, request: Request, agent: CachedAgentDep,
                    idempotency_key: IdempotencyKey = None) -> TicketRead:
-    return await queues.transfer(request.app.state.engine, agent=agent, ticket_id=ticket_id, queue=body.queue, reason=body.reason,
+    return await queues.transfer(request.app.state.drivers, agent=agent, ticket_id=ticket_id, queue=body.queue, reason=body.reason,
                                  now=utcnow(), notifier=request.app.state.notifier, idempotency_key=idempotency_key)
 
 

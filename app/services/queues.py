@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from sqlalchemy import Row
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import metrics
 from app.clock import utcnow
@@ -20,6 +20,7 @@ from app.db import queues as db
 from app.db.claims import ClaimStore, Record, claim_store
 from app.db import repositories as repo
 from app.db.models import Agent
+from app.db.session import DriverConnections
 from app.errors import (
     AppError,
     AtCapacity,
@@ -130,7 +131,7 @@ async def claim_once(store: ClaimStore, *, agent: Agent, now: datetime, lease_se
     return view
 
 
-async def claim(engine: AsyncEngine, *, agent: Agent, notifier: Notifier, wait: float, lease_seconds: int,
+async def claim(drivers: DriverConnections, *, agent: Agent, notifier: Notifier, wait: float, lease_seconds: int,
                 clock: Callable[[], datetime] = utcnow,
                 gone: Callable[[], Awaitable[bool]] | None = None) -> TicketRead | None:
     """Claim the next ticket, waiting up to `wait` seconds for one to arrive (long poll); None if none did."""
@@ -141,7 +142,7 @@ async def claim(engine: AsyncEngine, *, agent: Agent, notifier: Notifier, wait: 
         while True:
             wake.clear()
             # No connection is held between attempts: each one is its own short transaction.
-            async with claim_store(engine) as store:
+            async with claim_store(drivers) as store:
                 ticket = await claim_once(store, agent=agent, now=clock(), lease_seconds=lease_seconds)
             if ticket is not None:
                 return ticket
@@ -164,10 +165,10 @@ def _request_hash(request: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-async def _write(engine: AsyncEngine, *, agent: Agent, key: str | None, request: dict[str, Any], now: datetime,
+async def _write(drivers: DriverConnections, *, agent: Agent, key: str | None, request: dict[str, Any], now: datetime,
                  status_code: int, model: type[Model], act: Callable[[ClaimStore], Awaitable[Model]]) -> Model:
     """Run one agent write atomically; with an Idempotency-Key, a replay answers as the first time did."""
-    async with claim_store(engine) as store:
+    async with claim_store(drivers) as store:
         if key is None:
             return await act(store)
         request_hash = _request_hash(request)
@@ -194,7 +195,7 @@ async def _held_write(store: ClaimStore, *, agent: Agent, ticket_id: str, now: d
     return row
 
 
-async def heartbeat(engine: AsyncEngine, *, agent: Agent, ticket_id: str, now: datetime,
+async def heartbeat(drivers: DriverConnections, *, agent: Agent, ticket_id: str, now: datetime,
                     lease_seconds: int) -> TicketRead:
     """Extend the holder's lease."""
     lease_until = now + timedelta(seconds=lease_seconds)
@@ -206,11 +207,11 @@ async def heartbeat(engine: AsyncEngine, *, agent: Agent, ticket_id: str, now: d
         [view] = await _views(store, [row])
         return view
 
-    return await _write(engine, agent=agent, key=None, request={}, now=now, status_code=200, model=TicketRead,
+    return await _write(drivers, agent=agent, key=None, request={}, now=now, status_code=200, model=TicketRead,
                         act=act)
 
 
-async def reply(engine: AsyncEngine, *, agent: Agent, ticket_id: str, text: str, now: datetime,
+async def reply(drivers: DriverConnections, *, agent: Agent, ticket_id: str, text: str, now: datetime,
                 lease_seconds: int, idempotency_key: str | None) -> ReplyCreated:
     """Store the holder's reply; it extends the lease, and the first one stops the first-response clock."""
     lease_until = now + timedelta(seconds=lease_seconds)
@@ -226,7 +227,7 @@ async def reply(engine: AsyncEngine, *, agent: Agent, ticket_id: str, text: str,
         [view] = await _views(store, [row])
         return ReplyCreated(message=message_view(message), ticket=view)
 
-    return await _write(engine, agent=agent, key=idempotency_key, now=now, status_code=201, model=ReplyCreated,
+    return await _write(drivers, agent=agent, key=idempotency_key, now=now, status_code=201, model=ReplyCreated,
                         request={"op": "reply", "ticket_id": ticket_id, "text": text}, act=act)
 
 
@@ -235,7 +236,7 @@ def resolution(now: Any) -> dict[str, Any]:
     return {"status": "resolved", "assigned_agent_id": None, "lease_expires_at": None, "resolved_at": now}
 
 
-async def resolve(engine: AsyncEngine, *, agent: Agent, ticket_id: str, now: datetime,
+async def resolve(drivers: DriverConnections, *, agent: Agent, ticket_id: str, now: datetime,
                   idempotency_key: str | None) -> TicketRead:
     """Close the holder's ticket; a later buyer message reopens it as a new episode."""
 
@@ -245,11 +246,11 @@ async def resolve(engine: AsyncEngine, *, agent: Agent, ticket_id: str, now: dat
         [view] = await _views(store, [row])
         return view
 
-    return await _write(engine, agent=agent, key=idempotency_key, now=now, status_code=200, model=TicketRead,
+    return await _write(drivers, agent=agent, key=idempotency_key, now=now, status_code=200, model=TicketRead,
                         request={"op": "resolve", "ticket_id": ticket_id}, act=act)
 
 
-async def release(engine: AsyncEngine, *, agent: Agent, ticket_id: str, reason: str | None, now: datetime,
+async def release(drivers: DriverConnections, *, agent: Agent, ticket_id: str, reason: str | None, now: datetime,
                   notifier: Notifier, idempotency_key: str | None) -> TicketRead:
     """Hand the ticket back to its queue at its place in order (its age is kept; no delivery is counted)."""
 
@@ -262,13 +263,13 @@ async def release(engine: AsyncEngine, *, agent: Agent, ticket_id: str, reason: 
         [view] = await _views(store, [row])
         return view
 
-    answer = await _write(engine, agent=agent, key=idempotency_key, now=now, status_code=200, model=TicketRead,
+    answer = await _write(drivers, agent=agent, key=idempotency_key, now=now, status_code=200, model=TicketRead,
                           request={"op": "release", "ticket_id": ticket_id, "reason": reason}, act=act)
     notifier.notify([agent.shop_id])
     return answer
 
 
-async def transfer(engine: AsyncEngine, *, agent: Agent, ticket_id: str, queue: str, reason: str, now: datetime,
+async def transfer(drivers: DriverConnections, *, agent: Agent, ticket_id: str, queue: str, reason: str, now: datetime,
                    notifier: Notifier, idempotency_key: str | None) -> TicketRead:
     """Move the holder's ticket to another queue of the shop, queued there with its age kept."""
 
@@ -291,7 +292,7 @@ async def transfer(engine: AsyncEngine, *, agent: Agent, ticket_id: str, queue: 
         [view] = await _views(store, [held])
         return view
 
-    answer = await _write(engine, agent=agent, key=idempotency_key, now=now, status_code=200, model=TicketRead,
+    answer = await _write(drivers, agent=agent, key=idempotency_key, now=now, status_code=200, model=TicketRead,
                           request={"op": "transfer", "ticket_id": ticket_id, "queue": queue, "reason": reason},
                           act=act)
     notifier.notify([agent.shop_id])
@@ -300,9 +301,9 @@ async def transfer(engine: AsyncEngine, *, agent: Agent, ticket_id: str, queue: 
 
 # --- reads ---------------------------------------------------------------------------------------------------
 
-async def read_ticket(engine: AsyncEngine, *, caller: Agent | None, ticket_id: str) -> TicketRead:
+async def read_ticket(drivers: DriverConnections, *, caller: Agent | None, ticket_id: str) -> TicketRead:
     """One ticket with its messages, for the admin or an agent who may see it."""
-    async with claim_store(engine) as store:
+    async with claim_store(drivers) as store:
         row = await store.ticket(ticket_id=ticket_id)
         if row is None or (caller is not None and not await _visible(store, agent=caller, ticket=row)):
             raise TicketNotFound(f"no ticket '{ticket_id}'")
@@ -310,9 +311,9 @@ async def read_ticket(engine: AsyncEngine, *, caller: Agent | None, ticket_id: s
     return view
 
 
-async def my_tickets(engine: AsyncEngine, *, agent: Agent) -> TicketList:
+async def my_tickets(drivers: DriverConnections, *, agent: Agent) -> TicketList:
     """The tickets the agent holds, most urgent first, with unread counts and escalation flags."""
-    async with claim_store(engine) as store:
+    async with claim_store(drivers) as store:
         rows = await store.agent_tickets(agent_id=agent.id)
         views = await _views(store, rows)
     return TicketList(tickets=views)
