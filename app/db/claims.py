@@ -22,6 +22,9 @@ Record = dict[str, Any]
 
 _TICKET = ", ".join(TICKET_COLUMNS)
 _TICKET_T = ", ".join(f"t.{c}" for c in TICKET_COLUMNS)
+_TICKET_C = ", ".join(f"c.{c}" for c in TICKET_COLUMNS)
+# Where a statement already read the ticket's thread (triage_thread(), migration 0004), the ticket carries it.
+THREAD = "_thread"
 # A message with the ticket's customer (the view shows the customer beside the thread).
 _THREAD = ("m.id, m.ticket_id, m.direction, m.text, m.sent_at, m.received_at, m.order_id, m.agent_id, m.triage, "
            "c.external_id AS customer_external_id, c.platform AS customer_platform, c.nick AS customer_nick, "
@@ -68,6 +71,12 @@ def _decoded(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+def _thread_message(message: dict[str, Any]) -> Record:
+    message["sent_at"] = datetime.fromisoformat(message["sent_at"])
+    message["received_at"] = datetime.fromisoformat(message["received_at"])
+    return message
+
+
 def _message_event(message_id: int, first_response: bool, lease_until: str,
                    within_target: bool | None) -> dict[str, Any]:
     data: dict[str, Any] = {"message_id": message_id, "first_response": first_response,
@@ -97,11 +106,14 @@ class PostgresClaimStore:
     def _ticket(record: Any) -> Record:
         ticket = dict(record)
         ticket["intents"] = _decoded(ticket["intents"])
+        if "thread" in ticket:
+            ticket[THREAD] = [_thread_message(m) for m in _decoded(ticket.pop("thread"))]
         return ticket
 
     async def claim(self, *, agent_id: str, shop_id: str, now: datetime, lease_until: datetime,
                     event: dict[str, Any]) -> Record | None:
-        record = await self.db.fetchrow(f"SELECT {_TICKET} FROM triage_claim($1, $2, $3, $4, $5::text)",
+        record = await self.db.fetchrow(f"SELECT {_TICKET_C}, triage_thread(c.id) AS thread "
+                                        "FROM triage_claim($1, $2, $3, $4, $5::text) c",
                                         agent_id, shop_id, now, lease_until, _json_text(event))
         return None if record is None else self._ticket(record)
 
@@ -119,7 +131,7 @@ class PostgresClaimStore:
                f"AND assigned_agent_id = $2 AND lease_expires_at > $3 RETURNING {_TICKET}), "
                "e AS (INSERT INTO ticket_events (ticket_id, shop_id, at, kind, actor, data) "
                "SELECT id, shop_id, $3, $4, 'agent:' || $2, $5::text::jsonb FROM t) "
-               f"SELECT {_TICKET} FROM t")
+               f"SELECT {_TICKET}, triage_thread(id) AS thread FROM t")
         record = await self.db.fetchrow(sql, ticket_id, agent_id, now, event[0], _json_text(event[1]),
                                         *(values[n] for n in names))
         return None if record is None else self._ticket(record)
@@ -143,14 +155,13 @@ class PostgresClaimStore:
                "FROM t, m) "
                f"SELECT {_TICKET_T}, m.id AS m_id, m.direction AS m_direction, m.text AS m_text, "
                "m.sent_at AS m_sent_at, m.received_at AS m_received_at, m.order_id AS m_order_id, "
-               "m.agent_id AS m_agent_id FROM t, m")
+               "m.agent_id AS m_agent_id, triage_thread(t.id) AS thread FROM t, m")
         record = await self.db.fetchrow(sql, ticket_id, agent_id, now, lease_until, text, lease_until.isoformat())
         if record is None:
             return None
-        row = dict(record)
+        row = self._ticket(record)
         message = {k[2:]: row.pop(k) for k in list(row) if k.startswith("m_")}
         message["triage"] = None
-        row["intents"] = _decoded(row["intents"])
         return row, message
 
     async def ticket(self, *, ticket_id: str) -> Record | None:

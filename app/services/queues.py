@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app import metrics
 from app.clock import utcnow
 from app.db import queues as db
-from app.db.claims import ClaimStore, Record, claim_store
+from app.db.claims import THREAD, ClaimStore, Record, claim_store
 from app.db import repositories as repo
 from app.db.models import Agent
 from app.db.session import DriverConnections
@@ -88,8 +88,10 @@ def ticket_view(row: Record, messages: Sequence[Record]) -> TicketRead:
 
 
 async def _views(store: ClaimStore, rows: Sequence[Record]) -> list[TicketRead]:
-    messages = await store.threads([r["id"] for r in rows])
-    return [ticket_view(r, messages[r["id"]]) for r in rows]
+    # A row may carry its thread, read by the statement that wrote it (PostgreSQL); the others are read here.
+    missing = [r["id"] for r in rows if THREAD not in r]
+    messages = await store.threads(missing) if missing else {}
+    return [ticket_view(r, r[THREAD] if THREAD in r else messages[r["id"]]) for r in rows]
 
 
 async def _visible(store: ClaimStore, *, agent: Agent, ticket: Record) -> bool:

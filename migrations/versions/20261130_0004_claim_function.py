@@ -1,4 +1,4 @@
-"""triage_claim(): an agent's claim in one round trip on PostgreSQL.
+"""triage_claim() and triage_thread(): an agent's claim, and the thread of the ticket it got, in one round trip.
 
 A claim locks the agent row (so one agent's claims run one at a time and its capacity holds), counts the
 tickets it holds, takes the most urgent queued ticket of its queues under SKIP LOCKED, and records the
@@ -6,6 +6,12 @@ tickets it holds, takes the most urgent queued ticket of its queues under SKIP L
 one. Statements in a VOLATILE PL/pgSQL function each take a fresh snapshot under READ COMMITTED, so the
 count after the lock sees the claims this agent committed while we waited for it: the same guarantee as
 the separate statements. SQLite needs no function: there one UPDATE ... RETURNING holds the write lock.
+
+triage_thread() returns a ticket's messages (with its customer) as JSON, so a claim or a holder's write can
+answer with the thread from the same statement. VOLATILE for the same reason: called after the write in
+that statement, it reads with a fresh snapshot, so it sees the write and every message committed before
+it (an ingest that held the ticket while we waited for its lock included), where a subquery of the
+statement would see only what was committed when the statement began.
 
 Revision ID: 0004
 Revises: 0003
@@ -62,11 +68,33 @@ $$
 """
 
 
+# Timestamps in UTC whatever the server's TimeZone, as the API writes them.
+THREAD_FUNCTION = """
+CREATE OR REPLACE FUNCTION triage_thread(p_ticket text)
+RETURNS json
+LANGUAGE plpgsql VOLATILE SET timezone = 'UTC' AS $$
+BEGIN
+    RETURN (
+        SELECT coalesce(json_agg(json_build_object(
+            'id', m.id, 'ticket_id', m.ticket_id, 'direction', m.direction, 'text', m.text,
+            'sent_at', m.sent_at, 'received_at', m.received_at, 'order_id', m.order_id, 'agent_id', m.agent_id,
+            'triage', m.triage, 'customer_external_id', c.external_id, 'customer_platform', c.platform,
+            'customer_nick', c.nick, 'customer_vip_level', c.vip_level, 'customer_contacts', c.contacts)
+            ORDER BY m.id), '[]'::json)
+        FROM messages m JOIN tickets t ON t.id = m.ticket_id LEFT JOIN customers c ON c.id = t.customer_id
+        WHERE m.ticket_id = p_ticket);
+END
+$$
+"""
+
+
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute(CLAIM_FUNCTION)
+        op.execute(THREAD_FUNCTION)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS triage_thread(text)")
         op.execute("DROP FUNCTION IF EXISTS triage_claim(text, text, timestamptz, timestamptz, text)")

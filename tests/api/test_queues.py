@@ -211,6 +211,31 @@ async def test_reply_stops_the_first_response_clock_and_extends_the_lease(
     assert await outbound_count(app, ticket_id) == 2
 
 
+async def test_every_answer_shows_the_thread_a_later_read_shows(client: httpx.AsyncClient,
+                                                                admin_headers: dict[str, str], new_shop: Any) -> None:
+    # Claim and holder writes answer with the thread read in their own statement (PostgreSQL: triage_thread(),
+    # JSON); a read takes the plain path. Both must give the same messages, customer and timestamps.
+    shop = await new_shop()
+    agent = await new_agent(client, admin_headers, shop["id"])
+    conversation = f"thread-{uuid.uuid4().hex[:6]}"
+    for text in (P3, P1):
+        response = await post_signed(client, shop["id"], shop["webhook_secret"],
+                                     [message(text, conversation=conversation, customer="b-thread")])
+        assert response.status_code == 202, response.text
+    claimed = (await claim(client, agent)).json()
+    read = (await client.get(f"/v1/tickets/{claimed['id']}", headers=agent["headers"])).json()
+    assert claimed == read
+    assert [m["direction"] for m in claimed["messages"]] == ["inbound", "inbound"]
+    assert claimed["customer"]["nick"] == "小王" and claimed["messages"][1]["triage"]["intents"]
+    replied = (await client.post(f"/v1/tickets/{claimed['id']}/replies", json={"text": "马上处理"},
+                                 headers=agent["headers"])).json()
+    read = (await client.get(f"/v1/tickets/{claimed['id']}", headers=agent["headers"])).json()
+    assert replied["ticket"] == read and replied["ticket"]["messages"][-1] == replied["message"]
+    resolved = (await client.post(f"/v1/tickets/{claimed['id']}/resolve", headers=agent["headers"])).json()
+    read = (await client.get(f"/v1/tickets/{claimed['id']}", headers=admin_headers)).json()
+    assert resolved == read and len(resolved["messages"]) == 3
+
+
 async def test_a_reply_replayed_20_times_with_one_key_is_stored_once(
         app: FastAPI, client: httpx.AsyncClient, admin_headers: dict[str, str], new_shop: Any) -> None:
     shop = await new_shop()
