@@ -267,7 +267,9 @@ async def db_statements_rate(url: str, tickets: int, consumers: int) -> float:
 
     Per ticket, as the service does it: the claim (one call of triage_claim: agent lock, capacity, SKIP LOCKED
     pick, `claimed` event) and the resolve (holder-conditional update with its `resolved` event, one
-    statement); without loading the thread for the answer, as pgqueuer's jobs carry no payload to read back.
+    statement), each returning the ticket row; without the thread the service reads in the same statements for
+    its answers (triage_thread(); the service-functions figure includes it), as pgqueuer's dequeue returns the
+    job row and nothing more.
     """
     async with uvicorn(url) as base:
         async with httpx.AsyncClient(base_url=base, timeout=60) as http:
@@ -283,12 +285,14 @@ async def db_statements_rate(url: str, tickets: int, consumers: int) -> float:
                 now = utcnow()
                 lease_until = now + timedelta(seconds=120)
                 row = await store.claim(agent_id=agent["id"], shop_id=shop["id"], now=now, lease_until=lease_until,
-                                        event={"agent_id": agent["id"], "lease_expires_at": lease_until.isoformat()})
+                                        event={"agent_id": agent["id"], "lease_expires_at": lease_until.isoformat()},
+                                        thread=False)
                 if row is None:
                     return done
                 now = utcnow()
                 resolved = await store.write_held(ticket_id=row["id"], agent_id=agent["id"], now=now,
-                                                  values=queues.resolution(now), event=("resolved", {"agent_id": agent["id"]}))
+                                                  values=queues.resolution(now), event=("resolved", {"agent_id": agent["id"]}),
+                                                  thread=False)
                 assert resolved is not None
                 done += 1
         finally:

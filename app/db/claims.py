@@ -25,6 +25,7 @@ _TICKET_T = ", ".join(f"t.{c}" for c in TICKET_COLUMNS)
 _TICKET_C = ", ".join(f"c.{c}" for c in TICKET_COLUMNS)
 # Where a statement already read the ticket's thread (triage_thread(), migration 0004), the ticket carries it.
 THREAD = "_thread"
+_WITH_THREAD = {column: f", triage_thread({column}) AS thread" for column in ("id", "c.id", "t.id")}
 # A message with the ticket's customer (the view shows the customer beside the thread).
 _THREAD = ("m.id, m.ticket_id, m.direction, m.text, m.sent_at, m.received_at, m.order_id, m.agent_id, m.triage, "
            "c.external_id AS customer_external_id, c.platform AS customer_platform, c.nick AS customer_nick, "
@@ -111,8 +112,9 @@ class PostgresClaimStore:
         return ticket
 
     async def claim(self, *, agent_id: str, shop_id: str, now: datetime, lease_until: datetime,
-                    event: dict[str, Any]) -> Record | None:
-        record = await self.db.fetchrow(f"SELECT {_TICKET_C}, triage_thread(c.id) AS thread "
+                    event: dict[str, Any], thread: bool = True) -> Record | None:
+        # thread=False: the claim alone, as bench/queues.py compares it with another queue's dequeue.
+        record = await self.db.fetchrow(f"SELECT {_TICKET_C}{_WITH_THREAD['c.id'] if thread else ''} "
                                         "FROM triage_claim($1, $2, $3, $4, $5::text) c",
                                         agent_id, shop_id, now, lease_until, _json_text(event))
         return None if record is None else self._ticket(record)
@@ -123,7 +125,7 @@ class PostgresClaimStore:
         return None if record is None else dict(record)
 
     async def write_held(self, *, ticket_id: str, agent_id: str, now: datetime, values: dict[str, Any],
-                         event: tuple[str, dict[str, Any]]) -> Record | None:
+                         event: tuple[str, dict[str, Any]], thread: bool = True) -> Record | None:
         # A lease that ran out is not a hold, even before the reaper has put the ticket back.
         names = list(values)
         assignments = ", ".join(f"{name} = ${i + 6}" for i, name in enumerate(names))
@@ -131,7 +133,7 @@ class PostgresClaimStore:
                f"AND assigned_agent_id = $2 AND lease_expires_at > $3 RETURNING {_TICKET}), "
                "e AS (INSERT INTO ticket_events (ticket_id, shop_id, at, kind, actor, data) "
                "SELECT id, shop_id, $3, $4, 'agent:' || $2, $5::text::jsonb FROM t) "
-               f"SELECT {_TICKET}, triage_thread(id) AS thread FROM t")
+               f"SELECT {_TICKET}{_WITH_THREAD['id'] if thread else ''} FROM t")
         record = await self.db.fetchrow(sql, ticket_id, agent_id, now, event[0], _json_text(event[1]),
                                         *(values[n] for n in names))
         return None if record is None else self._ticket(record)
@@ -155,7 +157,7 @@ class PostgresClaimStore:
                "FROM t, m) "
                f"SELECT {_TICKET_T}, m.id AS m_id, m.direction AS m_direction, m.text AS m_text, "
                "m.sent_at AS m_sent_at, m.received_at AS m_received_at, m.order_id AS m_order_id, "
-               "m.agent_id AS m_agent_id, triage_thread(t.id) AS thread FROM t, m")
+               f"m.agent_id AS m_agent_id{_WITH_THREAD['t.id']} FROM t, m")
         record = await self.db.fetchrow(sql, ticket_id, agent_id, now, lease_until, text, lease_until.isoformat())
         if record is None:
             return None

@@ -1,6 +1,6 @@
 """triage_claim() and triage_thread(): an agent's claim, and the thread of the ticket it got, in one round trip.
 
-A claim locks the agent row (so one agent's claims run one at a time and its capacity holds), counts the
+A claim takes a per-agent lock (so one agent's claims run one at a time and its capacity holds), counts the
 tickets it holds, takes the most urgent queued ticket of its queues under SKIP LOCKED, and records the
 `claimed` event. As separate statements that is five round trips with BEGIN and COMMIT; in a function it is
 one. Statements in a VOLATILE PL/pgSQL function each take a fresh snapshot under READ COMMITTED, so the
@@ -38,8 +38,10 @@ DECLARE
     held_limit integer;
     claimed tickets;
 BEGIN
-    -- NO KEY UPDATE: serialises this agent's claims without blocking the foreign-key checks of its writes.
-    SELECT capacity INTO held_limit FROM agents WHERE id = p_agent AND active FOR NO KEY UPDATE;
+    -- One agent's claims run one at a time (so its capacity holds); an advisory lock, unlike a row lock,
+    -- writes nothing to the table or the WAL. Released at commit.
+    PERFORM pg_advisory_xact_lock(hashtext('triage_claim'), hashtext(p_agent));
+    SELECT capacity INTO held_limit FROM agents WHERE id = p_agent AND active;
     IF NOT FOUND THEN
         RETURN;
     END IF;
