@@ -9,6 +9,7 @@ statement with CTEs. SQLite has no round trips to save; there each operation is 
 transaction. Column layouts follow app/db/models.py, as in app/db/ingest.py.
 """
 
+import functools
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -94,6 +95,17 @@ def reply_event(*, message_id: int, ticket: Record, now: datetime, lease_until: 
     return _message_event(message_id, first, lease_until.isoformat(), within)
 
 
+@functools.cache
+def _held_write_sql(names: tuple[str, ...], thread: bool) -> str:
+    # A lease that ran out is not a hold, even before the reaper has put the ticket back.
+    assignments = ", ".join(f"{name} = ${i + 6}" for i, name in enumerate(names))
+    return (f"WITH t AS (UPDATE tickets SET updated_at = $3, {assignments} WHERE id = $1 AND status = 'assigned' "
+            f"AND assigned_agent_id = $2 AND lease_expires_at > $3 RETURNING {_TICKET}), "
+            "e AS (INSERT INTO ticket_events (ticket_id, shop_id, at, kind, actor, data) "
+            "SELECT id, shop_id, $3, $4, 'agent:' || $2, $5::text::jsonb FROM t) "
+            f"SELECT {_TICKET}{_WITH_THREAD['id'] if thread else ''} FROM t")
+
+
 class PostgresClaimStore:
     """One statement per operation; a multi-statement transaction only when the caller asks (idempotency keys)."""
 
@@ -126,16 +138,9 @@ class PostgresClaimStore:
 
     async def write_held(self, *, ticket_id: str, agent_id: str, now: datetime, values: dict[str, Any],
                          event: tuple[str, dict[str, Any]], thread: bool = True) -> Record | None:
-        # A lease that ran out is not a hold, even before the reaper has put the ticket back.
-        names = list(values)
-        assignments = ", ".join(f"{name} = ${i + 6}" for i, name in enumerate(names))
-        sql = (f"WITH t AS (UPDATE tickets SET updated_at = $3, {assignments} WHERE id = $1 AND status = 'assigned' "
-               f"AND assigned_agent_id = $2 AND lease_expires_at > $3 RETURNING {_TICKET}), "
-               "e AS (INSERT INTO ticket_events (ticket_id, shop_id, at, kind, actor, data) "
-               "SELECT id, shop_id, $3, $4, 'agent:' || $2, $5::text::jsonb FROM t) "
-               f"SELECT {_TICKET}{_WITH_THREAD['id'] if thread else ''} FROM t")
-        record = await self.db.fetchrow(sql, ticket_id, agent_id, now, event[0], _json_text(event[1]),
-                                        *(values[n] for n in names))
+        names = tuple(values)
+        record = await self.db.fetchrow(_held_write_sql(names, thread), ticket_id, agent_id, now, event[0],
+                                        _json_text(event[1]), *(values[n] for n in names))
         return None if record is None else self._ticket(record)
 
     async def reply(self, *, ticket_id: str, agent_id: str, now: datetime, lease_until: datetime,
