@@ -8,11 +8,13 @@ app/db/models.py; the statements are the only SQL here that bypasses the ORM.
 """
 
 import json
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 ConversationKey = tuple[str, str, str]  # shop, platform, conversation id
@@ -44,17 +46,37 @@ CUSTOMER_COLUMNS: dict[str, str] = {"shop_id": "text", "platform": "text", "exte
 _JSON = ("intents", "triage", "data")
 
 
+class Raced(Exception):
+    """A row another transaction created while this one waited for it is gone again: the group is retried."""
+
+
 class IngestStore(Protocol):
-    async def upsert_customers(self, rows: Sequence[dict[str, Any]], *, now: datetime) -> dict[CustomerKey, tuple[int, int]]: ...
-    async def lock_tickets(self, keys: Sequence[ConversationKey]) -> list[dict[str, Any]]: ...
-    async def insert_tickets(self, rows: Sequence[dict[str, Any]]) -> set[str]: ...
-    async def insert_messages(self, rows: Sequence[dict[str, Any]]) -> dict[MessageKey, int]: ...
-    async def stored_messages(self, keys: Sequence[MessageKey]) -> dict[MessageKey, dict[str, Any]]: ...
-    async def save_tickets(self, rows: Sequence[dict[str, Any]]) -> None: ...
-    async def delete_tickets(self, ids: Sequence[str]) -> None: ...
-    async def count_contacts(self, customer_ids: Sequence[int]) -> None: ...
-    async def insert_events(self, rows: Sequence[dict[str, Any]]) -> None: ...
-    async def notify(self, channel: str, payloads: Sequence[str]) -> None: ...
+    """The steps of one group's transaction. Only lock_tickets and finish lock existing rows, so a group holds
+    those locks for its last two steps and the commit; groups running side by side overlap the steps before."""
+
+    async def prepare(self, customers: Sequence[dict[str, Any]], conversations: Sequence[tuple[ConversationKey, str]],
+                      *, now: datetime) -> tuple[dict[CustomerKey, tuple[int, int]], dict[ConversationKey, str], set[str]]:
+        """Customers' ids and contacts, creating new customers; the conversations' ticket ids, creating a placeholder
+        ticket (in the queue given) for each new conversation; and the ids of those created."""
+        ...
+
+    async def insert_messages(self, messages: Sequence[dict[str, Any]]) -> dict[MessageKey, int]:
+        """The ids of the messages stored now; a message stored before is skipped."""
+        ...
+
+    async def lock_tickets(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The tickets, locked until commit."""
+        ...
+
+    async def finish(self, *, deleted: Sequence[str], saved: Sequence[dict[str, Any]], events: Sequence[dict[str, Any]],
+                     customers: Sequence[dict[str, Any]], channel: str, payloads: Sequence[str],
+                     previous: Sequence[MessageKey], now: datetime) -> dict[MessageKey, dict[str, Any]]:
+        """Every write after the lock; returns the stored messages the `previous` keys name."""
+        ...
+
+
+# One encoder for every jsonb value: json.dumps with options builds a new encoder per call.
+_dumps = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _json(value: Any) -> Any:
@@ -66,97 +88,164 @@ def _columns(spec: dict[str, str]) -> str:
     return ", ".join(spec)
 
 
+def _arrays(spec: dict[str, str], rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    return [[_dumps(r[c]) for r in rows] if c in _JSON else [r[c] for r in rows] for c in spec]
+
+
+def _unnest(spec: dict[str, str], first: int = 1, alias: str = "u") -> str:
+    # jsonb travels as text[] and is cast per element.
+    args = ", ".join(f"${first + i}::{'text' if t == 'jsonb' else t}[]" for i, t in enumerate(spec.values()))
+    return f"unnest({args}) AS {alias}({_columns(spec)})"
+
+
+def _select(spec: dict[str, str], alias: str = "u") -> str:
+    return ", ".join(f"{alias}.{c}::jsonb" if t == "jsonb" else f"{alias}.{c}" for c, t in spec.items())
+
+
+def _key_columns(keys: Sequence[tuple[str, str, str]]) -> list[list[str]]:
+    return [list(column) for column in zip(*keys, strict=True)] or [[], [], []]
+
+
+# customer_id too: a placeholder ticket gets its customer here.
+_SAVED_COLUMNS = {"id": "text", "customer_id": "bigint", **{c: TICKET_COLUMNS[c] for c in UPDATABLE}}
+# Per customer in finish: the latest nick and VIP level, and how many conversations the group opened or reopened.
+_TOUCHED_COLUMNS = {**CUSTOMER_COLUMNS, "opened": "int"}
+# What a new conversation's ticket holds until finish, in the same transaction, writes its state: valid values only.
+_PLACEHOLDER = {"status": "'queued'", "tier": "4", "priority": "0", "primary_intent": "''", "intents": "'[]'",
+                "escalated": "false", "deliveries": "0", "unread": "0", "ruleset": "''", "episodes": "1"}
+_PLACEHOLDER_TIMES = ("created_at", "updated_at", "opened_at", "last_message_at")
+_PREPARE = (
+    # New customers and tickets are inserted; a concurrent insert of the same key is waited for and skipped, and
+    # read by the next statement. Existing rows are only read (an insert attempt on them would wait for groups
+    # updating them): they are locked late, in lock_tickets and finish. Customers come before tickets (UNION ALL
+    # runs its parts in order), rows in key order, as in every group, so that groups creating the same keys wait
+    # for each other instead of deadlocking. The customers' LATERAL ... LIMIT 1 keeps to the unique index even when
+    # the planner's statistics still describe a small table.
+    f"WITH k AS (SELECT k.*, c.id, c.contacts FROM {_unnest(CUSTOMER_COLUMNS, alias='k')} LEFT JOIN LATERAL "
+    "(SELECT id, contacts FROM customers c WHERE c.shop_id = k.shop_id AND c.platform = k.platform "
+    "AND c.external_id = k.external_id LIMIT 1) c ON true), "
+    f"added AS (INSERT INTO customers ({_columns(CUSTOMER_COLUMNS)}, contacts, first_seen_at, last_seen_at) "
+    f"SELECT {_select(CUSTOMER_COLUMNS, 'k')}, 0, $6, $6 FROM k WHERE k.id IS NULL "
+    "ON CONFLICT (shop_id, platform, external_id) DO NOTHING RETURNING id, shop_id, platform, external_id, contacts), "
+    "v AS (SELECT v.*, t.id FROM unnest($7::text[], $8::text[], $9::text[], $10::text[]) AS v(shop_id, platform, "
+    "conversation_id, queue) LEFT JOIN tickets t ON t.shop_id = v.shop_id AND t.platform = v.platform "
+    "AND t.conversation_id = v.conversation_id), "
+    f"opened AS (INSERT INTO tickets (id, shop_id, platform, conversation_id, queue, {_columns(_PLACEHOLDER)}, "
+    f"{', '.join(_PLACEHOLDER_TIMES)}) SELECT gen_random_uuid()::text, v.shop_id, v.platform, v.conversation_id, "
+    f"v.queue, {', '.join(_PLACEHOLDER.values())}, {', '.join(['$6'] * len(_PLACEHOLDER_TIMES))} FROM v "
+    "WHERE v.id IS NULL ON CONFLICT (shop_id, platform, conversation_id) DO NOTHING "
+    "RETURNING id, shop_id, platform, conversation_id) "
+    "SELECT 'c' AS kind, NULL AS ticket_id, id, shop_id, platform, external_id, contacts FROM added "
+    "UNION ALL SELECT 'c', NULL, id, shop_id, platform, external_id, contacts FROM k WHERE id IS NOT NULL "
+    "UNION ALL SELECT 'n', id, NULL, shop_id, platform, conversation_id, NULL FROM opened "
+    "UNION ALL SELECT 't', id, NULL, shop_id, platform, conversation_id, NULL FROM v WHERE id IS NOT NULL")
+_REREAD = (
+    # What another transaction created and committed while prepare waited for it.
+    "SELECT 'c', NULL, id, shop_id, platform, external_id, contacts FROM customers WHERE (shop_id, platform, "
+    "external_id) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[])) "
+    "UNION ALL SELECT 't', id, NULL, shop_id, platform, conversation_id, NULL FROM tickets WHERE (shop_id, platform, "
+    "conversation_id) IN (SELECT * FROM unnest($4::text[], $5::text[], $6::text[]))")
+_INSERT_MESSAGES = (
+    # Ids are drawn row by row as unnest yields them, so they follow the order of the rows.
+    f"INSERT INTO messages ({_columns(MESSAGE_COLUMNS)}) SELECT {_select(MESSAGE_COLUMNS)} "
+    f"FROM {_unnest(MESSAGE_COLUMNS)} "
+    "ON CONFLICT (shop_id, platform, external_id) DO NOTHING RETURNING id, shop_id, platform, external_id")
+_LOCK_TICKETS = (
+    # In id order (the ids come sorted, the nested loop locks as it goes), so that concurrent groups queue behind
+    # each other instead of deadlocking. NO KEY UPDATE is all an update of these columns needs, and it lets other
+    # groups insert messages referencing the ticket meanwhile.
+    f"SELECT t.* FROM unnest($1::text[]) AS v(id) CROSS JOIN LATERAL (SELECT {_columns(TICKET_COLUMNS)} "
+    "FROM tickets WHERE tickets.id = v.id LIMIT 1 FOR NO KEY UPDATE) t")
+
+
+def _finish_sql() -> str:
+    n = 2
+    saved = _unnest(_SAVED_COLUMNS, n)
+    n += len(_SAVED_COLUMNS)
+    events = _unnest(EVENT_COLUMNS, n)
+    n += len(EVENT_COLUMNS)
+    touched = _unnest(_TOUCHED_COLUMNS, n)
+    n += len(_TOUCHED_COLUMNS)
+    assignments = ", ".join(f"{c} = u.{c}::jsonb" if t == "jsonb" else f"{c} = u.{c}"
+                            for c, t in _SAVED_COLUMNS.items() if c != "id")
+    # One statement. Customers are updated through ON CONFLICT, which takes their rows in the (sorted) order
+    # given: groups updating the same buyers wait for each other instead of deadlocking. The pg_notify SELECT
+    # is joined in so that it runs even when no duplicate is read; notifications go out at commit.
+    return (
+        "WITH gone AS (DELETE FROM tickets WHERE id IN (SELECT unnest($1::text[]))), "
+        f"saved AS (UPDATE tickets SET {assignments} FROM {saved} WHERE tickets.id = u.id), "
+        f"logged AS (INSERT INTO ticket_events ({_columns(EVENT_COLUMNS)}) SELECT {_select(EVENT_COLUMNS)} "
+        f"FROM {events}), "
+        f"touched AS (INSERT INTO customers ({_columns(CUSTOMER_COLUMNS)}, contacts, first_seen_at, last_seen_at) "
+        f"SELECT {_select(CUSTOMER_COLUMNS)}, u.opened, ${n}, ${n} FROM {touched} "
+        "ON CONFLICT (shop_id, platform, external_id) DO UPDATE SET nick = excluded.nick, "
+        "vip_level = excluded.vip_level, last_seen_at = excluded.last_seen_at, "
+        "contacts = customers.contacts + excluded.contacts), "
+        f"notified AS (SELECT count(pg_notify(${n + 1}, p)) AS n FROM unnest(${n + 2}::text[]) AS p), "
+        "previous AS (SELECT shop_id, platform, external_id, ticket_id, primary_intent, tier, priority, triage "
+        "FROM messages WHERE (shop_id, platform, external_id) IN "
+        f"(SELECT * FROM unnest(${n + 3}::text[], ${n + 4}::text[], ${n + 5}::text[]))) "
+        "SELECT previous.* FROM notified LEFT JOIN previous ON true")
+
+
+_FINISH = _finish_sql()
+
+
 class PostgresIngestStore:
-    """Whole columns as arrays: one round trip per statement whatever the number of rows."""
+    """Whole columns as arrays through unnest(): one round trip per step whatever the number of rows.
+
+    A group costs BEGIN, four statements and COMMIT. Each round trip also waits its turn on the event loop,
+    busy parsing and triaging the next requests, so what can share a statement does (CTEs).
+    """
 
     def __init__(self, connection: Any) -> None:
         self.db = connection
 
-    @staticmethod
-    def _arrays(spec: dict[str, str], rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
-        return [[json.dumps(r[c], ensure_ascii=False) if c in _JSON else r[c] for r in rows] for c in spec]
+    async def prepare(self, customers: Sequence[dict[str, Any]], conversations: Sequence[tuple[ConversationKey, str]],
+                      *, now: datetime) -> tuple[dict[CustomerKey, tuple[int, int]], dict[ConversationKey, str], set[str]]:
+        keys = [k for k, _ in conversations]
+        records = await self.db.fetch(_PREPARE, *_arrays(CUSTOMER_COLUMNS, customers), now, *_key_columns(keys),
+                                      [queue for _, queue in conversations])
+        known: dict[CustomerKey, tuple[int, int]] = {}
+        tickets: dict[ConversationKey, str] = {}
+        created: set[str] = set()
+        for kind, ticket_id, customer_id, *key, contacts in records:
+            if kind == "c":
+                known[tuple(key)] = (customer_id, contacts)  # type: ignore[index]
+            else:
+                tickets[tuple(key)] = ticket_id  # type: ignore[index]
+                if kind == "n":
+                    created.add(ticket_id)
+        absent = [k for k in ((c["shop_id"], c["platform"], c["external_id"]) for c in customers) if k not in known]
+        unticketed = [k for k in keys if k not in tickets]
+        if absent or unticketed:
+            for kind, ticket_id, customer_id, *key, contacts in await self.db.fetch(
+                    _REREAD, *_key_columns(absent), *_key_columns(unticketed)):
+                if kind == "c":
+                    known[tuple(key)] = (customer_id, contacts)  # type: ignore[index]
+                else:
+                    tickets[tuple(key)] = ticket_id  # type: ignore[index]
+            if len(known) < len(customers) or len(tickets) < len(keys):
+                raise Raced  # created and deleted again meanwhile: start over
+        return known, tickets, created
 
-    @staticmethod
-    def _unnest(spec: dict[str, str], first: int = 1) -> str:
-        # jsonb travels as text[] and is cast per element.
-        args = ", ".join(f"${first + i}::{'text' if t == 'jsonb' else t}[]" for i, t in enumerate(spec.values()))
-        return f"unnest({args}) AS u({_columns(spec)})"
+    async def insert_messages(self, messages: Sequence[dict[str, Any]]) -> dict[MessageKey, int]:
+        records = await self.db.fetch(_INSERT_MESSAGES, *_arrays(MESSAGE_COLUMNS, messages))
+        return {(r[1], r[2], r[3]): r[0] for r in records}
 
-    @staticmethod
-    def _select(spec: dict[str, str]) -> str:
-        return ", ".join(f"u.{c}::jsonb" if t == "jsonb" else f"u.{c}" for c, t in spec.items())
+    async def lock_tickets(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        if not ids:
+            return []
+        return [{**dict(r), "intents": _json(r["intents"])} for r in await self.db.fetch(_LOCK_TICKETS, list(ids))]
 
-    async def upsert_customers(self, rows: Sequence[dict[str, Any]], *, now: datetime) -> dict[CustomerKey, tuple[int, int]]:
-        sql = (f"INSERT INTO customers ({_columns(CUSTOMER_COLUMNS)}, contacts, first_seen_at, last_seen_at) "
-               f"SELECT {self._select(CUSTOMER_COLUMNS)}, 0, $6, $6 FROM {self._unnest(CUSTOMER_COLUMNS)} "
-               "ON CONFLICT (shop_id, platform, external_id) DO UPDATE SET nick = excluded.nick, "
-               "vip_level = excluded.vip_level, last_seen_at = excluded.last_seen_at "
-               "RETURNING id, shop_id, platform, external_id, contacts")
-        records = await self.db.fetch(sql, *self._arrays(CUSTOMER_COLUMNS, rows), now)
-        return {(r["shop_id"], r["platform"], r["external_id"]): (r["id"], r["contacts"]) for r in records}
-
-    async def lock_tickets(self, keys: Sequence[ConversationKey]) -> list[dict[str, Any]]:
-        # Locked in key order, so that concurrent groups queue behind each other instead of deadlocking.
-        sql = (f"SELECT {_columns(TICKET_COLUMNS)} FROM tickets WHERE (shop_id, platform, conversation_id) IN "
-               "(SELECT * FROM unnest($1::text[], $2::text[], $3::text[])) "
-               "ORDER BY shop_id, platform, conversation_id FOR UPDATE")
-        records = await self.db.fetch(sql, *[list(column) for column in zip(*keys, strict=True)])
-        return [{**dict(r), "intents": _json(r["intents"])} for r in records]
-
-    async def insert_tickets(self, rows: Sequence[dict[str, Any]]) -> set[str]:
-        sql = (f"INSERT INTO tickets ({_columns(TICKET_COLUMNS)}) SELECT {self._select(TICKET_COLUMNS)} "
-               f"FROM {self._unnest(TICKET_COLUMNS)} "
-               "ON CONFLICT (shop_id, platform, conversation_id) DO NOTHING RETURNING id")
-        return {r["id"] for r in await self.db.fetch(sql, *self._arrays(TICKET_COLUMNS, rows))}
-
-    async def insert_messages(self, rows: Sequence[dict[str, Any]]) -> dict[MessageKey, int]:
-        # Ids are drawn row by row as unnest yields them, so they follow the order of `rows`.
-        sql = (f"INSERT INTO messages ({_columns(MESSAGE_COLUMNS)}) SELECT {self._select(MESSAGE_COLUMNS)} "
-               f"FROM {self._unnest(MESSAGE_COLUMNS)} "
-               "ON CONFLICT (shop_id, platform, external_id) DO NOTHING RETURNING id, shop_id, platform, external_id")
-        records = await self.db.fetch(sql, *self._arrays(MESSAGE_COLUMNS, rows))
-        return {(r["shop_id"], r["platform"], r["external_id"]): r["id"] for r in records}
-
-    async def stored_messages(self, keys: Sequence[MessageKey]) -> dict[MessageKey, dict[str, Any]]:
-        if not keys:
-            return {}
-        sql = ("SELECT shop_id, platform, external_id, ticket_id, primary_intent, tier, priority, triage "
-               "FROM messages WHERE (shop_id, platform, external_id) IN "
-               "(SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))")
-        records = await self.db.fetch(sql, *[list(column) for column in zip(*keys, strict=True)])
+    async def finish(self, *, deleted: Sequence[str], saved: Sequence[dict[str, Any]], events: Sequence[dict[str, Any]],
+                     customers: Sequence[dict[str, Any]], channel: str, payloads: Sequence[str],
+                     previous: Sequence[MessageKey], now: datetime) -> dict[MessageKey, dict[str, Any]]:
+        records = await self.db.fetch(
+            _FINISH, list(deleted), *_arrays(_SAVED_COLUMNS, saved), *_arrays(EVENT_COLUMNS, events),
+            *_arrays(_TOUCHED_COLUMNS, customers), now, channel, list(payloads), *_key_columns(previous))
         return {(r["shop_id"], r["platform"], r["external_id"]): {**dict(r), "triage": _json(r["triage"])}
-                for r in records}
-
-    async def save_tickets(self, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        spec = {"id": "text", **{c: TICKET_COLUMNS[c] for c in UPDATABLE}}
-        assignments = ", ".join(f"{c} = u.{c}::jsonb" if spec[c] == "jsonb" else f"{c} = u.{c}" for c in UPDATABLE)
-        sql = f"UPDATE tickets SET {assignments} FROM {self._unnest(spec)} WHERE tickets.id = u.id"
-        await self.db.execute(sql, *self._arrays(spec, rows))
-
-    async def delete_tickets(self, ids: Sequence[str]) -> None:
-        if ids:
-            await self.db.execute("DELETE FROM tickets WHERE id = ANY($1::text[])", list(ids))
-
-    async def count_contacts(self, customer_ids: Sequence[int]) -> None:
-        if customer_ids:
-            # An id may appear twice (two new conversations of one buyer): count with GROUP BY, not IN.
-            await self.db.execute(
-                "UPDATE customers SET contacts = contacts + c.n FROM "
-                "(SELECT id, count(*) AS n FROM unnest($1::bigint[]) AS id GROUP BY id) AS c WHERE customers.id = c.id",
-                list(customer_ids))
-
-    async def insert_events(self, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            await self.db.execute(f"INSERT INTO ticket_events ({_columns(EVENT_COLUMNS)}) "
-                                  f"SELECT {self._select(EVENT_COLUMNS)} FROM {self._unnest(EVENT_COLUMNS)}",
-                                  *self._arrays(EVENT_COLUMNS, rows))
-
-    async def notify(self, channel: str, payloads: Sequence[str]) -> None:
-        # Delivered at commit, to listeners in every process.
-        for payload in payloads:
-            await self.db.execute("SELECT pg_notify($1, $2)", channel, payload)
+                for r in records if r["shop_id"] is not None}
 
 
 def _sqlite_time(value: datetime | None) -> str | None:
@@ -169,7 +258,7 @@ def _sqlite_value(column: str, kind: str, value: Any) -> Any:
     if kind == "timestamptz":
         return _sqlite_time(value)
     if kind == "jsonb":
-        return json.dumps(value, ensure_ascii=False)
+        return _dumps(value)
     if kind == "boolean":
         return int(value)
     return value
@@ -195,6 +284,7 @@ class SqliteIngestStore:
 
     def __init__(self, connection: Any) -> None:
         self.db = connection
+        self._tickets: dict[str, dict[str, Any]] = {}
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
         async with self.db.execute(sql, params) as cursor:
@@ -213,40 +303,72 @@ class SqliteIngestStore:
             found.extend(await self._fetch(sql, params))
         return found
 
-    async def upsert_customers(self, rows: Sequence[dict[str, Any]], *, now: datetime) -> dict[CustomerKey, tuple[int, int]]:
+    async def prepare(self, customers: Sequence[dict[str, Any]], conversations: Sequence[tuple[ConversationKey, str]],
+                      *, now: datetime) -> tuple[dict[CustomerKey, tuple[int, int]], dict[ConversationKey, str], set[str]]:
+        # Nothing runs beside this transaction: customers are upserted at once, and the tickets read now are the
+        # ones lock_tickets returns.
         stamp = _sqlite_time(now)
         found = await self._insert_returning(
-            "customers", CUSTOMER_COLUMNS, rows,
+            "customers", CUSTOMER_COLUMNS, customers,
             "ON CONFLICT (shop_id, platform, external_id) DO UPDATE SET nick = excluded.nick, "
             "vip_level = excluded.vip_level, last_seen_at = excluded.last_seen_at "
             "RETURNING id, shop_id, platform, external_id, contacts",
             extra=(("contacts", 0), ("first_seen_at", stamp), ("last_seen_at", stamp)))
-        return {(shop, platform, external): (cid, contacts) for cid, shop, platform, external, contacts in found}
-
-    async def lock_tickets(self, keys: Sequence[ConversationKey]) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        for start in range(0, len(keys), self.CHUNK):
-            chunk = keys[start:start + self.CHUNK]
+        known = {(shop, platform, external): (cid, contacts) for cid, shop, platform, external, contacts in found}
+        tickets: dict[ConversationKey, str] = {}
+        for start in range(0, len(conversations), self.CHUNK):
+            chunk = [k for k, _ in conversations[start:start + self.CHUNK]]
             sql = (f"SELECT {_columns(TICKET_COLUMNS)} FROM tickets WHERE (shop_id, platform, conversation_id) IN "
                    f"(VALUES {', '.join(['(?, ?, ?)'] * len(chunk))})")
-            found.extend(_from_sqlite_ticket(r) for r in await self._fetch(sql, [p for k in chunk for p in k]))
-        return found
+            for r in await self._fetch(sql, [p for k in chunk for p in k]):
+                ticket = _from_sqlite_ticket(r)
+                self._tickets[ticket["id"]] = ticket
+                tickets[(ticket["shop_id"], ticket["platform"], ticket["conversation_id"])] = ticket["id"]
+        placeholders = [{"id": str(uuid.uuid4()), "shop_id": key[0], "platform": key[1], "conversation_id": key[2],
+                         "queue": queue} for key, queue in conversations if key not in tickets]
+        spec = {"id": "text", "shop_id": "text", "platform": "text", "conversation_id": "text", "queue": "text"}
+        literals = [*_PLACEHOLDER.values(), *(f"'{stamp}'" for _ in _PLACEHOLDER_TIMES)]
+        for start in range(0, len(placeholders), self.CHUNK):
+            chunk = placeholders[start:start + self.CHUNK]
+            row_sql = f"(?, ?, ?, ?, ?, {', '.join(literals)})"
+            await self.db.execute(
+                f"INSERT INTO tickets ({_columns(spec)}, {_columns(_PLACEHOLDER)}, {', '.join(_PLACEHOLDER_TIMES)}) "
+                f"VALUES {', '.join([row_sql] * len(chunk))}", [r[c] for r in chunk for c in spec])
+        tickets.update(((r["shop_id"], r["platform"], r["conversation_id"]), r["id"]) for r in placeholders)
+        return known, tickets, {r["id"] for r in placeholders}
 
-    async def insert_tickets(self, rows: Sequence[dict[str, Any]]) -> set[str]:
-        found = await self._insert_returning("tickets", TICKET_COLUMNS, rows,
-                                             "ON CONFLICT (shop_id, platform, conversation_id) DO NOTHING RETURNING id")
-        return {r[0] for r in found}
-
-    async def insert_messages(self, rows: Sequence[dict[str, Any]]) -> dict[MessageKey, int]:
-        found = await self._insert_returning(
-            "messages", MESSAGE_COLUMNS, rows,
+    async def insert_messages(self, messages: Sequence[dict[str, Any]]) -> dict[MessageKey, int]:
+        stored = await self._insert_returning(
+            "messages", MESSAGE_COLUMNS, messages,
             "ON CONFLICT (shop_id, platform, external_id) DO NOTHING RETURNING id, shop_id, platform, external_id")
-        return {(r[1], r[2], r[3]): r[0] for r in found}
+        return {(r[1], r[2], r[3]): r[0] for r in stored}
 
-    async def stored_messages(self, keys: Sequence[MessageKey]) -> dict[MessageKey, dict[str, Any]]:
+    async def lock_tickets(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        return [self._tickets[i] for i in ids]
+
+    async def finish(self, *, deleted: Sequence[str], saved: Sequence[dict[str, Any]], events: Sequence[dict[str, Any]],
+                     customers: Sequence[dict[str, Any]], channel: str, payloads: Sequence[str],
+                     previous: Sequence[MessageKey], now: datetime) -> dict[MessageKey, dict[str, Any]]:
+        # SQLite has no NOTIFY: other processes find the work at their periodic re-check.
+        if deleted:
+            await self.db.executemany("DELETE FROM tickets WHERE id = ?", [[i] for i in deleted])
+        if saved:
+            columns = list(_SAVED_COLUMNS)[1:]
+            sql = f"UPDATE tickets SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?"
+            await self.db.executemany(sql, [[*(_sqlite_value(c, TICKET_COLUMNS[c], r[c]) for c in columns), r["id"]]
+                                            for r in saved])
+        if events:
+            sql = f"INSERT INTO ticket_events ({_columns(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+            await self.db.executemany(sql, [[_sqlite_value(c, t, r[c]) for c, t in EVENT_COLUMNS.items()]
+                                            for r in events])
+        opened = [[c["opened"], c["shop_id"], c["platform"], c["external_id"]] for c in customers if c["opened"]]
+        if opened:
+            # Nick, VIP level and last seen were written by prepare.
+            await self.db.executemany("UPDATE customers SET contacts = contacts + ? "
+                                      "WHERE shop_id = ? AND platform = ? AND external_id = ?", opened)
         result: dict[MessageKey, dict[str, Any]] = {}
-        for start in range(0, len(keys), self.CHUNK):
-            chunk = keys[start:start + self.CHUNK]
+        for start in range(0, len(previous), self.CHUNK):
+            chunk = previous[start:start + self.CHUNK]
             sql = ("SELECT shop_id, platform, external_id, ticket_id, primary_intent, tier, priority, triage "
                    "FROM messages WHERE (shop_id, platform, external_id) IN "
                    f"(VALUES {', '.join(['(?, ?, ?)'] * len(chunk))})")
@@ -255,45 +377,26 @@ class SqliteIngestStore:
                                               "priority": r[6], "triage": json.loads(r[7])}
         return result
 
-    async def save_tickets(self, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            sql = f"UPDATE tickets SET {', '.join(f'{c} = ?' for c in UPDATABLE)} WHERE id = ?"
-            await self.db.executemany(sql, [[*(_sqlite_value(c, TICKET_COLUMNS[c], r[c]) for c in UPDATABLE), r["id"]]
-                                            for r in rows])
 
-    async def delete_tickets(self, ids: Sequence[str]) -> None:
-        if ids:
-            await self.db.executemany("DELETE FROM tickets WHERE id = ?", [[i] for i in ids])
-
-    async def count_contacts(self, customer_ids: Sequence[int]) -> None:
-        if customer_ids:
-            await self.db.executemany("UPDATE customers SET contacts = contacts + 1 WHERE id = ?",
-                                      [[i] for i in customer_ids])
-
-    async def insert_events(self, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            sql = f"INSERT INTO ticket_events ({_columns(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
-            await self.db.executemany(sql, [[_sqlite_value(c, t, r[c]) for c, t in EVENT_COLUMNS.items()]
-                                            for r in rows])
-
-    async def notify(self, channel: str, payloads: Sequence[str]) -> None:
-        return None  # SQLite has no NOTIFY: other processes find the work at their periodic re-check
+@asynccontextmanager
+async def ingest_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """The driver connection (asyncpg or aiosqlite) of one pooled connection, for the block."""
+    async with engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        yield raw.driver_connection
 
 
 @asynccontextmanager
-async def ingest_transaction(engine: AsyncEngine) -> AsyncIterator[IngestStore]:
-    """A store bound to one pooled connection, inside a transaction committed when the block ends."""
-    async with engine.connect() as connection:
-        raw = await connection.get_raw_connection()
-        driver = raw.driver_connection
-        if engine.dialect.name == "postgresql":
-            async with driver.transaction():
-                yield PostgresIngestStore(driver)
-            return
-        await driver.execute("BEGIN IMMEDIATE")
-        try:
-            yield SqliteIngestStore(driver)
-        except BaseException:
-            await driver.execute("ROLLBACK")
-            raise
-        await driver.execute("COMMIT")
+async def ingest_transaction(driver: Any) -> AsyncIterator[IngestStore]:
+    """A store on `driver`, inside a transaction committed when the block ends."""
+    if isinstance(driver, (asyncpg.Connection, asyncpg.pool.PoolConnectionProxy)):
+        async with driver.transaction():
+            yield PostgresIngestStore(driver)
+        return
+    await driver.execute("BEGIN IMMEDIATE")
+    try:
+        yield SqliteIngestStore(driver)
+    except BaseException:
+        await driver.execute("ROLLBACK")
+        raise
+    await driver.execute("COMMIT")

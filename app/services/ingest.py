@@ -81,11 +81,16 @@ async def ingest_group(store: sql.IngestStore, jobs: Sequence[IngestJob], *, now
     fresh = [e for e in entries if e.duplicate_of is None]
 
     customers: dict[sql.CustomerKey, dict[str, Any]] = {}
+    starters: dict[sql.ConversationKey, _Entry] = {}
     for e in fresh:
         c = e.message.customer
         customers[e.customer] = {"shop_id": e.shop.id, "platform": e.platform, "external_id": c.id, "nick": c.nick,
-                                 "vip_level": c.vip_level}
-    customer_ids = await store.upsert_customers([customers[k] for k in sorted(customers)], now=now)
+                                 "vip_level": c.vip_level, "opened": 0}
+        starters.setdefault(e.conversation, e)
+    # Key order: one lock order for every group. A new conversation's ticket starts in its first message's queue.
+    customers = dict(sorted(customers.items()))
+    conversations = [(k, e.shop.route(e.triage.primary)) for k, e in sorted(starters.items())]
+    customer_ids, ticket_ids, created = await store.prepare(list(customers.values()), conversations, now=now)
 
     for e in fresh:
         customer_id, contacts = customer_ids[e.customer]
@@ -96,38 +101,25 @@ async def ingest_group(store: sql.IngestStore, jobs: Sequence[IngestJob], *, now
                                      priority=priority, intents=tuple(h.intent for h in e.triage.intents),
                                      ruleset=e.triage.ruleset)
 
-    conversations = sorted({e.conversation for e in fresh})
-    tickets = {(r["shop_id"], r["platform"], r["conversation_id"]): TicketState.from_row(r)
-               for r in await store.lock_tickets(conversations)}
-    missing = [k for k in conversations if k not in tickets]
-    if missing:
-        starters: dict[sql.ConversationKey, _Entry] = {}
-        for e in fresh:
-            starters.setdefault(e.conversation, e)
-        provisional = {k: new_ticket(ticket_id=str(uuid.uuid4()), shop=e.shop, platform=e.platform,
-                                     conversation_id=e.message.conversation_id,
-                                     customer_id=customer_ids[e.customer][0], decision=e.decision, now=now)
-                       for k, e in starters.items() if k in missing and e.decision is not None}
-        inserted = await store.insert_tickets([provisional[k].columns() for k in missing])
-        for k in missing:
-            if provisional[k].id in inserted:
-                tickets[k] = provisional[k]
-        raced = [k for k in missing if k not in tickets]
-        if raced:
-            # Another process created these conversations since our read; lock what it committed.
-            for row in await store.lock_tickets(raced):
-                tickets[(row["shop_id"], row["platform"], row["conversation_id"])] = TicketState.from_row(row)
-
     stored_now = await store.insert_messages([{
-        "ticket_id": tickets[e.conversation].id, "shop_id": e.shop.id, "platform": e.platform,
+        "ticket_id": ticket_ids[e.conversation], "shop_id": e.shop.id, "platform": e.platform,
         "external_id": e.message.message_id, "direction": "inbound", "text": e.message.text,
         "sent_at": e.message.sent_at, "received_at": now, "order_id": e.message.order_id,
         "primary_intent": e.triage.primary, "tier": int(e.triage.tier[1]), "priority": e.decision.priority if e.decision else 0,
         "triage": {**e.triage.to_dict(), "priority": e.decision.priority if e.decision else e.triage.priority},
     } for e in fresh])
 
+    # Only the tickets that receive a message are locked and read (sorted, for one lock order).
+    receiving = {ticket_ids[e.conversation] for e in fresh if e.key in stored_now} - created
+    tickets = {(r["shop_id"], r["platform"], r["conversation_id"]): TicketState.from_row(r)
+               for r in await store.lock_tickets(sorted(receiving))}
+    # A placeholder's state is made here, from its first message, and written by finish.
+    provisional = {k: new_ticket(ticket_id=ticket_ids[k], shop=starters[k].shop, platform=starters[k].platform,
+                                 conversation_id=k[2], customer_id=customer_ids[starters[k].customer][0],
+                                 decision=starters[k].decision, now=now)
+                   for k, _ in conversations if ticket_ids[k] in created and starters[k].decision is not None}
+    tickets.update(provisional)
     events: list[dict[str, Any]] = []
-    contacts: list[int] = []
     changed: dict[str, TicketState] = {}
     woken: set[str] = set()
     for e in fresh:
@@ -139,20 +131,18 @@ async def ingest_group(store: sql.IngestStore, jobs: Sequence[IngestJob], *, now
         for kind, data in receive(ticket, e.decision, shop=e.shop, now=now, seq=stored_now[e.key]):
             events.append({"ticket_id": ticket.id, "shop_id": ticket.shop_id, "at": now, "kind": kind,
                            "actor": "webhook", "data": data})
-        if not was_open and ticket.customer_id is not None:
-            contacts.append(ticket.customer_id)
+        if not was_open:
+            customers[e.customer]["opened"] += 1
         changed[ticket.id] = ticket
         if ticket.status == "queued":
             woken.add(ticket.shop_id)
-    # A provisional ticket that received nothing (its only message was a duplicate) is not kept.
-    empty = [t.id for t in tickets.values() if t.is_new and t.id not in changed]
-    await store.delete_tickets(empty)
-    await store.save_tickets([t.columns() for t in changed.values()])
-    await store.insert_events(events)
-    await store.count_contacts(contacts)
-    await store.notify(NOTIFY_CHANNEL, sorted(woken))
+    previous = await store.finish(
+        # A provisional ticket that received nothing (its only message was a duplicate) is not kept.
+        deleted=[t.id for t in provisional.values() if t.id not in changed],
+        saved=[t.columns() for t in changed.values()], events=events, customers=list(customers.values()),
+        channel=NOTIFY_CHANNEL, payloads=sorted(woken), previous=[e.key for e in fresh if e.key not in stored_now],
+        now=now)
 
-    previous = await store.stored_messages([e.key for e in fresh if e.key not in stored_now])
     results: list[list[IngestedMessage | None]] = [[None] * len(job.messages) for job in jobs]
     answers: dict[sql.MessageKey, IngestedMessage] = {}
     for e in fresh:
@@ -182,6 +172,8 @@ class Ingestor:
         self._writers = writers
         self._queue: asyncio.Queue[IngestJob] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        # SQLite's one pooled connection is handed back after each group, for the other paths to use.
+        self._hold = engine.dialect.name == "postgresql"
 
     def start(self) -> None:
         # SQLite has one writer anyway; on PostgreSQL a few groups commit side by side.
@@ -208,41 +200,57 @@ class Ingestor:
 
     async def _run(self) -> None:
         while True:
-            group = [await self._queue.get()]
-            size = len(group[0].messages)
-            while not self._queue.empty() and size < MAX_GROUP_MESSAGES:
-                job = self._queue.get_nowait()
-                group.append(job)
-                size += len(job.messages)
-            await self._write(group)
+            failed = await self._write(self._take(await self._queue.get()), hold=self._hold)
+            if len(failed) > 1:
+                # One bad request must not sink the others: retry each alone.
+                for job in failed:
+                    self._fail(await self._write([job], hold=False))
+            else:
+                self._fail(failed)
 
-    async def _write(self, group: list[IngestJob]) -> None:
+    def _take(self, job: IngestJob) -> list[IngestJob]:
+        group, size = [job], len(job.messages)
+        while not self._queue.empty() and size < MAX_GROUP_MESSAGES:
+            job = self._queue.get_nowait()
+            group.append(job)
+            size += len(job.messages)
+        return group
+
+    async def _write(self, group: list[IngestJob], *, hold: bool) -> list[IngestJob]:
+        """Commit `group` and answer its requests; with `hold`, then every group waiting behind it on the same
+        connection (a checkout costs a ping round trip). Returns the group that could not be stored."""
         try:
-            results, woken = await self._transaction(group)
+            async with sql.ingest_connection(self._engine) as driver:
+                while True:
+                    results, woken = await self._transaction(driver, group)
+                    for job, result in zip(group, results, strict=True):
+                        metrics.messages_ingested(job.shop.id, result)  # counted once committed
+                        if not job.done.done():
+                            job.done.set_result(result)
+                    self._notifier.notify(woken)
+                    if not hold or self._queue.empty():
+                        return []
+                    group = self._take(self._queue.get_nowait())
         except Exception:
             if len(group) == 1:
                 log.exception("ingest transaction failed")
-                self._fail(group)
-                return
-            # One bad request must not sink the others: retry each alone.
-            for job in group:
-                await self._write([job])
-            return
-        for job, result in zip(group, results, strict=True):
-            metrics.messages_ingested(job.shop.id, result)  # counted once committed
-            if not job.done.done():
-                job.done.set_result(result)
-        self._notifier.notify(woken)
+            return group
+        except BaseException:
+            self._fail(group)  # cancelled at shutdown: its requests are answered, not left waiting
+            raise
 
-    async def _transaction(self, group: list[IngestJob]) -> tuple[list[list[IngestedMessage]], set[str]]:
+    @staticmethod
+    async def _transaction(driver: Any, group: list[IngestJob]) -> tuple[list[list[IngestedMessage]], set[str]]:
         for attempt in range(3):
             try:
-                async with sql.ingest_transaction(self._engine) as store:
+                async with sql.ingest_transaction(driver) as store:
                     outcome = await ingest_group(store, group, now=utcnow())
                 return outcome
             except Exception as exc:
-                # Deadlocks and serialization failures are worth another try; anything else is not.
-                if attempt == 2 or getattr(exc, "sqlstate", None) not in ("40P01", "40001"):
+                # Deadlocks, serialization failures and a conversation created by another transaction meanwhile
+                # are worth another try; anything else is not.
+                retry = isinstance(exc, sql.Raced) or getattr(exc, "sqlstate", None) in ("40P01", "40001")
+                if attempt == 2 or not retry:
                     raise
         raise AssertionError("unreachable")
 

@@ -45,10 +45,14 @@ class TicketState:
     @classmethod
     def from_row(cls, row: Any) -> "TicketState":
         mapping = row._mapping if hasattr(row, "_mapping") else row
-        return cls(**{f.name: mapping[f.name] for f in fields(cls) if f.name != "is_new"})
+        return cls(**{name: mapping[name] for name in _TICKET_FIELDS})
 
     def columns(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "is_new"}
+        return {name: getattr(self, name) for name in _TICKET_FIELDS}
+
+
+# The stored columns; dataclasses.fields() is too slow for the hot path, which calls this per ticket.
+_TICKET_FIELDS = tuple(f.name for f in fields(TicketState) if f.name != "is_new")
 
 
 @dataclass(frozen=True, slots=True)
