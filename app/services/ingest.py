@@ -1,7 +1,7 @@
 """Webhook ingestion: triage, idempotent storage, ticket updates, with group commit.
 
-Requests are queued to one writer task per process. While a transaction runs, newly arriving
-requests wait; the writer then takes all of them (up to a limit) into its next transaction, so
+Requests are queued to the writer tasks of the process. While a transaction runs, newly arriving
+requests wait; a writer then takes all of them (up to a limit) into its next transaction, so
 many requests share one commit. Each request is answered only after the transaction holding its
 messages has committed, and a request that could not be stored gets an error, never a 202.
 """
@@ -29,6 +29,10 @@ from app.triage import PriorityContext, Triage, classify, priority_for
 log = logging.getLogger("app.ingest")
 NOTIFY_CHANNEL = "triage_work"
 MAX_GROUP_MESSAGES = 500
+# The first writer takes whatever waits. The others start only on a backlog this large: they pay off when the
+# database work of big groups can overlap, while small groups side by side only add round trips and latency
+# (measured with bench/ingest.py: batches of 20 gain a quarter; single messages lose).
+PARALLEL_MESSAGES = 100
 
 
 @dataclass(slots=True)
@@ -164,20 +168,22 @@ async def ingest_group(store: sql.IngestStore, jobs: Sequence[IngestJob], *, now
 
 
 class Ingestor:
-    """The per-process writer: one transaction at a time, each holding every request that waited for it."""
+    """The per-process writers: each transaction holds every request that waited for it."""
 
     def __init__(self, engine: AsyncEngine, notifier: Notifier, *, writers: int = 1) -> None:
         self._engine = engine
         self._notifier = notifier
         self._writers = writers
         self._queue: asyncio.Queue[IngestJob] = asyncio.Queue()
+        self._queued = 0  # messages in the queue
+        self._backlog = asyncio.Event()  # set while at least PARALLEL_MESSAGES wait
         self._tasks: list[asyncio.Task[None]] = []
         # SQLite's one pooled connection is handed back after each group, for the other paths to use.
         self._hold = engine.dialect.name == "postgresql"
 
     def start(self) -> None:
         # SQLite has one writer anyway; on PostgreSQL a few groups commit side by side.
-        self._tasks = [asyncio.create_task(self._run(), name=f"ingest-writer-{n}") for n in range(self._writers)]
+        self._tasks = [asyncio.create_task(self._run(n == 0), name=f"ingest-writer-{n}") for n in range(self._writers)]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -195,16 +201,27 @@ class Ingestor:
         if not self._tasks or all(task.done() for task in self._tasks):
             raise Unavailable("ingestion is not running")
         self._queue.put_nowait(job)
+        self._queued += len(messages)
+        if self._queued >= PARALLEL_MESSAGES:
+            self._backlog.set()
         # shield: a client that disconnects does not cancel the write other requests share.
         return await asyncio.shield(job.done)
 
-    async def _run(self) -> None:
+    async def _run(self, first: bool) -> None:
         while True:
-            failed = await self._write(self._take(await self._queue.get()), hold=self._hold)
+            if first:
+                job = await self._queue.get()
+            else:
+                await self._backlog.wait()
+                if self._queue.qsize() == 0:
+                    self._backlog.clear()
+                    continue
+                job = self._queue.get_nowait()
+            failed = await self._write(self._take(job), first=first)
             if len(failed) > 1:
                 # One bad request must not sink the others: retry each alone.
                 for job in failed:
-                    self._fail(await self._write([job], hold=False))
+                    self._fail(await self._write([job], first=None))
             else:
                 self._fail(failed)
 
@@ -214,10 +231,19 @@ class Ingestor:
             job = self._queue.get_nowait()
             group.append(job)
             size += len(job.messages)
+        self._queued -= size
+        if self._queued < PARALLEL_MESSAGES:
+            self._backlog.clear()
         return group
 
-    async def _write(self, group: list[IngestJob], *, hold: bool) -> list[IngestJob]:
-        """Commit `group` and answer its requests; with `hold`, then every group waiting behind it on the same
+    def _more(self, first: bool | None) -> bool:
+        """Whether a writer that just committed takes the next group on the connection it holds."""
+        if first is None or not self._hold:
+            return False
+        return not self._queue.empty() if first else self._queued >= PARALLEL_MESSAGES
+
+    async def _write(self, group: list[IngestJob], *, first: bool | None) -> list[IngestJob]:
+        """Commit `group` and answer its requests; then, while `_more`, the groups waiting behind it on the same
         connection (a checkout costs a ping round trip). Returns the group that could not be stored."""
         try:
             async with sql.ingest_connection(self._engine) as driver:
@@ -228,7 +254,7 @@ class Ingestor:
                         if not job.done.done():
                             job.done.set_result(result)
                     self._notifier.notify(woken)
-                    if not hold or self._queue.empty():
+                    if not self._more(first):
                         return []
                     group = self._take(self._queue.get_nowait())
         except Exception:
