@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from app.db.ingest import TICKET_COLUMNS
+from app.db.ingest import TICKET_COLUMNS, decoded_json, sqlite_time
 from app.db.session import DriverConnections
 
 Record = dict[str, Any]
@@ -68,11 +68,6 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _decoded(value: Any) -> Any:
-    # SQLAlchemy's pooled asyncpg connections decode json itself; SQLite returns text.
-    return json.loads(value) if isinstance(value, str) else value
-
-
 def _thread_message(message: dict[str, Any]) -> Record:
     message["sent_at"] = datetime.fromisoformat(message["sent_at"])
     message["received_at"] = datetime.fromisoformat(message["received_at"])
@@ -118,9 +113,9 @@ class PostgresClaimStore:
     @staticmethod
     def _ticket(record: Any) -> Record:
         ticket = dict(record)
-        ticket["intents"] = _decoded(ticket["intents"])
+        ticket["intents"] = decoded_json(ticket["intents"])
         if "thread" in ticket:
-            ticket[THREAD] = [_thread_message(m) for m in _decoded(ticket.pop("thread"))]
+            ticket[THREAD] = [_thread_message(m) for m in decoded_json(ticket.pop("thread"))]
         return ticket
 
     async def claim(self, *, agent_id: str, shop_id: str, now: datetime, lease_until: datetime,
@@ -194,7 +189,7 @@ class PostgresClaimStore:
                                           "ORDER BY m.ticket_id, m.id", list(ticket_ids))
             for record in records:
                 message = dict(record)
-                message["triage"] = _decoded(message["triage"])
+                message["triage"] = decoded_json(message["triage"])
                 result[message["ticket_id"]].append(message)
         return result
 
@@ -209,7 +204,7 @@ class PostgresClaimStore:
     async def key_record(self, *, agent_id: str, key: str) -> Record | None:
         record = await self.db.fetchrow("SELECT request_hash, status_code, response FROM idempotency_keys "
                                         "WHERE agent_id = $1 AND key = $2", agent_id, key)
-        return None if record is None else {**dict(record), "response": _decoded(record["response"])}
+        return None if record is None else {**dict(record), "response": decoded_json(record["response"])}
 
     async def store_answer(self, *, agent_id: str, key: str, status_code: int, response: dict[str, Any]) -> None:
         await self.db.execute("UPDATE idempotency_keys SET status_code = $3, response = $4::text::jsonb "
@@ -221,12 +216,7 @@ class PostgresClaimStore:
             await self.db.execute("SELECT pg_notify($1, $2)", channel, shop_id)
 
 
-def _sqlite_time(value: datetime | None) -> str | None:
-    # The text SQLAlchemy's SQLite DATETIME writes (app/db/ingest.py writes the same).
-    return None if value is None else value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def _from_sqlite_time(value: str | None) -> datetime | None:
+def _fromsqlite_time(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
@@ -235,7 +225,7 @@ _TICKET_TIMES = tuple(c for c, kind in TICKET_COLUMNS.items() if kind == "timest
 
 def _sqlite_param(value: Any) -> Any:
     if isinstance(value, datetime):
-        return _sqlite_time(value)
+        return sqlite_time(value)
     if isinstance(value, bool):
         return int(value)
     return value
@@ -278,22 +268,22 @@ class SqliteClaimStore:
         if row is None:
             return None
         for column in _TICKET_TIMES:
-            row[column] = _from_sqlite_time(row[column])
+            row[column] = _fromsqlite_time(row[column])
         row["intents"] = json.loads(row["intents"])
         row["escalated"] = bool(row["escalated"])
         return row
 
     @staticmethod
     def _message(row: Record) -> Record:
-        row["sent_at"] = _from_sqlite_time(row["sent_at"])
-        row["received_at"] = _from_sqlite_time(row["received_at"])
+        row["sent_at"] = _fromsqlite_time(row["sent_at"])
+        row["received_at"] = _fromsqlite_time(row["received_at"])
         row["triage"] = None if row["triage"] is None else json.loads(row["triage"])
         return row
 
     async def _event(self, ticket: Record, now: datetime, kind: str, actor: str, data: dict[str, Any]) -> None:
         await self.db.execute("INSERT INTO ticket_events (ticket_id, shop_id, at, kind, actor, data) "
                               "VALUES (?, ?, ?, ?, ?, ?)",
-                              [ticket["id"], ticket["shop_id"], _sqlite_time(now), kind, actor, _json_text(data)])
+                              [ticket["id"], ticket["shop_id"], sqlite_time(now), kind, actor, _json_text(data)])
 
     async def claim(self, *, agent_id: str, shop_id: str, now: datetime, lease_until: datetime,
                     event: dict[str, Any]) -> Record | None:
@@ -333,7 +323,7 @@ class SqliteClaimStore:
     async def reply(self, *, ticket_id: str, agent_id: str, now: datetime, lease_until: datetime,
                     text: str) -> tuple[Record, Record] | None:
         async with self.transaction():
-            stamp = _sqlite_time(now)
+            stamp = sqlite_time(now)
             ticket = await self._update_held(ticket_id=ticket_id, agent_id=agent_id, now=now, values={
                 "lease_expires_at": lease_until, "unread": 0, "awaiting_since": None})
             if ticket is None:

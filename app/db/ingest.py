@@ -79,7 +79,7 @@ class IngestStore(Protocol):
 _dumps = json.JSONEncoder(ensure_ascii=False).encode
 
 
-def _json(value: Any) -> Any:
+def decoded_json(value: Any) -> Any:
     # SQLAlchemy registers a JSON codec on its asyncpg connections; a bare connection returns text.
     return json.loads(value) if isinstance(value, str) else value
 
@@ -236,7 +236,7 @@ class PostgresIngestStore:
     async def lock_tickets(self, ids: Sequence[str]) -> list[dict[str, Any]]:
         if not ids:
             return []
-        return [{**dict(r), "intents": _json(r["intents"])} for r in await self.db.fetch(_LOCK_TICKETS, list(ids))]
+        return [{**dict(r), "intents": decoded_json(r["intents"])} for r in await self.db.fetch(_LOCK_TICKETS, list(ids))]
 
     async def finish(self, *, deleted: Sequence[str], saved: Sequence[dict[str, Any]], events: Sequence[dict[str, Any]],
                      customers: Sequence[dict[str, Any]], channel: str, payloads: Sequence[str],
@@ -244,11 +244,11 @@ class PostgresIngestStore:
         records = await self.db.fetch(
             _FINISH, list(deleted), *_arrays(_SAVED_COLUMNS, saved), *_arrays(EVENT_COLUMNS, events),
             *_arrays(_TOUCHED_COLUMNS, customers), now, channel, list(payloads), *_key_columns(previous))
-        return {(r["shop_id"], r["platform"], r["external_id"]): {**dict(r), "triage": _json(r["triage"])}
+        return {(r["shop_id"], r["platform"], r["external_id"]): {**dict(r), "triage": decoded_json(r["triage"])}
                 for r in records if r["shop_id"] is not None}
 
 
-def _sqlite_time(value: datetime | None) -> str | None:
+def sqlite_time(value: datetime | None) -> str | None:
     # The same text SQLAlchemy's SQLite DATETIME writes, so both paths sort and parse alike. Not strftime: its %Y
     # does not pad years before 1000, which SQLAlchemy then cannot read back.
     return None if value is None else value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
@@ -256,7 +256,7 @@ def _sqlite_time(value: datetime | None) -> str | None:
 
 def _sqlite_value(column: str, kind: str, value: Any) -> Any:
     if kind == "timestamptz":
-        return _sqlite_time(value)
+        return sqlite_time(value)
     if kind == "jsonb":
         return _dumps(value)
     if kind == "boolean":
@@ -307,7 +307,7 @@ class SqliteIngestStore:
                       *, now: datetime) -> tuple[dict[CustomerKey, tuple[int, int]], dict[ConversationKey, str], set[str]]:
         # Nothing runs beside this transaction: customers are upserted at once, and the tickets read now are the
         # ones lock_tickets returns.
-        stamp = _sqlite_time(now)
+        stamp = sqlite_time(now)
         found = await self._insert_returning(
             "customers", CUSTOMER_COLUMNS, customers,
             "ON CONFLICT (shop_id, platform, external_id) DO UPDATE SET nick = excluded.nick, "
