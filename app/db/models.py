@@ -142,7 +142,6 @@ class Ticket(Base):
             sqlite_where=text("status = 'assigned'"),
         ),
         Index("ix_tickets_agent", "assigned_agent_id", "status"),
-        Index("ix_tickets_shop_created", "shop_id", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
