@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.freeze()
         app.state.notifier = Notifier()
         writers = settings.ingest_writers or (1 if settings.is_sqlite else 3)
-        app.state.ingestor = Ingestor(engine, app.state.notifier, writers=writers)
+        app.state.ingestor = Ingestor(app.state.drivers, app.state.notifier, writers=writers)
         app.state.ingestor.start()
         # Expired leases are requeued by every process; a short lease is checked more often than once a second.
         app.state.reaper = LeaseReaper(app.state.sessionmaker, app.state.notifier,

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from app.db.ingest import TICKET_COLUMNS, decoded_json, sqlite_time
+from app.db.ingest import TICKET_COLUMNS, decoded_json, from_sqlite_ticket, json_text, sqlite_time
 from app.db.session import DriverConnections
 
 Record = dict[str, Any]
@@ -34,12 +34,6 @@ _THREAD = ("m.id, m.ticket_id, m.direction, m.text, m.sent_at, m.received_at, m.
 _THREAD_FROM = "messages m JOIN tickets t ON t.id = m.ticket_id LEFT JOIN customers c ON c.id = t.customer_id"
 _HELD_COUNT = "SELECT count(*) FROM tickets WHERE assigned_agent_id = {agent} AND status = 'assigned'"
 CLAIM_ORDER_SQL = "tier, priority DESC, opened_at, opened_seq"
-
-
-class AgentState(Protocol):
-    active: bool
-    capacity: int
-    held: int
 
 
 class ClaimStore(Protocol):
@@ -64,30 +58,20 @@ class ClaimStore(Protocol):
     async def notify(self, channel: str, shop_ids: Sequence[str]) -> None: ...
 
 
-def _json_text(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
 def _thread_message(message: dict[str, Any]) -> Record:
     message["sent_at"] = datetime.fromisoformat(message["sent_at"])
     message["received_at"] = datetime.fromisoformat(message["received_at"])
     return message
 
 
-def _message_event(message_id: int, first_response: bool, lease_until: str,
-                   within_target: bool | None) -> dict[str, Any]:
-    data: dict[str, Any] = {"message_id": message_id, "first_response": first_response,
-                            "lease_expires_at": lease_until}
-    if within_target is not None:
-        data["within_target"] = within_target
-    return data
-
-
 def reply_event(*, message_id: int, ticket: Record, now: datetime, lease_until: datetime) -> dict[str, Any]:
     """The data of a `replied` event: whether it stopped the first-response clock, and within the target."""
     first = ticket["first_response_at"] == now
-    within = now <= ticket["first_response_due_at"] if first and ticket["first_response_due_at"] is not None else None
-    return _message_event(message_id, first, lease_until.isoformat(), within)
+    data: dict[str, Any] = {"message_id": message_id, "first_response": first,
+                            "lease_expires_at": lease_until.isoformat()}
+    if first and ticket["first_response_due_at"] is not None:
+        data["within_target"] = now <= ticket["first_response_due_at"]
+    return data
 
 
 @functools.cache
@@ -123,7 +107,7 @@ class PostgresClaimStore:
         # thread=False: the claim alone, as bench/queues.py compares it with another queue's dequeue.
         record = await self.db.fetchrow(f"SELECT {_TICKET_C}{_WITH_THREAD['c.id'] if thread else ''} "
                                         "FROM triage_claim($1, $2, $3, $4, $5::text) c",
-                                        agent_id, shop_id, now, lease_until, _json_text(event))
+                                        agent_id, shop_id, now, lease_until, json_text(event))
         return None if record is None else self._ticket(record)
 
     async def agent_state(self, *, agent_id: str) -> Record | None:
@@ -135,7 +119,7 @@ class PostgresClaimStore:
                          event: tuple[str, dict[str, Any]], thread: bool = True) -> Record | None:
         names = tuple(values)
         record = await self.db.fetchrow(_held_write_sql(names, thread), ticket_id, agent_id, now, event[0],
-                                        _json_text(event[1]), *(values[n] for n in names))
+                                        json_text(event[1]), *(values[n] for n in names))
         return None if record is None else self._ticket(record)
 
     async def reply(self, *, ticket_id: str, agent_id: str, now: datetime, lease_until: datetime,
@@ -208,7 +192,7 @@ class PostgresClaimStore:
 
     async def store_answer(self, *, agent_id: str, key: str, status_code: int, response: dict[str, Any]) -> None:
         await self.db.execute("UPDATE idempotency_keys SET status_code = $3, response = $4::text::jsonb "
-                              "WHERE agent_id = $1 AND key = $2", agent_id, key, status_code, _json_text(response))
+                              "WHERE agent_id = $1 AND key = $2", agent_id, key, status_code, json_text(response))
 
     async def notify(self, channel: str, shop_ids: Sequence[str]) -> None:
         # Delivered at commit (or at once outside a transaction), to listeners in every process.
@@ -216,11 +200,8 @@ class PostgresClaimStore:
             await self.db.execute("SELECT pg_notify($1, $2)", channel, shop_id)
 
 
-def _fromsqlite_time(value: str | None) -> datetime | None:
+def _from_sqlite_time(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
-
-
-_TICKET_TIMES = tuple(c for c, kind in TICKET_COLUMNS.items() if kind == "timestamptz")
 
 
 def _sqlite_param(value: Any) -> Any:
@@ -265,25 +246,20 @@ class SqliteClaimStore:
 
     @staticmethod
     def _ticket(row: Record | None) -> Record | None:
-        if row is None:
-            return None
-        for column in _TICKET_TIMES:
-            row[column] = _fromsqlite_time(row[column])
-        row["intents"] = json.loads(row["intents"])
-        row["escalated"] = bool(row["escalated"])
-        return row
+        # Every ticket statement here selects the columns in TICKET_COLUMNS order.
+        return None if row is None else from_sqlite_ticket(tuple(row.values()))
 
     @staticmethod
     def _message(row: Record) -> Record:
-        row["sent_at"] = _fromsqlite_time(row["sent_at"])
-        row["received_at"] = _fromsqlite_time(row["received_at"])
+        row["sent_at"] = _from_sqlite_time(row["sent_at"])
+        row["received_at"] = _from_sqlite_time(row["received_at"])
         row["triage"] = None if row["triage"] is None else json.loads(row["triage"])
         return row
 
     async def _event(self, ticket: Record, now: datetime, kind: str, actor: str, data: dict[str, Any]) -> None:
         await self.db.execute("INSERT INTO ticket_events (ticket_id, shop_id, at, kind, actor, data) "
                               "VALUES (?, ?, ?, ?, ?, ?)",
-                              [ticket["id"], ticket["shop_id"], sqlite_time(now), kind, actor, _json_text(data)])
+                              [ticket["id"], ticket["shop_id"], sqlite_time(now), kind, actor, json_text(data)])
 
     async def claim(self, *, agent_id: str, shop_id: str, now: datetime, lease_until: datetime,
                     event: dict[str, Any]) -> Record | None:
@@ -379,7 +355,7 @@ class SqliteClaimStore:
 
     async def store_answer(self, *, agent_id: str, key: str, status_code: int, response: dict[str, Any]) -> None:
         await self.db.execute("UPDATE idempotency_keys SET status_code = ?, response = ? WHERE agent_id = ? AND key = ?",
-                              [status_code, _json_text(response), agent_id, key])
+                              [status_code, json_text(response), agent_id, key])
 
     async def notify(self, channel: str, shop_ids: Sequence[str]) -> None:
         return None  # SQLite has no NOTIFY: other processes find the work at their periodic re-check

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 ConversationKey = tuple[str, str, str]  # shop, platform, conversation id
 MessageKey = tuple[str, str, str]  # shop, platform, message id
@@ -76,7 +75,7 @@ class IngestStore(Protocol):
 
 
 # One encoder for every jsonb value: json.dumps with options builds a new encoder per call.
-_dumps = json.JSONEncoder(ensure_ascii=False).encode
+json_text = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def decoded_json(value: Any) -> Any:
@@ -89,7 +88,7 @@ def _columns(spec: dict[str, str]) -> str:
 
 
 def _arrays(spec: dict[str, str], rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
-    return [[_dumps(r[c]) for r in rows] if c in _JSON else [r[c] for r in rows] for c in spec]
+    return [[json_text(r[c]) for r in rows] if c in _JSON else [r[c] for r in rows] for c in spec]
 
 
 def _unnest(spec: dict[str, str], first: int = 1, alias: str = "u") -> str:
@@ -258,13 +257,13 @@ def _sqlite_value(column: str, kind: str, value: Any) -> Any:
     if kind == "timestamptz":
         return sqlite_time(value)
     if kind == "jsonb":
-        return _dumps(value)
+        return json_text(value)
     if kind == "boolean":
         return int(value)
     return value
 
 
-def _from_sqlite_ticket(row: Sequence[Any]) -> dict[str, Any]:
+def from_sqlite_ticket(row: Sequence[Any]) -> dict[str, Any]:
     ticket: dict[str, Any] = {}
     for (column, kind), value in zip(TICKET_COLUMNS.items(), row, strict=True):
         if kind == "timestamptz":
@@ -321,7 +320,7 @@ class SqliteIngestStore:
             sql = (f"SELECT {_columns(TICKET_COLUMNS)} FROM tickets WHERE (shop_id, platform, conversation_id) IN "
                    f"(VALUES {', '.join(['(?, ?, ?)'] * len(chunk))})")
             for r in await self._fetch(sql, [p for k in chunk for p in k]):
-                ticket = _from_sqlite_ticket(r)
+                ticket = from_sqlite_ticket(r)
                 self._tickets[ticket["id"]] = ticket
                 tickets[(ticket["shop_id"], ticket["platform"], ticket["conversation_id"])] = ticket["id"]
         placeholders = [{"id": str(uuid.uuid4()), "shop_id": key[0], "platform": key[1], "conversation_id": key[2],
@@ -376,14 +375,6 @@ class SqliteIngestStore:
                 result[(r[0], r[1], r[2])] = {"ticket_id": r[3], "primary_intent": r[4], "tier": r[5],
                                               "priority": r[6], "triage": json.loads(r[7])}
         return result
-
-
-@asynccontextmanager
-async def ingest_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
-    """The driver connection (asyncpg or aiosqlite) of one pooled connection, for the block."""
-    async with engine.connect() as connection:
-        raw = await connection.get_raw_connection()
-        yield raw.driver_connection
 
 
 @asynccontextmanager

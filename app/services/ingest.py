@@ -8,17 +8,15 @@ messages has committed, and a request that could not be stored gets an error, ne
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from app import metrics
 from app.clock import utcnow
 from app.db import ingest as sql
+from app.db.session import DriverConnections
 from app.errors import Unavailable
 from app.schemas.webhooks import IngestedMessage, WebhookMessage
 from app.services.directory import ShopInfo
@@ -173,8 +171,8 @@ async def ingest_group(store: sql.IngestStore, jobs: Sequence[IngestJob], *, now
 class Ingestor:
     """The per-process writers: each transaction holds every request that waited for it."""
 
-    def __init__(self, engine: AsyncEngine, notifier: Notifier, *, writers: int = 1) -> None:
-        self._engine = engine
+    def __init__(self, drivers: DriverConnections, notifier: Notifier, *, writers: int = 1) -> None:
+        self._drivers = drivers
         self._notifier = notifier
         self._writers = writers
         self._queue: asyncio.Queue[IngestJob] = asyncio.Queue()
@@ -183,7 +181,7 @@ class Ingestor:
         self._backlog = asyncio.Event()  # set while at least PARALLEL_MESSAGES wait
         self._tasks: list[asyncio.Task[None]] = []
         # SQLite's one pooled connection is handed back after each group, for the other paths to use.
-        self._hold = engine.dialect.name == "postgresql"
+        self._hold = drivers.postgres
 
     def start(self) -> None:
         # SQLite has one writer anyway; on PostgreSQL a few groups commit side by side.
@@ -248,9 +246,9 @@ class Ingestor:
 
     async def _write(self, group: list[IngestJob], *, first: bool | None) -> list[IngestJob]:
         """Commit `group` and answer its requests; then, while `_more`, the groups waiting behind it on the same
-        connection (a checkout costs a ping round trip). Returns the group that could not be stored."""
+        connection (a checkout is not free). Returns the group that could not be stored."""
         try:
-            async with sql.ingest_connection(self._engine) as driver:
+            async with self._drivers.connection() as driver:
                 while True:
                     results, woken = await self._transaction(driver, group)
                     for job, result in zip(group, results, strict=True):

@@ -120,7 +120,7 @@ async def claim_once(store: ClaimStore, *, agent: Agent, now: datetime, lease_se
     row = await store.claim(agent_id=agent.id, shop_id=agent.shop_id, now=now, lease_until=lease_until,
                             event={"agent_id": agent.id, "lease_expires_at": _iso(lease_until)})
     if row is None:
-        # Why not: the claim itself enforced all of it; this read only chooses the answer.
+        # No ticket: the claim itself enforced activity and capacity; this read only chooses the answer.
         state = await store.agent_state(agent_id=agent.id)
         if state is None or not state["active"]:
             raise Unauthorized("the agent is deactivated")
@@ -174,7 +174,6 @@ async def _write(drivers: DriverConnections, *, agent: Agent, key: str | None, r
         if key is None:
             return await act(store)
         request_hash = _request_hash(request)
-        replay: dict[str, Any] | None = None
         # The key, the effect and the stored answer commit together, or none of them does: a refused write
         # leaves nothing behind, its key included, so a retry under the key runs afresh.
         async with store.transaction():
