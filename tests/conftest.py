@@ -9,8 +9,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 
 from app.db.migrate import upgrade_async
+from app.db.session import create_engine
 from app.main import create_app
 from app.settings import Settings
 from tests.support import ADMIN_TOKEN, BACKENDS, POSTGRES_URL, fresh_database
@@ -38,10 +40,23 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 @pytest.fixture(scope="session", params=BACKENDS)
 async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    """A fresh database of each backend for the whole run, migrated by Alembic."""
+    """A fresh database of each backend for the whole run, migrated by Alembic.
+
+    When the run is over, every event it wrote still names its ticket: ticket_events has no foreign key
+    (migration 0006), so the suite checks what the key used to.
+    """
     async with fresh_database(request.param, tmp_path_factory.mktemp("db")) as url:
         await upgrade_async(url)
         yield url
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as connection:
+                orphans = (await connection.execute(text(
+                    "SELECT count(*) FROM ticket_events e WHERE NOT EXISTS "
+                    "(SELECT 1 FROM tickets t WHERE t.id = e.ticket_id)"))).scalar_one()
+        finally:
+            await engine.dispose()
+        assert orphans == 0, f"{orphans} events name no ticket"
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:

@@ -3,7 +3,7 @@
 Every agent console runs claim -> reply -> resolve in a loop, so these run hundreds of times a second.
 Through the async ORM each transaction costs some 300 µs of CPU more than the SQL (BENCHMARKS.md), and
 each statement is a round trip. So on PostgreSQL each operation is one statement where it can be: a claim is
-one call of `triage_claim()` (migration 0004: agent lock, capacity, SKIP LOCKED pick, event, one round
+one call of `triage_claim()` (migrations 0004 and 0006: agent lock, capacity, SKIP LOCKED pick, event, one round
 trip with fresh snapshots inside), and a holder's write changes the ticket and appends its event in one
 statement with CTEs. SQLite has no round trips to save; there each operation is a short BEGIN IMMEDIATE
 transaction. Column layouts follow app/db/models.py, as in app/db/ingest.py.
@@ -32,7 +32,9 @@ _THREAD = ("m.id, m.ticket_id, m.direction, m.text, m.sent_at, m.received_at, m.
            "c.external_id AS customer_external_id, c.platform AS customer_platform, c.nick AS customer_nick, "
            "c.vip_level AS customer_vip_level, c.contacts AS customer_contacts")
 _THREAD_FROM = "messages m JOIN tickets t ON t.id = m.ticket_id LEFT JOIN customers c ON c.id = t.customer_id"
-_HELD_COUNT = "SELECT count(*) FROM tickets WHERE assigned_agent_id = {agent} AND status = 'assigned'"
+# The holder check makes "has an agent" the same as "assigned"; naming only the agent keeps these reads on
+# ix_tickets_agent (a status term lets the planner AND in ix_tickets_lease, every held ticket of every agent).
+_HELD_COUNT = "SELECT count(*) FROM tickets WHERE assigned_agent_id = {agent}"
 CLAIM_ORDER_SQL = "tier, priority DESC, opened_at, opened_seq"
 
 
@@ -156,7 +158,7 @@ class PostgresClaimStore:
 
     async def agent_tickets(self, *, agent_id: str) -> list[Record]:
         records = await self.db.fetch(f"SELECT {_TICKET} FROM tickets WHERE assigned_agent_id = $1 "
-                                      f"AND status = 'assigned' ORDER BY {CLAIM_ORDER_SQL}", agent_id)
+                                      f"ORDER BY {CLAIM_ORDER_SQL}", agent_id)
         return [self._ticket(r) for r in records]
 
     async def served_queues(self, *, agent_id: str) -> list[str]:
@@ -320,8 +322,8 @@ class SqliteClaimStore:
         return self._ticket(await self._row(f"SELECT {_TICKET} FROM tickets WHERE id = ?", [ticket_id]))
 
     async def agent_tickets(self, *, agent_id: str) -> list[Record]:
-        rows = await self._rows(f"SELECT {_TICKET} FROM tickets WHERE assigned_agent_id = ? AND status = 'assigned' "
-                                f"ORDER BY {CLAIM_ORDER_SQL}", [agent_id])
+        rows = await self._rows(f"SELECT {_TICKET} FROM tickets WHERE assigned_agent_id = ? ORDER BY {CLAIM_ORDER_SQL}",
+                                [agent_id])
         return [t for t in map(self._ticket, rows) if t is not None]
 
     async def served_queues(self, *, agent_id: str) -> list[str]:

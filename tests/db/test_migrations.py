@@ -92,6 +92,8 @@ def _sqlite_differences(sync: Connection, differences: list[Any]) -> list[Any]:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+# SQLAlchemy's own reflection builds the DOMAIN types of migration 0006 without an operator class.
+@pytest.mark.filterwarnings("ignore:Type object .*DOMAIN.* does not refer to an OperatorClass")
 async def test_head_matches_the_models(backend: str, tmp_path: Path) -> None:
     def compare(sync: Connection) -> list[Any]:
         differences = compare_metadata(MigrationContext.configure(sync, opts={"compare_type": True}), Base.metadata)
