@@ -1,7 +1,6 @@
 """Rules admin on both databases: read, validate, activate, backtest and roll back a shop's ruleset."""
 
 import asyncio
-import copy
 from collections.abc import Callable
 from typing import Any
 
