@@ -23,6 +23,7 @@ from sqlalchemy import (
     extract,
     func,
     literal,
+    literal_column,
     null,
     or_,
     select,
@@ -71,7 +72,10 @@ def _episodes(*, shop_id: str, since: datetime, until: datetime) -> Any:
     # A later episode starts later, so filtering before the window function keeps every `next_id` right.
     starts = (select(E.c.id.label("start_id"), E.c.ticket_id, E.c.at.label("opened_at"),
                      func.lead(E.c.id).over(partition_by=E.c.ticket_id, order_by=E.c.id).label("next_id"))
-              .where(E.c.shop_id == shop_id, E.c.kind.in_(EPISODE_STARTS), E.c.at >= since)
+              # The kinds as literals: on PostgreSQL ix_ticket_events_shop_kind holds only these (migration
+              # 0006), and a planner can match an index's predicate to constants, not to parameters.
+              .where(E.c.shop_id == shop_id, E.c.kind.in_([literal_column(f"'{kind}'") for kind in EPISODE_STARTS]),
+                     E.c.at >= since)
               .subquery("starts"))
     ev = E.alias("ev")
     fr = E.alias("fr")
