@@ -15,7 +15,7 @@ At the database level on the same PostgreSQL, no HTTP:
 Every database is created for its run and dropped afterwards; each PostgreSQL run has one of its own, loaded,
 vacuumed and checkpointed before the clock starts.
 Run: .venv/bin/python bench/queues.py [--tickets 6000] [--seconds 10] [--db-tickets 10000] [--jobs 10000]
-                                     [--rounds 3] [--wake-samples 200]
+                                     [--rounds 5] [--wake-samples 200]
 Needs wrk (Debian package `wrk`) and the `bench` extra (pgqueuer): .venv/bin/pip install -e '.[bench]'
 """
 
@@ -384,7 +384,7 @@ async def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="length of the HTTP cycle run")
     parser.add_argument("--db-tickets", type=int, default=10000, help="tickets for the database-level run")
     parser.add_argument("--jobs", type=int, default=10000, help="pgqueuer jobs")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of our SQL and pgqueuer, back to back")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of our SQL and pgqueuer, back to back")
     parser.add_argument("--agents", type=int, default=20)
     parser.add_argument("--wake-samples", type=int, default=200)
     parser.add_argument("--postgres", default=os.environ.get("TRIAGE_TEST_POSTGRES_URL") or DEFAULT_POSTGRES)
