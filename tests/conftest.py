@@ -42,8 +42,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """A fresh database of each backend for the whole run, migrated by Alembic.
 
-    When the run is over, every event it wrote still names its ticket: ticket_events has no foreign key
-    (migration 0006), so the suite checks what the key used to.
+    When the run is over, every event it wrote still names its ticket and every held ticket an agent:
+    neither column has a foreign key (migration 0006), so the suite checks what the keys used to.
     """
     async with fresh_database(request.param, tmp_path_factory.mktemp("db")) as url:
         await upgrade_async(url)
@@ -54,9 +54,12 @@ async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.
                 orphans = (await connection.execute(text(
                     "SELECT count(*) FROM ticket_events e WHERE NOT EXISTS "
                     "(SELECT 1 FROM tickets t WHERE t.id = e.ticket_id)"))).scalar_one()
+                ghosts = (await connection.execute(text(
+                    "SELECT count(*) FROM tickets t WHERE t.assigned_agent_id IS NOT NULL AND NOT EXISTS "
+                    "(SELECT 1 FROM agents a WHERE a.id = t.assigned_agent_id)"))).scalar_one()
         finally:
             await engine.dispose()
-        assert orphans == 0, f"{orphans} events name no ticket"
+        assert (orphans, ghosts) == (0, 0), f"{orphans} events name no ticket; {ghosts} tickets held by no agent"
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:

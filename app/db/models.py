@@ -27,6 +27,7 @@ from app.db.base import Base, JSONType
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 TICKET_STATUSES = ("queued", "assigned", "resolved")
+AGENT_LEVELS = ("junior", "mid", "senior")
 
 
 def _domain(base: TypeEngine[Any], name: str, check: str) -> TypeEngine[Any]:
@@ -34,7 +35,6 @@ def _domain(base: TypeEngine[Any], name: str, check: str) -> TypeEngine[Any]:
     domain = DOMAIN(name, base, check=text(check), constraint_name=f"ck_{name}")
     domain.operator_classes = base.operator_classes  # compares as its base type does
     return base.with_variant(domain, "postgresql")
-AGENT_LEVELS = ("junior", "mid", "senior")
 
 
 class Shop(Base):
@@ -127,7 +127,7 @@ class Ticket(Base):
             ("tier_range", "tier BETWEEN 1 AND 4"),
             ("priority_range", "priority BETWEEN 0 AND 999"),
             ("deliveries_positive", "deliveries >= 0"))),
-        # A ticket is held by an agent exactly when it is assigned: never by two, never by a ghost.
+        # A ticket is held by an agent exactly when it is assigned, and never without a lease.
         CheckConstraint(
             "(status = 'assigned') = (assigned_agent_id IS NOT NULL)"
             " AND (assigned_agent_id IS NULL OR lease_expires_at IS NOT NULL)",
@@ -164,7 +164,8 @@ class Ticket(Base):
     primary_intent: Mapped[str] = mapped_column(String(32))
     intents: Mapped[list[str]] = mapped_column(JSONType)
     escalated: Mapped[bool] = mapped_column(Boolean, default=False)
-    assigned_agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.id"), default=None)
+    # No foreign key (migration 0006): only triage_claim() sets it, after reading the agent under its lock.
+    assigned_agent_id: Mapped[str | None] = mapped_column(String(36), default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     deliveries: Mapped[int] = mapped_column(_domain(Integer(), "ticket_deliveries", "VALUE >= 0"), default=0)
     unread: Mapped[int] = mapped_column(Integer, default=0)

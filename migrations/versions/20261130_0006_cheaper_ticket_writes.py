@@ -1,4 +1,4 @@
-"""Cheaper ticket writes: the same rules, checked where they cost less; two index and key maintenance costs gone.
+"""Cheaper ticket writes: the same rules, checked where they cost less; index entries and key checks nothing needs.
 
 A claim and a resolve each update a ticket and append an event, hundreds of times a second. Counted with
 callgrind on PostgreSQL 15 (one consumer, 2,000 claim+resolve pairs), the server spent 1,599k instructions
@@ -22,9 +22,17 @@ per ticket; much of it was not the writes but preparing their checks again for e
     appends one takes ticket_id from the ticket row it wrote in the same statement, and no code deletes a
     ticket that has events (ingest deletes only a placeholder that received no message, before any event
     was written for it). The key's check read and locked the ticket row once per event. -93k.
-    tests/conftest.py checks after every test that no event names a missing ticket.
-Together 1,599k -> about 1,234k instructions per ticket. SQLite keeps its table checks (it prepares them
-once per statement it caches) and its holder rule in the older, equivalent wording.
+    At the end of every test run, tests/conftest.py checks that no event names a missing ticket.
+  - tickets.assigned_agent_id loses its foreign key. Only triage_claim() sets it, to the agent whose row it
+    has just read (present and active) under that agent's lock, in the same transaction; agents are never
+    deleted (deactivated instead; their replies in messages keep theirs), and a ticket whose holder vanished
+    anyway would go back to its queue when the lease ran out, as expiry does not read the agent. The key's
+    check read and locked the agent's row (one row, and page, that all of an agent's claims wrote). -35k;
+    tests/conftest.py checks that no ticket is held by a missing agent.
+  - triage_claim() reads the agent in one statement, its queues as an array (see CLAIM_FUNCTION). -18k.
+Together 1,599k -> 1,184k instructions per ticket (the same count, twice). SQLite keeps its table checks
+(they are compiled into each prepared statement, which the driver caches) and its holder rule in the older,
+equivalent wording.
 
 Revision ID: 0006
 Revises: 0005
@@ -42,9 +50,11 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 QUEUED = sa.text("status = 'queued'")
+CLAIM_SHOP = ["shop_id", "tier", sa.text("priority DESC"), "opened_at", "opened_seq"]
 EPISODE_STARTS = sa.text("kind IN ('created', 'reopened')")
 HELD = sa.text("assigned_agent_id IS NOT NULL")
 EVENT_TICKET_FK = "fk_ticket_events_ticket_id_tickets"
+HOLDER_AGENT_FK = "fk_tickets_assigned_agent_id_agents"
 
 # (column, domain, base type, name of the table check it replaces (migration 0001), the check on VALUE)
 DOMAINS = [
@@ -121,6 +131,7 @@ def upgrade() -> None:
                    + ", ".join(f"ALTER COLUMN {column} TYPE {domain}" for column, domain, _, _, _ in DOMAINS)
                    + f", ADD CONSTRAINT ck_tickets_holder_matches_status CHECK ({HOLDER_AFTER})")
         op.drop_constraint(EVENT_TICKET_FK, "ticket_events", type_="foreignkey")
+        op.drop_constraint(HOLDER_AGENT_FK, "tickets", type_="foreignkey")
         op.drop_index("ix_ticket_events_shop_kind", "ticket_events")
         op.create_index("ix_ticket_events_shop_kind", "ticket_events", ["shop_id", "kind", "at"],
                         postgresql_where=EPISODE_STARTS)
@@ -128,20 +139,32 @@ def upgrade() -> None:
     else:
         with op.batch_alter_table("ticket_events", schema=None) as batch_op:
             batch_op.drop_constraint(EVENT_TICKET_FK, type_="foreignkey")
+    # Dropping a key makes SQLite copy the table, and a copy cannot carry an index on an expression
+    # ("priority DESC"): ix_tickets_claim_shop is made again after it (on PostgreSQL too, which rebuilt it above).
     with op.batch_alter_table("tickets", schema=None) as batch_op:
+        batch_op.drop_index("ix_tickets_claim_shop", postgresql_where=QUEUED, sqlite_where=QUEUED)
         batch_op.drop_index("ix_tickets_claim", postgresql_where=QUEUED, sqlite_where=QUEUED)
+        if not _postgres():
+            batch_op.drop_constraint(HOLDER_AGENT_FK, type_="foreignkey")
         batch_op.drop_index("ix_tickets_agent")
         batch_op.create_index("ix_tickets_agent", ["assigned_agent_id"], unique=False,
                               postgresql_where=HELD, sqlite_where=HELD)
+    with op.batch_alter_table("tickets", schema=None) as batch_op:
+        batch_op.create_index("ix_tickets_claim_shop", CLAIM_SHOP, unique=False, postgresql_where=QUEUED,
+                              sqlite_where=QUEUED)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("tickets", schema=None) as batch_op:
+        batch_op.drop_index("ix_tickets_claim_shop", postgresql_where=QUEUED, sqlite_where=QUEUED)
+        batch_op.create_foreign_key(HOLDER_AGENT_FK, "agents", ["assigned_agent_id"], ["id"])
         batch_op.drop_index("ix_tickets_agent", postgresql_where=HELD, sqlite_where=HELD)
         batch_op.create_index("ix_tickets_agent", ["assigned_agent_id", "status"], unique=False)
-        batch_op.create_index("ix_tickets_claim", ["shop_id", "queue", "tier", sa.text("priority DESC"), "opened_at",
-                                                   "opened_seq"], unique=False, postgresql_where=QUEUED,
+    with op.batch_alter_table("tickets", schema=None) as batch_op:
+        batch_op.create_index("ix_tickets_claim_shop", CLAIM_SHOP, unique=False, postgresql_where=QUEUED,
                               sqlite_where=QUEUED)
+        batch_op.create_index("ix_tickets_claim", ["shop_id", "queue", *CLAIM_SHOP[1:]], unique=False,
+                              postgresql_where=QUEUED, sqlite_where=QUEUED)
     if _postgres():
         op.execute(_claim_function_0004())
         op.drop_index("ix_ticket_events_shop_kind", "ticket_events", postgresql_where=EPISODE_STARTS)
