@@ -158,7 +158,8 @@ class Ticket(Base):
     conversation_id: Mapped[str] = mapped_column(String(128))
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), default=None)
     queue: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(_domain(String(16), "ticket_status", "VALUE IN ('queued', 'assigned', 'resolved')"))
+    status: Mapped[str] = mapped_column(_domain(String(16), "ticket_status",
+                                                "VALUE IN ('queued', 'assigned', 'resolved')"))
     tier: Mapped[int] = mapped_column(_domain(SmallInteger(), "ticket_tier", "VALUE BETWEEN 1 AND 4"))
     priority: Mapped[int] = mapped_column(_domain(Integer(), "ticket_priority", "VALUE BETWEEN 0 AND 999"))
     primary_intent: Mapped[str] = mapped_column(String(32))
