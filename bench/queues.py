@@ -50,7 +50,7 @@ from app.db.claims import PostgresClaimStore, claim_store  # noqa: E402
 from app.db.listen import asyncpg_dsn  # noqa: E402
 from app.db.migrate import upgrade_async  # noqa: E402
 from app.db.models import Agent  # noqa: E402
-from app.db.session import DriverConnections, create_engine, create_sessionmaker  # noqa: E402
+from app.db.session import DriverConnections, create_engine, create_sessionmaker, is_sqlite_url  # noqa: E402
 from app.services import queues  # noqa: E402
 from tests.webhooks import message, post_signed  # noqa: E402
 
@@ -191,7 +191,7 @@ async def http_cycles(base: str, url: str, tickets: int, agents: int, seconds: i
         async with httpx.AsyncClient(base_url=base, timeout=60) as http:
             shop, team = await new_shop(http, agents)
             await preload(http, shop, tickets)
-        if not url.startswith("sqlite"):
+        if not is_sqlite_url(url):
             await settle(url)
         with tempfile.TemporaryDirectory() as tmp:
             tokens = Path(tmp) / "tokens"

@@ -87,6 +87,10 @@ def _held_write_sql(names: tuple[str, ...], thread: bool) -> str:
             f"SELECT {_TICKET}{_WITH_THREAD['id'] if thread else ''} FROM t")
 
 
+_CLAIM_SQL = {thread: f"SELECT {_TICKET_C}{_WITH_THREAD['c.id'] if thread else ''} "
+                     "FROM triage_claim($1, $2, $3, $4, $5::text) c" for thread in (True, False)}
+
+
 class PostgresClaimStore:
     """One statement per operation; a multi-statement transaction only when the caller asks (idempotency keys)."""
 
@@ -107,9 +111,7 @@ class PostgresClaimStore:
     async def claim(self, *, agent_id: str, shop_id: str, now: datetime, lease_until: datetime,
                     event: dict[str, Any], thread: bool = True) -> Record | None:
         # thread=False: the claim alone, as bench/queues.py compares it with another queue's dequeue.
-        record = await self.db.fetchrow(f"SELECT {_TICKET_C}{_WITH_THREAD['c.id'] if thread else ''} "
-                                        "FROM triage_claim($1, $2, $3, $4, $5::text) c",
-                                        agent_id, shop_id, now, lease_until, json_text(event))
+        record = await self.db.fetchrow(_CLAIM_SQL[thread], agent_id, shop_id, now, lease_until, json_text(event))
         return None if record is None else self._ticket(record)
 
     async def agent_state(self, *, agent_id: str) -> Record | None:
