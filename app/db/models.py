@@ -127,13 +127,12 @@ class Ticket(Base):
             ("tier_range", "tier BETWEEN 1 AND 4"),
             ("priority_range", "priority BETWEEN 0 AND 999"),
             ("deliveries_positive", "deliveries >= 0"))),
-        # A ticket is held by an agent exactly when it is assigned, and never without a lease. On PostgreSQL
-        # the same rule is a trigger, which costs a claim or a resolve far less than a table check (0007).
+        # A ticket is held by an agent exactly when it is assigned, and never without a lease.
         CheckConstraint(
             "(status = 'assigned') = (assigned_agent_id IS NOT NULL)"
             " AND (assigned_agent_id IS NULL OR lease_expires_at IS NOT NULL)",
             name="holder_matches_status",
-        ).ddl_if(dialect="sqlite"),
+        ),
         # Claim order: tier, then priority (highest first), then the oldest episode, then arrival (migrations
         # 0002, 0003), across all the queues of a shop: an agent's claim filters its queues on the way.
         Index(

@@ -163,7 +163,7 @@ async def test_the_database_refuses_duplicates_and_dangling_references(backend: 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_the_database_refuses_a_ticket_that_breaks_the_holder_rule(backend: str, tmp_path: Path) -> None:
-    # SQLite checks the rule as a table check, PostgreSQL in a trigger (migration 0007); both refuse alike.
+    # The one rule that spans columns (PostgreSQL checks the one-column rules as domains, migration 0006).
     lease = utcnow()
     ticket = Ticket.__table__
     async with migrated(backend, tmp_path) as engine:
