@@ -10,7 +10,7 @@ At the database level on the same PostgreSQL, no HTTP:
   - our claim + resolve by 20 consumers, one ticket at a time: the service functions the endpoints call
     (answers built), and their statements alone (app/db/claims.py on bare asyncpg connections);
   - pgqueuer's dequeue + ack by 20 consumers, one job per dequeue (batch_size=1); and the ratio, as the
-    median of rounds in which the two run back to back.
+    median of rounds in which the two run back to back, in alternating order.
 
 Every database is created for its run and dropped afterwards; each PostgreSQL run has one of its own, loaded,
 vacuumed and checkpointed before the clock starts.
@@ -390,6 +390,17 @@ async def http_run(label: str, url: str, args: argparse.Namespace) -> tuple[Cycl
     return cycles, wake
 
 
+async def our_sql_rate(args: argparse.Namespace) -> float:
+    async with postgres_database(args.postgres) as url:
+        await upgrade_async(url)
+        return await db_statements_rate(url, args.db_tickets, args.agents)
+
+
+async def pgqueuer_round(args: argparse.Namespace) -> float:
+    async with postgres_database(args.postgres) as url:
+        return await pgqueuer_rate(url, args.jobs, args.agents)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tickets", type=int, default=6000, help="tickets queued before the HTTP cycle run")
@@ -415,18 +426,23 @@ async def main() -> None:
           f"{args.agents} consumers, one at a time, answers built, no HTTP)", flush=True)
     # Ours and pgqueuer's back to back, in rounds: this machine's speed drifts by 10 % and more within a
     # minute, so each round's ratio compares two runs made close together, and the median ratio is reported.
+    # The order alternates from round to round: with identical runs, the first of a pair was measured up to
+    # 10 % faster than the second here, and a fixed order would lend that to one side.
     rounds: list[tuple[float, float]] = []
     for number in range(1, args.rounds + 1):
-        async with postgres_database(args.postgres) as url:
-            await upgrade_async(url)
-            ours = await db_statements_rate(url, args.db_tickets, args.agents)
-        async with postgres_database(args.postgres) as url:
-            theirs = await pgqueuer_rate(url, args.jobs, args.agents)
+        ours_first = number % 2 == 1
+        if ours_first:
+            ours = await our_sql_rate(args)
+            theirs = await pgqueuer_round(args)
+        else:
+            theirs = await pgqueuer_round(args)
+            ours = await our_sql_rate(args)
         rounds.append((ours, theirs))
+        first = "ours first" if ours_first else "pgqueuer first"
         print(f"{f'round {number}: claim+resolve, our SQL':<34} {ours:>8.0f} tickets/s  ({args.db_tickets} tickets, "
               f"{args.agents} consumers, one at a time)", flush=True)
         print(f"{f'round {number}: pgqueuer dequeue+ack':<34} {theirs:>8.0f} jobs/s     ({args.jobs} jobs, "
-              f"{args.agents} consumers, batch 1)   ratio {ours / theirs:.2f}x", flush=True)
+              f"{args.agents} consumers, batch 1)   ratio {ours / theirs:.2f}x ({first})", flush=True)
     ratio = median([ours / theirs for ours, theirs in rounds])
     theirs = median([theirs for _, theirs in rounds])
     print(f"{'ratio our SQL / pgqueuer':<34} {ratio:>8.2f}x   (median of {len(rounds)} rounds; target >= 3)",
