@@ -32,8 +32,8 @@ _THREAD = ("m.id, m.ticket_id, m.direction, m.text, m.sent_at, m.received_at, m.
            "c.external_id AS customer_external_id, c.platform AS customer_platform, c.nick AS customer_nick, "
            "c.vip_level AS customer_vip_level, c.contacts AS customer_contacts")
 _THREAD_FROM = "messages m JOIN tickets t ON t.id = m.ticket_id LEFT JOIN customers c ON c.id = t.customer_id"
-# The holder check makes "has an agent" the same as "assigned"; naming only the agent keeps these reads on
-# ix_tickets_agent (a status term lets the planner AND in ix_tickets_lease, every held ticket of every agent).
+# The holder check makes "has an agent" the same as "assigned"; these reads name only the agent, the leading
+# column of ix_tickets_held.
 _HELD_COUNT = "SELECT count(*) FROM tickets WHERE assigned_agent_id = {agent}"
 CLAIM_ORDER_SQL = "tier, priority DESC, opened_at, opened_seq"
 

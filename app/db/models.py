@@ -141,15 +141,11 @@ class Ticket(Base):
             postgresql_where=text("status = 'queued'"),
             sqlite_where=text("status = 'queued'"),
         ),
-        Index(
-            "ix_tickets_lease",
-            "lease_expires_at",
-            postgresql_where=text("status = 'assigned'"),
-            sqlite_where=text("status = 'assigned'"),
-        ),
-        # Held tickets only (the holder check makes that status = 'assigned'): capacity counts, "my tickets".
-        Index("ix_tickets_agent", "assigned_agent_id", postgresql_where=text("assigned_agent_id IS NOT NULL"),
-              sqlite_where=text("assigned_agent_id IS NOT NULL")),
+        # Held tickets only (the holder check makes that status = 'assigned'), by agent, then lease: capacity
+        # counts and "my tickets" read an agent's entries; the lease reaper reads every entry's lease in the
+        # index itself. One index for both: a claim, reply or heartbeat adds one entry, not two (0007).
+        Index("ix_tickets_held", "assigned_agent_id", "lease_expires_at",
+              postgresql_where=text("assigned_agent_id IS NOT NULL"), sqlite_where=text("assigned_agent_id IS NOT NULL")),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

@@ -49,7 +49,9 @@ async def expiring(session: AsyncSession, *, now: datetime, limit: int) -> Seque
     """Assigned tickets whose lease ran out, locked on PostgreSQL (rows another process is expiring are skipped)."""
     stmt = (select(T.c.id, T.c.shop_id, T.c.queue, T.c.assigned_agent_id, T.c.lease_expires_at, T.c.deliveries,
                    T.c.escalated)
-            .where(T.c.status == "assigned", T.c.lease_expires_at <= now)
+            # "Has a holder" (the same as assigned, by the holder rule) selects ix_tickets_held, whose entries
+            # carry the lease: expired ones are found in the index, without reading the table.
+            .where(T.c.assigned_agent_id.is_not(None), T.c.status == "assigned", T.c.lease_expires_at <= now)
             .order_by(T.c.lease_expires_at).limit(limit))
     if is_postgres(session):
         stmt = stmt.with_for_update(skip_locked=True)
