@@ -193,6 +193,11 @@ class TicketNotHeld(Conflict):
     message = "the ticket is not held by this agent (never claimed, released, or its lease ran out)"
 
 
+class TicketAlreadyResolved(Conflict):
+    code = "ticket_already_resolved"
+    message = "the ticket is already resolved"
+
+
 class AtCapacity(Conflict):
     code = "at_capacity"
     message = "the agent holds as many open tickets as its capacity allows"

@@ -75,6 +75,24 @@ async def requeue_expired(session: AsyncSession, rows: Sequence[dict[str, Any]],
     await session.execute(stmt, list(rows))
 
 
+async def open_ticket(session: AsyncSession, *, shop_id: str, ticket_id: str) -> Row[Any] | None:
+    """The shop's ticket as it stands, locked on PostgreSQL until the transaction ends."""
+    stmt = select(T.c.id, T.c.shop_id, T.c.queue, T.c.status, T.c.assigned_agent_id).where(
+        T.c.id == ticket_id, T.c.shop_id == shop_id)
+    if is_postgres(session):
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).first()
+
+
+async def resolve_as_read(session: AsyncSession, *, ticket: Row[Any], values: dict[str, Any], now: datetime) -> bool:
+    """Resolve the ticket if it is still as `ticket` read it (on SQLite nothing locked it); False if it changed."""
+    stmt = (update(T).where(T.c.id == ticket.id, T.c.status == ticket.status,
+                            T.c.assigned_agent_id.is_(None) if ticket.assigned_agent_id is None
+                            else T.c.assigned_agent_id == ticket.assigned_agent_id)
+            .values(**values, updated_at=now))
+    return bool((await session.execute(stmt)).rowcount)  # type: ignore[attr-defined]
+
+
 async def queue_depths(session: AsyncSession, *, shop_id: str, queues: Sequence[str]) -> Sequence[Row[Any]]:
     """Queued tickets per queue and tier, with the oldest episode start of each."""
     stmt = (select(T.c.queue, T.c.tier, func.count().label("n"), func.min(T.c.opened_at).label("oldest"))

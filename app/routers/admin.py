@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from app.clock import utcnow
 from app.deps import STRICT_QUERY, AdminDep, SessionDep, SettingsDep
@@ -21,7 +21,8 @@ from app.schemas.admin import (
     ShopRead,
     ShopUpdate,
 )
-from app.services import admin
+from app.schemas.tickets import AdminResolveRequest, TicketRead
+from app.services import admin, queues
 
 router = APIRouter(prefix="/v1/shops", tags=["ops: shops"], dependencies=STRICT_QUERY)
 
@@ -117,3 +118,17 @@ async def list_agents(shop_id: str, session: SessionDep, _: AdminDep) -> list[Ag
 async def update_agent(shop_id: str, agent_id: str, body: AgentUpdate, session: SessionDep, _: AdminDep) -> AgentRead:
     view = await admin.update_agent(session, shop_id=shop_id, agent_id=agent_id, data=body)
     return AgentRead.model_validate(view.as_dict())
+
+
+@router.post("/{shop_id}/tickets/{ticket_id}/resolve", response_model=TicketRead, tags=["ops: tickets"],
+             summary="Resolve a ticket (ops)",
+             description="Closes an open ticket of the shop, queued or held, with an optional reason (spam, a "
+                         "buyer who wrote elsewhere, a console that is gone). A holder loses it at once: its later "
+                         "writes are `409 ticket_not_held`. The `resolved` event names the admin as actor and the "
+                         "holder it had. A resolved ticket is `409 ticket_already_resolved`; a later buyer message "
+                         "reopens it, as after any resolve. The body is optional.",
+             responses=errors(401, 404, 409, 422))
+async def resolve_ticket(shop_id: str, ticket_id: str, request: Request, session: SessionDep, _: AdminDep,
+                         body: AdminResolveRequest | None = None) -> TicketRead:
+    return await queues.admin_resolve(session, request.app.state.drivers, shop_id=shop_id, ticket_id=ticket_id,
+                                      reason=body.reason if body else None, now=utcnow())

@@ -75,6 +75,10 @@ class ReleaseRequest(Schema):
     reason: StorableStr | None = Field(None, max_length=500, examples=["end of shift"])
 
 
+class AdminResolveRequest(Schema):
+    reason: StorableStr | None = Field(None, max_length=500, examples=["spam"])
+
+
 class TransferRequest(Schema):
     queue: QueueName
     reason: StorableStr = Field("", max_length=500, examples=["needs a senior agent"])

@@ -26,7 +26,9 @@ from app.errors import (
     AtCapacity,
     IdempotencyMismatch,
     InvalidInput,
+    Conflict,
     ShopNotFound,
+    TicketAlreadyResolved,
     TicketNotFound,
     TicketNotHeld,
     Unauthorized,
@@ -298,6 +300,28 @@ async def transfer(drivers: DriverConnections, *, agent: Agent, ticket_id: str, 
                           act=act)
     notifier.notify([agent.shop_id])
     return answer
+
+
+async def admin_resolve(session: AsyncSession, drivers: DriverConnections, *, shop_id: str, ticket_id: str,
+                        reason: str | None, now: datetime) -> TicketRead:
+    """Ops close an open ticket, queued or held (spam, a buyer who wrote elsewhere, a stuck console).
+
+    A holder loses the ticket at once: its later writes are 409 ticket_not_held. The event names the holder.
+    """
+    if await repo.get_shop(session, shop_id) is None:
+        raise ShopNotFound(f"no shop with id '{shop_id}'")
+    ticket = await db.open_ticket(session, shop_id=shop_id, ticket_id=ticket_id)
+    if ticket is None:
+        raise TicketNotFound(f"no ticket '{ticket_id}' in shop '{shop_id}'")
+    if ticket.status == "resolved":
+        raise TicketAlreadyResolved()
+    if not await db.resolve_as_read(session, ticket=ticket, values=resolution(now), now=now):
+        # Only on SQLite, where the read took no lock: a claim or a release came in between.
+        raise Conflict("the ticket changed while it was being resolved; read it and try again")
+    await db.insert_events(session, [_event(ticket, "resolved", "admin", now, {
+        "agent_id": ticket.assigned_agent_id, "status_before": ticket.status, "reason": reason})])
+    await session.commit()
+    return await read_ticket(drivers, caller=None, ticket_id=ticket_id)
 
 
 # --- reads ---------------------------------------------------------------------------------------------------

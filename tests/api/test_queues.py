@@ -522,3 +522,54 @@ async def test_a_stale_holder_cannot_write_after_its_lease_ran_out(
         assert await outbound_count(app, ticket_id) == 0
         ticket = await admin_ticket(http, admin_headers, ticket_id)
         assert ticket["status"] in ("queued", "assigned") and ticket["resolved_at"] is None
+
+
+async def test_ops_resolve_a_queued_or_held_ticket_and_the_holder_loses_it(
+        app: FastAPI, client: httpx.AsyncClient, admin_headers: dict[str, str], new_shop: Any) -> None:
+    shop, other = await new_shop(), await new_shop()
+    agent = await new_agent(client, admin_headers, shop["id"], capacity=1)
+    conversation = f"c-{uuid.uuid4().hex[:8]}"
+    held = await new_ticket(client, shop, P1, conversation=conversation, customer="buyer-o")
+    queued = await new_ticket(client, shop, P4)
+    assert (await claim(client, agent)).json()["id"] == held
+    assert (await claim(client, agent)).status_code == 409  # at capacity
+
+    url = f"/v1/shops/{shop['id']}/tickets/{{}}/resolve"
+    resolved = await client.post(url.format(held), headers=admin_headers, json={"reason": "buyer wrote elsewhere"})
+    assert resolved.status_code == 200, resolved.text
+    body = resolved.json()
+    assert body["status"] == "resolved" and body["assigned_agent_id"] is None and body["resolved_at"] is not None
+    # The holder lost it: its writes are refused, and its capacity is free again.
+    late = await client.post(f"/v1/tickets/{held}/replies", json={"text": "在的"}, headers=agent["headers"])
+    assert late.status_code == 409 and late.json()["error"]["code"] == "ticket_not_held"
+    assert await outbound_count(app, held) == 0
+    assert (await client.get("/v1/agents/me/tickets", headers=agent["headers"])).json()["tickets"] == []
+    assert (await claim(client, agent)).json()["id"] == queued
+    # A queued ticket, without a body; it leaves the queue.
+    other_queued = await new_ticket(client, shop, P4)
+    assert (await client.post(url.format(other_queued), headers=admin_headers)).json()["status"] == "resolved"
+    assert (await claim(client, agent)).status_code == 409  # it holds `queued`
+    await client.post(f"/v1/tickets/{queued}/resolve", headers=agent["headers"])
+    assert (await claim(client, agent)).status_code == 204
+
+    assert (await events(app, held))[-1] == ("resolved", "admin", {
+        "agent_id": agent["id"], "status_before": "assigned", "reason": "buyer wrote elsewhere"})
+    assert (await events(app, other_queued))[-1] == ("resolved", "admin", {
+        "agent_id": None, "status_before": "queued", "reason": None})
+
+    again = await client.post(url.format(held), headers=admin_headers)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "ticket_already_resolved"
+    refused = {
+        "another shop's ticket": (f"/v1/shops/{other['id']}/tickets/{held}/resolve", admin_headers, 404),
+        "no such ticket": (url.format("no-such-ticket"), admin_headers, 404),
+        "no such shop": (f"/v1/shops/no-such-shop/tickets/{held}/resolve", admin_headers, 404),
+        "an agent's token": (url.format(queued), agent["headers"], 401),
+    }
+    for case, (path, headers, status) in refused.items():
+        assert (await client.post(path, headers=headers)).status_code == status, case
+    long_reason = await client.post(url.format(queued), headers=admin_headers, json={"reason": "x" * 501})
+    assert long_reason.status_code == 422 and "reason" in long_reason.text
+    # A buyer message reopens it, as after any resolve.
+    assert await new_ticket(client, shop, P3, conversation=conversation, customer="buyer-o") == held
+    reopened = await admin_ticket(client, admin_headers, held)
+    assert reopened["status"] == "queued" and reopened["episodes"] == 2
