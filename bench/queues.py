@@ -246,13 +246,19 @@ async def wake_latency(base: str, agents: int, samples: int) -> list[float]:
     return latencies
 
 
-async def db_claim_resolve(url: str, tickets: int, consumers: int) -> float:
-    """Our claim + resolve, called as the endpoints call them (answers built), by `consumers` agents one at a time."""
+async def loaded_team(url: str, tickets: int, consumers: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A shop with `consumers` agents of capacity 1 and `tickets` queued through the service; settled."""
     async with uvicorn(url) as base:
         async with httpx.AsyncClient(base_url=base, timeout=60) as http:
             shop, team = await new_shop(http, consumers, capacity=1)
             await preload(http, shop, tickets)
     await settle(url)
+    return shop, team
+
+
+async def db_claim_resolve(url: str, tickets: int, consumers: int) -> float:
+    """Our claim + resolve, called as the endpoints call them (answers built), by `consumers` agents one at a time."""
+    _, team = await loaded_team(url, tickets, consumers)
     engine = create_engine(url, pool_size=consumers)
     sessionmaker = create_sessionmaker(engine)
     drivers = await DriverConnections.open(engine, url, size=consumers)
@@ -301,11 +307,7 @@ async def db_statements_rate(url: str, tickets: int, consumers: int) -> float:
     its answers (triage_thread(); the service-functions figure includes it), as pgqueuer's dequeue returns the
     job row and nothing more.
     """
-    async with uvicorn(url) as base:
-        async with httpx.AsyncClient(base_url=base, timeout=60) as http:
-            shop, team = await new_shop(http, consumers, capacity=1)
-            await preload(http, shop, tickets)
-    await settle(url)
+    shop, team = await loaded_team(url, tickets, consumers)
 
     async def consume(agent: dict[str, Any], connection: Any) -> int:
         store = PostgresClaimStore(connection)

@@ -87,8 +87,7 @@ async def open_ticket(session: AsyncSession, *, shop_id: str, ticket_id: str) ->
 async def resolve_as_read(session: AsyncSession, *, ticket: Row[Any], values: dict[str, Any], now: datetime) -> bool:
     """Resolve the ticket if it is still as `ticket` read it (on SQLite nothing locked it); False if it changed."""
     stmt = (update(T).where(T.c.id == ticket.id, T.c.status == ticket.status,
-                            T.c.assigned_agent_id.is_(None) if ticket.assigned_agent_id is None
-                            else T.c.assigned_agent_id == ticket.assigned_agent_id)
+                            T.c.assigned_agent_id.is_not_distinct_from(ticket.assigned_agent_id))
             .values(**values, updated_at=now))
     return bool((await session.execute(stmt)).rowcount)  # type: ignore[attr-defined]
 

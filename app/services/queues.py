@@ -24,9 +24,9 @@ from app.db.session import DriverConnections
 from app.errors import (
     AppError,
     AtCapacity,
+    Conflict,
     IdempotencyMismatch,
     InvalidInput,
-    Conflict,
     ShopNotFound,
     TicketAlreadyResolved,
     TicketNotFound,
