@@ -20,6 +20,9 @@ def test_compose_runs_the_service_against_its_postgres() -> None:
     assert url.host == "db" and url.username == db["environment"]["POSTGRES_USER"]
     assert url.database == db["environment"]["POSTGRES_DB"]
     assert url.password == db["environment"]["POSTGRES_PASSWORD"]
+    # Several workers in one container: without a shared metrics directory a scrape sees one worker at random.
+    if int(triage["environment"].get("TRIAGE_WORKERS", "1")) > 1:
+        assert triage["environment"].get("PROMETHEUS_MULTIPROC_DIR", "").startswith("/")
 
 
 def test_dockerfile_is_slim_non_root_healthchecked_and_migrates_first() -> None:

@@ -126,11 +126,6 @@ def receive(ticket: TicketState, decision: InboundDecision, *, shop: ShopInfo, n
         events.append(("reranked", {"from": before, "to": {"tier": decision.tier, "priority": decision.priority,
                                                             "primary": decision.primary},
                                     "message_id": decision.message_id}))
-        if tier_rose and ticket.first_response_at is None and ticket.awaiting_since is not None:
-            tighter = ticket.opened_at + timedelta(seconds=shop.first_response_target(queue=ticket.queue,
-                                                                                      tier=decision.tier))
-            if ticket.first_response_due_at is None or tighter < ticket.first_response_due_at:
-                ticket.first_response_due_at = tighter
         if tier_rose and ticket.status == "assigned":
             ticket.escalated = True
             events.append(("escalated", {"from_tier": before["tier"], "to_tier": decision.tier,
@@ -140,6 +135,12 @@ def receive(ticket: TicketState, decision: InboundDecision, *, shop: ShopInfo, n
             if route != ticket.queue:
                 events.append(("routed", {"from": ticket.queue, "to": route, "reason": "tier rose"}))
                 ticket.queue = route
+        # After any re-route: the queue the ticket now waits in sets its target.
+        if tier_rose and ticket.first_response_at is None and ticket.awaiting_since is not None:
+            tighter = ticket.opened_at + timedelta(seconds=shop.first_response_target(queue=ticket.queue,
+                                                                                      tier=decision.tier))
+            if ticket.first_response_due_at is None or tighter < ticket.first_response_due_at:
+                ticket.first_response_due_at = tighter
     for intent in decision.intents:
         if intent not in ticket.intents:
             ticket.intents.append(intent)
