@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -49,14 +50,34 @@ class Raced(Exception):
     """A row another transaction created while this one waited for it is gone again: the group is retried."""
 
 
+@dataclass(slots=True)
+class Prepared:
+    """What prepare found or made for a group."""
+
+    customers: dict[CustomerKey, tuple[int, int]] = field(default_factory=dict)  # id, conversations opened so far
+    tickets: dict[ConversationKey, str] = field(default_factory=dict)  # every conversation's ticket id
+    created: set[str] = field(default_factory=set)  # the tickets made now
+    # Existing tickets with an open episode: since when the buyer awaits an answer (None once answered). Read
+    # without a lock on PostgreSQL, so a reply committing meanwhile is not seen: priority context only.
+    open_episodes: dict[ConversationKey, datetime | None] = field(default_factory=dict)
+
+    def ticket(self, kind: str, ticket_id: str, key: ConversationKey, status: str | None,
+               awaiting_since: datetime | None) -> None:
+        self.tickets[key] = ticket_id
+        if kind == "n":
+            self.created.add(ticket_id)
+        elif status is not None and status != "resolved":
+            self.open_episodes[key] = awaiting_since
+
+
 class IngestStore(Protocol):
     """The steps of one group's transaction. Only lock_tickets and finish lock existing rows, so a group holds
     those locks for its last two steps and the commit; groups running side by side overlap the steps before."""
 
     async def prepare(self, customers: Sequence[dict[str, Any]], conversations: Sequence[tuple[ConversationKey, str]],
-                      *, now: datetime) -> tuple[dict[CustomerKey, tuple[int, int]], dict[ConversationKey, str], set[str]]:
+                      *, now: datetime) -> Prepared:
         """Customers' ids and contacts, creating new customers; the conversations' ticket ids, creating a placeholder
-        ticket (in the queue given) for each new conversation; and the ids of those created."""
+        ticket (in the queue given) for each new conversation; the ids of those created, and the open episodes."""
         ...
 
     async def insert_messages(self, messages: Sequence[dict[str, Any]]) -> dict[MessageKey, int]:
@@ -126,7 +147,8 @@ _PREPARE = (
     f"added AS (INSERT INTO customers ({_columns(CUSTOMER_COLUMNS)}, contacts, first_seen_at, last_seen_at) "
     f"SELECT {_select(CUSTOMER_COLUMNS, 'k')}, 0, $6, $6 FROM k WHERE k.id IS NULL "
     "ON CONFLICT (shop_id, platform, external_id) DO NOTHING RETURNING id, shop_id, platform, external_id, contacts), "
-    "v AS (SELECT v.*, t.id FROM unnest($7::text[], $8::text[], $9::text[], $10::text[]) AS v(shop_id, platform, "
+    "v AS (SELECT v.*, t.id, t.status, t.awaiting_since FROM unnest($7::text[], $8::text[], $9::text[], $10::text[]) "
+    "AS v(shop_id, platform, "
     "conversation_id, queue) LEFT JOIN tickets t ON t.shop_id = v.shop_id AND t.platform = v.platform "
     "AND t.conversation_id = v.conversation_id), "
     f"opened AS (INSERT INTO tickets (id, shop_id, platform, conversation_id, queue, {_columns(_PLACEHOLDER)}, "
@@ -134,16 +156,18 @@ _PREPARE = (
     f"v.queue, {', '.join(_PLACEHOLDER.values())}, {', '.join(['$6'] * len(_PLACEHOLDER_TIMES))} FROM v "
     "WHERE v.id IS NULL ON CONFLICT (shop_id, platform, conversation_id) DO NOTHING "
     "RETURNING id, shop_id, platform, conversation_id) "
-    "SELECT 'c' AS kind, NULL AS ticket_id, id, shop_id, platform, external_id, contacts FROM added "
-    "UNION ALL SELECT 'c', NULL, id, shop_id, platform, external_id, contacts FROM k WHERE id IS NOT NULL "
-    "UNION ALL SELECT 'n', id, NULL, shop_id, platform, conversation_id, NULL FROM opened "
-    "UNION ALL SELECT 't', id, NULL, shop_id, platform, conversation_id, NULL FROM v WHERE id IS NOT NULL")
+    "SELECT 'c' AS kind, NULL AS ticket_id, id, shop_id, platform, external_id, contacts, NULL::text AS status, "
+    "NULL::timestamptz AS awaiting_since FROM added "
+    "UNION ALL SELECT 'c', NULL, id, shop_id, platform, external_id, contacts, NULL, NULL FROM k WHERE id IS NOT NULL "
+    "UNION ALL SELECT 'n', id, NULL, shop_id, platform, conversation_id, NULL, NULL, NULL FROM opened "
+    "UNION ALL SELECT 't', id, NULL, shop_id, platform, conversation_id, NULL, status, awaiting_since FROM v "
+    "WHERE id IS NOT NULL")
 _REREAD = (
     # What another transaction created and committed while prepare waited for it.
-    "SELECT 'c', NULL, id, shop_id, platform, external_id, contacts FROM customers WHERE (shop_id, platform, "
-    "external_id) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[])) "
-    "UNION ALL SELECT 't', id, NULL, shop_id, platform, conversation_id, NULL FROM tickets WHERE (shop_id, platform, "
-    "conversation_id) IN (SELECT * FROM unnest($4::text[], $5::text[], $6::text[]))")
+    "SELECT 'c', NULL, id, shop_id, platform, external_id, contacts, NULL::text, NULL::timestamptz FROM customers "
+    "WHERE (shop_id, platform, external_id) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[])) "
+    "UNION ALL SELECT 't', id, NULL, shop_id, platform, conversation_id, NULL, status, awaiting_since FROM tickets "
+    "WHERE (shop_id, platform, conversation_id) IN (SELECT * FROM unnest($4::text[], $5::text[], $6::text[]))")
 _INSERT_MESSAGES = (
     # Ids are drawn row by row as unnest yields them, so they follow the order of the rows.
     f"INSERT INTO messages ({_columns(MESSAGE_COLUMNS)}) SELECT {_select(MESSAGE_COLUMNS)} "
@@ -201,32 +225,28 @@ class PostgresIngestStore:
         self.db = connection
 
     async def prepare(self, customers: Sequence[dict[str, Any]], conversations: Sequence[tuple[ConversationKey, str]],
-                      *, now: datetime) -> tuple[dict[CustomerKey, tuple[int, int]], dict[ConversationKey, str], set[str]]:
+                      *, now: datetime) -> Prepared:
         keys = [k for k, _ in conversations]
+        found = Prepared()
         records = await self.db.fetch(_PREPARE, *_arrays(CUSTOMER_COLUMNS, customers), now, *_key_columns(keys),
                                       [queue for _, queue in conversations])
-        known: dict[CustomerKey, tuple[int, int]] = {}
-        tickets: dict[ConversationKey, str] = {}
-        created: set[str] = set()
-        for kind, ticket_id, customer_id, *key, contacts in records:
-            if kind == "c":
-                known[tuple(key)] = (customer_id, contacts)  # type: ignore[index]
-            else:
-                tickets[tuple(key)] = ticket_id  # type: ignore[index]
-                if kind == "n":
-                    created.add(ticket_id)
-        absent = [k for k in ((c["shop_id"], c["platform"], c["external_id"]) for c in customers) if k not in known]
-        unticketed = [k for k in keys if k not in tickets]
+        self._collect(found, records)
+        absent = [k for k in ((c["shop_id"], c["platform"], c["external_id"]) for c in customers)
+                  if k not in found.customers]
+        unticketed = [k for k in keys if k not in found.tickets]
         if absent or unticketed:
-            for kind, ticket_id, customer_id, *key, contacts in await self.db.fetch(
-                    _REREAD, *_key_columns(absent), *_key_columns(unticketed)):
-                if kind == "c":
-                    known[tuple(key)] = (customer_id, contacts)  # type: ignore[index]
-                else:
-                    tickets[tuple(key)] = ticket_id  # type: ignore[index]
-            if len(known) < len(customers) or len(tickets) < len(keys):
+            self._collect(found, await self.db.fetch(_REREAD, *_key_columns(absent), *_key_columns(unticketed)))
+            if len(found.customers) < len(customers) or len(found.tickets) < len(keys):
                 raise Raced  # created and deleted again meanwhile: start over
-        return known, tickets, created
+        return found
+
+    @staticmethod
+    def _collect(found: Prepared, records: Sequence[Any]) -> None:
+        for kind, ticket_id, customer_id, shop_id, platform, external_id, contacts, status, awaiting in records:
+            if kind == "c":
+                found.customers[(shop_id, platform, external_id)] = (customer_id, contacts)
+            else:
+                found.ticket(kind, ticket_id, (shop_id, platform, external_id), status, awaiting)
 
     async def insert_messages(self, messages: Sequence[dict[str, Any]]) -> dict[MessageKey, int]:
         records = await self.db.fetch(_INSERT_MESSAGES, *_arrays(MESSAGE_COLUMNS, messages))
@@ -303,7 +323,7 @@ class SqliteIngestStore:
         return found
 
     async def prepare(self, customers: Sequence[dict[str, Any]], conversations: Sequence[tuple[ConversationKey, str]],
-                      *, now: datetime) -> tuple[dict[CustomerKey, tuple[int, int]], dict[ConversationKey, str], set[str]]:
+                      *, now: datetime) -> Prepared:
         # Nothing runs beside this transaction: customers are upserted at once, and the tickets read now are the
         # ones lock_tickets returns.
         stamp = sqlite_time(now)
@@ -313,8 +333,8 @@ class SqliteIngestStore:
             "vip_level = excluded.vip_level, last_seen_at = excluded.last_seen_at "
             "RETURNING id, shop_id, platform, external_id, contacts",
             extra=(("contacts", 0), ("first_seen_at", stamp), ("last_seen_at", stamp)))
-        known = {(shop, platform, external): (cid, contacts) for cid, shop, platform, external, contacts in found}
-        tickets: dict[ConversationKey, str] = {}
+        prepared = Prepared(customers={(shop, platform, external): (cid, contacts)
+                                       for cid, shop, platform, external, contacts in found})
         for start in range(0, len(conversations), self.CHUNK):
             chunk = [k for k, _ in conversations[start:start + self.CHUNK]]
             sql = (f"SELECT {_columns(TICKET_COLUMNS)} FROM tickets WHERE (shop_id, platform, conversation_id) IN "
@@ -322,9 +342,10 @@ class SqliteIngestStore:
             for r in await self._fetch(sql, [p for k in chunk for p in k]):
                 ticket = from_sqlite_ticket(r)
                 self._tickets[ticket["id"]] = ticket
-                tickets[(ticket["shop_id"], ticket["platform"], ticket["conversation_id"])] = ticket["id"]
+                prepared.ticket("t", ticket["id"], (ticket["shop_id"], ticket["platform"], ticket["conversation_id"]),
+                                ticket["status"], ticket["awaiting_since"])
         placeholders = [{"id": str(uuid.uuid4()), "shop_id": key[0], "platform": key[1], "conversation_id": key[2],
-                         "queue": queue} for key, queue in conversations if key not in tickets]
+                         "queue": queue} for key, queue in conversations if key not in prepared.tickets]
         spec = {"id": "text", "shop_id": "text", "platform": "text", "conversation_id": "text", "queue": "text"}
         literals = [*_PLACEHOLDER.values(), *(f"'{stamp}'" for _ in _PLACEHOLDER_TIMES)]
         for start in range(0, len(placeholders), self.CHUNK):
@@ -333,8 +354,9 @@ class SqliteIngestStore:
             await self.db.execute(
                 f"INSERT INTO tickets ({_columns(spec)}, {_columns(_PLACEHOLDER)}, {', '.join(_PLACEHOLDER_TIMES)}) "
                 f"VALUES {', '.join([row_sql] * len(chunk))}", [r[c] for r in chunk for c in spec])
-        tickets.update(((r["shop_id"], r["platform"], r["conversation_id"]), r["id"]) for r in placeholders)
-        return known, tickets, {r["id"] for r in placeholders}
+        for r in placeholders:
+            prepared.ticket("n", r["id"], (r["shop_id"], r["platform"], r["conversation_id"]), None, None)
+        return prepared
 
     async def insert_messages(self, messages: Sequence[dict[str, Any]]) -> dict[MessageKey, int]:
         stored = await self._insert_returning(

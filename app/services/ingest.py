@@ -54,6 +54,7 @@ class _Entry:
     message: WebhookMessage
     triage: Triage
     decision: InboundDecision | None = None
+    context: PriorityContext | None = None
     duplicate_of: "_Entry | None" = None
 
     key: sql.MessageKey = ("", "", "")
@@ -69,6 +70,28 @@ class _Entry:
 def triage_messages(shop: ShopInfo, messages: Sequence[WebhookMessage]) -> list[Triage]:
     """Classify outside the transaction; the priority is finished once the customer's history is known."""
     return [classify(m.text, shop.ruleset) for m in messages]
+
+
+def priority_context(message: WebhookMessage, prepared: sql.Prepared, conversation: sql.ConversationKey,
+                     customer: sql.CustomerKey, *, now: datetime) -> PriorityContext:
+    """The buyer's standing as the message arrives (SPEC 2.2): VIP level, conversations the buyer opened before
+    this one's current episode, and how long the buyer has waited for an answer."""
+    contacts = prepared.customers[customer][1]
+    if conversation not in prepared.open_episodes:
+        # The message opens an episode, or follows one this group opens: not yet among the buyer's contacts.
+        return PriorityContext(vip_level=message.customer.vip_level, prior_contacts=contacts)
+    awaiting = prepared.open_episodes[conversation]
+    waiting = max(0.0, (now - awaiting).total_seconds()) if awaiting is not None else 0.0
+    # The open episode is counted among the contacts already: it is this contact, not a prior one.
+    return PriorityContext(vip_level=message.customer.vip_level, prior_contacts=max(0, contacts - 1),
+                           waiting_seconds=waiting)
+
+
+def _context_view(context: PriorityContext | None) -> dict[str, Any] | None:
+    if context is None:
+        return None
+    return {"vip_level": context.vip_level, "prior_contacts": context.prior_contacts,
+            "waiting_seconds": round(context.waiting_seconds, 3)}
 
 
 async def ingest_group(store: sql.IngestStore, jobs: Sequence[IngestJob], *, now: datetime) -> tuple[
@@ -95,13 +118,13 @@ async def ingest_group(store: sql.IngestStore, jobs: Sequence[IngestJob], *, now
     # Key order: one lock order for every group. A new conversation's ticket starts in its first message's queue.
     customers = dict(sorted(customers.items()))
     conversations = [(k, e.shop.route(e.triage.primary)) for k, e in sorted(starters.items())]
-    customer_ids, ticket_ids, created = await store.prepare(list(customers.values()), conversations, now=now)
+    prepared = await store.prepare(list(customers.values()), conversations, now=now)
+    customer_ids, ticket_ids, created = prepared.customers, prepared.tickets, prepared.created
 
     for e in fresh:
-        customer_id, contacts = customer_ids[e.customer]
-        context = PriorityContext(vip_level=e.message.customer.vip_level, prior_contacts=contacts)
+        e.context = priority_context(e.message, prepared, e.conversation, e.customer, now=now)
         priority = priority_for(e.triage.primary, emotion=e.triage.emotion, urgent=e.triage.urgent,
-                                context=context, ruleset=e.shop.ruleset)
+                                context=e.context, ruleset=e.shop.ruleset)
         e.decision = InboundDecision(message_id=e.message.message_id, primary=e.triage.primary, tier=e.triage.tier,
                                      priority=priority, intents=tuple(h.intent for h in e.triage.intents),
                                      ruleset=e.triage.ruleset)
@@ -111,7 +134,8 @@ async def ingest_group(store: sql.IngestStore, jobs: Sequence[IngestJob], *, now
         "external_id": e.message.message_id, "direction": "inbound", "text": e.message.text,
         "sent_at": e.message.sent_at, "received_at": now, "order_id": e.message.order_id,
         "primary_intent": e.triage.primary, "tier": int(e.triage.tier[1]), "priority": e.decision.priority if e.decision else 0,
-        "triage": {**e.triage.to_dict(), "priority": e.decision.priority if e.decision else e.triage.priority},
+        "triage": {**e.triage.to_dict(), "priority": e.decision.priority if e.decision else e.triage.priority,
+                   "priority_context": _context_view(e.context)},
     } for e in fresh])
 
     # Only the tickets that receive a message are locked and read (sorted, for one lock order).

@@ -410,6 +410,51 @@ async def test_vip_and_repeat_contacts_rank_higher_within_the_tier(client: httpx
     assert repeat["priority"] > first_contact["priority"]
 
 
+async def test_a_buyer_kept_waiting_rises_and_the_first_conversation_is_no_repeat_contact(
+        app: FastAPI, client: httpx.AsyncClient, new_shop: Any) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    shop = await new_shop()
+
+    async def ingest(text: str) -> dict[str, Any]:
+        response = await post_signed(client, shop["id"], shop["webhook_secret"], [message(text, conversation="c-w")])
+        assert response.status_code == 202, response.text
+        return response.json()["results"][0]
+
+    async def context_of(result: dict[str, Any]) -> dict[str, Any]:
+        async with app.state.sessionmaker() as session:
+            triage = await session.scalar(select(Message.triage).where(
+                Message.shop_id == shop["id"], Message.external_id == result["message_id"]))
+        assert triage is not None and triage["priority"] == result["priority"]
+        return dict(triage["priority_context"])
+
+    async def awaiting_since(value: Any) -> None:
+        async with app.state.sessionmaker() as session:
+            await session.execute(update(Ticket).where(Ticket.id == first["ticket_id"]).values(awaiting_since=value))
+            await session.commit()
+
+    first = await ingest("快递到哪了")
+    # The same buyer again in the same, still open conversation, at once: neither a prior contact nor a wait.
+    again = await ingest("快递到哪了")
+    assert again["priority"] == first["priority"] and again["tier"] == "P3"
+    assert (await context_of(again))["prior_contacts"] == 0
+    # Unanswered for ten minutes: the default rules add 2 points a minute, and the ticket rises with the message.
+    await awaiting_since(utcnow() - timedelta(minutes=10))
+    waited = await ingest("快递到哪了")
+    assert waited["tier"] == "P3" and waited["priority"] == first["priority"] + 20
+    context = await context_of(waited)
+    assert 600 <= context["waiting_seconds"] < 660 and context["prior_contacts"] == 0
+    ticket = await ticket_of(app, first["ticket_id"])
+    assert ticket.priority == waited["priority"]
+    assert "reranked" in [kind for kind, _ in await events_of(app, ticket.id)]
+    # Once an agent has answered, the wait starts over.
+    await awaiting_since(None)
+    answered = await ingest("快递到哪了")
+    assert answered["priority"] == first["priority"] and (await context_of(answered))["waiting_seconds"] == 0
+
+
 async def test_customers_are_recorded_with_contacts(app: FastAPI, client: httpx.AsyncClient, new_shop: Any) -> None:
     shop = await new_shop()
     for conversation in ("c-a", "c-b"):
