@@ -130,7 +130,9 @@ def receive(ticket: TicketState, decision: InboundDecision, *, shop: ShopInfo, n
             ticket.escalated = True
             events.append(("escalated", {"from_tier": before["tier"], "to_tier": decision.tier,
                                          "agent_id": ticket.assigned_agent_id}))
-        elif tier_rose and ticket.status == "queued" and ticket.queue != ESCALATIONS:
+        if tier_rose and ticket.queue != ESCALATIONS:
+            # A held ticket stays with its holder (who sees it whatever its queue), but if it goes back, by
+            # release or expiry, it goes where its new intent is handled.
             route = shop.route(decision.primary)
             if route != ticket.queue:
                 events.append(("routed", {"from": ticket.queue, "to": route, "reason": "tier rose"}))

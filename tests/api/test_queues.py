@@ -422,6 +422,32 @@ async def test_reopen_after_resolve_is_claimed_as_a_new_episode(client: httpx.As
     assert [m["direction"] for m in reopened["messages"]] == ["inbound", "outbound", "inbound"]
 
 
+async def test_a_held_ticket_that_turns_into_a_complaint_goes_back_to_complaints(
+        app: FastAPI, client: httpx.AsyncClient, admin_headers: dict[str, str], new_shop: Any) -> None:
+    shop = await new_shop()
+    presale = await new_agent(client, admin_headers, shop["id"], queues=("presale",))
+    senior = await new_agent(client, admin_headers, shop["id"], queues=("complaints",))
+    conversation = f"c-{uuid.uuid4().hex[:8]}"
+    ticket_id = await new_ticket(client, shop, P4, conversation=conversation, customer="b-turns")
+    assert (await claim(client, presale)).json()["id"] == ticket_id
+    await new_ticket(client, shop, "你们这态度我要投诉，找小二介入", conversation=conversation, customer="b-turns")
+    # The holder keeps it, flagged, though it is no longer in a queue the holder serves.
+    held = (await client.get("/v1/agents/me/tickets", headers=presale["headers"])).json()["tickets"]
+    assert [(t["id"], t["escalated"], t["tier"], t["queue"]) for t in held] == [(ticket_id, True, "P1", "complaints")]
+    assert (await client.post(f"/v1/tickets/{ticket_id}/replies", json={"text": "马上处理"},
+                              headers=presale["headers"])).status_code == 201
+    released = await client.post(f"/v1/tickets/{ticket_id}/release", json={"reason": "for a senior"},
+                                 headers=presale["headers"])
+    assert released.status_code == 200 and released.json()["queue"] == "complaints"
+    # Back in the queue, it is the seniors' to take, no longer visible to presale.
+    assert (await claim(client, presale)).status_code == 204
+    assert (await client.get(f"/v1/tickets/{ticket_id}", headers=presale["headers"])).status_code == 404
+    taken = await claim(client, senior)
+    assert taken.status_code == 200 and taken.json()["id"] == ticket_id
+    routed = [data for kind, _, data in await events(app, ticket_id) if kind == "routed"]
+    assert routed == [{"from": "presale", "to": "complaints", "reason": "tier rose"}]
+
+
 async def test_my_tickets_show_unread_and_escalation(client: httpx.AsyncClient, admin_headers: dict[str, str],
                                                      new_shop: Any) -> None:
     shop = await new_shop()

@@ -368,8 +368,10 @@ async def test_held_ticket_is_flagged_escalated_and_keeps_its_agent(app: FastAPI
                       [message("你们这态度我要投诉，找小二介入", conversation="c-held")])
     ticket = await ticket_of(app, first["ticket_id"])
     assert ticket.status == "assigned" and ticket.assigned_agent_id == agent.id
-    assert ticket.escalated is True and ticket.tier == 1 and ticket.queue == "presale"
-    assert "escalated" in [kind for kind, _ in await events_of(app, ticket.id)]
+    # It stays with its holder; should it go back to a queue, it goes where complaints are handled.
+    assert ticket.escalated is True and ticket.tier == 1 and ticket.queue == "complaints"
+    kinds = [kind for kind, _ in await events_of(app, ticket.id)]
+    assert kinds[-3:] == ["reranked", "escalated", "routed"]
 
 
 async def test_resolved_ticket_reopens_and_is_triaged_afresh(app: FastAPI, client: httpx.AsyncClient,

@@ -48,15 +48,16 @@ def test_a_rerouted_ticket_is_due_by_the_target_of_the_queue_it_moves_to() -> No
     assert ticket.first_response_due_at == T0 + timedelta(seconds=10)
 
 
-def test_a_held_ticket_whose_tier_rises_is_flagged_and_its_due_time_tightens_in_its_queue() -> None:
+def test_a_held_ticket_whose_tier_rises_is_flagged_kept_and_routed_for_its_return() -> None:
     info = shop(complaints={"P1": 10})
     ticket = opened(info, decision("m1", "logistics", "P3", 350))
     ticket.status, ticket.assigned_agent_id = "assigned", "a1"
     events = receive(ticket, decision("m2", "rights_protection", "P1", 900), shop=info,
                      now=T0 + timedelta(seconds=5), seq=2)
-    assert ticket.escalated and ticket.queue == "aftersale"  # the holder keeps it; the console shows the flag
-    assert [kind for kind, _ in events] == ["message_received", "reranked", "escalated"]
-    assert ticket.first_response_due_at == T0 + timedelta(seconds=SHOP_TARGETS["P1"])
+    # The holder keeps it and the console shows the flag; should it go back, it goes to complaints.
+    assert ticket.escalated and ticket.assigned_agent_id == "a1" and ticket.queue == "complaints"
+    assert [kind for kind, _ in events] == ["message_received", "reranked", "escalated", "routed"]
+    assert ticket.first_response_due_at == T0 + timedelta(seconds=10)
 
 
 def test_a_calmer_message_never_lowers_the_ticket_or_loosens_its_due_time() -> None:
