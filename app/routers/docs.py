@@ -1,5 +1,6 @@
 """OpenAPI helpers: every documented error has the one error shape."""
 
+import copy
 from typing import Any
 
 from fastapi import FastAPI
@@ -39,6 +40,7 @@ def with_extra_schemas(app: FastAPI, *models: type[BaseModel]) -> None:
                 schemas.update(schema.pop("$defs", {}))
                 schemas[model.__name__] = schema
             _document_unknown_query_refusal(spec)
+            _restore_example_nulls(spec)
             app.openapi_schema = spec
         return app.openapi_schema
 
@@ -53,3 +55,23 @@ def _document_unknown_query_refusal(spec: dict[str, Any]) -> None:
         if path.startswith("/v1/"):
             for operation in operations.values():
                 operation["responses"].setdefault("422", error)
+
+
+def _app_models(base: type[BaseModel] = BaseModel) -> dict[str, type[BaseModel]]:
+    found: dict[str, type[BaseModel]] = {}
+    for model in base.__subclasses__():
+        if model.__module__.startswith("app."):
+            found[model.__name__] = model
+        found.update(_app_models(model))
+    return found
+
+
+def _restore_example_nulls(spec: dict[str, Any]) -> None:
+    # FastAPI writes the document without any null (exclude_none), examples included, which turns an example
+    # answer with a null field into an invalid one. The models' own examples are put back whole.
+    models = _app_models()
+    for name, schema in spec.get("components", {}).get("schemas", {}).items():
+        model = models.get(name.removesuffix("-Input").removesuffix("-Output"))
+        extra = model.model_config.get("json_schema_extra") if model is not None else None
+        if isinstance(extra, dict) and "examples" in extra:
+            schema["examples"] = copy.deepcopy(extra["examples"])

@@ -1,5 +1,7 @@
 """Liveness and readiness."""
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
@@ -11,14 +13,19 @@ from app.routers.docs import errors
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="The process is up", description="Answers 200 whenever the process serves HTTP.")
+def _example(value: dict[str, str]) -> dict[int | str, dict[str, Any]]:
+    return {200: {"content": {"application/json": {"example": value}}}}
+
+
+@router.get("/healthz", summary="The process is up", description="Answers 200 whenever the process serves HTTP.",
+            responses=_example({"status": "ok"}))
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @router.get("/readyz", summary="The database is reachable and migrated",
             description="200 when the database answers and its schema is at the migration head; 503 otherwise.",
-            responses=errors(503))
+            responses={**_example({"status": "ready", "revision": "0007"}), **errors(503)})
 async def readyz(request: Request) -> JSONResponse:
     head = request.app.state.migration_head
     try:

@@ -24,7 +24,8 @@ three episodes.
 * **conversations_received**: episodes opened in `[since, until)`. All other figures are about
   these episodes, with what happened to them up to now (a reply after `until` to a conversation
   opened before it counts).
-* **first_response**: seconds from the episode's start (its first unanswered buyer message) to the
+* **first_response**: seconds from the episode's start (when the service received its first unanswered
+  buyer message; the platform's `sent_at` is another clock, and a late delivery is no agent's delay) to the
   first agent reply; mean, p50, p90 (continuous percentiles, interpolated), over answered episodes.
 * **reply_rate**: episodes with at least one agent reply / episodes received.
 * **sla_breaches**: episodes whose first reply came later than their first-response target, or

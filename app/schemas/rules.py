@@ -121,6 +121,8 @@ class RollbackRequest(Schema):
     version: whole_number(1, 10**9) | None = Field(examples=[1],  # type: ignore[valid-type]
                                 description="A stored version of the shop, or null for the shipped default ruleset")
 
+    model_config = Schema.model_config | {"json_schema_extra": {"examples": [{"version": 1}, {"version": None}]}}
+
 
 class RulesetRead(BaseModel):
     id: str = Field(description="`name@version`, as every message and ticket records it", examples=["summer-sale@2"])
@@ -133,6 +135,11 @@ class RulesetRead(BaseModel):
     activated_at: datetime | None = Field(description="When this version was last activated; null for the shipped "
                                                       "ruleset")
     body: dict[str, Any] = Field(description="The canonical mapping, every default filled in")
+
+    model_config = {"json_schema_extra": {"examples": [{
+        "id": "summer-sale@2", "name": "summer-sale", "version": 2, "source": "shop",
+        "created_at": "2026-11-24T12:00:00Z", "activated_at": "2026-11-24T12:00:00Z",
+        "body": {**EXAMPLE_RULESET, "version": 2}}]}}
 
 
 class RulesetVersionRead(BaseModel):
@@ -150,6 +157,12 @@ class RulesetVersions(BaseModel):
                                                    "ruleset is in force")
     versions: list[RulesetVersionRead] = Field(description="Newest first, without bodies")
 
+    model_config = {"json_schema_extra": {"examples": [{"active": "summer-sale@2", "active_version": 2, "versions": [
+        {"version": 2, "name": "summer-sale", "id": "summer-sale@2", "created_at": "2026-11-24T12:00:00Z",
+         "activated_at": "2026-11-24T12:00:00Z", "active": True},
+        {"version": 1, "name": "summer-sale", "id": "summer-sale@1", "created_at": "2026-11-20T09:30:00Z",
+         "activated_at": "2026-11-20T09:30:00Z", "active": False}]}]}}
+
 
 class IntentSummary(BaseModel):
     tier: TierName
@@ -166,6 +179,16 @@ class RulesetSummary(BaseModel):
     phrases: int = Field(description="Phrases over all intents")
     masks: int
     routes: dict[str, str] = Field(examples=[{"bad_review_threat": "complaints", "logistics": "aftersale"}])
+
+    model_config = {"json_schema_extra": {"examples": [{
+        "valid": True, "id": "summer-sale@3", "name": "summer-sale",
+        "intents": {"bad_review_threat": {"tier": "P1", "base": 800, "rules": 2, "phrases": 7},
+                    "return_refund": {"tier": "P2", "base": 560, "rules": 2, "phrases": 6},
+                    "logistics": {"tier": "P3", "base": 400, "rules": 2, "phrases": 5},
+                    "other": {"tier": "P4", "base": 100, "rules": 0, "phrases": 0}},
+        "phrases": 18, "masks": 0,
+        "routes": {"bad_review_threat": "complaints", "return_refund": "aftersale", "logistics": "aftersale",
+                   "other": "presale"}}]}}
 
 
 class DecisionRead(BaseModel):
@@ -198,6 +221,13 @@ class BacktestExamples(BaseModel):
     queue: list[BacktestExample]
 
 
+_MOVED_REVIEW = {
+    "message_id": 2, "external_id": "m-1001", "ticket_id": "ff95e471-309a-46c6-acb3-fa9786d2fa47",
+    "received_at": "2026-11-25T09:12:40Z", "excerpt": "东西坏了，给你一星",
+    "before": {"primary": "bad_review_threat", "tier": "P1", "queue": "complaints"},
+    "after": {"primary": "quality_issue", "tier": "P2", "queue": "aftersale"}}
+
+
 class BacktestReport(BaseModel):
     active: str = Field(description="Id of the ruleset in force, replayed as the baseline", examples=["default@1"])
     candidate: str = Field(description="Id the candidate would get if activated now", examples=["summer-sale@3"])
@@ -212,3 +242,12 @@ class BacktestReport(BaseModel):
         examples=[{"P1": {"P1": 40, "P2": 3, "P3": 0, "P4": 0}, "P2": {"P1": 0, "P2": 120, "P3": 0, "P4": 0},
                    "P3": {"P1": 0, "P2": 0, "P3": 300, "P4": 0}, "P4": {"P1": 0, "P2": 0, "P3": 0, "P4": 537}}])
     examples: BacktestExamples = Field(description="Up to 20 messages of each kind of change, newest first")
+
+    model_config = {"json_schema_extra": {"examples": [{
+        "active": "default@1", "candidate": "reviews-as-quality@1", "messages": 3,
+        "since": "2026-11-25T08:00:01Z", "until": "2026-11-25T09:12:40Z",
+        "changed": {"primary": 2, "tier": 2, "queue": 2, "any": 2},
+        "tickets": {"primary": 2, "tier": 2, "queue": 2, "any": 2},
+        "tier_moves": {"P1": {"P1": 0, "P2": 2, "P3": 0, "P4": 0}, "P2": {"P1": 0, "P2": 0, "P3": 0, "P4": 0},
+                       "P3": {"P1": 0, "P2": 0, "P3": 0, "P4": 0}, "P4": {"P1": 0, "P2": 0, "P3": 0, "P4": 1}},
+        "examples": {kind: [_MOVED_REVIEW] for kind in ("primary", "tier", "queue")}}]}}

@@ -5,6 +5,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from app.schemas import examples as ex
+
 TierName = Literal["P1", "P2", "P3", "P4"]
 
 
@@ -64,3 +66,5 @@ class ShopStats(BaseModel):
     queues: list[QueueStats]
     tiers: list[TierStats]
     agents: list[AgentStats]
+
+    model_config = ex.examples(ex.STATS)

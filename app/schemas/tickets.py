@@ -5,6 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from app.schemas import examples as ex
 from app.schemas.base import QueueName, Schema, StorableStr
 
 TierName = Literal["P1", "P2", "P3", "P4"]
@@ -57,31 +58,45 @@ class TicketRead(BaseModel):
     episodes: int = Field(description="1, plus one per reopening after resolve")
     updated_at: datetime
 
+    model_config = ex.examples(ex.TICKET)
+
 
 class TicketList(BaseModel):
     tickets: list[TicketRead]
 
+    model_config = ex.examples({"tickets": [ex.TICKET]})
+
 
 class ReplyCreate(Schema):
-    text: StorableStr = Field(min_length=1, max_length=10_000, examples=["亲，已经帮您催促快递了，今天内一定送到"])
+    text: StorableStr = Field(min_length=1, max_length=10_000, examples=[ex.REPLY_TEXT])
+
+    model_config = Schema.model_config | ex.examples({"text": ex.REPLY_TEXT})
 
 
 class ReplyCreated(BaseModel):
     message: MessageRead
     ticket: TicketRead
 
+    model_config = ex.examples({"message": ex.OUTBOUND, "ticket": ex.TICKET_REPLIED})
+
 
 class ReleaseRequest(Schema):
     reason: StorableStr | None = Field(None, max_length=500, examples=["end of shift"])
+
+    model_config = Schema.model_config | ex.examples({"reason": "end of shift"})
 
 
 class AdminResolveRequest(Schema):
     reason: StorableStr | None = Field(None, max_length=500, examples=["spam"])
 
+    model_config = Schema.model_config | ex.examples({"reason": "spam"})
+
 
 class TransferRequest(Schema):
     queue: QueueName
     reason: StorableStr = Field("", max_length=500, examples=["needs a senior agent"])
+
+    model_config = Schema.model_config | ex.examples({"queue": "complaints", "reason": "needs a senior agent"})
 
 
 class QueueDepth(BaseModel):
@@ -94,3 +109,8 @@ class QueueDepth(BaseModel):
 class QueueList(BaseModel):
     shop_id: str
     queues: list[QueueDepth]
+
+    model_config = ex.examples({"shop_id": ex.SHOP_ID, "queues": [
+        {"name": "aftersale", "depth": {"P1": 0, "P2": 1, "P3": 2, "P4": 0}, "total": 3, "oldest_wait_seconds": 12.6},
+        {"name": "complaints", "depth": {"P1": 1, "P2": 0, "P3": 0, "P4": 0}, "total": 1, "oldest_wait_seconds": 3.2},
+        {"name": "presale", "depth": {"P1": 0, "P2": 0, "P3": 0, "P4": 0}, "total": 0, "oldest_wait_seconds": None}]})

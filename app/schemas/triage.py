@@ -4,6 +4,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from app.schemas import examples as ex
 from app.schemas.base import Schema, StorableStr
 
 
@@ -11,6 +12,9 @@ class ClassifyRequest(Schema):
     text: StorableStr = Field(min_length=1, max_length=10_000, examples=["亲，快递三天没动了，再不到就给差评"])
     shop_id: str | None = Field(None, description="Use this shop's active ruleset instead of the default",
                                 examples=["demo"])
+
+    model_config = Schema.model_config | ex.examples({"text": ex.BUYER_TEXT}, {"text": ex.BUYER_TEXT,
+                                                                               "shop_id": ex.SHOP_ID})
 
 
 class EvidenceRead(BaseModel):
@@ -37,3 +41,5 @@ class TriageRead(BaseModel):
     language: str = Field(examples=["zh-Hans"])
     queue: str = Field(examples=["complaints"])
     ruleset: str = Field(examples=["default@1"])
+
+    model_config = ex.examples(ex.TRIAGE)

@@ -2,6 +2,7 @@
 
 from pydantic import Field
 
+from app.schemas import examples as ex
 from app.schemas.base import Rfc3339, Schema, StorableStr, whole_number
 
 
@@ -48,3 +49,7 @@ class IngestedMessage(Schema):
 
 class IngestResult(Schema):
     results: list[IngestedMessage]
+
+    model_config = Schema.model_config | ex.examples({"results": [
+        {"message_id": "m-1001", "ticket_id": ex.TICKET_ID, "duplicate": False, "primary": "bad_review_threat",
+         "tier": "P1", "priority": 845, "queue": "complaints"}]})

@@ -1,9 +1,11 @@
 """Cross-cutting behaviour: health, readiness, request ids, the error shape, the documented API."""
 
+import json
 from typing import Any
 
 import httpx
 import pytest
+from pydantic import BaseModel, TypeAdapter
 
 from app.main import create_app
 from tests.conftest import make_settings
@@ -96,6 +98,49 @@ async def test_openapi_documents_every_operation_with_security(client: httpx.Asy
             assert operation.get("summary"), (method, path)
             assert operation.get("tags"), (method, path)
     assert (await client.get("/docs")).status_code == 200
+
+
+def _schema_models() -> dict[str, type[BaseModel]]:
+    from app.schemas import admin, base, rules, stats, tickets, triage, webhooks
+
+    return {name: value for module in (admin, base, rules, stats, tickets, triage, webhooks)
+            for name, value in vars(module).items() if isinstance(value, type) and issubclass(value, BaseModel)}
+
+
+def _documented_examples(spec: dict[str, Any], content: dict[str, Any]) -> tuple[list[Any], Any]:
+    """The examples a client sees for one body (its own, or its model's), and a validator of the body, if any."""
+    found = [content["example"]] if "example" in content else []
+    found += [example["value"] for example in content.get("examples", {}).values()]
+    schema, many = content.get("schema", {}), False
+    # An optional body is "the model or null".
+    schema = next((s for s in schema.get("anyOf", []) if "$ref" in s), schema)
+    if schema.get("type") == "array":
+        schema, many = schema["items"], True
+    if "$ref" not in schema:
+        return found, None
+    name = schema["$ref"].rsplit("/", 1)[1]
+    model = _schema_models()[name.removesuffix("-Input").removesuffix("-Output")]
+    found += [[example] if many else example for example in spec["components"]["schemas"][name].get("examples", [])]
+    return found, TypeAdapter(list[model] if many else model)  # type: ignore[valid-type]
+
+
+async def test_every_operation_shows_examples_that_are_valid_bodies(client: httpx.AsyncClient) -> None:
+    """SPEC 5.5: examples for every operation; each request and answer example is one the API accepts/gives."""
+    spec = (await client.get("/openapi.json")).json()
+    checked = 0
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            bodies = [("request", c) for c in operation.get("requestBody", {}).get("content", {}).values()]
+            bodies += [(status, c) for status, answer in operation["responses"].items() if status.startswith("2")
+                       for c in answer.get("content", {}).values()]
+            for where, content in bodies:
+                found, validator = _documented_examples(spec, content)
+                assert found, f"{method} {path}: no example for the {where} body"
+                for example in found:
+                    if validator is not None:
+                        validator.validate_json(json.dumps(example))
+                    checked += 1
+    assert checked >= 60
 
 
 async def test_405_lists_every_method_of_the_path(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
