@@ -89,7 +89,7 @@ def bench_backend(backend: str, seconds: int) -> dict[tuple[str, int], dict[str,
         try:
             baseline.wait()
             for batch in (1, 20):
-                for target, rate in (("bare", 12000 if batch == 1 else 1500), ("durable", 4000 if batch == 1 else 1800)):
+                for target, rate in (("bare", 12000 if batch == 1 else 1500), ("durable", 4500 if batch == 1 else 3000)):
                     results[(target, batch)] = measure(target, baseline.url, f"/{target}/{shop_id}/webhooks/messages",
                                                        secret, batch, seconds, tmp, rate)
         finally:
