@@ -28,7 +28,9 @@ class MessageRead(BaseModel):
     order_id: str | None = None
     agent_id: str | None = Field(None, description="The agent who wrote an outbound message")
     triage: dict[str, Any] | None = Field(
-        None, description="Inbound only: intents with evidence, emotion, urgency, language, priority, queue, ruleset")
+        None, description="Inbound only: intents with evidence, emotion, urgency, language, priority, queue, ruleset, "
+                          "and priority_context: the buyer's standing the priority counted (VIP level, prior "
+                          "contacts, seconds waited for an answer)")
 
 
 class TicketRead(BaseModel):
