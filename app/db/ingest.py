@@ -60,14 +60,24 @@ class Prepared:
     # Existing tickets with an open episode: since when the buyer awaits an answer (None once answered). Read
     # without a lock on PostgreSQL, so a reply committing meanwhile is not seen: priority context only.
     open_episodes: dict[ConversationKey, datetime | None] = field(default_factory=dict)
+    # Rows another group committed while prepare waited for them, read after that commit (PostgreSQL): a late
+    # ticket's episode is among its buyer's contacts only if the buyer's row was read late too.
+    late_tickets: set[ConversationKey] = field(default_factory=set)
+    late_customers: set[CustomerKey] = field(default_factory=set)
 
     def ticket(self, kind: str, ticket_id: str, key: ConversationKey, status: str | None,
-               awaiting_since: datetime | None) -> None:
+               awaiting_since: datetime | None, *, late: bool = False) -> None:
         self.tickets[key] = ticket_id
+        if late:
+            self.late_tickets.add(key)
         if kind == "n":
             self.created.add(ticket_id)
         elif status is not None and status != "resolved":
             self.open_episodes[key] = awaiting_since
+
+    def counted(self, conversation: ConversationKey, customer: CustomerKey) -> bool:
+        """Whether the open episode of `conversation` is among `customer`'s contacts as read."""
+        return conversation not in self.late_tickets or customer in self.late_customers
 
 
 class IngestStore(Protocol):
@@ -230,23 +240,26 @@ class PostgresIngestStore:
         found = Prepared()
         records = await self.db.fetch(_PREPARE, *_arrays(CUSTOMER_COLUMNS, customers), now, *_key_columns(keys),
                                       [queue for _, queue in conversations])
-        self._collect(found, records)
+        self._collect(found, records, late=False)
         absent = [k for k in ((c["shop_id"], c["platform"], c["external_id"]) for c in customers)
                   if k not in found.customers]
         unticketed = [k for k in keys if k not in found.tickets]
         if absent or unticketed:
-            self._collect(found, await self.db.fetch(_REREAD, *_key_columns(absent), *_key_columns(unticketed)))
+            self._collect(found, await self.db.fetch(_REREAD, *_key_columns(absent), *_key_columns(unticketed)),
+                          late=True)
             if len(found.customers) < len(customers) or len(found.tickets) < len(keys):
                 raise Raced  # created and deleted again meanwhile: start over
         return found
 
     @staticmethod
-    def _collect(found: Prepared, records: Sequence[Any]) -> None:
+    def _collect(found: Prepared, records: Sequence[Any], *, late: bool) -> None:
         for kind, ticket_id, customer_id, shop_id, platform, external_id, contacts, status, awaiting in records:
             if kind == "c":
                 found.customers[(shop_id, platform, external_id)] = (customer_id, contacts)
+                if late:
+                    found.late_customers.add((shop_id, platform, external_id))
             else:
-                found.ticket(kind, ticket_id, (shop_id, platform, external_id), status, awaiting)
+                found.ticket(kind, ticket_id, (shop_id, platform, external_id), status, awaiting, late=late)
 
     async def insert_messages(self, messages: Sequence[dict[str, Any]]) -> dict[MessageKey, int]:
         records = await self.db.fetch(_INSERT_MESSAGES, *_arrays(MESSAGE_COLUMNS, messages))

@@ -55,22 +55,29 @@ QUEUE = {"name": "aftersale", "description": "Logistics, returns and refunds, qu
 AGENT = {"id": AGENT_ID, "shop_id": SHOP_ID, "name": "Lin", "queues": ["aftersale", "complaints", "presale"],
          "level": "senior", "capacity": 5, "active": True, "created_at": "2026-11-24T10:05:00Z"}
 
+# A day of the demo shop in which only logistics questions (aftersale, P3) came in: every queue and tier is
+# listed, as the service lists them, the idle ones with nothing measured.
 _NOTHING = {"count": 0, "mean": None, "p50": None, "p90": None}
+_IDLE = {"conversations_received": 0, "replied": 0, "reply_rate": None, "first_response": _NOTHING,
+         "sla_breaches": 0, "resolution": _NOTHING}
 _LEVELS = {"conversations_received": 40, "replied": 38, "reply_rate": 0.95,
            "first_response": {"count": 38, "mean": 18.5, "p50": 15.0, "p90": 41.2}, "sla_breaches": 4,
            "resolution": {"count": 36, "mean": 312.4, "p50": 240.0, "p90": 655.0}}
-_BACKLOG = {"depth": {"P1": 0, "P2": 1, "P3": 2, "P4": 0}, "total": 3, "oldest_wait_seconds": 12.6}
+_EMPTY = {"depth": {"P1": 0, "P2": 0, "P3": 0, "P4": 0}, "total": 0, "oldest_wait_seconds": None}
+_BACKLOG = {"depth": {"P1": 0, "P2": 0, "P3": 2, "P4": 0}, "total": 2, "oldest_wait_seconds": 12.6}
 STATS: dict[str, Any] = {
     "shop_id": SHOP_ID, "since": "2026-11-24T08:00:00Z", "until": "2026-11-25T08:00:00Z",
     "generated_at": "2026-11-25T08:00:00Z",
     "overall": {**_LEVELS, "backlog": _BACKLOG},
-    "queues": [{**_LEVELS, "queue": "aftersale", "backlog": _BACKLOG}],
-    "tiers": [{**_LEVELS, "tier": "P3", "first_response_target_seconds": 40, "depth": 2, "oldest_wait_seconds": 12.6},
-              {"conversations_received": 0, "replied": 0, "reply_rate": None, "first_response": _NOTHING,
-               "sla_breaches": 0, "resolution": _NOTHING, "tier": "P4", "first_response_target_seconds": 60,
-               "depth": 0, "oldest_wait_seconds": None}],
+    "queues": [{**_LEVELS, "queue": "aftersale", "backlog": _BACKLOG},
+               *({**_IDLE, "queue": name, "backlog": _EMPTY} for name in ("complaints", "escalations", "presale"))],
+    "tiers": [{**(_LEVELS if tier == "P3" else _IDLE), "tier": tier, "first_response_target_seconds": target,
+               "depth": 2 if tier == "P3" else 0, "oldest_wait_seconds": 12.6 if tier == "P3" else None}
+              for tier, target in SLA_TARGETS.items()],
     "agents": [{**_LEVELS, "agent_id": AGENT_ID, "name": "Lin", "holding": 2}],
 }
+QUEUES = {"shop_id": SHOP_ID, "queues": [
+    {"name": "aftersale", **_BACKLOG}, {"name": "complaints", **_EMPTY}, {"name": "presale", **_EMPTY}]}
 
 
 def examples(*values: Any) -> dict[str, Any]:

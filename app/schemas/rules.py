@@ -222,7 +222,7 @@ class BacktestExamples(BaseModel):
 
 
 _MOVED_REVIEW = {
-    "message_id": 2, "external_id": "m-1001", "ticket_id": "ff95e471-309a-46c6-acb3-fa9786d2fa47",
+    "message_id": 4, "external_id": "m-1003", "ticket_id": "ff95e471-309a-46c6-acb3-fa9786d2fa47",
     "received_at": "2026-11-25T09:12:40Z", "excerpt": "东西坏了，给你一星",
     "before": {"primary": "bad_review_threat", "tier": "P1", "queue": "complaints"},
     "after": {"primary": "quality_issue", "tier": "P2", "queue": "aftersale"}}

@@ -112,7 +112,4 @@ class QueueList(BaseModel):
     shop_id: str
     queues: list[QueueDepth]
 
-    model_config = ex.examples({"shop_id": ex.SHOP_ID, "queues": [
-        {"name": "aftersale", "depth": {"P1": 0, "P2": 1, "P3": 2, "P4": 0}, "total": 3, "oldest_wait_seconds": 12.6},
-        {"name": "complaints", "depth": {"P1": 1, "P2": 0, "P3": 0, "P4": 0}, "total": 1, "oldest_wait_seconds": 3.2},
-        {"name": "presale", "depth": {"P1": 0, "P2": 0, "P3": 0, "P4": 0}, "total": 0, "oldest_wait_seconds": None}]})
+    model_config = ex.examples(ex.QUEUES)

@@ -43,7 +43,7 @@ class IngestedMessage(Schema):
     duplicate: bool = Field(description="True when this message was received before; the first answer is repeated")
     primary: str = Field(examples=["bad_review_threat"])
     tier: str = Field(examples=["P1"])
-    priority: int = Field(ge=0, le=999, examples=[790])
+    priority: int = Field(ge=0, le=999, examples=[845])
     queue: str = Field(examples=["complaints"])
 
 

@@ -54,7 +54,7 @@ class _Entry:
     message: WebhookMessage
     triage: Triage
     decision: InboundDecision | None = None
-    context: PriorityContext | None = None
+    context: PriorityContext = PriorityContext()  # set by priority_contexts; frozen, so one default is shared
     duplicate_of: "_Entry | None" = None
 
     key: sql.MessageKey = ("", "", "")
@@ -72,24 +72,28 @@ def triage_messages(shop: ShopInfo, messages: Sequence[WebhookMessage]) -> list[
     return [classify(m.text, shop.ruleset) for m in messages]
 
 
-def priority_context(message: WebhookMessage, prepared: sql.Prepared, conversation: sql.ConversationKey,
-                     customer: sql.CustomerKey, *, now: datetime) -> PriorityContext:
-    """The buyer's standing as the message arrives (SPEC 2.2): VIP level, conversations the buyer opened before
-    this one's current episode, and how long the buyer has waited for an answer."""
-    contacts = prepared.customers[customer][1]
-    if conversation not in prepared.open_episodes:
-        # The message opens an episode, or follows one this group opens: not yet among the buyer's contacts.
-        return PriorityContext(vip_level=message.customer.vip_level, prior_contacts=contacts)
-    awaiting = prepared.open_episodes[conversation]
-    waiting = max(0.0, (now - awaiting).total_seconds()) if awaiting is not None else 0.0
-    # The open episode is counted among the contacts already: it is this contact, not a prior one.
-    return PriorityContext(vip_level=message.customer.vip_level, prior_contacts=max(0, contacts - 1),
-                           waiting_seconds=waiting)
+def priority_contexts(entries: Sequence["_Entry"], prepared: sql.Prepared, *, now: datetime) -> None:
+    """Each message's buyer standing as it arrives (SPEC 2.2), in arrival order: the VIP level, the other
+    conversations the buyer has opened (earlier ones of this group included), and how long the buyer has
+    waited for an answer in this conversation's open episode."""
+    opened: dict[sql.CustomerKey, int] = {}  # episodes each buyer opened in this group so far
+    started: set[sql.ConversationKey] = set()
+    for e in entries:
+        waiting, uncounted = 0.0, 0
+        if e.conversation in prepared.open_episodes:
+            awaiting = prepared.open_episodes[e.conversation]
+            waiting = max(0.0, (now - awaiting).total_seconds()) if awaiting is not None else 0.0
+            uncounted = 0 if prepared.counted(e.conversation, e.customer) else 1
+        elif e.conversation not in started:
+            started.add(e.conversation)
+            opened[e.customer] = opened.get(e.customer, 0) + 1
+        # Every episode the buyer has opened, this conversation's current one included, less that one.
+        episodes = prepared.customers[e.customer][1] + opened.get(e.customer, 0) + uncounted
+        e.context = PriorityContext(vip_level=e.message.customer.vip_level, prior_contacts=max(0, episodes - 1),
+                                    waiting_seconds=waiting)
 
 
-def _context_view(context: PriorityContext | None) -> dict[str, Any] | None:
-    if context is None:
-        return None
+def _context_view(context: PriorityContext) -> dict[str, Any]:
     return {"vip_level": context.vip_level, "prior_contacts": context.prior_contacts,
             "waiting_seconds": round(context.waiting_seconds, 3)}
 
@@ -121,8 +125,8 @@ async def ingest_group(store: sql.IngestStore, jobs: Sequence[IngestJob], *, now
     prepared = await store.prepare(list(customers.values()), conversations, now=now)
     customer_ids, ticket_ids, created = prepared.customers, prepared.tickets, prepared.created
 
+    priority_contexts(fresh, prepared, now=now)
     for e in fresh:
-        e.context = priority_context(e.message, prepared, e.conversation, e.customer, now=now)
         priority = priority_for(e.triage.primary, emotion=e.triage.emotion, urgent=e.triage.urgent,
                                 context=e.context, ruleset=e.shop.ruleset)
         e.decision = InboundDecision(message_id=e.message.message_id, primary=e.triage.primary, tier=e.triage.tier,

@@ -457,6 +457,24 @@ async def test_a_buyer_kept_waiting_rises_and_the_first_conversation_is_no_repea
     assert answered["priority"] == first["priority"] and (await context_of(answered))["waiting_seconds"] == 0
 
 
+async def test_a_buyers_other_conversations_count_alike_in_one_request_or_several(client: httpx.AsyncClient,
+                                                                                  new_shop: Any) -> None:
+    shop = await new_shop()
+
+    async def post(messages: list[dict[str, Any]]) -> list[int]:
+        response = await post_signed(client, shop["id"], shop["webhook_secret"], messages)
+        assert response.status_code == 202, response.text
+        return [r["priority"] for r in response.json()["results"]]
+
+    plan = [("c-a", "快递到哪了"), ("c-b", "快递到哪了"), ("c-b", "快递到哪了")]
+    together = await post([message(text, conversation=f"{c}-1", customer="b-together") for c, text in plan])
+    apart = [p for c, text in plan
+             for p in await post([message(text, conversation=f"{c}-2", customer="b-apart")])]
+    # The second conversation has the first as a prior contact (+20 under the default rules), whether the
+    # platform sent them in one request or not; its follow-up is not a contact of its own.
+    assert together == apart == [together[0], together[0] + 20, together[0] + 20]
+
+
 async def test_customers_are_recorded_with_contacts(app: FastAPI, client: httpx.AsyncClient, new_shop: Any) -> None:
     shop = await new_shop()
     for conversation in ("c-a", "c-b"):
