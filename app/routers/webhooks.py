@@ -8,6 +8,7 @@ from app import metrics
 from app.errors import AppError
 from app.deps import STRICT_QUERY
 from app.routers.docs import errors
+from app.schemas import examples as ex
 from app.schemas.webhooks import IngestResult, WebhookBatch
 from app.services.webhooks import VerifiedWebhook, read_limited, verify_webhook
 
@@ -59,8 +60,8 @@ VerifiedWebhookDep = Annotated[VerifiedWebhook, Depends(verified_webhook)]
                        "text": "The zipper broke after one day. How do I get a refund?", "order_id": "#4410"}]}},
         }}}},
         "responses": {"202": {"content": {"application/json": {"example": {"results": [{
-            "message_id": "m-1001", "ticket_id": "5b0c7f1e-6a55-4f0e-9a43-2a9a7f0c9d11", "duplicate": False,
-            "primary": "bad_review_threat", "tier": "P1", "priority": 825, "queue": "complaints"}]}}}}},
+            "message_id": "m-1001", "ticket_id": ex.TICKET_ID, "duplicate": False,
+            "primary": "bad_review_threat", "tier": "P1", "priority": 845, "queue": "complaints"}]}}}}},
     },
 )
 async def receive_messages(webhook: VerifiedWebhookDep, request: Request) -> IngestResult:
