@@ -98,7 +98,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.logs import LOG_CONFIG
+    from app.logs import log_config
 
     settings = get_settings()
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -108,7 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for stale in Path(metrics_dir).glob("*.db"):
             stale.unlink()
     uvicorn.run("app.main:app", host=args.host or settings.host, port=args.port or settings.port,
-                workers=args.workers or settings.workers, log_config=LOG_CONFIG,
+                workers=args.workers or settings.workers, log_config=log_config(settings.log_level),
                 log_level=settings.log_level.lower(), access_log=False, proxy_headers=True)
     return 0
 

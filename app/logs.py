@@ -62,6 +62,11 @@ class JsonFormatter(logging.Formatter):
         return mask_personal_data(json.dumps(line, ensure_ascii=False, default=str))
 
 
+def log_config(level: str) -> dict[str, Any]:
+    """LOG_CONFIG with `level` for the service's own loggers (uvicorn's log_level sets only uvicorn's)."""
+    return {**LOG_CONFIG, "root": {**LOG_CONFIG["root"], "level": level.upper()}}
+
+
 LOG_CONFIG: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,

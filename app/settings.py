@@ -1,8 +1,9 @@
 """Service settings, read from TRIAGE_* environment variables and an optional .env file."""
 
 from functools import lru_cache
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./triage.db"
@@ -16,7 +17,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `triage serve` binds")
     port: int = Field(8000, ge=1, le=65535, description="Port `triage serve` binds")
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes for `triage serve`")
-    db_pool_size: int | None = Field(None, ge=1, le=200, description="Connections per process (default: 1 on SQLite, 10 on PostgreSQL)")
+    db_pool_size: int | None = Field(None, ge=1, le=200, description="Size of each connection pool of a process (default: 1 on SQLite, 10 on PostgreSQL); on PostgreSQL a process opens up to 2 x size + 1 connections")
     ingest_writers: int | None = Field(None, ge=1, le=32, description="Concurrent ingest transactions per process (default: 1 on SQLite, 3 on PostgreSQL)")
     sqlite_busy_timeout_ms: int = Field(10_000, ge=5_000, description="How long a SQLite writer waits for the lock")
     lease_seconds: int = Field(120, ge=1, le=3600, description="Agent lease on a claimed ticket")
@@ -26,7 +27,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024, description="Largest accepted webhook body")
     default_agent_capacity: int = Field(5, ge=1, le=50, description="Open tickets an agent may hold unless set per agent")
     idempotency_retention_hours: float = Field(24.0, gt=0, le=24 * 365, description="How long an agent write's Idempotency-Key is remembered")
-    log_level: str = Field("info", description="Python log level")
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        "info", description="Least severe level logged, by the service and by uvicorn alike")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_case_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @property
     def is_sqlite(self) -> bool:

@@ -47,15 +47,17 @@ async def ticket_events(session: AsyncSession, *, ticket_id: str) -> Sequence[Ro
 
 async def expiring(session: AsyncSession, *, now: datetime, limit: int) -> Sequence[Row[Any]]:
     """Assigned tickets whose lease ran out, locked on PostgreSQL (rows another process is expiring are skipped)."""
+    return (await session.execute(expiring_statement(now=now, limit=limit, postgres=is_postgres(session)))).all()
+
+
+def expiring_statement(*, now: datetime, limit: int, postgres: bool) -> Any:
     stmt = (select(T.c.id, T.c.shop_id, T.c.queue, T.c.assigned_agent_id, T.c.lease_expires_at, T.c.deliveries,
                    T.c.escalated)
             # "Has a holder" (the same as assigned, by the holder rule) selects ix_tickets_held, whose entries
             # carry the lease: expired ones are found in the index, without reading the table.
             .where(T.c.assigned_agent_id.is_not(None), T.c.status == "assigned", T.c.lease_expires_at <= now)
             .order_by(T.c.lease_expires_at).limit(limit))
-    if is_postgres(session):
-        stmt = stmt.with_for_update(skip_locked=True)
-    return (await session.execute(stmt)).all()
+    return stmt.with_for_update(skip_locked=True) if postgres else stmt
 
 
 async def shops_with_queue(session: AsyncSession, *, shop_ids: Iterable[str], name: str) -> set[str]:

@@ -212,7 +212,7 @@ async def backlog(session: AsyncSession, *, shop_id: str) -> Sequence[Row[Any]]:
 async def holding(session: AsyncSession, *, shop_id: str) -> dict[str, int]:
     """Tickets each agent of the shop holds now."""
     stmt = (select(T.c.assigned_agent_id, func.count())
-            .where(T.c.shop_id == shop_id, T.c.status == "assigned").group_by(T.c.assigned_agent_id))
+            .where(T.c.shop_id == shop_id, T.c.assigned_agent_id.is_not(None)).group_by(T.c.assigned_agent_id))
     return {agent_id: n for agent_id, n in await session.execute(stmt)}
 
 
@@ -231,20 +231,26 @@ async def shop_config(session: AsyncSession, *, shop_id: str) -> tuple[
 
 async def backlog_everywhere(session: AsyncSession, *, now: datetime) -> Sequence[Row[Any]]:
     """Per shop, queue and tier, in one statement: queued tickets, the oldest queued episode, open ones overdue."""
+    return (await session.execute(backlog_everywhere_statement(now))).all()
+
+
+def backlog_everywhere_statement(now: datetime) -> Any:
     Q = Queue.__table__
 
-    def open_tickets(status: str) -> Any:
-        # One branch per status, so each reads only its partial index (claim or lease), never resolved tickets.
-        return select(T.c.shop_id, T.c.queue, T.c.tier, T.c.opened_at, literal(status == "queued").label("queued"),
+    def open_tickets(queued: bool) -> Any:
+        # One branch per open status, so each reads only its partial index, never resolved tickets: the claim
+        # index for queued ones, ix_tickets_held for held ones, whose predicate names the holder, not the status
+        # (the holder rule makes "has a holder" and "assigned" the same).
+        held = T.c.status == "queued" if queued else T.c.assigned_agent_id.is_not(None)
+        return select(T.c.shop_id, T.c.queue, T.c.tier, T.c.opened_at, literal(queued).label("queued"),
                       and_(T.c.first_response_at.is_(None), T.c.first_response_due_at < now).label("overdue")
-                      ).where(T.c.status == status)
+                      ).where(held)
 
-    t = union_all(open_tickets("queued"), open_tickets("assigned")).subquery("open_tickets")
+    t = union_all(open_tickets(True), open_tickets(False)).subquery("open_tickets")
     # Every queue appears, with a NULL tier when it holds no open ticket, so emptied queues read 0, not stale.
-    stmt = (select(Q.c.shop_id, Q.c.name.label("queue"), t.c.tier,
+    return (select(Q.c.shop_id, Q.c.name.label("queue"), t.c.tier,
                    func.count(case((t.c.queued, 1))).label("depth"),
                    func.min(case((t.c.queued, t.c.opened_at))).label("oldest"),
                    func.count(case((t.c.overdue, 1))).label("overdue"))
             .select_from(Q.outerjoin(t, and_(t.c.shop_id == Q.c.shop_id, t.c.queue == Q.c.name)))
             .group_by(Q.c.shop_id, Q.c.name, t.c.tier))
-    return (await session.execute(stmt)).all()

@@ -18,7 +18,8 @@ SIGNING = """
 Signed with the shop's secret by the [Standard Webhooks](https://www.standardwebhooks.com/) scheme:
 
 * `webhook-id`: a unique id of this delivery;
-* `webhook-timestamp`: unix seconds; more than 300 s away from the server clock is refused (exactly 300 s is accepted);
+* `webhook-timestamp`: unix seconds; further from the server clock than the tolerance is refused (the setting
+  `TRIAGE_WEBHOOK_TOLERANCE_SECONDS`, 300 s unless changed; exactly the tolerance is accepted);
 * `webhook-signature`: `v1,<base64 HMAC-SHA256 of "{webhook-id}.{webhook-timestamp}.{raw body}">`, keyed with the
   base64-decoded part of the `whsec_...` secret; several space-separated signatures are allowed (during a rotation
   both the old and the new secret verify).
