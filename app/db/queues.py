@@ -41,8 +41,11 @@ async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -
         await session.execute(E.insert(), list(rows))
 
 
-async def ticket_events(session: AsyncSession, *, ticket_id: str) -> Sequence[Row[Any]]:
-    return (await session.execute(select(E).where(E.c.ticket_id == ticket_id).order_by(E.c.id))).all()
+async def ticket_events(session: AsyncSession, *, ticket_id: str, after: int, limit: int) -> Sequence[Row[Any]]:
+    """A page of the ticket's trail, oldest first, from its key (PostgreSQL) or index (SQLite) on (ticket, id)."""
+    stmt = (select(E.c.id, E.c.at, E.c.kind, E.c.actor, E.c.data).where(E.c.ticket_id == ticket_id, E.c.id > after)
+            .order_by(E.c.id).limit(limit))
+    return (await session.execute(stmt)).all()
 
 
 async def expiring(session: AsyncSession, *, now: datetime, limit: int) -> Sequence[Row[Any]]:

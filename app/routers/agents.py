@@ -12,6 +12,7 @@ from app.schemas.tickets import (
     ReleaseRequest,
     ReplyCreate,
     ReplyCreated,
+    TicketEvents,
     TicketList,
     TicketRead,
     TransferRequest,
@@ -61,6 +62,20 @@ async def my_tickets(request: Request, agent: CachedAgentDep) -> TicketList:
             responses=errors(401, 404))
 async def read_ticket(ticket_id: str, request: Request, caller: AdminOrAgentDep) -> TicketRead:
     return await queues.read_ticket(request.app.state.drivers, caller=caller, ticket_id=ticket_id)
+
+
+@router.get("/v1/tickets/{ticket_id}/events", response_model=TicketEvents, summary="A ticket's audit trail",
+            description="Every change of the ticket, oldest first, with who made it and when: messages received, "
+                        "creation and reopening, re-ranking and routing, claims, lease extensions and expiries, "
+                        "replies, releases, transfers, resolutions. Pages of `limit` events; `next_after` names the "
+                        "`after` of the next page. Who may read it: as for the ticket itself (`404` otherwise).",
+            responses=errors(401, 404, 422))
+async def ticket_events(ticket_id: str, request: Request, session: SessionDep, caller: AdminOrAgentDep,
+                        after: Annotated[int, Query(ge=0, le=2**62, description="Events after this id")] = 0,
+                        limit: Annotated[int, Query(ge=1, le=1000, description="Events per page")] = 200,
+                        ) -> TicketEvents:
+    return await queues.ticket_events(session, request.app.state.drivers, caller=caller, ticket_id=ticket_id,
+                                      after=after, limit=limit)
 
 
 @router.post("/v1/tickets/{ticket_id}/heartbeat", response_model=TicketRead, summary="Extend the lease",

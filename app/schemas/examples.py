@@ -47,6 +47,20 @@ TICKET_REPLIED = {**TICKET, "messages": [INBOUND, OUTBOUND], "unread": 0, "await
                   "first_response_at": "2026-11-25T08:00:14.310Z", "lease_expires_at": "2026-11-25T08:02:14.310Z",
                   "updated_at": "2026-11-25T08:00:14.310Z"}
 
+EVENTS = [
+    {"id": 1, "at": "2026-11-25T08:00:01.120Z", "kind": "message_received", "actor": "webhook",
+     "data": {"message_id": "m-1001", "primary": "bad_review_threat", "tier": "P1", "priority": 845}},
+    {"id": 2, "at": "2026-11-25T08:00:01.120Z", "kind": "created", "actor": "webhook",
+     "data": {"tier": "P1", "priority": 845, "primary": "bad_review_threat", "queue": "complaints"}},
+    {"id": 3, "at": "2026-11-25T08:00:06.480Z", "kind": "claimed", "actor": f"agent:{AGENT_ID}",
+     "data": {"agent_id": AGENT_ID, "lease_expires_at": "2026-11-25T08:02:06.480Z"}},
+    {"id": 4, "at": "2026-11-25T08:00:14.310Z", "kind": "replied", "actor": f"agent:{AGENT_ID}",
+     "data": {"message_id": 3, "first_response": True, "lease_expires_at": "2026-11-25T08:02:14.310Z",
+              "within_target": True}},
+    {"id": 5, "at": "2026-11-25T08:01:02.900Z", "kind": "resolved", "actor": f"agent:{AGENT_ID}",
+     "data": {"agent_id": AGENT_ID}},
+]
+
 SHOP = {"id": SHOP_ID, "name": "Demo shop", "sla_targets": SLA_TARGETS, "active_ruleset_version": None,
         "created_at": "2026-11-24T10:00:00Z"}
 QUEUE = {"name": "aftersale", "description": "Logistics, returns and refunds, quality, false advertising, "

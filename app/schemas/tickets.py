@@ -63,6 +63,24 @@ class TicketRead(BaseModel):
     model_config = ex.examples(ex.TICKET)
 
 
+class TicketEventRead(BaseModel):
+    id: int = Field(description="Increasing in the order the events happened")
+    at: datetime
+    kind: str = Field(examples=["claimed"], description="message_received, created, reopened, reranked, routed, "
+                      "escalated, claimed, lease_extended, replied, resolved, released, transferred, lease_expired")
+    actor: str = Field(description="`webhook`, `agent:<id>`, `admin` or `system`", examples=["webhook"])
+    data: dict[str, Any] = Field(description="What changed, by kind (tiers, queues, agent, lease, reason)")
+
+
+class TicketEvents(BaseModel):
+    ticket_id: str
+    events: list[TicketEventRead] = Field(description="Oldest first")
+    next_after: int | None = Field(description="More events follow: pass this as `after` for the next page; null on "
+                                               "the last page")
+
+    model_config = ex.examples({"ticket_id": ex.TICKET_ID, "events": ex.EVENTS, "next_after": None})
+
+
 class TicketList(BaseModel):
     tickets: list[TicketRead]
 

@@ -39,6 +39,8 @@ from app.schemas.tickets import (
     QueueDepth,
     QueueList,
     ReplyCreated,
+    TicketEventRead,
+    TicketEvents,
     TicketList,
     TicketRead,
 )
@@ -334,6 +336,21 @@ async def read_ticket(drivers: DriverConnections, *, caller: Agent | None, ticke
             raise TicketNotFound(f"no ticket '{ticket_id}'")
         [view] = await _views(store, [row])
     return view
+
+
+async def ticket_events(session: AsyncSession, drivers: DriverConnections, *, caller: Agent | None, ticket_id: str,
+                        after: int, limit: int) -> TicketEvents:
+    """A page of the ticket's audit trail, for the admin or an agent who may see the ticket."""
+    async with claim_store(drivers) as store:
+        row = await store.ticket(ticket_id=ticket_id)
+        if row is None or (caller is not None and not await _visible(store, agent=caller, ticket=row)):
+            raise TicketNotFound(f"no ticket '{ticket_id}'")
+    rows = await db.ticket_events(session, ticket_id=ticket_id, after=after, limit=limit + 1)
+    await session.rollback()
+    page = rows[:limit]
+    return TicketEvents(ticket_id=ticket_id, events=[TicketEventRead(id=r.id, at=r.at, kind=r.kind, actor=r.actor,
+                                                                     data=r.data) for r in page],
+                        next_after=page[-1].id if len(rows) > limit else None)
 
 
 async def my_tickets(drivers: DriverConnections, *, agent: Agent) -> TicketList:

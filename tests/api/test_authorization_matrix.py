@@ -44,6 +44,8 @@ MATRIX: list[tuple[str, str, Any, dict[str, Any]]] = [
      {"admin": "2xx", "none": 401, "wrong": 401, "agent_a1": "2xx", "agent_a2": "2xx", "agent_b1": 404}),
     ("GET", "/v1/tickets/{ticket}", None,
      {"admin": "2xx", "none": 401, "wrong": 401, "agent_a1": "2xx", "agent_a2": "2xx", "agent_b1": 404}),
+    ("GET", "/v1/tickets/{ticket}/events", None,
+     {"admin": "2xx", "none": 401, "wrong": 401, "agent_a1": "2xx", "agent_a2": "2xx", "agent_b1": 404}),
     ("POST", "/v1/tickets/{ticket}/heartbeat", None, HOLDER_ONLY),
     ("POST", "/v1/tickets/{ticket}/replies", {"text": "亲，马上处理"}, {**HOLDER_ONLY, "agent_a1": 201}),
     ("POST", "/v1/tickets/{ticket}/transfer", {"queue": "complaints", "reason": "senior"}, HOLDER_ONLY),

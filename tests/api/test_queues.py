@@ -448,6 +448,45 @@ async def test_a_held_ticket_that_turns_into_a_complaint_goes_back_to_complaints
     assert routed == [{"from": "presale", "to": "complaints", "reason": "tier rose"}]
 
 
+async def test_the_audit_trail_reads_in_order_in_pages_for_whoever_may_see_the_ticket(
+        client: httpx.AsyncClient, admin_headers: dict[str, str], new_shop: Any) -> None:
+    shop, other_shop = await new_shop(), await new_shop()
+    agent = await new_agent(client, admin_headers, shop["id"])
+    stranger = await new_agent(client, admin_headers, other_shop["id"])
+    ticket_id = await new_ticket(client, shop, P3)
+    assert (await claim(client, agent)).json()["id"] == ticket_id
+    await new_ticket(client, shop, P1, conversation=(await admin_ticket(client, admin_headers, ticket_id))[
+        "conversation_id"])
+    assert (await client.post(f"/v1/tickets/{ticket_id}/replies", json={"text": "在的"},
+                              headers=agent["headers"])).status_code == 201
+    assert (await client.post(f"/v1/tickets/{ticket_id}/resolve", headers=agent["headers"])).status_code == 200
+
+    trail = await client.get(f"/v1/tickets/{ticket_id}/events", headers=admin_headers)
+    assert trail.status_code == 200, trail.text
+    events = trail.json()["events"]
+    assert [e["kind"] for e in events] == ["message_received", "created", "claimed", "message_received", "reranked",
+                                           "escalated", "routed", "replied", "resolved"]
+    assert {e["actor"] for e in events} == {"webhook", f"agent:{agent['id']}"}
+    assert [e["id"] for e in events] == sorted(e["id"] for e in events) and trail.json()["next_after"] is None
+    assert events[-2]["data"]["first_response"] is True
+
+    # Pages of two walk the same trail.
+    walked, after = [], 0
+    while after is not None:
+        page = (await client.get(f"/v1/tickets/{ticket_id}/events?limit=2&after={after}",
+                                 headers=agent["headers"])).json()
+        assert len(page["events"]) <= 2
+        walked += page["events"]
+        after = page["next_after"]
+    assert walked == events
+
+    for headers, status in ((stranger["headers"], 404), ({}, 401)):
+        assert (await client.get(f"/v1/tickets/{ticket_id}/events", headers=headers)).status_code == status
+    assert (await client.get("/v1/tickets/no-such-ticket/events", headers=admin_headers)).status_code == 404
+    refused = await client.get(f"/v1/tickets/{ticket_id}/events?limit=0", headers=admin_headers)
+    assert refused.status_code == 422 and "query.limit" in refused.text
+
+
 async def test_my_tickets_show_unread_and_escalation(client: httpx.AsyncClient, admin_headers: dict[str, str],
                                                      new_shop: Any) -> None:
     shop = await new_shop()
