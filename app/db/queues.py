@@ -80,6 +80,14 @@ async def requeue_expired(session: AsyncSession, rows: Sequence[dict[str, Any]],
     await session.execute(stmt, list(rows))
 
 
+async def release_all_held(session: AsyncSession, *, agent_id: str, now: datetime) -> Sequence[Row[Any]]:
+    """Hand every ticket the agent holds back to its queue, at its place (no delivery counted); the tickets."""
+    stmt = (update(T).where(T.c.assigned_agent_id == agent_id, T.c.status == "assigned")
+            .values(status="queued", assigned_agent_id=None, lease_expires_at=None, updated_at=now)
+            .returning(T.c.id, T.c.shop_id, T.c.queue))
+    return (await session.execute(stmt)).all()
+
+
 async def open_ticket(session: AsyncSession, *, shop_id: str, ticket_id: str) -> Row[Any] | None:
     """The shop's ticket as it stands, locked on PostgreSQL until the transaction ends."""
     stmt = select(T.c.id, T.c.shop_id, T.c.queue, T.c.status, T.c.assigned_agent_id).where(

@@ -113,10 +113,15 @@ async def list_agents(shop_id: str, session: SessionDep, _: AdminDep) -> list[Ag
 
 @router.patch("/{shop_id}/agents/{agent_id}", response_model=AgentRead, tags=["ops: agents"],
               summary="Change an agent's queues, level, capacity or deactivate it",
-              description="Fields left out keep their value. A deactivated agent gets no new claims at once and "
-                          "loses access to the tickets it holds within seconds.", responses=errors(401, 404, 422))
-async def update_agent(shop_id: str, agent_id: str, body: AgentUpdate, session: SessionDep, _: AdminDep) -> AgentRead:
-    view = await admin.update_agent(session, shop_id=shop_id, agent_id=agent_id, data=body)
+              description="Fields left out keep their value. Deactivating an agent stops its claims at once and "
+                          "hands the tickets it holds back to their queues, each at its place in order and with no "
+                          "delivery counted (a `released` event by `admin`); its token stops working within "
+                          "seconds.", responses=errors(401, 404, 422))
+async def update_agent(shop_id: str, agent_id: str, body: AgentUpdate, request: Request, session: SessionDep,
+                       _: AdminDep) -> AgentRead:
+    view, released = await admin.update_agent(session, shop_id=shop_id, agent_id=agent_id, data=body, now=utcnow())
+    if released:
+        request.app.state.notifier.notify([shop_id])
     return AgentRead.model_validate(view.as_dict())
 
 

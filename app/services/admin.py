@@ -9,11 +9,13 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import queues as queues_db
 from app.db import repositories as repo
 from app.db.models import Agent, Queue, Shop, WebhookSecret
 from app.errors import InvalidInput, QueueExists, QueueNotFound, ShopExists, ShopNotFound, NotFound
 from app.schemas.admin import AgentCreate, AgentUpdate, QueueCreate, QueueUpdate, ShopCreate, ShopUpdate
 from app.security import hash_token, new_agent_token, new_webhook_secret
+from app.services.ingest import NOTIFY_CHANNEL
 
 DEFAULT_SLA_TARGETS = {"P1": 20, "P2": 30, "P3": 40, "P4": 60}
 
@@ -159,11 +161,15 @@ async def create_agent(session: AsyncSession, *, shop_id: str, data: AgentCreate
     return AgentView(agent, sorted(set(data.queues)), token)
 
 
-async def update_agent(session: AsyncSession, *, shop_id: str, agent_id: str, data: AgentUpdate) -> AgentView:
+async def update_agent(session: AsyncSession, *, shop_id: str, agent_id: str, data: AgentUpdate,
+                       now: datetime) -> tuple[AgentView, int]:
+    """Change the agent; deactivating it hands the tickets it holds back to their queues at once. Returns the
+    agent and how many tickets went back."""
     await require_shop(session, shop_id)
     agent = await repo.get_agent(session, shop_id=shop_id, agent_id=agent_id)
     if agent is None:
         raise NotFound(f"no agent '{agent_id}' in shop '{shop_id}'")
+    deactivating = data.active is False and agent.active
     for field in ("name", "level", "capacity", "active"):
         value = getattr(data, field)
         if value is not None:
@@ -171,9 +177,19 @@ async def update_agent(session: AsyncSession, *, shop_id: str, agent_id: str, da
     if data.queues is not None:
         await _check_queues(session, shop_id=shop_id, queues=data.queues)
         await repo.set_agent_queues(session, agent=agent, queues=data.queues)
+    released: Sequence[Any] = []
+    if deactivating:
+        # The agent's row is written (and, on PostgreSQL, locked) first: a claim of this agent in flight waits
+        # for it and then finds the agent inactive, so nothing is claimed after the tickets are handed back.
+        await session.flush()
+        released = await queues_db.release_all_held(session, agent_id=agent.id, now=now)
+        await queues_db.insert_events(session, [
+            {"ticket_id": t.id, "shop_id": t.shop_id, "at": now, "kind": "released", "actor": "admin",
+             "data": {"agent_id": agent.id, "reason": "agent deactivated"}} for t in released])
+        await queues_db.notify_postgres(session, channel=NOTIFY_CHANNEL, shop_ids={shop_id} if released else ())
     await session.commit()
     queues = (await repo.agent_queues(session, agent_ids=[agent.id]))[agent.id]
-    return AgentView(agent, queues)
+    return AgentView(agent, queues), len(released)
 
 
 async def list_agents(session: AsyncSession, *, shop_id: str) -> list[AgentView]:

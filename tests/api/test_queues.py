@@ -487,6 +487,36 @@ async def test_the_audit_trail_reads_in_order_in_pages_for_whoever_may_see_the_t
     assert refused.status_code == 422 and "query.limit" in refused.text
 
 
+async def test_deactivating_an_agent_hands_its_tickets_back_at_once_without_a_delivery(
+        app: FastAPI, client: httpx.AsyncClient, admin_headers: dict[str, str], new_shop: Any) -> None:
+    shop = await new_shop()
+    leaving = await new_agent(client, admin_headers, shop["id"])
+    staying = await new_agent(client, admin_headers, shop["id"])
+    first, second = [await new_ticket(client, shop, P3) for _ in range(2)]
+    assert [(await claim(client, leaving)).json()["id"] for _ in range(2)] == [first, second]
+
+    # The staying agent waits on an empty queue; the hand-back wakes it, long before its wait is over.
+    waiting = asyncio.create_task(claim(client, staying, wait=10))
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    deactivated = await client.patch(f"/v1/shops/{shop['id']}/agents/{leaving['id']}", json={"active": False},
+                                     headers=admin_headers)
+    assert deactivated.status_code == 200 and deactivated.json()["active"] is False
+    woken = await waiting
+    assert woken.status_code == 200 and woken.json()["id"] == first and time.monotonic() - started < 2
+    assert woken.json()["deliveries"] == 0  # not the agent's lease running out: no delivery counted
+    assert (await claim(client, staying)).json()["id"] == second
+    for ticket_id in (first, second):
+        released = [(actor, data) for kind, actor, data in await events(app, ticket_id) if kind == "released"]
+        assert released == [("admin", {"agent_id": leaving["id"], "reason": "agent deactivated"})]
+    assert (await claim(client, leaving)).status_code == 401
+    # Deactivating again, or changing anything else, hands nothing back twice.
+    again = await client.patch(f"/v1/shops/{shop['id']}/agents/{leaving['id']}", json={"active": False},
+                               headers=admin_headers)
+    assert again.status_code == 200
+    assert [kind for kind, _, _ in await events(app, first)].count("released") == 1
+
+
 async def test_my_tickets_show_unread_and_escalation(client: httpx.AsyncClient, admin_headers: dict[str, str],
                                                      new_shop: Any) -> None:
     shop = await new_shop()
