@@ -15,6 +15,7 @@ from app.schemas.admin import (
     QueueCreate,
     QueueRead,
     QueueUpdate,
+    SecretRotate,
     SecretRotated,
     ShopCreate,
     ShopCreated,
@@ -62,11 +63,16 @@ async def update_shop(shop_id: str, body: ShopUpdate, session: SessionDep, _: Ad
              summary="Rotate the webhook signing secret",
              description="Issues a new secret (shown this once). Secrets in use before keep verifying for the "
                          "overlap window (TRIAGE_SECRET_OVERLAP_HOURS, default 24 h), so the platform can switch "
-                         "without losing a message.",
-             responses=errors(401, 404))
-async def rotate_secret(shop_id: str, session: SessionDep, settings: SettingsDep, _: AdminDep) -> SecretRotated:
-    secret, until = await admin.rotate_webhook_secret(
-        session, shop_id=shop_id, now=utcnow(), overlap=timedelta(hours=settings.secret_overlap_hours))
+                         "without losing a message; `previous_valid_seconds` sets another window, and `0` revokes "
+                         "them at once (a leaked secret: this process refuses them now, other processes within "
+                         "their 2 s shop cache). The body is optional.",
+             responses=errors(401, 404, 422))
+async def rotate_secret(shop_id: str, request: Request, session: SessionDep, settings: SettingsDep, _: AdminDep,
+                        body: SecretRotate | None = None) -> SecretRotated:
+    seconds = body.previous_valid_seconds if body is not None else None
+    overlap = timedelta(hours=settings.secret_overlap_hours) if seconds is None else timedelta(seconds=seconds)
+    secret, until = await admin.rotate_webhook_secret(session, shop_id=shop_id, now=utcnow(), overlap=overlap)
+    request.app.state.directory.invalidate(shop_id)
     return SecretRotated(webhook_secret=secret, previous_valid_until=until)
 
 

@@ -46,6 +46,14 @@ class ShopRead(ReadSchema):
     model_config = ReadSchema.model_config | ex.examples(ex.SHOP)
 
 
+class SecretRotate(Schema):
+    previous_valid_seconds: whole_number(0, 30 * 86_400) | None = Field(  # type: ignore[valid-type]
+        None, description="How long the secrets in use keep verifying; 0 revokes them now (a leaked secret). "
+                          "Default: TRIAGE_SECRET_OVERLAP_HOURS.")
+
+    model_config = Schema.model_config | ex.examples({"previous_valid_seconds": 0}, {"previous_valid_seconds": 3600})
+
+
 class SecretRotated(Schema):
     webhook_secret: str = Field(examples=["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"])
     previous_valid_until: datetime | None = Field(

@@ -2,6 +2,7 @@
 
 import re
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -158,6 +159,33 @@ async def test_rotation_keeps_old_secrets_valid_for_the_overlap(app: Any, client
         later = await valid_webhook_secrets(session, shop_id=shop["id"], now=utcnow() + timedelta(hours=25))
     assert set(now) == {first, second["webhook_secret"], third["webhook_secret"]}
     assert later == [third["webhook_secret"]]
+
+
+async def test_a_leaked_secret_is_revoked_by_a_rotation_with_no_overlap(client: httpx.AsyncClient,
+                                                                         admin_headers: dict[str, str],
+                                                                         new_shop: Any) -> None:
+    from tests.webhooks import message, post_signed
+
+    shop = await new_shop()
+    leaked = shop["webhook_secret"]
+    assert (await post_signed(client, shop["id"], leaked, [message("在吗")])).status_code == 202
+    rotated = await client.post(f"/v1/shops/{shop['id']}/webhook-secrets", json={"previous_valid_seconds": 0},
+                                headers=admin_headers)
+    assert rotated.status_code == 201
+    refused = await post_signed(client, shop["id"], leaked, [message("伪造的消息")])
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_signature"
+    fresh = rotated.json()["webhook_secret"]
+    assert (await post_signed(client, shop["id"], fresh, [message("在吗")])).status_code == 202
+    # A window of its own, or none given (the setting's 24 h).
+    hour = (await client.post(f"/v1/shops/{shop['id']}/webhook-secrets", json={"previous_valid_seconds": 3600},
+                              headers=admin_headers)).json()
+    day = (await client.post(f"/v1/shops/{shop['id']}/webhook-secrets", headers=admin_headers)).json()
+    window = (datetime.fromisoformat(day["previous_valid_until"]) - datetime.fromisoformat(hour["previous_valid_until"]))
+    assert timedelta(hours=22) < window < timedelta(hours=24)
+    assert (await post_signed(client, shop["id"], fresh, [message("在吗")])).status_code == 202  # inside its window
+    too_long = await client.post(f"/v1/shops/{shop['id']}/webhook-secrets", json={"previous_valid_seconds": -1},
+                                 headers=admin_headers)
+    assert too_long.status_code == 422 and "body.previous_valid_seconds" in too_long.text
 
 
 async def test_queues_create_update_and_conflict(client: httpx.AsyncClient, admin_headers: dict[str, str],
