@@ -143,14 +143,22 @@ class AgentCache:
         self._agents[token_hash] = (agent, now + self._ttl)
         return agent
 
+    def forget(self, agent_id: str) -> None:
+        """Drop the agent now (deactivated, or its token replaced); other processes drop it within the TTL."""
+        self._agents = {k: v for k, v in self._agents.items() if v[0].id != agent_id}
+
+
+def agent_cache(request: Request) -> AgentCache:
+    cache: AgentCache | None = getattr(request.app.state, "agent_cache", None)
+    if cache is None:
+        cache = request.app.state.agent_cache = AgentCache()
+    return cache
+
 
 async def cached_agent(request: Request,
                        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(agent_bearer)]) -> Agent:
     """The agent behind the bearer token, from the per-process cache when it was seen in the last seconds."""
-    cache = getattr(request.app.state, "agent_cache", None)
-    if cache is None:
-        cache = request.app.state.agent_cache = AgentCache()
-    return await cache.get(request, _bearer(credentials))
+    return await agent_cache(request).get(request, _bearer(credentials))
 
 
 CachedAgentDep = Annotated[Agent, Depends(cached_agent)]

@@ -5,7 +5,7 @@ from datetime import timedelta
 from fastapi import APIRouter, Request
 
 from app.clock import utcnow
-from app.deps import STRICT_QUERY, AdminDep, SessionDep, SettingsDep
+from app.deps import STRICT_QUERY, AdminDep, SessionDep, SettingsDep, agent_cache
 from app.routers.docs import errors
 from app.schemas.admin import (
     AgentCreate,
@@ -128,7 +128,21 @@ async def update_agent(shop_id: str, agent_id: str, body: AgentUpdate, request: 
     view, released = await admin.update_agent(session, shop_id=shop_id, agent_id=agent_id, data=body, now=utcnow())
     if released:
         request.app.state.notifier.notify([shop_id])
+    if body.active is False:
+        agent_cache(request).forget(agent_id)
     return AgentRead.model_validate(view.as_dict())
+
+
+@router.post("/{shop_id}/agents/{agent_id}/token", status_code=201, response_model=AgentCreated,
+             tags=["ops: agents"], summary="Issue an agent a new token",
+             description="For a lost or leaked token: the answer carries a new bearer token, shown this once; the "
+                         "old one stops working at once in this process and within 5 s in the others. The agent "
+                         "keeps its id, queues, tickets and statistics.", responses=errors(401, 404))
+async def reissue_agent_token(shop_id: str, agent_id: str, request: Request, session: SessionDep,
+                              _: AdminDep) -> AgentCreated:
+    view = await admin.reissue_agent_token(session, shop_id=shop_id, agent_id=agent_id)
+    agent_cache(request).forget(agent_id)
+    return AgentCreated.model_validate(view.as_dict())
 
 
 @router.post("/{shop_id}/tickets/{ticket_id}/resolve", response_model=TicketRead, tags=["ops: tickets"],

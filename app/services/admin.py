@@ -192,6 +192,19 @@ async def update_agent(session: AsyncSession, *, shop_id: str, agent_id: str, da
     return AgentView(agent, queues), len(released)
 
 
+async def reissue_agent_token(session: AsyncSession, *, shop_id: str, agent_id: str) -> AgentView:
+    """A new bearer token for the agent (shown this once); the old one stops verifying."""
+    await require_shop(session, shop_id)
+    agent = await repo.get_agent(session, shop_id=shop_id, agent_id=agent_id)
+    if agent is None:
+        raise NotFound(f"no agent '{agent_id}' in shop '{shop_id}'")
+    token = new_agent_token()
+    agent.token_hash = hash_token(token)
+    await session.commit()
+    queues = (await repo.agent_queues(session, agent_ids=[agent.id]))[agent.id]
+    return AgentView(agent, queues, token)
+
+
 async def list_agents(session: AsyncSession, *, shop_id: str) -> list[AgentView]:
     await require_shop(session, shop_id)
     agents = await repo.list_agents(session, shop_id=shop_id)

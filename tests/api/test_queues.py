@@ -517,6 +517,26 @@ async def test_deactivating_an_agent_hands_its_tickets_back_at_once_without_a_de
     assert [kind for kind, _, _ in await events(app, first)].count("released") == 1
 
 
+async def test_a_new_token_replaces_the_old_one_and_the_agent_keeps_its_tickets(
+        client: httpx.AsyncClient, admin_headers: dict[str, str], new_shop: Any) -> None:
+    shop = await new_shop()
+    agent = await new_agent(client, admin_headers, shop["id"])
+    ticket_id = await new_ticket(client, shop, P2)
+    assert (await claim(client, agent)).json()["id"] == ticket_id
+    reissued = await client.post(f"/v1/shops/{shop['id']}/agents/{agent['id']}/token", headers=admin_headers)
+    assert reissued.status_code == 201
+    body = reissued.json()
+    assert body["id"] == agent["id"] and body["token"] != agent["token"] and body["token"].startswith("agt_")
+    old = await client.get("/v1/agents/me/tickets", headers=agent["headers"])
+    assert old.status_code == 401
+    new_headers = {"Authorization": f"Bearer {body['token']}"}
+    held = (await client.get("/v1/agents/me/tickets", headers=new_headers)).json()["tickets"]
+    assert [t["id"] for t in held] == [ticket_id]
+    assert (await client.post(f"/v1/tickets/{ticket_id}/resolve", headers=new_headers)).status_code == 200
+    unknown = await client.post(f"/v1/shops/{shop['id']}/agents/no-such-agent/token", headers=admin_headers)
+    assert unknown.status_code == 404
+
+
 async def test_my_tickets_show_unread_and_escalation(client: httpx.AsyncClient, admin_headers: dict[str, str],
                                                      new_shop: Any) -> None:
     shop = await new_shop()
