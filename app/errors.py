@@ -46,6 +46,11 @@ class QueueNotFound(NotFound):
     message = "no such queue"
 
 
+class AgentNotFound(NotFound):
+    code = "agent_not_found"
+    message = "no such agent"
+
+
 class TicketNotFound(NotFound):
     code = "ticket_not_found"
     message = "no such ticket"

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import queues as queues_db
 from app.db import repositories as repo
 from app.db.models import Agent, Queue, Shop, WebhookSecret
-from app.errors import InvalidInput, QueueExists, QueueNotFound, ShopExists, ShopNotFound, NotFound
+from app.errors import AgentNotFound, InvalidInput, QueueExists, QueueNotFound, ShopExists, ShopNotFound
 from app.schemas.admin import AgentCreate, AgentUpdate, QueueCreate, QueueUpdate, ShopCreate, ShopUpdate
 from app.security import hash_token, new_agent_token, new_webhook_secret
 from app.services.ingest import NOTIFY_CHANNEL
@@ -168,7 +168,7 @@ async def update_agent(session: AsyncSession, *, shop_id: str, agent_id: str, da
     await require_shop(session, shop_id)
     agent = await repo.get_agent(session, shop_id=shop_id, agent_id=agent_id)
     if agent is None:
-        raise NotFound(f"no agent '{agent_id}' in shop '{shop_id}'")
+        raise AgentNotFound(f"no agent '{agent_id}' in shop '{shop_id}'")
     deactivating = data.active is False and agent.active
     for field in ("name", "level", "capacity", "active"):
         value = getattr(data, field)
@@ -197,7 +197,7 @@ async def reissue_agent_token(session: AsyncSession, *, shop_id: str, agent_id: 
     await require_shop(session, shop_id)
     agent = await repo.get_agent(session, shop_id=shop_id, agent_id=agent_id)
     if agent is None:
-        raise NotFound(f"no agent '{agent_id}' in shop '{shop_id}'")
+        raise AgentNotFound(f"no agent '{agent_id}' in shop '{shop_id}'")
     token = new_agent_token()
     agent.token_hash = hash_token(token)
     await session.commit()

@@ -534,7 +534,7 @@ async def test_a_new_token_replaces_the_old_one_and_the_agent_keeps_its_tickets(
     assert [t["id"] for t in held] == [ticket_id]
     assert (await client.post(f"/v1/tickets/{ticket_id}/resolve", headers=new_headers)).status_code == 200
     unknown = await client.post(f"/v1/shops/{shop['id']}/agents/no-such-agent/token", headers=admin_headers)
-    assert unknown.status_code == 404
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "agent_not_found"
 
 
 async def test_my_tickets_show_unread_and_escalation(client: httpx.AsyncClient, admin_headers: dict[str, str],
