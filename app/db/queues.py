@@ -88,6 +88,14 @@ async def release_all_held(session: AsyncSession, *, agent_id: str, now: datetim
     return (await session.execute(stmt)).all()
 
 
+async def conversation_ticket(session: AsyncSession, *, shop_id: str, platform: str,
+                              conversation_id: str) -> str | None:
+    """The id of the conversation's ticket, by its unique key; None when the shop never heard of it."""
+    stmt = select(T.c.id).where(T.c.shop_id == shop_id, T.c.platform == platform,
+                                T.c.conversation_id == conversation_id)
+    return await session.scalar(stmt)
+
+
 async def open_ticket(session: AsyncSession, *, shop_id: str, ticket_id: str) -> Row[Any] | None:
     """The shop's ticket as it stands, locked on PostgreSQL until the transaction ends."""
     stmt = select(T.c.id, T.c.shop_id, T.c.queue, T.c.status, T.c.assigned_agent_id).where(

@@ -2,7 +2,9 @@
 
 from datetime import timedelta
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 
 from app.clock import utcnow
 from app.deps import STRICT_QUERY, AdminDep, SessionDep, SettingsDep, agent_cache
@@ -22,7 +24,7 @@ from app.schemas.admin import (
     ShopRead,
     ShopUpdate,
 )
-from app.schemas.tickets import AdminResolveRequest, TicketRead
+from app.schemas.tickets import AdminResolveRequest, TicketList, TicketRead
 from app.services import admin, queues
 
 router = APIRouter(prefix="/v1/shops", tags=["ops: shops"], dependencies=STRICT_QUERY)
@@ -143,6 +145,26 @@ async def reissue_agent_token(shop_id: str, agent_id: str, request: Request, ses
     view = await admin.reissue_agent_token(session, shop_id=shop_id, agent_id=agent_id)
     agent_cache(request).forget(agent_id)
     return AgentCreated.model_validate(view.as_dict())
+
+
+_NO_NUL = r"^[^\x00]+$"  # PostgreSQL text cannot hold NUL
+
+
+@router.get("/{shop_id}/tickets", response_model=TicketList, tags=["ops: tickets"],
+            summary="Find a conversation's ticket (ops)",
+            description="The ticket of a conversation as the shop platform names it (platform and conversation id, "
+                        "as posted in webhooks), with its thread: where ops start when a platform or a shop asks "
+                        "about a conversation; its audit trail is then `GET /v1/tickets/{id}/events`. An empty "
+                        "list when the service never received that conversation.",
+            responses=errors(401, 404, 422))
+async def find_ticket(shop_id: str, request: Request, session: SessionDep, _: AdminDep,
+                      platform: Annotated[str, Query(min_length=1, max_length=32, pattern=_NO_NUL,
+                                                     examples=["taobao"])],
+                      conversation_id: Annotated[str, Query(min_length=1, max_length=128, pattern=_NO_NUL,
+                                                            examples=["c-77"])],
+                      ) -> TicketList:
+    return await queues.find_conversation(session, request.app.state.drivers, shop_id=shop_id, platform=platform,
+                                          conversation_id=conversation_id)
 
 
 @router.post("/{shop_id}/tickets/{ticket_id}/resolve", response_model=TicketRead, tags=["ops: tickets"],

@@ -328,6 +328,19 @@ async def admin_resolve(session: AsyncSession, drivers: DriverConnections, *, sh
 
 # --- reads ---------------------------------------------------------------------------------------------------
 
+async def find_conversation(session: AsyncSession, drivers: DriverConnections, *, shop_id: str, platform: str,
+                            conversation_id: str) -> TicketList:
+    """The ticket of a platform's conversation, as the platform names it: what ops start from."""
+    if await repo.get_shop(session, shop_id) is None:
+        raise ShopNotFound(f"no shop with id '{shop_id}'")
+    ticket_id = await db.conversation_ticket(session, shop_id=shop_id, platform=platform,
+                                             conversation_id=conversation_id)
+    await session.rollback()
+    if ticket_id is None:
+        return TicketList(tickets=[])
+    return TicketList(tickets=[await read_ticket(drivers, caller=None, ticket_id=ticket_id)])
+
+
 async def read_ticket(drivers: DriverConnections, *, caller: Agent | None, ticket_id: str) -> TicketRead:
     """One ticket with its messages, for the admin or an agent who may see it."""
     async with claim_store(drivers) as store:

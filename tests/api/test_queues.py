@@ -537,6 +537,31 @@ async def test_a_new_token_replaces_the_old_one_and_the_agent_keeps_its_tickets(
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "agent_not_found"
 
 
+async def test_ops_find_a_conversation_s_ticket_by_the_platform_s_names(
+        client: httpx.AsyncClient, admin_headers: dict[str, str], new_shop: Any) -> None:
+    shop, other = await new_shop(), await new_shop()
+    conversation = f"c-{uuid.uuid4().hex[:8]}"
+    ticket_id = await new_ticket(client, shop, P2, conversation=conversation)
+    await new_ticket(client, other, P2, conversation=conversation)  # the same name in another shop
+
+    def find(shop_id: str, **query: str) -> Any:
+        return client.get(f"/v1/shops/{shop_id}/tickets", params=query, headers=admin_headers)
+
+    found = await find(shop["id"], platform="taobao", conversation_id=conversation)
+    assert found.status_code == 200
+    [ticket] = found.json()["tickets"]
+    assert ticket["id"] == ticket_id and ticket["messages"][0]["text"] == P2
+    for query in ({"platform": "jd", "conversation_id": conversation},
+                  {"platform": "taobao", "conversation_id": "never-heard-of"}):
+        assert (await find(shop["id"], **query)).json() == {"tickets": []}
+    assert (await find("no-such-shop", platform="taobao", conversation_id=conversation)).status_code == 404
+    missing = await find(shop["id"], platform="taobao")
+    assert missing.status_code == 422 and "query.conversation_id" in missing.text
+    agent = await new_agent(client, admin_headers, shop["id"])
+    assert (await client.get(f"/v1/shops/{shop['id']}/tickets", params={"platform": "taobao",
+                             "conversation_id": conversation}, headers=agent["headers"])).status_code == 401
+
+
 async def test_my_tickets_show_unread_and_escalation(client: httpx.AsyncClient, admin_headers: dict[str, str],
                                                      new_shop: Any) -> None:
     shop = await new_shop()
