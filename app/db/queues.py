@@ -105,8 +105,8 @@ async def open_ticket(session: AsyncSession, *, shop_id: str, ticket_id: str) ->
     return (await session.execute(stmt)).first()
 
 
-async def resolve_as_read(session: AsyncSession, *, ticket: Row[Any], values: dict[str, Any], now: datetime) -> bool:
-    """Resolve the ticket if it is still as `ticket` read it (on SQLite nothing locked it); False if it changed."""
+async def update_as_read(session: AsyncSession, *, ticket: Row[Any], values: dict[str, Any], now: datetime) -> bool:
+    """Set `values` if the ticket is still as `ticket` read it (status and holder); False if it changed."""
     stmt = (update(T).where(T.c.id == ticket.id, T.c.status == ticket.status,
                             T.c.assigned_agent_id.is_not_distinct_from(ticket.assigned_agent_id))
             .values(**values, updated_at=now))

@@ -24,7 +24,7 @@ from app.schemas.admin import (
     ShopRead,
     ShopUpdate,
 )
-from app.schemas.tickets import AdminResolveRequest, TicketList, TicketRead
+from app.schemas.tickets import AdminTicketAction, TicketList, TicketRead
 from app.services import admin, queues
 
 router = APIRouter(prefix="/v1/shops", tags=["ops: shops"], dependencies=STRICT_QUERY)
@@ -176,6 +176,22 @@ async def find_ticket(shop_id: str, request: Request, session: SessionDep, _: Ad
                          "reopens it, as after any resolve. The body is optional.",
              responses=errors(401, 404, 409, 422))
 async def resolve_ticket(shop_id: str, ticket_id: str, request: Request, session: SessionDep, _: AdminDep,
-                         body: AdminResolveRequest | None = None) -> TicketRead:
+                         body: AdminTicketAction | None = None) -> TicketRead:
     return await queues.admin_resolve(session, request.app.state.drivers, shop_id=shop_id, ticket_id=ticket_id,
                                       reason=body.reason if body else None, now=utcnow())
+
+
+@router.post("/{shop_id}/tickets/{ticket_id}/release", response_model=TicketRead, tags=["ops: tickets"],
+             summary="Take a held ticket back to its queue (ops)",
+             description="Hands a held ticket back to its queue, at its place in order and with no delivery "
+                         "counted: a console stuck on an urgent ticket, an agent gone for the day. The holder loses "
+                         "it at once (its later writes are `409 ticket_not_held`) and waiting claimers are woken. "
+                         "The `released` event names the admin and the holder. A ticket nobody holds is "
+                         "`409 ticket_not_held`. The body is optional.",
+             responses=errors(401, 404, 409, 422))
+async def release_ticket(shop_id: str, ticket_id: str, request: Request, session: SessionDep, _: AdminDep,
+                         body: AdminTicketAction | None = None) -> TicketRead:
+    ticket = await queues.admin_release(session, request.app.state.drivers, shop_id=shop_id, ticket_id=ticket_id,
+                                        reason=body.reason if body else None, now=utcnow())
+    request.app.state.notifier.notify([shop_id])
+    return ticket

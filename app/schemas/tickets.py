@@ -106,10 +106,10 @@ class ReleaseRequest(Schema):
     model_config = Schema.model_config | ex.examples({"reason": "end of shift"})
 
 
-class AdminResolveRequest(Schema):
+class AdminTicketAction(Schema):
     reason: StorableStr | None = Field(None, max_length=500, examples=["spam"])
 
-    model_config = Schema.model_config | ex.examples({"reason": "spam"})
+    model_config = Schema.model_config | ex.examples({"reason": "spam"}, {"reason": "console stuck on it"})
 
 
 class TransferRequest(Schema):

@@ -310,18 +310,46 @@ async def admin_resolve(session: AsyncSession, drivers: DriverConnections, *, sh
 
     A holder loses the ticket at once: its later writes are 409 ticket_not_held. The event names the holder.
     """
+    def refusal(ticket: Row[Any]) -> AppError | None:
+        return TicketAlreadyResolved() if ticket.status == "resolved" else None
+
+    return await _ops_write(session, drivers, shop_id=shop_id, ticket_id=ticket_id, now=now, kind="resolved",
+                            values=resolution(now), reason=reason, refusal=refusal)
+
+
+async def admin_release(session: AsyncSession, drivers: DriverConnections, *, shop_id: str, ticket_id: str,
+                        reason: str | None, now: datetime) -> TicketRead:
+    """Ops hand a held ticket back to its queue, at its place and with no delivery counted (a console stuck on
+    it, an agent gone for the day); the holder loses it at once. Waiting claimers are woken."""
+    def refusal(ticket: Row[Any]) -> AppError | None:
+        if ticket.status == "assigned":
+            return None
+        return TicketNotHeld(f"no agent holds the ticket (it is {ticket.status})", details={"status": ticket.status})
+
+    return await _ops_write(session, drivers, shop_id=shop_id, ticket_id=ticket_id, now=now, kind="released",
+                            values={"status": "queued", "assigned_agent_id": None, "lease_expires_at": None},
+                            reason=reason, refusal=refusal)
+
+
+async def _ops_write(session: AsyncSession, drivers: DriverConnections, *, shop_id: str, ticket_id: str,
+                     now: datetime, kind: str, values: dict[str, Any], reason: str | None,
+                     refusal: Callable[[Row[Any]], AppError | None]) -> TicketRead:
+    """One ops change of a ticket, taken from whoever holds it, with its event naming the admin and that holder."""
     if await repo.get_shop(session, shop_id) is None:
         raise ShopNotFound(f"no shop with id '{shop_id}'")
     ticket = await db.open_ticket(session, shop_id=shop_id, ticket_id=ticket_id)
     if ticket is None:
         raise TicketNotFound(f"no ticket '{ticket_id}' in shop '{shop_id}'")
-    if ticket.status == "resolved":
-        raise TicketAlreadyResolved()
-    if not await db.resolve_as_read(session, ticket=ticket, values=resolution(now), now=now):
-        # Only on SQLite, where the read took no lock: a claim or a release came in between.
-        raise Conflict("the ticket changed while it was being resolved; read it and try again")
-    await db.insert_events(session, [_event(ticket, "resolved", "admin", now, {
+    refused = refusal(ticket)
+    if refused is not None:
+        raise refused
+    if not await db.update_as_read(session, ticket=ticket, values=values, now=now):
+        # A guard: the read locked the row (FOR UPDATE on PostgreSQL, the write lock on SQLite).
+        raise Conflict("the ticket changed meanwhile; read it and try again")
+    await db.insert_events(session, [_event(ticket, kind, "admin", now, {
         "agent_id": ticket.assigned_agent_id, "status_before": ticket.status, "reason": reason})])
+    if values["status"] == "queued":
+        await db.notify_postgres(session, channel=NOTIFY_CHANNEL, shop_ids=[shop_id])
     await session.commit()
     return await read_ticket(drivers, caller=None, ticket_id=ticket_id)
 

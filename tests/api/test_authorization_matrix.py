@@ -52,6 +52,8 @@ MATRIX: list[tuple[str, str, Any, dict[str, Any]]] = [
     ("POST", "/v1/tickets/{ticket}/release", {"reason": "shift end"}, HOLDER_ONLY),
     ("POST", "/v1/tickets/{ticket}/resolve", None, HOLDER_ONLY),
     ("GET", "/v1/shops/{shop}/tickets?platform=taobao&conversation_id=c-{n}", None, ADMIN_ONLY),
+    ("POST", "/v1/shops/{shop}/tickets/{ticket}/release", {"reason": "stuck"}, ADMIN_ONLY),
+    ("POST", "/v1/shops/{shop}/tickets/{ticket}/resolve", {"reason": "spam"}, ADMIN_ONLY),
     # Last: the admin's call replaces agent A2's token, which the cells above use.
     ("POST", "/v1/shops/{shop}/agents/{agent_a2}/token", None, ADMIN_ONLY),
 ]

@@ -664,6 +664,33 @@ async def test_a_stale_holder_cannot_write_after_its_lease_ran_out(
         assert ticket["status"] in ("queued", "assigned") and ticket["resolved_at"] is None
 
 
+async def test_ops_take_a_held_ticket_back_to_its_queue_for_the_next_agent(
+        app: FastAPI, client: httpx.AsyncClient, admin_headers: dict[str, str], new_shop: Any) -> None:
+    shop = await new_shop()
+    stuck = await new_agent(client, admin_headers, shop["id"])
+    other = await new_agent(client, admin_headers, shop["id"])
+    ticket_id = await new_ticket(client, shop, P1)
+    assert (await claim(client, stuck)).json()["id"] == ticket_id
+    waiting = asyncio.create_task(claim(client, other, wait=10))
+    await asyncio.sleep(0.2)
+    url = f"/v1/shops/{shop['id']}/tickets/{ticket_id}/release"
+    released = await client.post(url, headers=admin_headers, json={"reason": "console stuck on it"})
+    assert released.status_code == 200, released.text
+    assert released.json()["status"] == "queued" and released.json()["deliveries"] == 0
+    woken = await waiting
+    assert woken.status_code == 200 and woken.json()["id"] == ticket_id
+    late = await client.post(f"/v1/tickets/{ticket_id}/replies", json={"text": "在的"}, headers=stuck["headers"])
+    assert late.status_code == 409 and late.json()["error"]["code"] == "ticket_not_held"
+    assert [e for e in await events(app, ticket_id) if e[0] == "released"] == [("released", "admin", {
+        "agent_id": stuck["id"], "status_before": "assigned", "reason": "console stuck on it"})]
+    # Nobody holds a queued or a resolved ticket: nothing to take back.
+    assert (await client.post(f"/v1/tickets/{ticket_id}/resolve", headers=other["headers"])).status_code == 200
+    for status, path in (("resolved", url), ("queued", url.replace(ticket_id, await new_ticket(client, shop, P4)))):
+        refused = await client.post(path, headers=admin_headers)
+        assert refused.status_code == 409 and refused.json()["error"]["details"] == {"status": status}
+    assert (await client.post(url, headers=stuck["headers"])).status_code == 401
+
+
 async def test_ops_resolve_a_queued_or_held_ticket_and_the_holder_loses_it(
         app: FastAPI, client: httpx.AsyncClient, admin_headers: dict[str, str], new_shop: Any) -> None:
     shop, other = await new_shop(), await new_shop()
