@@ -1,7 +1,6 @@
 """Ops endpoints: shops, webhook secrets, queues and agents (admin token)."""
 
 from datetime import timedelta
-
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
