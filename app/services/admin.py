@@ -9,13 +9,12 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import queues as queues_db
 from app.db import repositories as repo
 from app.db.models import Agent, Queue, Shop, WebhookSecret
 from app.errors import AgentNotFound, InvalidInput, QueueExists, QueueNotFound, ShopExists, ShopNotFound
 from app.schemas.admin import AgentCreate, AgentUpdate, QueueCreate, QueueUpdate, ShopCreate, ShopUpdate
 from app.security import hash_token, new_agent_token, new_webhook_secret
-from app.services.ingest import NOTIFY_CHANNEL
+from app.services.queues import hand_back_all
 
 DEFAULT_SLA_TARGETS = {"P1": 20, "P2": 30, "P3": 40, "P4": 60}
 
@@ -177,19 +176,15 @@ async def update_agent(session: AsyncSession, *, shop_id: str, agent_id: str, da
     if data.queues is not None:
         await _check_queues(session, shop_id=shop_id, queues=data.queues)
         await repo.set_agent_queues(session, agent=agent, queues=data.queues)
-    released: Sequence[Any] = []
+    released = 0
     if deactivating:
         # The agent's row is written (and, on PostgreSQL, locked) first: a claim of this agent in flight waits
         # for it and then finds the agent inactive, so nothing is claimed after the tickets are handed back.
         await session.flush()
-        released = await queues_db.release_all_held(session, agent_id=agent.id, now=now)
-        await queues_db.insert_events(session, [
-            {"ticket_id": t.id, "shop_id": t.shop_id, "at": now, "kind": "released", "actor": "admin",
-             "data": {"agent_id": agent.id, "reason": "agent deactivated"}} for t in released])
-        await queues_db.notify_postgres(session, channel=NOTIFY_CHANNEL, shop_ids={shop_id} if released else ())
+        released = await hand_back_all(session, agent_id=agent.id, now=now)
     await session.commit()
     queues = (await repo.agent_queues(session, agent_ids=[agent.id]))[agent.id]
-    return AgentView(agent, queues), len(released)
+    return AgentView(agent, queues), released
 
 
 async def reissue_agent_token(session: AsyncSession, *, shop_id: str, agent_id: str) -> AgentView:

@@ -331,6 +331,16 @@ async def admin_release(session: AsyncSession, drivers: DriverConnections, *, sh
                             reason=reason, refusal=refusal)
 
 
+async def hand_back_all(session: AsyncSession, *, agent_id: str, now: datetime) -> int:
+    """In the caller's transaction, after the agent's row is written: every ticket the agent holds goes back to
+    its queue, at its place, no delivery counted (the agent was deactivated); how many."""
+    released = await db.release_all_held(session, agent_id=agent_id, now=now)
+    await db.insert_events(session, [_event(t, "released", "admin", now, {
+        "agent_id": agent_id, "reason": "agent deactivated"}) for t in released])
+    await db.notify_postgres(session, channel=NOTIFY_CHANNEL, shop_ids={t.shop_id for t in released})
+    return len(released)
+
+
 async def _ops_write(session: AsyncSession, drivers: DriverConnections, *, shop_id: str, ticket_id: str,
                      now: datetime, kind: str, values: dict[str, Any], reason: str | None,
                      refusal: Callable[[Row[Any]], AppError | None]) -> TicketRead:
