@@ -16,9 +16,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
+from app.domain import TIER_NAMES, tier_name
+
 # The classic text format: every Prometheus version reads it.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
-TIERS = ("P1", "P2", "P3", "P4")
 # Anything else a client sends as a method is one label value, so odd requests cannot mint series.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -73,9 +74,9 @@ def ticket_transferred(shop_id: str, to_queue: str) -> None:
 
 def first_response(shop_id: str, tier: int, seconds: float, *, late: bool) -> None:
     """Record a first reply: its delay, and a breach when it came after the target."""
-    FIRST_RESPONSE.labels(shop_id, f"P{tier}").observe(max(0.0, seconds))
+    FIRST_RESPONSE.labels(shop_id, tier_name(tier)).observe(max(0.0, seconds))
     if late:
-        SLA_BREACHES.labels(shop_id, f"P{tier}").inc()
+        SLA_BREACHES.labels(shop_id, tier_name(tier)).inc()
 
 
 def request_done(route: str, method: str, status: int, seconds: float) -> None:
@@ -100,15 +101,15 @@ def backlog_families(rows: Iterable[Any], *, now: datetime) -> list[GaugeMetricF
                                 labels=["shop", "queue", "tier"])
     queues: dict[tuple[str, str], dict[str, Any]] = {}
     for row in rows:
-        entry = queues.setdefault((row.shop_id, row.queue), {"depth": dict.fromkeys(TIERS, 0),
-                                                             "overdue": dict.fromkeys(TIERS, 0), "oldest": None})
+        entry = queues.setdefault((row.shop_id, row.queue), {"depth": dict.fromkeys(TIER_NAMES, 0),
+                                                             "overdue": dict.fromkeys(TIER_NAMES, 0), "oldest": None})
         if row.tier is not None:
-            entry["depth"][f"P{row.tier}"] += row.depth
-            entry["overdue"][f"P{row.tier}"] += row.overdue
+            entry["depth"][tier_name(row.tier)] += row.depth
+            entry["overdue"][tier_name(row.tier)] += row.overdue
         if row.oldest is not None and (entry["oldest"] is None or row.oldest < entry["oldest"]):
             entry["oldest"] = row.oldest
     for (shop_id, queue), entry in sorted(queues.items()):
-        for tier in TIERS:
+        for tier in TIER_NAMES:
             depth.add_metric([shop_id, queue, tier], entry["depth"][tier])
             overdue.add_metric([shop_id, queue, tier], entry["overdue"][tier])
         waited = 0.0 if entry["oldest"] is None else max(0.0, (now - entry["oldest"]).total_seconds())

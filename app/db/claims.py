@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from app.db.ingest import TICKET_COLUMNS, decoded_json, from_sqlite_ticket, json_text, sqlite_time
 from app.db.session import DriverConnections
+from app.domain import EventKind
 
 Record = dict[str, Any]
 
@@ -277,7 +278,7 @@ class SqliteClaimStore:
         async with self.transaction():
             ticket = self._ticket(await self._row(sql, [agent_id, lease_until, now, shop_id]))
             if ticket is not None:
-                await self._event(ticket, now, "claimed", f"agent:{agent_id}",
+                await self._event(ticket, now, EventKind.CLAIMED, f"agent:{agent_id}",
                                   {**event, "deliveries": ticket["deliveries"]})
         return ticket
 
@@ -316,7 +317,7 @@ class SqliteClaimStore:
                 "VALUES (?, ?, ?, 'outbound', ?, ?, ?, ?) "
                 "RETURNING id, ticket_id, direction, text, sent_at, received_at, order_id, agent_id, triage",
                 [ticket_id, ticket["shop_id"], ticket["platform"], text, stamp, stamp, agent_id]) or {})
-            await self._event(ticket, now, "replied", f"agent:{agent_id}",
+            await self._event(ticket, now, EventKind.REPLIED, f"agent:{agent_id}",
                               reply_event(message_id=message["id"], ticket=ticket, now=now, lease_until=lease_until))
         return ticket, message
 

@@ -18,6 +18,8 @@ from typing import Any, Protocol
 import asyncpg
 import orjson
 
+from app.domain import Status
+
 ConversationKey = tuple[str, str, str]  # shop, platform, conversation id
 MessageKey = tuple[str, str, str]  # shop, platform, message id
 CustomerKey = tuple[str, str, str]  # shop, platform, customer id
@@ -73,7 +75,7 @@ class Prepared:
             self.late_tickets.add(key)
         if kind == "n":
             self.created.add(ticket_id)
-        elif status is not None and status != "resolved":
+        elif status is not None and status != Status.RESOLVED:
             self.open_episodes[key] = awaiting_since
 
     def counted(self, conversation: ConversationKey, customer: CustomerKey) -> bool:

@@ -26,7 +26,6 @@ from app.db.base import Base, JSONType
 # SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
-TICKET_STATUSES = ("queued", "assigned", "resolved")
 AGENT_LEVELS = ("junior", "mid", "senior")
 
 

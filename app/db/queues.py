@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Row, bindparam, delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.domain import Status
 from app.db.models import AgentQueue, IdempotencyKey, Queue, Ticket, TicketEvent
 
 T = Ticket.__table__
@@ -58,7 +59,7 @@ def expiring_statement(*, now: datetime, limit: int, postgres: bool) -> Any:
                    T.c.escalated)
             # "Has a holder" (the same as assigned, by the holder rule) selects ix_tickets_held, whose entries
             # carry the lease: expired ones are found in the index, without reading the table.
-            .where(T.c.assigned_agent_id.is_not(None), T.c.status == "assigned", T.c.lease_expires_at <= now)
+            .where(T.c.assigned_agent_id.is_not(None), T.c.status == Status.ASSIGNED, T.c.lease_expires_at <= now)
             .order_by(T.c.lease_expires_at).limit(limit))
     return stmt.with_for_update(skip_locked=True) if postgres else stmt
 
@@ -73,17 +74,17 @@ async def requeue_expired(session: AsyncSession, rows: Sequence[dict[str, Any]],
     if not rows:
         return
     stmt = (update(T)
-            .where(T.c.id == bindparam("b_id"), T.c.status == "assigned",
+            .where(T.c.id == bindparam("b_id"), T.c.status == Status.ASSIGNED,
                    T.c.assigned_agent_id == bindparam("b_agent"), T.c.lease_expires_at == bindparam("b_lease"))
-            .values(status="queued", assigned_agent_id=None, lease_expires_at=None, deliveries=bindparam("b_deliveries"),
+            .values(status=Status.QUEUED, assigned_agent_id=None, lease_expires_at=None, deliveries=bindparam("b_deliveries"),
                     queue=bindparam("b_queue"), escalated=bindparam("b_escalated"), updated_at=now))
     await session.execute(stmt, list(rows))
 
 
 async def release_all_held(session: AsyncSession, *, agent_id: str, now: datetime) -> Sequence[Row[Any]]:
     """Hand every ticket the agent holds back to its queue, at its place (no delivery counted); the tickets."""
-    stmt = (update(T).where(T.c.assigned_agent_id == agent_id, T.c.status == "assigned")
-            .values(status="queued", assigned_agent_id=None, lease_expires_at=None, updated_at=now)
+    stmt = (update(T).where(T.c.assigned_agent_id == agent_id, T.c.status == Status.ASSIGNED)
+            .values(status=Status.QUEUED, assigned_agent_id=None, lease_expires_at=None, updated_at=now)
             .returning(T.c.id, T.c.shop_id, T.c.queue))
     return (await session.execute(stmt)).all()
 
@@ -116,7 +117,7 @@ async def update_as_read(session: AsyncSession, *, ticket: Row[Any], values: dic
 async def queue_depths(session: AsyncSession, *, shop_id: str, queues: Sequence[str]) -> Sequence[Row[Any]]:
     """Queued tickets per queue and tier, with the oldest episode start of each."""
     stmt = (select(T.c.queue, T.c.tier, func.count().label("n"), func.min(T.c.opened_at).label("oldest"))
-            .where(T.c.shop_id == shop_id, T.c.status == "queued", T.c.queue.in_(list(queues)))
+            .where(T.c.shop_id == shop_id, T.c.status == Status.QUEUED, T.c.queue.in_(list(queues)))
             .group_by(T.c.queue, T.c.tier))
     return (await session.execute(stmt)).all()
 

@@ -31,14 +31,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.domain import DEFAULT_TARGET_SECONDS, TIER_NAMES, EventKind, Status, target_seconds
 from app.db.models import Agent, Queue, Shop, Ticket, TicketEvent
 
 E = TicketEvent.__table__
 T = Ticket.__table__
 
-EPISODE_STARTS = ("created", "reopened")
-QUEUE_MOVES = ("created", "reopened", "routed", "transferred")
-TIERS = ("P1", "P2", "P3", "P4")
+EPISODE_STARTS = (EventKind.CREATED, EventKind.REOPENED)
+QUEUE_MOVES = (EventKind.CREATED, EventKind.REOPENED, EventKind.ROUTED, EventKind.TRANSFERRED)
 PERCENTILES = {"p50": 0.5, "p90": 0.9}
 MEASURES = ("first_response", "resolution")
 
@@ -59,12 +59,12 @@ def _target(queue: Any, tier: Any, *, shop_targets: Mapping[str, int],
     """The first-response target of a (queue, tier) as a CASE over the shop's few configured values."""
     whens: list[tuple[Any, int]] = []
     for name, targets in sorted(queue_targets.items()):
-        for tier_name in TIERS:
+        for tier_name in TIER_NAMES:
             if targets and tier_name in targets:
                 whens.append((and_(queue == name, tier == tier_name), int(targets[tier_name])))
-    for tier_name in TIERS:
-        whens.append((tier == tier_name, int(shop_targets.get(tier_name, 60))))
-    return case(*whens, else_=60)
+    for tier_name in TIER_NAMES:
+        whens.append((tier == tier_name, target_seconds(shop_targets, tier_name)))
+    return case(*whens, else_=DEFAULT_TARGET_SECONDS)
 
 
 def _episodes(*, shop_id: str, since: datetime, until: datetime) -> Any:
@@ -94,9 +94,9 @@ def _episodes(*, shop_id: str, since: datetime, until: datetime) -> Any:
                     else_=ev.c.data["to"].as_string())
     last_queue = (select(moved_to).where(inside(ev), ev.c.kind.in_(QUEUE_MOVES))
                   .order_by(ev.c.id.desc()).limit(1).scalar_subquery())
-    resolved_event = (select(ev.c.at).where(inside(ev), ev.c.kind == "resolved")
+    resolved_event = (select(ev.c.at).where(inside(ev), ev.c.kind == EventKind.RESOLVED)
                       .order_by(ev.c.id).limit(1).scalar_subquery())
-    resolver = (select(ev.c.data["agent_id"].as_string()).where(inside(ev), ev.c.kind == "resolved")
+    resolver = (select(ev.c.data["agent_id"].as_string()).where(inside(ev), ev.c.kind == EventKind.RESOLVED)
                 .order_by(ev.c.id).limit(1).scalar_subquery())
     return (select(
         starts.c.ticket_id, starts.c.opened_at, current.label("current"),
@@ -205,7 +205,7 @@ async def service_levels(session: AsyncSession, *, shop_id: str, since: datetime
 async def backlog(session: AsyncSession, *, shop_id: str) -> Sequence[Row[Any]]:
     """Queued tickets now per queue and tier, with the oldest episode start of each."""
     stmt = (select(T.c.queue, T.c.tier, func.count().label("depth"), func.min(T.c.opened_at).label("oldest"))
-            .where(T.c.shop_id == shop_id, T.c.status == "queued").group_by(T.c.queue, T.c.tier))
+            .where(T.c.shop_id == shop_id, T.c.status == Status.QUEUED).group_by(T.c.queue, T.c.tier))
     return (await session.execute(stmt)).all()
 
 
@@ -241,7 +241,7 @@ def backlog_everywhere_statement(now: datetime) -> Any:
         # One branch per open status, so each reads only its partial index, never resolved tickets: the claim
         # index for queued ones, ix_tickets_held for held ones, whose predicate names the holder, not the status
         # (the holder rule makes "has a holder" and "assigned" the same).
-        held = T.c.status == "queued" if queued else T.c.assigned_agent_id.is_not(None)
+        held = T.c.status == Status.QUEUED if queued else T.c.assigned_agent_id.is_not(None)
         return select(T.c.shop_id, T.c.queue, T.c.tier, T.c.opened_at, literal(queued).label("queued"),
                       and_(T.c.first_response_at.is_(None), T.c.first_response_due_at < now).label("overdue")
                       ).where(held)

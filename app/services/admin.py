@@ -11,20 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import repositories as repo
 from app.db.models import Agent, Queue, Shop, WebhookSecret
+from app.domain import DEFAULT_QUEUES, DEFAULT_SLA_TARGETS
 from app.errors import AgentNotFound, InvalidInput, QueueExists, QueueNotFound, ShopExists, ShopNotFound
 from app.schemas.admin import AgentCreate, AgentUpdate, QueueCreate, QueueUpdate, ShopCreate, ShopUpdate
 from app.security import hash_token, new_agent_token, new_webhook_secret
 from app.services.queues import hand_back_all
 
-DEFAULT_SLA_TARGETS = {"P1": 20, "P2": 30, "P3": 40, "P4": 60}
-
-# SPEC 2.4: every shop starts with these; routing rules point intents at the first three.
-DEFAULT_QUEUES = {
-    "presale": "Consulting before purchase: stock, size, price, payment and order questions",
-    "aftersale": "Logistics, returns and refunds, quality, false advertising, price protection",
-    "complaints": "Senior agents: bad-review threats, complaints, rights protection",
-    "escalations": "Supervisors: tickets whose lease expired too often, and manual escalations",
-}
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import repositories as repo
+from app.domain import first_response_target, route
 from app.triage import Ruleset, default_ruleset
 
-FALLBACK_QUEUE = "presale"
 log = logging.getLogger("app.directory")
 
 
@@ -30,12 +30,11 @@ class ShopInfo:
 
     def route(self, intent: str) -> str:
         """The queue an intent goes to; a route naming a queue the shop lacks falls back to presale."""
-        queue = self.ruleset.routes.get(intent, FALLBACK_QUEUE)
-        return queue if queue in self.queue_targets else FALLBACK_QUEUE
+        return route(self.ruleset.routes, intent, queues=self.queue_targets)
 
     def first_response_target(self, *, queue: str, tier: str) -> int:
-        targets = self.queue_targets.get(queue) or self.sla_targets
-        return int(targets.get(tier, self.sla_targets.get(tier, 60)))
+        return first_response_target(shop_targets=self.sla_targets, queue_targets=self.queue_targets.get(queue),
+                                     tier=tier)
 
 
 class ShopDirectory:

@@ -21,7 +21,8 @@ from app.errors import Unavailable
 from app.schemas.webhooks import IngestedMessage, WebhookMessage
 from app.services.directory import ShopInfo
 from app.services.notify import Notifier
-from app.services.tickets import TIER_NAME, InboundDecision, TicketState, new_ticket, receive
+from app.domain import EventKind, Status, TicketState, tier_name
+from app.services.tickets import InboundDecision, new_ticket, receive
 from app.triage import PriorityContext, Triage, classify, priority_for
 
 log = logging.getLogger("app.ingest")
@@ -159,7 +160,7 @@ async def ingest_group(store: sql.IngestStore, jobs: Sequence[IngestJob], *, now
         if e.key not in stored_now or e.decision is None:
             continue
         ticket = tickets[e.conversation]
-        was_open = ticket.status != "resolved" and not (ticket.is_new and ticket.awaiting_since is None)
+        was_open = ticket.status != Status.RESOLVED and not (ticket.is_new and ticket.awaiting_since is None)
         # The message id orders tickets opened in this one commit (all at `now`) as their messages came.
         for kind, data in receive(ticket, e.decision, shop=e.shop, now=now, seq=stored_now[e.key]):
             events.append({"ticket_id": ticket.id, "shop_id": ticket.shop_id, "at": now, "kind": kind,
@@ -167,7 +168,7 @@ async def ingest_group(store: sql.IngestStore, jobs: Sequence[IngestJob], *, now
         if not was_open:
             customers[e.customer]["opened"] += 1
         changed[ticket.id] = ticket
-        if ticket.status == "queued":
+        if ticket.status == Status.QUEUED:
             woken.add(ticket.shop_id)
     previous = await store.finish(
         # A provisional ticket that received nothing (its only message was a duplicate) is not kept.
@@ -186,7 +187,7 @@ async def ingest_group(store: sql.IngestStore, jobs: Sequence[IngestJob], *, now
         else:
             row = previous[e.key]
             answer = IngestedMessage(message_id=e.message.message_id, ticket_id=row["ticket_id"], duplicate=True,
-                                     primary=row["primary_intent"], tier=TIER_NAME[row["tier"]],
+                                     primary=row["primary_intent"], tier=tier_name(row["tier"]),
                                      priority=row["priority"], queue=(row["triage"] or {}).get("queue", ""))
         answers[e.key] = answer
         results[e.job][e.index] = answer

@@ -21,6 +21,7 @@ from app.db.claims import THREAD, ClaimStore, Record, claim_store
 from app.db import repositories as repo
 from app.db.models import Agent
 from app.db.session import DriverConnections
+from app.domain import ESCALATIONS, TIER_NAMES, EventKind, Status, tier_name
 from app.errors import (
     AppError,
     AtCapacity,
@@ -46,7 +47,6 @@ from app.schemas.tickets import (
 )
 from app.services.ingest import NOTIFY_CHANNEL
 from app.services.notify import Notifier
-from app.services.tickets import ESCALATIONS, TIER_NAME
 
 log = logging.getLogger("app.queues")
 
@@ -79,7 +79,7 @@ def ticket_view(row: Record, messages: Sequence[Record]) -> TicketRead:
     first = messages[0] if messages else None
     return TicketRead(
         id=row["id"], shop_id=row["shop_id"], platform=row["platform"], conversation_id=row["conversation_id"],
-        queue=row["queue"], status=row["status"], tier=TIER_NAME[row["tier"]], priority=row["priority"],
+        queue=row["queue"], status=row["status"], tier=tier_name(row["tier"]), priority=row["priority"],
         primary=row["primary_intent"], intents=list(row["intents"]), escalated=row["escalated"],
         customer=None if first is None or first["customer_external_id"] is None else CustomerRead(
             id=first["customer_external_id"], platform=first["customer_platform"], nick=first["customer_nick"],
@@ -110,7 +110,7 @@ async def _refusal(store: ClaimStore, *, agent: Agent, ticket_id: str) -> AppErr
     ticket = await store.ticket(ticket_id=ticket_id)
     if ticket is None or not await _visible(store, agent=agent, ticket=ticket):
         return TicketNotFound(f"no ticket '{ticket_id}'")
-    if ticket["status"] == "assigned" and ticket["assigned_agent_id"] == agent.id:
+    if ticket["status"] == Status.ASSIGNED and ticket["assigned_agent_id"] == agent.id:
         return TicketNotHeld(f"your lease on this ticket ran out at {_iso(ticket['lease_expires_at'])}; claim it again",
                              details={"status": ticket["status"], "lease_expires_at": _iso(ticket["lease_expires_at"])})
     return TicketNotHeld(details={"status": ticket["status"]})
@@ -208,7 +208,7 @@ async def heartbeat(drivers: DriverConnections, *, agent: Agent, ticket_id: str,
     async def act(store: ClaimStore) -> TicketRead:
         row = await _held_write(store, agent=agent, ticket_id=ticket_id, now=now,
                                 values={"lease_expires_at": lease_until},
-                                event=("lease_extended", {"lease_expires_at": _iso(lease_until)}))
+                                event=(EventKind.LEASE_EXTENDED, {"lease_expires_at": _iso(lease_until)}))
         [view] = await _views(store, [row])
         return view
 
@@ -238,7 +238,7 @@ async def reply(drivers: DriverConnections, *, agent: Agent, ticket_id: str, tex
 
 def resolution(now: Any) -> dict[str, Any]:
     """The columns a resolve sets."""
-    return {"status": "resolved", "assigned_agent_id": None, "lease_expires_at": None, "resolved_at": now}
+    return {"status": Status.RESOLVED, "assigned_agent_id": None, "lease_expires_at": None, "resolved_at": now}
 
 
 async def resolve(drivers: DriverConnections, *, agent: Agent, ticket_id: str, now: datetime,
@@ -247,7 +247,7 @@ async def resolve(drivers: DriverConnections, *, agent: Agent, ticket_id: str, n
 
     async def act(store: ClaimStore) -> TicketRead:
         row = await _held_write(store, agent=agent, ticket_id=ticket_id, now=now, values=resolution(now),
-                                event=("resolved", {"agent_id": agent.id}))
+                                event=(EventKind.RESOLVED, {"agent_id": agent.id}))
         [view] = await _views(store, [row])
         return view
 
@@ -262,8 +262,8 @@ async def release(drivers: DriverConnections, *, agent: Agent, ticket_id: str, r
     async def act(store: ClaimStore) -> TicketRead:
         async with store.transaction():
             row = await _held_write(store, agent=agent, ticket_id=ticket_id, now=now, values={
-                "status": "queued", "assigned_agent_id": None, "lease_expires_at": None},
-                event=("released", {"agent_id": agent.id, "reason": reason}))
+                "status": Status.QUEUED, "assigned_agent_id": None, "lease_expires_at": None},
+                event=(EventKind.RELEASED, {"agent_id": agent.id, "reason": reason}))
             await store.notify(NOTIFY_CHANNEL, [row["shop_id"]])
         [view] = await _views(store, [row])
         return view
@@ -282,7 +282,7 @@ async def transfer(drivers: DriverConnections, *, agent: Agent, ticket_id: str, 
         if not await store.queue_exists(shop_id=agent.shop_id, name=queue):
             raise InvalidInput(f"no queue '{queue}' in this shop", details=[
                 {"field": "body.queue", "reason": f"no queue '{queue}' in this shop", "type": "unknown_queue"}])
-        values: dict[str, Any] = {"status": "queued", "assigned_agent_id": None, "lease_expires_at": None,
+        values: dict[str, Any] = {"status": Status.QUEUED, "assigned_agent_id": None, "lease_expires_at": None,
                                   "queue": queue}
         if queue == ESCALATIONS:
             values["escalated"] = True
@@ -290,7 +290,7 @@ async def transfer(drivers: DriverConnections, *, agent: Agent, ticket_id: str, 
             # Only the holder moves a held ticket, so its queue read here is the one the update leaves.
             before = await store.ticket(ticket_id=ticket_id)
             held = await _held_write(store, agent=agent, ticket_id=ticket_id, now=now, values=values, event=(
-                "transferred", {"agent_id": agent.id, "from": before["queue"] if before is not None else None,
+                EventKind.TRANSFERRED, {"agent_id": agent.id, "from": before["queue"] if before is not None else None,
                                 "to": queue, "reason": reason}))
             await store.notify(NOTIFY_CHANNEL, [held["shop_id"]])
         metrics.ticket_transferred(held["shop_id"], queue)
@@ -311,9 +311,9 @@ async def admin_resolve(session: AsyncSession, drivers: DriverConnections, *, sh
     A holder loses the ticket at once: its later writes are 409 ticket_not_held. The event names the holder.
     """
     def refusal(ticket: Row[Any]) -> AppError | None:
-        return TicketAlreadyResolved() if ticket.status == "resolved" else None
+        return TicketAlreadyResolved() if ticket.status == Status.RESOLVED else None
 
-    return await _ops_write(session, drivers, shop_id=shop_id, ticket_id=ticket_id, now=now, kind="resolved",
+    return await _ops_write(session, drivers, shop_id=shop_id, ticket_id=ticket_id, now=now, kind=EventKind.RESOLVED,
                             values=resolution(now), reason=reason, refusal=refusal)
 
 
@@ -322,12 +322,12 @@ async def admin_release(session: AsyncSession, drivers: DriverConnections, *, sh
     """Ops hand a held ticket back to its queue, at its place and with no delivery counted (a console stuck on
     it, an agent gone for the day); the holder loses it at once. Waiting claimers are woken."""
     def refusal(ticket: Row[Any]) -> AppError | None:
-        if ticket.status == "assigned":
+        if ticket.status == Status.ASSIGNED:
             return None
         return TicketNotHeld(f"no agent holds the ticket (it is {ticket.status})", details={"status": ticket.status})
 
-    return await _ops_write(session, drivers, shop_id=shop_id, ticket_id=ticket_id, now=now, kind="released",
-                            values={"status": "queued", "assigned_agent_id": None, "lease_expires_at": None},
+    return await _ops_write(session, drivers, shop_id=shop_id, ticket_id=ticket_id, now=now, kind=EventKind.RELEASED,
+                            values={"status": Status.QUEUED, "assigned_agent_id": None, "lease_expires_at": None},
                             reason=reason, refusal=refusal)
 
 
@@ -335,7 +335,7 @@ async def hand_back_all(session: AsyncSession, *, agent_id: str, now: datetime) 
     """In the caller's transaction, after the agent's row is written: every ticket the agent holds goes back to
     its queue, at its place, no delivery counted (the agent was deactivated); how many."""
     released = await db.release_all_held(session, agent_id=agent_id, now=now)
-    await db.insert_events(session, [_event(t, "released", "admin", now, {
+    await db.insert_events(session, [_event(t, EventKind.RELEASED, "admin", now, {
         "agent_id": agent_id, "reason": "agent deactivated"}) for t in released])
     await db.notify_postgres(session, channel=NOTIFY_CHANNEL, shop_ids={t.shop_id for t in released})
     return len(released)
@@ -358,7 +358,7 @@ async def _ops_write(session: AsyncSession, drivers: DriverConnections, *, shop_
         raise Conflict("the ticket changed meanwhile; read it and try again")
     await db.insert_events(session, [_event(ticket, kind, "admin", now, {
         "agent_id": ticket.assigned_agent_id, "status_before": ticket.status, "reason": reason})])
-    if values["status"] == "queued":
+    if values["status"] == Status.QUEUED:
         await db.notify_postgres(session, channel=NOTIFY_CHANNEL, shop_ids=[shop_id])
     await session.commit()
     return await read_ticket(drivers, caller=None, ticket_id=ticket_id)
@@ -429,10 +429,10 @@ async def queue_depths(session: AsyncSession, *, caller: Agent | None, shop_id: 
         names = await db.served_queues(session, agent_id=caller.id)
     rows = await db.queue_depths(session, shop_id=shop_id, queues=names)
     await session.rollback()
-    depth: dict[str, dict[str, int]] = {name: {tier: 0 for tier in TIER_NAME.values()} for name in names}
+    depth: dict[str, dict[str, int]] = {name: {tier: 0 for tier in TIER_NAMES} for name in names}
     oldest: dict[str, datetime] = {}
     for row in rows:
-        depth[row.queue][TIER_NAME[row.tier]] = row.n
+        depth[row.queue][tier_name(row.tier)] = row.n
         if row.queue not in oldest or row.oldest < oldest[row.queue]:
             oldest[row.queue] = row.oldest
     return QueueList(shop_id=shop_id, queues=[
@@ -461,10 +461,10 @@ async def expire_leases(session: AsyncSession, *, now: datetime, max_deliveries:
         queue = ESCALATIONS if escalate else r.queue
         updates.append({"b_id": r.id, "b_agent": r.assigned_agent_id, "b_lease": r.lease_expires_at,
                         "b_deliveries": deliveries, "b_queue": queue, "b_escalated": r.escalated or escalate})
-        events.append(_event(r, "lease_expired", "system", now, {
+        events.append(_event(r, EventKind.LEASE_EXPIRED, "system", now, {
             "agent_id": r.assigned_agent_id, "lease_expires_at": _iso(r.lease_expires_at), "deliveries": deliveries}))
         if escalate:
-            events.append(_event(r, "transferred", "system", now, {
+            events.append(_event(r, EventKind.TRANSFERRED, "system", now, {
                 "from": r.queue, "to": ESCALATIONS,
                 "reason": f"lease expired {deliveries} times (max_deliveries {max_deliveries})"}))
     await db.requeue_expired(session, updates, now=now)

@@ -14,13 +14,14 @@ from app.db import repositories as repo
 from app.db import rules as sql
 from app.db.models import Shop
 from app.errors import Conflict, RulesetInvalid, RulesetVersionNotFound, ShopNotFound
-from app.services.directory import FALLBACK_QUEUE, ShopDirectory
+from app.domain import TIER_NAMES
+from app.domain import route as route_with_fallback
+from app.services.directory import ShopDirectory
 from app.triage import TIERS, Ruleset, RulesetError, Triage, classify, default_ruleset
 
 EXAMPLES_PER_KIND = 20
 EXCERPT_CHARS = 80
 CHANGE_KINDS = ("primary", "tier", "queue")
-TIER_NAMES = ("P1", "P2", "P3", "P4")
 MAX_RULESET_CHARS = 1_000_000
 MAX_RULESET_DEPTH = 16
 _ACTIVATION_ATTEMPTS = 3
@@ -227,8 +228,7 @@ async def rollback(session: AsyncSession, *, directory: ShopDirectory, shop_id: 
 
 def route(ruleset: Ruleset, primary: str, queues: set[str]) -> str:
     """The queue a ticket would go to, with the fallback the webhook path applies."""
-    queue = ruleset.routes.get(primary, FALLBACK_QUEUE)
-    return queue if queue in queues else FALLBACK_QUEUE
+    return route_with_fallback(ruleset.routes, primary, queues=queues)
 
 
 def excerpt(text: str, focus: int, *, width: int = EXCERPT_CHARS) -> str:

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import metrics
 from app.db import stats as db
+from app.domain import TIER_NAMES, target_seconds, tier_name
 from app.errors import InvalidInput, ShopNotFound
 from app.schemas.stats import (
     AgentStats,
@@ -20,11 +21,9 @@ from app.schemas.stats import (
     ShopStats,
     TierStats,
 )
-from app.services.tickets import TIER_NAME
 
 DEFAULT_RANGE = timedelta(hours=24)
 MAX_RANGE = timedelta(days=92)
-TIERS = tuple(TIER_NAME.values())
 log = logging.getLogger("app.stats")
 
 
@@ -66,9 +65,9 @@ def _wait(oldest: datetime | None, now: datetime) -> float | None:
 
 
 def _backlog(rows: list[Row[Any]], now: datetime) -> Backlog:
-    depth = {tier: 0 for tier in TIERS}
+    depth = {tier: 0 for tier in TIER_NAMES}
     for row in rows:
-        depth[TIER_NAME[row.tier]] += row.depth
+        depth[tier_name(row.tier)] += row.depth
     oldest = min((row.oldest for row in rows), default=None)
     return Backlog(depth=depth, total=sum(depth.values()), oldest_wait_seconds=_wait(oldest, now))  # type: ignore[arg-type]
 
@@ -100,11 +99,11 @@ async def shop_stats(session: AsyncSession, *, shop_id: str, since: datetime, un
                            backlog=_backlog([r for r in backlog if r.queue == name], now))
                 for name in queue_names],
         tiers=[TierStats(tier=tier, **_levels(levels.get(("tier", tier))),  # type: ignore[arg-type]
-                         first_response_target_seconds=int(shop_targets.get(tier, 60)),
-                         depth=sum(r.depth for r in backlog if TIER_NAME[r.tier] == tier),
-                         oldest_wait_seconds=_wait(min((r.oldest for r in backlog if TIER_NAME[r.tier] == tier),
+                         first_response_target_seconds=target_seconds(shop_targets, tier),
+                         depth=sum(r.depth for r in backlog if tier_name(r.tier) == tier),
+                         oldest_wait_seconds=_wait(min((r.oldest for r in backlog if tier_name(r.tier) == tier),
                                                        default=None), now))
-               for tier in TIERS],
+               for tier in TIER_NAMES],
         agents=[AgentStats(agent_id=agent_id, name=names.get(agent_id), holding=holding.get(agent_id, 0),
                            **_levels(levels.get(("agent", agent_id))))
                 for agent_id in agent_ids],

@@ -1,58 +1,12 @@
-"""How a ticket changes when a buyer message arrives (SPEC 3). Pure: no I/O, time passed in."""
+"""How a ticket changes when a buyer message arrives (README, "How a ticket is ranked"). Pure: no I/O, time
+passed in."""
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from app.domain import ESCALATIONS, EventKind, Status, TicketState, tier_name, tier_number
 from app.services.directory import ShopInfo
-
-TIER_NUMBER = {"P1": 1, "P2": 2, "P3": 3, "P4": 4}
-TIER_NAME = {number: name for name, number in TIER_NUMBER.items()}
-ESCALATIONS = "escalations"
-
-
-@dataclass(slots=True)
-class TicketState:
-    id: str
-    shop_id: str
-    platform: str
-    conversation_id: str
-    customer_id: int | None
-    queue: str
-    status: str
-    tier: int
-    priority: int
-    primary_intent: str
-    intents: list[str]
-    escalated: bool
-    assigned_agent_id: str | None
-    lease_expires_at: datetime | None
-    deliveries: int
-    unread: int
-    ruleset: str
-    created_at: datetime
-    updated_at: datetime
-    opened_at: datetime
-    opened_seq: int
-    awaiting_since: datetime | None
-    first_response_due_at: datetime | None
-    first_response_at: datetime | None
-    last_message_at: datetime
-    resolved_at: datetime | None
-    episodes: int
-    is_new: bool = field(default=False, compare=False)
-
-    @classmethod
-    def from_row(cls, row: Any) -> "TicketState":
-        mapping = row._mapping if hasattr(row, "_mapping") else row
-        return cls(**{name: mapping[name] for name in _TICKET_FIELDS})
-
-    def columns(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _TICKET_FIELDS}
-
-
-# The stored columns; dataclasses.fields() is too slow for the hot path, which calls this per ticket.
-_TICKET_FIELDS = tuple(f.name for f in fields(TicketState) if f.name != "is_new")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +30,7 @@ def new_ticket(*, ticket_id: str, shop: ShopInfo, platform: str, conversation_id
     queue = shop.route(decision.primary)
     return TicketState(
         id=ticket_id, shop_id=shop.id, platform=platform, conversation_id=conversation_id, customer_id=customer_id,
-        queue=queue, status="queued", tier=TIER_NUMBER[decision.tier], priority=decision.priority,
+        queue=queue, status=Status.QUEUED, tier=tier_number(decision.tier), priority=decision.priority,
         primary_intent=decision.primary, intents=list(decision.intents), escalated=False, assigned_agent_id=None,
         lease_expires_at=None, deliveries=0, unread=0, ruleset=decision.ruleset, created_at=now, updated_at=now,
         opened_at=now, opened_seq=0, awaiting_since=None, first_response_due_at=None, first_response_at=None,
@@ -84,9 +38,9 @@ def new_ticket(*, ticket_id: str, shop: ShopInfo, platform: str, conversation_id
 
 
 def _open_episode(ticket: TicketState, decision: InboundDecision, shop: ShopInfo, now: datetime, seq: int) -> None:
-    ticket.status = "queued"
+    ticket.status = Status.QUEUED
     ticket.queue = shop.route(decision.primary)
-    ticket.tier = TIER_NUMBER[decision.tier]
+    ticket.tier = tier_number(decision.tier)
     ticket.priority = decision.priority
     ticket.primary_intent = decision.primary
     ticket.intents = list(decision.intents)
@@ -105,37 +59,37 @@ def _open_episode(ticket: TicketState, decision: InboundDecision, shop: ShopInfo
 
 def receive(ticket: TicketState, decision: InboundDecision, *, shop: ShopInfo, now: datetime, seq: int) -> list[Event]:
     """Append one inbound message (stored with id `seq`) to the ticket; return the events describing every change."""
-    events: list[Event] = [("message_received", {"message_id": decision.message_id, "primary": decision.primary,
+    events: list[Event] = [(EventKind.MESSAGE_RECEIVED, {"message_id": decision.message_id, "primary": decision.primary,
                                                  "tier": decision.tier, "priority": decision.priority})]
     if ticket.is_new and ticket.awaiting_since is None:
         _open_episode(ticket, decision, shop, now, seq)
-        events.append(("created", _snapshot(ticket)))
-    elif ticket.status == "resolved":
+        events.append((EventKind.CREATED, _snapshot(ticket)))
+    elif ticket.status == Status.RESOLVED:
         # A resolved episode's urgency does not carry over: the reopened ticket is triaged afresh.
         ticket.episodes += 1
         _open_episode(ticket, decision, shop, now, seq)
-        events.append(("reopened", {**_snapshot(ticket), "episode": ticket.episodes}))
+        events.append((EventKind.REOPENED, {**_snapshot(ticket), "episode": ticket.episodes}))
     elif decision.priority > ticket.priority:
         # Tier bands are disjoint, so a higher priority is at least as urgent a tier; it never drops while open.
-        before = {"tier": TIER_NAME[ticket.tier], "priority": ticket.priority, "primary": ticket.primary_intent}
-        tier_rose = TIER_NUMBER[decision.tier] < ticket.tier
-        ticket.tier = TIER_NUMBER[decision.tier]
+        before = {"tier": tier_name(ticket.tier), "priority": ticket.priority, "primary": ticket.primary_intent}
+        tier_rose = tier_number(decision.tier) < ticket.tier
+        ticket.tier = tier_number(decision.tier)
         ticket.priority = decision.priority
         ticket.primary_intent = decision.primary
         ticket.ruleset = decision.ruleset
-        events.append(("reranked", {"from": before, "to": {"tier": decision.tier, "priority": decision.priority,
+        events.append((EventKind.RERANKED, {"from": before, "to": {"tier": decision.tier, "priority": decision.priority,
                                                             "primary": decision.primary},
                                     "message_id": decision.message_id}))
-        if tier_rose and ticket.status == "assigned":
+        if tier_rose and ticket.status == Status.ASSIGNED:
             ticket.escalated = True
-            events.append(("escalated", {"from_tier": before["tier"], "to_tier": decision.tier,
+            events.append((EventKind.ESCALATED, {"from_tier": before["tier"], "to_tier": decision.tier,
                                          "agent_id": ticket.assigned_agent_id}))
         if tier_rose and ticket.queue != ESCALATIONS:
             # A held ticket stays with its holder (who sees it whatever its queue), but if it goes back, by
             # release or expiry, it goes where its new intent is handled.
             route = shop.route(decision.primary)
             if route != ticket.queue:
-                events.append(("routed", {"from": ticket.queue, "to": route, "reason": "tier rose"}))
+                events.append((EventKind.ROUTED, {"from": ticket.queue, "to": route, "reason": "tier rose"}))
                 ticket.queue = route
         # After any re-route: the queue the ticket now waits in sets its target.
         if tier_rose and ticket.first_response_at is None and ticket.awaiting_since is not None:
@@ -155,5 +109,5 @@ def receive(ticket: TicketState, decision: InboundDecision, *, shop: ShopInfo, n
 
 
 def _snapshot(ticket: TicketState) -> dict[str, Any]:
-    return {"tier": TIER_NAME[ticket.tier], "priority": ticket.priority, "primary": ticket.primary_intent,
+    return {"tier": tier_name(ticket.tier), "priority": ticket.priority, "primary": ticket.primary_intent,
             "queue": ticket.queue}

@@ -3,7 +3,8 @@
 from datetime import UTC, datetime, timedelta
 
 from app.services.directory import ShopInfo
-from app.services.tickets import InboundDecision, TicketState, new_ticket, receive
+from app.domain import TicketState
+from app.services.tickets import InboundDecision, new_ticket, receive
 from app.triage import default_ruleset
 
 T0 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)

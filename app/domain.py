@@ -1,0 +1,144 @@
+"""The service's vocabulary: tiers, statuses, event kinds, queues and targets, and a ticket's state.
+
+Defined once here and imported wherever they are used. Standard library only: the web layer, the
+database layer and the triage core may all import it.
+"""
+
+from collections.abc import Container, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from enum import IntEnum, StrEnum
+from typing import Any
+
+
+class Tier(IntEnum):
+    """Urgency tiers, most urgent first; stored as their number, shown as their name ("P1")."""
+
+    P1 = 1
+    P2 = 2
+    P3 = 3
+    P4 = 4
+
+
+TIER_NAMES: tuple[str, ...] = tuple(tier.name for tier in Tier)
+
+
+_TIER_NAME = {tier.value: tier.name for tier in Tier}
+_TIER_NUMBER = {tier.name: tier.value for tier in Tier}
+
+
+def tier_name(number: int) -> str:
+    """"P1" for 1 (a dict lookup: the hot path calls this per message)."""
+    return _TIER_NAME[number]
+
+
+def tier_number(name: str) -> int:
+    """1 for "P1"."""
+    return _TIER_NUMBER[name]
+
+
+class Status(StrEnum):
+    """Where a ticket is: waiting in its queue, held by an agent under a lease, or closed."""
+
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    RESOLVED = "resolved"
+
+
+class EventKind(StrEnum):
+    """The kinds of a ticket's audit events (`ticket_events.kind`)."""
+
+    MESSAGE_RECEIVED = "message_received"
+    CREATED = "created"
+    REOPENED = "reopened"
+    RERANKED = "reranked"
+    ROUTED = "routed"
+    ESCALATED = "escalated"
+    CLAIMED = "claimed"
+    LEASE_EXTENDED = "lease_extended"
+    REPLIED = "replied"
+    RESOLVED = "resolved"
+    RELEASED = "released"
+    TRANSFERRED = "transferred"
+    LEASE_EXPIRED = "lease_expired"
+
+
+# Every shop starts with these queues; routing rules point intents at the first three.
+DEFAULT_QUEUES: dict[str, str] = {
+    "presale": "Consulting before purchase: stock, size, price, payment and order questions",
+    "aftersale": "Logistics, returns and refunds, quality, false advertising, price protection",
+    "complaints": "Senior agents: bad-review threats, complaints, rights protection",
+    "escalations": "Supervisors: tickets whose lease expired too often, and manual escalations",
+}
+# Where an intent goes when its route names no queue of the shop.
+FALLBACK_QUEUE = "presale"
+# Where a ticket goes after too many expired leases; a ticket moved there is flagged escalated.
+ESCALATIONS = "escalations"
+
+# First-response targets in seconds per tier of a new shop; a tier a shop's targets leave out gets the last.
+DEFAULT_SLA_TARGETS: dict[str, int] = {"P1": 20, "P2": 30, "P3": 40, "P4": 60}
+DEFAULT_TARGET_SECONDS = 60
+
+
+def route(routes: Mapping[str, str], intent: str, *, queues: Container[str]) -> str:
+    """The queue an intent goes to; a route naming a queue the shop lacks falls back to FALLBACK_QUEUE."""
+    queue = routes.get(intent, FALLBACK_QUEUE)
+    return queue if queue in queues else FALLBACK_QUEUE
+
+
+def target_seconds(targets: Mapping[str, Any], tier: str) -> int:
+    """A tier's first-response target in `targets` (a shop's or a queue's), DEFAULT_TARGET_SECONDS if unset."""
+    return int(targets.get(tier, DEFAULT_TARGET_SECONDS))
+
+
+def first_response_target(*, shop_targets: Mapping[str, Any], queue_targets: Mapping[str, Any] | None,
+                          tier: str) -> int:
+    """A queue's own target for the tier, else the shop's."""
+    targets = queue_targets or shop_targets
+    return int(targets.get(tier, target_seconds(shop_targets, tier)))
+
+
+@dataclass(slots=True)
+class TicketState:
+    """A ticket as stored (the columns of `tickets`), the one shape every layer passes around."""
+
+    id: str
+    shop_id: str
+    platform: str
+    conversation_id: str
+    customer_id: int | None
+    queue: str
+    status: str
+    tier: int
+    priority: int
+    primary_intent: str
+    intents: list[str]
+    escalated: bool
+    assigned_agent_id: str | None
+    lease_expires_at: datetime | None
+    deliveries: int
+    unread: int
+    ruleset: str
+    created_at: datetime
+    updated_at: datetime
+    opened_at: datetime
+    opened_seq: int
+    awaiting_since: datetime | None
+    first_response_due_at: datetime | None
+    first_response_at: datetime | None
+    last_message_at: datetime
+    resolved_at: datetime | None
+    episodes: int
+    is_new: bool = field(default=False, compare=False)
+
+    @classmethod
+    def from_row(cls, row: Any) -> "TicketState":
+        mapping = row._mapping if hasattr(row, "_mapping") else row
+        return cls(**{name: mapping[name] for name in TICKET_FIELDS})
+
+    def columns(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in TICKET_FIELDS}
+
+
+# The stored columns, in table order; dataclasses.fields() is too slow for the hot path, which calls this per ticket.
+TICKET_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(TicketState) if f.name != "is_new")
