@@ -60,7 +60,13 @@ async def get_agent(session: AsyncSession, *, shop_id: str, agent_id: str) -> Ag
 
 
 async def agent_by_token_hash(session: AsyncSession, token_hash: str) -> Agent | None:
-    return await session.scalar(select(Agent).where(Agent.token_hash == token_hash, Agent.active.is_(True)))
+    """The active agent with this token, detached; the read is ended, so on SQLite the one pooled connection is
+    free for the work that follows."""
+    agent = await session.scalar(select(Agent).where(Agent.token_hash == token_hash, Agent.active.is_(True)))
+    if agent is not None:
+        session.expunge(agent)
+    await session.rollback()
+    return agent
 
 
 async def agent_queues(session: AsyncSession, *, agent_ids: Sequence[str]) -> dict[str, list[str]]:

@@ -6,11 +6,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+from sqlalchemy import Row as SARow
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from app.db.listen import asyncpg_dsn
+
+
+# The types services and request dependencies name: a unit of work, and the factory that opens one.
+Session = AsyncSession
+SessionFactory = async_sessionmaker[AsyncSession]
+Row = SARow
 
 
 def is_sqlite_url(url: str) -> bool:

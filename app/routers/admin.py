@@ -72,8 +72,8 @@ async def rotate_secret(shop_id: str, request: Request, session: SessionDep, set
                         body: SecretRotate | None = None) -> SecretRotated:
     seconds = body.previous_valid_seconds if body is not None else None
     overlap = timedelta(hours=settings.secret_overlap_hours) if seconds is None else timedelta(seconds=seconds)
-    secret, until = await admin.rotate_webhook_secret(session, shop_id=shop_id, now=utcnow(), overlap=overlap)
-    request.app.state.directory.invalidate(shop_id)
+    secret, until = await admin.rotate_webhook_secret(session, shop_id=shop_id, now=utcnow(), overlap=overlap,
+                                                      directory=request.app.state.directory)
     return SecretRotated(webhook_secret=secret, previous_valid_until=until)
 
 
@@ -126,11 +126,8 @@ async def list_agents(shop_id: str, session: SessionDep, _: AdminDep) -> list[Ag
                           "seconds.", responses=errors(401, 404, 422))
 async def update_agent(shop_id: str, agent_id: str, body: AgentUpdate, request: Request, session: SessionDep,
                        _: AdminDep) -> AgentRead:
-    view, released = await admin.update_agent(session, shop_id=shop_id, agent_id=agent_id, data=body, now=utcnow())
-    if released:
-        request.app.state.notifier.notify([shop_id])
-    if body.active is False:
-        agent_cache(request).forget(agent_id)
+    view = await admin.update_agent(session, shop_id=shop_id, agent_id=agent_id, data=body, now=utcnow(),
+                                    notifier=request.app.state.notifier, agents=agent_cache(request))
     return AgentRead.model_validate(view.as_dict())
 
 
@@ -141,8 +138,7 @@ async def update_agent(shop_id: str, agent_id: str, body: AgentUpdate, request: 
                          "keeps its id, queues, tickets and statistics.", responses=errors(401, 404))
 async def reissue_agent_token(shop_id: str, agent_id: str, request: Request, session: SessionDep,
                               _: AdminDep) -> AgentCreated:
-    view = await admin.reissue_agent_token(session, shop_id=shop_id, agent_id=agent_id)
-    agent_cache(request).forget(agent_id)
+    view = await admin.reissue_agent_token(session, shop_id=shop_id, agent_id=agent_id, agents=agent_cache(request))
     return AgentCreated.model_validate(view.as_dict())
 
 
@@ -190,7 +186,6 @@ async def resolve_ticket(shop_id: str, ticket_id: str, request: Request, session
              responses=errors(401, 404, 409, 422))
 async def release_ticket(shop_id: str, ticket_id: str, request: Request, session: SessionDep, _: AdminDep,
                          body: AdminTicketAction | None = None) -> TicketRead:
-    ticket = await queues.admin_release(session, request.app.state.drivers, shop_id=shop_id, ticket_id=ticket_id,
-                                        reason=body.reason if body else None, now=utcnow())
-    request.app.state.notifier.notify([shop_id])
-    return ticket
+    return await queues.admin_release(session, request.app.state.drivers, shop_id=shop_id, ticket_id=ticket_id,
+                                      reason=body.reason if body else None, now=utcnow(),
+                                      notifier=request.app.state.notifier)

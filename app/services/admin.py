@@ -6,15 +6,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import repositories as repo
+from app.db.errors import ConstraintViolation, translated
+from app.db.session import Session
 from app.db.models import Agent, Queue, Shop, WebhookSecret
 from app.domain import DEFAULT_QUEUES, DEFAULT_SLA_TARGETS
 from app.errors import AgentNotFound, InvalidInput, QueueExists, QueueNotFound, ShopExists, ShopNotFound
 from app.schemas.admin import AgentCreate, AgentUpdate, QueueCreate, QueueUpdate, ShopCreate, ShopUpdate
 from app.security import hash_token, new_agent_token, new_webhook_secret
+from app.services.directory import AgentCache, ShopDirectory
+from app.services.notify import Notifier
 from app.services.queues import hand_back_all
 
 
@@ -35,14 +37,14 @@ class AgentView:
         return data
 
 
-async def require_shop(session: AsyncSession, shop_id: str) -> Shop:
+async def require_shop(session: Session, shop_id: str) -> Shop:
     shop = await repo.get_shop(session, shop_id)
     if shop is None:
         raise ShopNotFound(f"no shop with id '{shop_id}'")
     return shop
 
 
-async def create_shop(session: AsyncSession, *, data: ShopCreate, now: datetime) -> tuple[Shop, str]:
+async def create_shop(session: Session, *, data: ShopCreate, now: datetime) -> tuple[Shop, str]:
     """Create a shop with its default queues and first webhook secret; returns the secret once."""
     if await repo.get_shop(session, data.id) is not None:
         raise ShopExists(f"a shop with id '{data.id}' exists")
@@ -55,15 +57,16 @@ async def create_shop(session: AsyncSession, *, data: ShopCreate, now: datetime)
                     for name, description in DEFAULT_QUEUES.items())
     session.add(WebhookSecret(shop_id=shop.id, secret=secret, created_at=now))
     try:
-        await session.commit()
-    except IntegrityError as exc:
+        async with translated():
+            await session.commit()
+    except ConstraintViolation as exc:
         # Two creators raced past the existence check: the loser learns it here.
         await session.rollback()
         raise ShopExists(f"a shop with id '{data.id}' exists") from exc
     return shop, secret
 
 
-async def update_shop(session: AsyncSession, *, shop_id: str, data: ShopUpdate) -> Shop:
+async def update_shop(session: Session, *, shop_id: str, data: ShopUpdate) -> Shop:
     shop = await require_shop(session, shop_id)
     if data.name is not None:
         shop.name = data.name
@@ -73,15 +76,17 @@ async def update_shop(session: AsyncSession, *, shop_id: str, data: ShopUpdate) 
     return shop
 
 
-async def rotate_webhook_secret(session: AsyncSession, *, shop_id: str, now: datetime,
-                                overlap: timedelta) -> tuple[str, datetime]:
-    """A new signing secret; the ones in use keep verifying until now + overlap."""
+async def rotate_webhook_secret(session: Session, *, shop_id: str, now: datetime, overlap: timedelta,
+                                directory: ShopDirectory) -> tuple[str, datetime]:
+    """A new signing secret; the ones in use keep verifying until now + overlap (this process forgets them now if
+    the overlap is 0, others within their shop cache's TTL)."""
     await require_shop(session, shop_id)
     valid_until = now + overlap
     await repo.expire_current_secrets(session, shop_id=shop_id, at=valid_until)
     secret = new_webhook_secret()
     session.add(WebhookSecret(shop_id=shop_id, secret=secret, created_at=now))
     await session.commit()
+    directory.invalidate(shop_id)
     return secret, valid_until
 
 
@@ -94,12 +99,12 @@ def queue_view(shop: Shop, queue: Queue) -> dict[str, Any]:
             "sla_override": queue.sla_targets is not None, "created_at": queue.created_at}
 
 
-async def list_queues(session: AsyncSession, *, shop_id: str) -> list[dict[str, Any]]:
+async def list_queues(session: Session, *, shop_id: str) -> list[dict[str, Any]]:
     shop = await require_shop(session, shop_id)
     return [queue_view(shop, q) for q in await repo.list_queues(session, shop_id=shop_id)]
 
 
-async def create_queue(session: AsyncSession, *, shop_id: str, data: QueueCreate, now: datetime) -> dict[str, Any]:
+async def create_queue(session: Session, *, shop_id: str, data: QueueCreate, now: datetime) -> dict[str, Any]:
     shop = await require_shop(session, shop_id)
     if await repo.get_queue(session, shop_id=shop_id, name=data.name) is not None:
         raise QueueExists(f"queue '{data.name}' exists in shop '{shop_id}'")
@@ -107,14 +112,15 @@ async def create_queue(session: AsyncSession, *, shop_id: str, data: QueueCreate
                   sla_targets=data.sla_targets.model_dump() if data.sla_targets else None, created_at=now)
     session.add(queue)
     try:
-        await session.commit()
-    except IntegrityError as exc:
+        async with translated():
+            await session.commit()
+    except ConstraintViolation as exc:
         await session.rollback()
         raise QueueExists(f"queue '{data.name}' exists in shop '{shop_id}'") from exc
     return queue_view(shop, queue)
 
 
-async def update_queue(session: AsyncSession, *, shop_id: str, name: str, data: QueueUpdate) -> dict[str, Any]:
+async def update_queue(session: Session, *, shop_id: str, name: str, data: QueueUpdate) -> dict[str, Any]:
     shop = await require_shop(session, shop_id)
     queue = await repo.get_queue(session, shop_id=shop_id, name=name)
     if queue is None:
@@ -127,7 +133,7 @@ async def update_queue(session: AsyncSession, *, shop_id: str, name: str, data: 
     return queue_view(shop, queue)
 
 
-async def _check_queues(session: AsyncSession, *, shop_id: str, queues: Sequence[str]) -> None:
+async def _check_queues(session: Session, *, shop_id: str, queues: Sequence[str]) -> None:
     known = await repo.queue_names(session, shop_id=shop_id)
     # Errors name the field path only: a submitted value never comes back in an answer or a log line.
     details = [{"field": f"body.queues[{i}]", "reason": "no such queue in this shop", "type": "unknown_queue"}
@@ -136,7 +142,7 @@ async def _check_queues(session: AsyncSession, *, shop_id: str, queues: Sequence
         raise InvalidInput(f"invalid fields: {', '.join(d['field'] for d in details)}", details=details)
 
 
-async def create_agent(session: AsyncSession, *, shop_id: str, data: AgentCreate, now: datetime,
+async def create_agent(session: Session, *, shop_id: str, data: AgentCreate, now: datetime,
                        default_capacity: int) -> AgentView:
     """Create an agent; the token is returned this once and stored only as a hash."""
     await require_shop(session, shop_id)
@@ -152,10 +158,10 @@ async def create_agent(session: AsyncSession, *, shop_id: str, data: AgentCreate
     return AgentView(agent, sorted(set(data.queues)), token)
 
 
-async def update_agent(session: AsyncSession, *, shop_id: str, agent_id: str, data: AgentUpdate,
-                       now: datetime) -> tuple[AgentView, int]:
-    """Change the agent; deactivating it hands the tickets it holds back to their queues at once. Returns the
-    agent and how many tickets went back."""
+async def update_agent(session: Session, *, shop_id: str, agent_id: str, data: AgentUpdate, now: datetime,
+                       notifier: Notifier, agents: AgentCache) -> AgentView:
+    """Change the agent; deactivating it hands the tickets it holds back to their queues at once, waking waiting
+    claimers, and drops it from this process's agent cache."""
     await require_shop(session, shop_id)
     agent = await repo.get_agent(session, shop_id=shop_id, agent_id=agent_id)
     if agent is None:
@@ -175,12 +181,16 @@ async def update_agent(session: AsyncSession, *, shop_id: str, agent_id: str, da
         await session.flush()
         released = await hand_back_all(session, agent_id=agent.id, now=now)
     await session.commit()
+    if released:
+        notifier.notify([shop_id])
+    if data.active is False:
+        agents.forget(agent_id)
     queues = (await repo.agent_queues(session, agent_ids=[agent.id]))[agent.id]
-    return AgentView(agent, queues), released
+    return AgentView(agent, queues)
 
 
-async def reissue_agent_token(session: AsyncSession, *, shop_id: str, agent_id: str) -> AgentView:
-    """A new bearer token for the agent (shown this once); the old one stops verifying."""
+async def reissue_agent_token(session: Session, *, shop_id: str, agent_id: str, agents: AgentCache) -> AgentView:
+    """A new bearer token for the agent (shown this once); the old one stops verifying (in this process at once)."""
     await require_shop(session, shop_id)
     agent = await repo.get_agent(session, shop_id=shop_id, agent_id=agent_id)
     if agent is None:
@@ -188,16 +198,17 @@ async def reissue_agent_token(session: AsyncSession, *, shop_id: str, agent_id: 
     token = new_agent_token()
     agent.token_hash = hash_token(token)
     await session.commit()
+    agents.forget(agent_id)
     queues = (await repo.agent_queues(session, agent_ids=[agent.id]))[agent.id]
     return AgentView(agent, queues, token)
 
 
-async def list_agents(session: AsyncSession, *, shop_id: str) -> list[AgentView]:
+async def list_agents(session: Session, *, shop_id: str) -> list[AgentView]:
     await require_shop(session, shop_id)
     agents = await repo.list_agents(session, shop_id=shop_id)
     queues = await repo.agent_queues(session, agent_ids=[a.id for a in agents])
     return [AgentView(a, queues[a.id]) for a in agents]
 
 
-async def list_shops(session: AsyncSession) -> Sequence[Shop]:
+async def list_shops(session: Session) -> Sequence[Shop]:
     return await repo.list_shops(session)

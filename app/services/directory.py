@@ -1,4 +1,4 @@
-"""A short-lived, per-process cache of what the webhook path needs to know about a shop."""
+"""Short-lived, per-process caches: what the webhook path needs to know about a shop, and agents by token."""
 
 import asyncio
 import logging
@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import repositories as repo
+from app.db.models import Agent
+from app.db.session import Session, SessionFactory
 from app.domain import first_response_target, route
 from app.triage import Ruleset, default_ruleset
 
@@ -40,7 +41,7 @@ class ShopInfo:
 class ShopDirectory:
     """Shops by id, re-read after `ttl` seconds, or at once when a secret does not verify."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], *, ttl: float = 2.0) -> None:
+    def __init__(self, sessionmaker: SessionFactory, *, ttl: float = 2.0) -> None:
         self._sessionmaker = sessionmaker
         self._ttl = ttl
         self._cache: dict[str, ShopInfo] = {}
@@ -95,7 +96,7 @@ class ShopDirectory:
             self._cache[shop_id] = info
         return info
 
-    async def ruleset(self, session: AsyncSession, shop_id: str, version: int | None) -> Ruleset:
+    async def ruleset(self, session: Session, shop_id: str, version: int | None) -> Ruleset:
         if version is None:
             return default_ruleset()
         key = (shop_id, version)
@@ -116,3 +117,38 @@ class ShopDirectory:
             return ShopInfo(id=shop.id, sla_targets=dict(shop.sla_targets),
                             queue_targets={q.name: q.sla_targets for q in queues},
                             secrets=tuple(secrets), ruleset=ruleset)
+
+
+AGENT_CACHE_SECONDS = 5.0
+
+
+class AgentCache:
+    """Agents by token hash for a few seconds: the agent hot path (claim, reply, resolve) skips one transaction.
+
+    A deactivated agent keeps reading and writing its held tickets for at most AGENT_CACHE_SECONDS in other
+    processes (this one forgets it at once); claims re-check `active` in the database, so it gets no new work.
+    """
+
+    def __init__(self, sessionmaker: SessionFactory, *, ttl: float = AGENT_CACHE_SECONDS) -> None:
+        self._sessionmaker = sessionmaker
+        self._ttl = ttl
+        self._agents: dict[str, tuple[Agent, float]] = {}
+
+    async def get(self, token_hash: str) -> Agent | None:
+        """The active agent with this token hash; None when there is none."""
+        cached = self._agents.get(token_hash)
+        now = time.monotonic()
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        async with self._sessionmaker() as session:
+            agent = await repo.agent_by_token_hash(session, token_hash)
+        if agent is None:
+            return None
+        if len(self._agents) > 10_000:
+            self._agents = {k: v for k, v in self._agents.items() if v[1] > now}
+        self._agents[token_hash] = (agent, now + self._ttl)
+        return agent
+
+    def forget(self, agent_id: str) -> None:
+        """Drop the agent now (deactivated, or its token replaced); other processes drop it within the TTL."""
+        self._agents = {k: v for k, v in self._agents.items() if v[0].id != agent_id}

@@ -10,9 +10,6 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import Row
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import metrics
 from app.clock import utcnow
@@ -20,7 +17,8 @@ from app.db import queues as db
 from app.db.claims import THREAD, ClaimStore, Record, claim_store
 from app.db import repositories as repo
 from app.db.models import Agent
-from app.db.session import DriverConnections
+from app.db.errors import StoreUnavailable, translated
+from app.db.session import DriverConnections, Row, Session, SessionFactory
 from app.domain import ESCALATIONS, TIER_NAMES, EventKind, Status, tier_name
 from app.errors import (
     AppError,
@@ -304,7 +302,7 @@ async def transfer(drivers: DriverConnections, *, agent: Agent, ticket_id: str, 
     return answer
 
 
-async def admin_resolve(session: AsyncSession, drivers: DriverConnections, *, shop_id: str, ticket_id: str,
+async def admin_resolve(session: Session, drivers: DriverConnections, *, shop_id: str, ticket_id: str,
                         reason: str | None, now: datetime) -> TicketRead:
     """Ops close an open ticket, queued or held (spam, a buyer who wrote elsewhere, a stuck console).
 
@@ -317,8 +315,8 @@ async def admin_resolve(session: AsyncSession, drivers: DriverConnections, *, sh
                             values=resolution(now), reason=reason, refusal=refusal)
 
 
-async def admin_release(session: AsyncSession, drivers: DriverConnections, *, shop_id: str, ticket_id: str,
-                        reason: str | None, now: datetime) -> TicketRead:
+async def admin_release(session: Session, drivers: DriverConnections, *, shop_id: str, ticket_id: str,
+                        reason: str | None, now: datetime, notifier: Notifier) -> TicketRead:
     """Ops hand a held ticket back to its queue, at its place and with no delivery counted (a console stuck on
     it, an agent gone for the day); the holder loses it at once. Waiting claimers are woken."""
     def refusal(ticket: Row[Any]) -> AppError | None:
@@ -326,12 +324,14 @@ async def admin_release(session: AsyncSession, drivers: DriverConnections, *, sh
             return None
         return TicketNotHeld(f"no agent holds the ticket (it is {ticket.status})", details={"status": ticket.status})
 
-    return await _ops_write(session, drivers, shop_id=shop_id, ticket_id=ticket_id, now=now, kind=EventKind.RELEASED,
-                            values={"status": Status.QUEUED, "assigned_agent_id": None, "lease_expires_at": None},
-                            reason=reason, refusal=refusal)
+    ticket = await _ops_write(session, drivers, shop_id=shop_id, ticket_id=ticket_id, now=now,
+                              kind=EventKind.RELEASED, reason=reason, refusal=refusal,
+                              values={"status": Status.QUEUED, "assigned_agent_id": None, "lease_expires_at": None})
+    notifier.notify([shop_id])
+    return ticket
 
 
-async def hand_back_all(session: AsyncSession, *, agent_id: str, now: datetime) -> int:
+async def hand_back_all(session: Session, *, agent_id: str, now: datetime) -> int:
     """In the caller's transaction, after the agent's row is written: every ticket the agent holds goes back to
     its queue, at its place, no delivery counted (the agent was deactivated); how many."""
     released = await db.release_all_held(session, agent_id=agent_id, now=now)
@@ -341,7 +341,7 @@ async def hand_back_all(session: AsyncSession, *, agent_id: str, now: datetime) 
     return len(released)
 
 
-async def _ops_write(session: AsyncSession, drivers: DriverConnections, *, shop_id: str, ticket_id: str,
+async def _ops_write(session: Session, drivers: DriverConnections, *, shop_id: str, ticket_id: str,
                      now: datetime, kind: str, values: dict[str, Any], reason: str | None,
                      refusal: Callable[[Row[Any]], AppError | None]) -> TicketRead:
     """One ops change of a ticket, taken from whoever holds it, with its event naming the admin and that holder."""
@@ -366,7 +366,7 @@ async def _ops_write(session: AsyncSession, drivers: DriverConnections, *, shop_
 
 # --- reads ---------------------------------------------------------------------------------------------------
 
-async def find_conversation(session: AsyncSession, drivers: DriverConnections, *, shop_id: str, platform: str,
+async def find_conversation(session: Session, drivers: DriverConnections, *, shop_id: str, platform: str,
                             conversation_id: str) -> TicketList:
     """The ticket of a platform's conversation, as the platform names it: what ops start from."""
     if await repo.get_shop(session, shop_id) is None:
@@ -389,7 +389,7 @@ async def read_ticket(drivers: DriverConnections, *, caller: Agent | None, ticke
     return view
 
 
-async def ticket_events(session: AsyncSession, drivers: DriverConnections, *, caller: Agent | None, ticket_id: str,
+async def ticket_events(session: Session, drivers: DriverConnections, *, caller: Agent | None, ticket_id: str,
                         after: int, limit: int) -> TicketEvents:
     """A page of the ticket's audit trail, for the admin or an agent who may see the ticket."""
     async with claim_store(drivers) as store:
@@ -412,7 +412,7 @@ async def my_tickets(drivers: DriverConnections, *, agent: Agent) -> TicketList:
     return TicketList(tickets=views)
 
 
-async def queue_depths(session: AsyncSession, *, caller: Agent | None, shop_id: str | None,
+async def queue_depths(session: Session, *, caller: Agent | None, shop_id: str | None,
                        now: datetime) -> QueueList:
     """Queued tickets per tier and the oldest wait of each queue the caller may see."""
     if caller is None:
@@ -444,7 +444,7 @@ async def queue_depths(session: AsyncSession, *, caller: Agent | None, shop_id: 
 
 # --- lease expiry --------------------------------------------------------------------------------------------
 
-async def expire_leases(session: AsyncSession, *, now: datetime, max_deliveries: int,
+async def expire_leases(session: Session, *, now: datetime, max_deliveries: int,
                         limit: int = EXPIRY_BATCH) -> tuple[int, set[str]]:
     """Put tickets whose lease ran out back in their queue; returns how many, and the shops to wake."""
     rows = await db.expiring(session, now=now, limit=limit)
@@ -476,7 +476,7 @@ async def expire_leases(session: AsyncSession, *, now: datetime, max_deliveries:
     return len(rows), shops
 
 
-async def purge_idempotency_keys(session: AsyncSession, *, now: datetime, retention: timedelta,
+async def purge_idempotency_keys(session: Session, *, now: datetime, retention: timedelta,
                                  limit: int = PURGE_BATCH) -> int:
     """Forget up to `limit` Idempotency-Keys older than the retention (a later replay runs afresh); returns how many."""
     purged = await db.purge_idempotency_keys(session, before=now - retention, limit=limit)
@@ -490,7 +490,7 @@ class LeaseReaper:
     It also purges idempotency keys past their retention, every PURGE_SECONDS (first at start).
     """
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], notifier: Notifier, *, max_deliveries: int,
+    def __init__(self, sessionmaker: SessionFactory, notifier: Notifier, *, max_deliveries: int,
                  interval: float, key_retention: timedelta, purge_interval: float = PURGE_SECONDS) -> None:
         self._sessionmaker = sessionmaker
         self._notifier = notifier
@@ -544,10 +544,11 @@ class LeaseReaper:
     @staticmethod
     async def _attempt(what: str, run: Callable[[], Awaitable[int]]) -> None:
         try:
-            await run()
+            async with translated():
+                await run()
         except asyncio.CancelledError:
             raise
-        except (OSError, DBAPIError, TimeoutError) as exc:
+        except StoreUnavailable as exc:
             log.warning("%s failed (%s: %s); retrying", what, type(exc).__name__, exc)
         except Exception:
             log.exception("%s failed; retrying", what)

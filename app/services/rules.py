@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import repositories as repo
+from app.db.errors import ConstraintViolation, translated
+from app.db.session import Session
 from app.db import rules as sql
 from app.db.models import Shop
 from app.errors import Conflict, RulesetInvalid, RulesetVersionNotFound, ShopNotFound
@@ -133,14 +133,14 @@ def compile_candidate(data: Mapping[str, Any], *, name: str, version: int, queue
     return ruleset
 
 
-async def _require_shop(session: AsyncSession, shop_id: str, *, lock: bool = False) -> Shop:
+async def _require_shop(session: Session, shop_id: str, *, lock: bool = False) -> Shop:
     shop = await (sql.lock_shop(session, shop_id) if lock else repo.get_shop(session, shop_id))
     if shop is None:
         raise ShopNotFound(f"no shop with id '{shop_id}'")
     return shop
 
 
-async def active_ruleset(session: AsyncSession, *, directory: ShopDirectory, shop_id: str) -> RulesetView:
+async def active_ruleset(session: Session, *, directory: ShopDirectory, shop_id: str) -> RulesetView:
     """The ruleset the shop triages with now, as stored in the database (not a process's cache)."""
     shop = await _require_shop(session, shop_id)
     version = shop.active_ruleset_version
@@ -152,7 +152,7 @@ async def active_ruleset(session: AsyncSession, *, directory: ShopDirectory, sho
                        row.activated_at if row else None, ruleset.to_mapping())
 
 
-async def list_versions(session: AsyncSession, *, shop_id: str) -> dict[str, Any]:
+async def list_versions(session: Session, *, shop_id: str) -> dict[str, Any]:
     """The shop's stored versions, newest first, and which one is active (none: the shipped default)."""
     shop = await _require_shop(session, shop_id)
     active = shop.active_ruleset_version
@@ -174,7 +174,7 @@ def summary(ruleset: Ruleset) -> dict[str, Any]:
             "routes": dict(ruleset.routes)}
 
 
-async def validate(session: AsyncSession, *, shop_id: str, data: Mapping[str, Any]) -> dict[str, Any]:
+async def validate(session: Session, *, shop_id: str, data: Mapping[str, Any]) -> dict[str, Any]:
     """Check a candidate against the schema and the shop's queues; the summary names the id it would get."""
     await _require_shop(session, shop_id)
     queues = await repo.queue_names(session, shop_id=shop_id)
@@ -184,7 +184,7 @@ async def validate(session: AsyncSession, *, shop_id: str, data: Mapping[str, An
     return summary(ruleset)
 
 
-async def activate(session: AsyncSession, *, directory: ShopDirectory, shop_id: str, data: Mapping[str, Any],
+async def activate(session: Session, *, directory: ShopDirectory, shop_id: str, data: Mapping[str, Any],
                    name: str | None, now: datetime) -> RulesetView:
     """Store a candidate as the shop's next version and make it the active one."""
     await _require_shop(session, shop_id)
@@ -202,9 +202,10 @@ async def activate(session: AsyncSession, *, directory: ShopDirectory, shop_id: 
             row = await sql.insert_version(session, shop_id=shop_id, version=version, name=name, body=body, now=now)
             await sql.set_active_version(session, shop_id=shop_id, version=version)
             created_at, activated_at = row.created_at, row.activated_at
-            await session.commit()
+            async with translated():
+                await session.commit()
             break
-        except IntegrityError:
+        except ConstraintViolation:
             await session.rollback()
             if attempt == _ACTIVATION_ATTEMPTS - 1:
                 raise Conflict("another activation of this shop's rules took the version number; retry") from None
@@ -212,7 +213,7 @@ async def activate(session: AsyncSession, *, directory: ShopDirectory, shop_id: 
     return RulesetView(name, version, "shop", created_at, activated_at, body)
 
 
-async def rollback(session: AsyncSession, *, directory: ShopDirectory, shop_id: str, version: int | None,
+async def rollback(session: Session, *, directory: ShopDirectory, shop_id: str, version: int | None,
                    now: datetime) -> RulesetView:
     """Make an earlier stored version, or the shipped default (None), the active ruleset again."""
     await _require_shop(session, shop_id, lock=True)
@@ -252,7 +253,7 @@ def _focus(*triages: Triage) -> int:
     return 0
 
 
-async def backtest(session: AsyncSession, *, directory: ShopDirectory, shop_id: str, data: Mapping[str, Any],
+async def backtest(session: Session, *, directory: ShopDirectory, shop_id: str, data: Mapping[str, Any],
                    limit: int) -> dict[str, Any]:
     """Replay the shop's last `limit` inbound messages under the active ruleset and a candidate; writes nothing."""
     shop = await _require_shop(session, shop_id)

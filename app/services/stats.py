@@ -4,12 +4,11 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import metrics
 from app.db import stats as db
+from app.db.errors import StoreUnavailable, translated
+from app.db.session import Row, Session
 from app.domain import TIER_NAMES, target_seconds, tier_name
 from app.errors import InvalidInput, ShopNotFound
 from app.schemas.stats import (
@@ -72,7 +71,7 @@ def _backlog(rows: list[Row[Any]], now: datetime) -> Backlog:
     return Backlog(depth=depth, total=sum(depth.values()), oldest_wait_seconds=_wait(oldest, now))  # type: ignore[arg-type]
 
 
-async def shop_stats(session: AsyncSession, *, shop_id: str, since: datetime, until: datetime,
+async def shop_stats(session: Session, *, shop_id: str, since: datetime, until: datetime,
                      now: datetime) -> ShopStats:
     """Per shop, queue, tier and agent: the service levels of episodes opened in [since, until), and the backlog now."""
     config = await db.shop_config(session, shop_id=shop_id)
@@ -111,12 +110,13 @@ async def shop_stats(session: AsyncSession, *, shop_id: str, since: datetime, un
 
 
 
-async def metrics_exposition(session: AsyncSession, *, now: datetime) -> bytes:
+async def metrics_exposition(session: Session, *, now: datetime) -> bytes:
     """The Prometheus text: process metrics, and backlog gauges read from the database now."""
     try:
-        rows = await db.backlog_everywhere(session, now=now)
-        await session.rollback()
-    except (OSError, DBAPIError, TimeoutError) as exc:
+        async with translated():
+            rows = await db.backlog_everywhere(session, now=now)
+            await session.rollback()
+    except StoreUnavailable as exc:
         # A scrape still reports the process's own metrics while the database is away.
         log.warning("backlog gauges unavailable (%s: %s)", type(exc).__name__, exc)
         rows = []

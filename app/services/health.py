@@ -1,0 +1,18 @@
+"""Readiness: the database answers and is migrated to the head this code expects."""
+
+from typing import Any
+
+from app.db.migrate import reachable_revision
+from app.errors import error_body
+
+
+async def readiness(engine: Any, *, head: str | None) -> tuple[int, dict[str, Any]]:
+    """The status code and body of /readyz."""
+    try:
+        revision = await reachable_revision(engine)
+    except Exception as exc:  # any failure to reach the database means "not ready"
+        return 503, error_body("database_unreachable", f"database unreachable: {type(exc).__name__}")
+    if revision != head:
+        return 503, error_body("not_migrated", f"database at revision {revision}, expected {head}",
+                               {"current": revision, "head": head})
+    return 200, {"status": "ready", "revision": revision}
