@@ -22,6 +22,7 @@ from app.services.notify import Notifier
 from app.services.queues import LeaseReaper
 from app.settings import Settings, get_settings
 from app.triage import default_ruleset
+from app.workers import Workers
 
 log = logging.getLogger("app")
 
@@ -31,6 +32,28 @@ about and how urgent it is, and routes it to the right agent queue. Agent consol
 
 Every error answers `{"error": {"code", "message", "details"}}`; every answer carries `X-Request-ID`.
 """
+
+
+def start_workers(app: FastAPI, settings: Settings) -> Workers:
+    """The process's background work, started under supervision: ingest writers, lease reaper, LISTEN."""
+    workers = Workers()
+    writers = settings.ingest_writers or (1 if settings.is_sqlite else 3)
+    app.state.ingestor = Ingestor(app.state.drivers, app.state.notifier, writers=writers)
+    for name, run in app.state.ingestor.writers():
+        workers.add(name, run)
+    # Expired leases are requeued by every process; a short lease is checked more often than once a second.
+    app.state.reaper = LeaseReaper(app.state.sessionmaker, app.state.notifier, max_deliveries=settings.max_deliveries,
+                                   interval=min(1.0, settings.lease_seconds / 4),
+                                   key_retention=timedelta(hours=settings.idempotency_retention_hours))
+    workers.add("lease-reaper", app.state.reaper.run)
+    app.state.listener = None
+    if not settings.is_sqlite:
+        # Wake-ups from other processes (ingestion, releases, expiries) arrive by LISTEN/NOTIFY.
+        app.state.listener = Listener(settings.database_url, NOTIFY_CHANNEL,
+                                      lambda shop_id: app.state.notifier.notify([shop_id]))
+        workers.add("listen", app.state.listener.run)
+    workers.start()
+    return workers
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -48,30 +71,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Long-lived objects (rules, automaton, app) leave the collector's scans: shorter GC pauses.
         gc.freeze()
         app.state.notifier = Notifier()
-        writers = settings.ingest_writers or (1 if settings.is_sqlite else 3)
-        app.state.ingestor = Ingestor(app.state.drivers, app.state.notifier, writers=writers)
-        app.state.ingestor.start()
-        # Expired leases are requeued by every process; a short lease is checked more often than once a second.
-        app.state.reaper = LeaseReaper(app.state.sessionmaker, app.state.notifier,
-                                       max_deliveries=settings.max_deliveries,
-                                       interval=min(1.0, settings.lease_seconds / 4),
-                                       key_retention=timedelta(hours=settings.idempotency_retention_hours))
-        app.state.reaper.start()
-        app.state.listener = None
-        if not settings.is_sqlite:
-            # Wake-ups from other processes (ingestion, releases, expiries) arrive by LISTEN/NOTIFY.
-            app.state.listener = Listener(settings.database_url, NOTIFY_CHANNEL,
-                                          lambda shop_id: app.state.notifier.notify([shop_id]))
-            app.state.listener.start()
+        app.state.workers = start_workers(app, settings)
         if settings.admin_token is None:
             log.warning("TRIAGE_ADMIN_TOKEN is not set: every ops endpoint answers 401")
         try:
             yield
         finally:
-            if app.state.listener is not None:
-                await app.state.listener.stop()
-            await app.state.reaper.stop()
-            await app.state.ingestor.stop()
+            await app.state.workers.stop()
+            app.state.ingestor.close()
             await app.state.drivers.close()
             await engine.dispose()
 

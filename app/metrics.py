@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
@@ -41,6 +41,10 @@ SLA_BREACHES = Counter("triage_sla_breaches", "First replies later than their fi
 REQUEST_DURATION = Histogram("triage_http_request_duration_seconds", "HTTP requests by route template",
                              ["route", "method", "status"],
                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+# Background workers (app/workers.py): a worker's name is fixed by the code and the settings (ingest-writer-N).
+WORKER_UP = Gauge("triage_worker_up", "1 while the background worker runs, 0 while it waits to restart or is stopped",
+                  ["worker"], multiprocess_mode="livesum")
+WORKER_RESTARTS = Counter("triage_worker_restarts", "Background workers restarted after they died", ["worker"])
 
 
 def messages_ingested(shop_id: str, results: Iterable[Any]) -> None:
@@ -77,6 +81,12 @@ def first_response(shop_id: str, tier: int, seconds: float, *, late: bool) -> No
     FIRST_RESPONSE.labels(shop_id, tier_name(tier)).observe(max(0.0, seconds))
     if late:
         SLA_BREACHES.labels(shop_id, tier_name(tier)).inc()
+
+
+def worker_state(name: str, *, up: bool, restarted: bool = False) -> None:
+    WORKER_UP.labels(name).set(1 if up else 0)
+    if restarted:
+        WORKER_RESTARTS.labels(name).inc()
 
 
 def request_done(route: str, method: str, status: int, seconds: float) -> None:

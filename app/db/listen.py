@@ -26,23 +26,14 @@ class Listener:
         self._channel = channel
         self._on_payload = on_payload
         self._ping_seconds = ping_seconds
-        self._task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
         self.connections = 0
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"listen-{self._channel}")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
 
     def _deliver(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
         self._on_payload(payload)
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """LISTEN until cancelled, run as a worker (app/workers.py); a lost connection is reopened here."""
         backoff = 0.1
         while True:
             lost = asyncio.Event()

@@ -10,7 +10,7 @@ from app.services.health import readiness
 router = APIRouter(tags=["operations"])
 
 
-def _example(value: dict[str, str]) -> dict[int | str, dict[str, Any]]:
+def _example(value: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
     return {200: {"content": {"application/json": {"example": value}}}}
 
 
@@ -21,8 +21,13 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="The database is reachable and migrated",
-            description="200 when the database answers and its schema is at the migration head; 503 otherwise.",
-            responses={**_example({"status": "ready", "revision": "0007"}), **errors(503)})
+            description="200 when the database answers and its schema is at the migration head; 503 otherwise. "
+                        "Either way the answer shows each background worker (ingest writers, lease reaper, LISTEN "
+                        "on PostgreSQL): its state (`running`, `restarting`, `stopped`), restarts and last error.",
+            responses={**_example({"status": "ready", "revision": "0007", "workers": {
+                "ingest-writer-0": {"state": "running", "restarts": 0, "last_error": None},
+                "lease-reaper": {"state": "running", "restarts": 0, "last_error": None}}}), **errors(503)})
 async def readyz(request: Request) -> JSONResponse:
-    status, body = await readiness(request.app.state.engine, head=request.app.state.migration_head)
+    status, body = await readiness(request.app.state.engine, head=request.app.state.migration_head,
+                                   workers=request.app.state.workers.health())
     return JSONResponse(body, status_code=status)

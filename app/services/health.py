@@ -6,13 +6,14 @@ from app.db.migrate import reachable_revision
 from app.errors import error_body
 
 
-async def readiness(engine: Any, *, head: str | None) -> tuple[int, dict[str, Any]]:
-    """The status code and body of /readyz."""
+async def readiness(engine: Any, *, head: str | None, workers: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """The status code and body of /readyz; the body shows each background worker's state either way."""
     try:
         revision = await reachable_revision(engine)
     except Exception as exc:  # any failure to reach the database means "not ready"
-        return 503, error_body("database_unreachable", f"database unreachable: {type(exc).__name__}")
+        return 503, error_body("database_unreachable", f"database unreachable: {type(exc).__name__}",
+                               {"workers": workers})
     if revision != head:
         return 503, error_body("not_migrated", f"database at revision {revision}, expected {head}",
-                               {"current": revision, "head": head})
-    return 200, {"status": "ready", "revision": revision}
+                               {"current": revision, "head": head, "workers": workers})
+    return 200, {"status": "ready", "revision": revision, "workers": workers}

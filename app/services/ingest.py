@@ -7,8 +7,9 @@ messages has committed, and a request that could not be stored gets an error, ne
 """
 
 import asyncio
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -198,7 +199,10 @@ async def ingest_group(store: sql.IngestStore, jobs: Sequence[IngestJob], *, now
 
 
 class Ingestor:
-    """The per-process writers: each transaction holds every request that waited for it."""
+    """The per-process writers: each transaction holds every request that waited for it.
+
+    The writers are workers (app/workers.py): `writers()` names them for the process's Workers to run.
+    """
 
     def __init__(self, drivers: DriverConnections, notifier: Notifier, *, writers: int = 1) -> None:
         self._drivers = drivers
@@ -208,19 +212,17 @@ class Ingestor:
         self._max_group = MAX_GROUP_MESSAGES if writers > 1 else 2 * MAX_GROUP_MESSAGES
         self._queued = 0  # messages in the queue
         self._backlog = asyncio.Event()  # set while at least PARALLEL_MESSAGES wait
-        self._tasks: list[asyncio.Task[None]] = []
+        self._open = True
         # SQLite's one pooled connection is handed back after each group, for the other paths to use.
         self._hold = drivers.postgres
 
-    def start(self) -> None:
-        # SQLite has one writer anyway; on PostgreSQL a few groups commit side by side.
-        self._tasks = [asyncio.create_task(self._run(n == 0), name=f"ingest-writer-{n}") for n in range(self._writers)]
+    def writers(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+        """The writer loops, by name. SQLite has one writer anyway; on PostgreSQL a few groups commit side by side."""
+        return [(f"ingest-writer-{n}", functools.partial(self._run, n == 0)) for n in range(self._writers)]
 
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+    def close(self) -> None:
+        """After the writers stopped: refuse new requests, and answer the ones still queued."""
+        self._open = False
         while not self._queue.empty():
             job = self._queue.get_nowait()
             if not job.done.done():
@@ -229,7 +231,7 @@ class Ingestor:
     async def submit(self, shop: ShopInfo, platform: str, messages: Sequence[WebhookMessage]) -> list[IngestedMessage]:
         """Store one request's messages; returns after they are committed."""
         job = IngestJob(shop, platform, messages, triage_messages(shop, messages))
-        if not self._tasks or all(task.done() for task in self._tasks):
+        if not self._open:
             raise Unavailable("ingestion is not running")
         self._queue.put_nowait(job)
         self._queued += len(messages)

@@ -498,16 +498,6 @@ class LeaseReaper:
         self._interval = interval
         self._key_retention = key_retention
         self._purge_interval = purge_interval
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="lease-reaper")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
 
     async def run_once(self) -> int:
         """Expire every lease that has run out; returns how many."""
@@ -532,7 +522,8 @@ class LeaseReaper:
                     log.info("purged %d idempotency keys older than %s", total, self._key_retention)
                 return total
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """The reaper's loop, run as a worker (app/workers.py): expiry every interval, the key purge less often."""
         next_purge = time.monotonic()
         while True:
             await self._attempt("lease expiry", self.run_once)

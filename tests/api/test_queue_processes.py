@@ -140,7 +140,7 @@ async def test_a_lost_wake_up_costs_at_most_the_recheck_period(database_url: str
     a, b = create_app(make_settings(database_url)), create_app(make_settings(database_url))
     async with running(a) as http_a, running(b) as http_b:
         if a.state.listener is not None:
-            await a.state.listener.stop()
+            await a.state.workers.stop("listen")
         shop = await new_shop()
         agent = await new_agent(client, ADMIN, shop["id"])
         waiting = asyncio.create_task(claim(http_a, agent, wait=10))
