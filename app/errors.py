@@ -78,6 +78,10 @@ class InvalidInput(AppError):
     message = "request is not valid"
 
 
+TOO_DEEP = "the JSON body is nested too deeply"
+TOO_DEEP_DETAIL = {"field": "body", "reason": TOO_DEEP, "type": "json_too_deep"}
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
@@ -115,7 +119,7 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
-               415: "unsupported_media_type"}
+               415: "unsupported_media_type", 431: "header_fields_too_large"}
 
 
 def _allowed_methods(request: Request) -> str:
@@ -132,6 +136,10 @@ def _allowed_methods(request: Request) -> str:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+        # FastAPI reports any failure to parse the body as 400; JSON nested past the parser's depth is
+        # well-formed yet refused, like every other body the schema cannot take.
+        return JSONResponse(error_body("validation_error", TOO_DEEP, [TOO_DEEP_DETAIL]), status_code=422)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     headers = dict(exc.headers or {})

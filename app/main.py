@@ -12,6 +12,7 @@ from app.db.listen import Listener
 from app.db.migrate import head_revision
 from app.db.session import DriverConnections, create_engine, create_sessionmaker
 from app.errors import install_error_handlers
+from app.limits import LimitsMiddleware
 from app.middleware import RequestIdMiddleware
 from app.routers import admin, agents, health, rules, stats, triage, webhooks
 from app.routers.docs import with_extra_schemas
@@ -86,6 +87,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.migration_head = head_revision()
     install_error_handlers(app)
+    # Added first, so it runs inside RequestIdMiddleware: its refusals carry a request id and are counted.
+    app.add_middleware(LimitsMiddleware, max_body_bytes=settings.max_request_bytes,
+                       max_header_bytes=settings.max_header_bytes, max_headers=settings.max_headers)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(admin.router)

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     secret_overlap_hours: float = Field(24.0, ge=0, le=24 * 30, description="How long a rotated webhook secret keeps verifying")
     webhook_tolerance_seconds: int = Field(300, ge=1, le=3600, description="Allowed clock skew of webhook-timestamp, either way")
     max_body_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024, description="Largest accepted webhook body")
+    max_request_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest accepted request body on every route but the webhook (which has TRIAGE_MAX_BODY_BYTES)")
+    max_header_bytes: int = Field(32 * 1024, ge=4096, le=1024 * 1024, description="Largest total size of a request's header fields and query string")
+    max_headers: int = Field(100, ge=16, le=1000, description="Most header fields a request may carry")
     default_agent_capacity: int = Field(5, ge=1, le=50, description="Open tickets an agent may hold unless set per agent")
     idempotency_retention_hours: float = Field(24.0, gt=0, le=24 * 365, description="How long an agent write's Idempotency-Key is remembered")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(

@@ -8,8 +8,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.clock import utcnow
-from app.errors import (InvalidInput, MalformedJson, PayloadTooLarge, ShopNotFound, UnsupportedMediaType,
-                        WebhookRejected, validation_details)
+from app.errors import (TOO_DEEP, TOO_DEEP_DETAIL, InvalidInput, MalformedJson, PayloadTooLarge, ShopNotFound,
+                        UnsupportedMediaType, WebhookRejected, validation_details)
 from app.schemas.webhooks import WebhookBatch
 from app.services import signing
 from app.services.directory import ShopDirectory, ShopInfo
@@ -79,6 +79,8 @@ def _validate_leniently_parsed(body: bytes) -> WebhookBatch:
         parsed = json.loads(body.decode("utf-8"), parse_constant=refuse)
     except ValueError:
         raise MalformedJson("the body is not valid JSON") from None
+    except RecursionError:
+        raise InvalidInput(TOO_DEEP, details=[TOO_DEEP_DETAIL]) from None
     try:
         return WebhookBatch.model_validate(parsed)
     except ValidationError as exc:
