@@ -1,11 +1,14 @@
 """Limits every request meets before routing, parsing or authentication, as plain ASGI middleware.
 
-Header size and count (431), body size while it is read (413; the webhook keeps its own setting and reader),
-and a client that goes away before its body arrived: a quiet close, one log line, counted as a 499.
+Header size and count (431), NUL in the path (404) or the query (422), body size while it is read (413; the
+webhook keeps its own setting and reader), and a client that goes away before its body arrived: a quiet close,
+one log line, counted as a 499.
 """
 
 import json
 import re
+from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,10 +27,10 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"the request body is larger than {limit} bytes")
 
 
-async def send_error(send: Send, status: int, code: str, message: str, *,
+async def send_error(send: Send, status: int, code: str, message: str, *, details: Any = None,
                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
     """One error answer in the service's shape, straight onto the ASGI channel."""
-    body = json.dumps(error_body(code, message), separators=(",", ":")).encode()
+    body = json.dumps(error_body(code, message, details), separators=(",", ":")).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *(headers or [])]})
@@ -58,6 +61,13 @@ class LimitsMiddleware:
                              f"header fields and query string larger than {self.max_header_bytes} bytes",
                              headers=[(b"connection", b"close")])
             return
+        if "\x00" in scope["path"]:
+            # No id holds NUL (PostgreSQL cannot even compare with one): nothing is at such a path.
+            await send_error(send, 404, "not_found", "no resource at this path (it contains NUL)")
+            return
+        if b"%00" in scope.get("query_string", b""):
+            await _refuse_nul_query(scope, send)
+            return
         limit = None if _OWN_BODY_LIMIT.match(scope["path"]) else self.max_body_bytes
         declared = next((value for name, value in headers if name == b"content-length"), None)
         if limit is not None and declared is not None and declared.isdigit() and int(declared) > limit:
@@ -65,6 +75,15 @@ class LimitsMiddleware:
                              headers=[(b"connection", b"close")])
             return
         await _Exchange(self.app, scope, receive, send, limit).run()
+
+
+async def _refuse_nul_query(scope: Scope, send: Send) -> None:
+    names = sorted({name for name, value in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+                    if "\x00" in name or "\x00" in value})
+    details = [{"field": f"query.{name.replace(chr(0), '')}", "reason": "contains NUL", "type": "string_unstorable"}
+               for name in names]
+    await send_error(send, 422, "validation_error", "invalid fields: " + ", ".join(d["field"] for d in details),
+                     details=details)
 
 
 class _Exchange:

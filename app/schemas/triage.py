@@ -10,8 +10,8 @@ from app.schemas.base import Schema, StorableStr
 
 class ClassifyRequest(Schema):
     text: StorableStr = Field(min_length=1, max_length=10_000, examples=["亲，快递三天没动了，再不到就给差评"])
-    shop_id: str | None = Field(None, description="Use this shop's active ruleset instead of the default",
-                                examples=["demo"])
+    shop_id: StorableStr | None = Field(None, description="Use this shop's active ruleset instead of the default",
+                                        examples=["demo"])
 
     model_config = Schema.model_config | ex.examples({"text": ex.BUYER_TEXT}, {"text": ex.BUYER_TEXT,
                                                                                "shop_id": ex.SHOP_ID})
