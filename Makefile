@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint bench bench-triage bench-ingest bench-queues clean
+.PHONY: run test test-fast install lint bench bench-triage bench-ingest bench-queues clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -23,6 +23,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/pytest
+
+# The inner loop: everything but the tests marked slow (fuzzing, the crash test).
+test-fast: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/pytest -m "not slow"
 
 # Benchmarks print each figure beside its baseline measured in the same run. ingest and queues need wrk
 # (Debian package `wrk`) and a PostgreSQL server (TRIAGE_TEST_POSTGRES_URL, default postgres@127.0.0.1:5432).

@@ -52,7 +52,7 @@ from app.db.migrate import upgrade_async  # noqa: E402
 from app.db.models import Agent  # noqa: E402
 from app.db.session import DriverConnections, create_engine, create_sessionmaker, is_sqlite_url  # noqa: E402
 from app.services import queues  # noqa: E402
-from tests.webhooks import message, post_signed  # noqa: E402
+from tests.support.webhooks import message, post_signed  # noqa: E402
 
 ADMIN_TOKEN = "adm_bench-" + uuid.uuid4().hex
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -164,7 +164,7 @@ async def test_rotation_keeps_old_secrets_valid_for_the_overlap(app: Any, client
 async def test_a_leaked_secret_is_revoked_by_a_rotation_with_no_overlap(client: httpx.AsyncClient,
                                                                          admin_headers: dict[str, str],
                                                                          new_shop: Any) -> None:
-    from tests.webhooks import message, post_signed
+    from tests.support.webhooks import message, post_signed
 
     shop = await new_shop()
     leaked = shop["webhook_secret"]

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.queues import bearer, claim, new_agent, new_ticket
+from tests.support.queues import bearer, claim, new_agent, new_ticket
 
 pytestmark = pytest.mark.asyncio
 

@@ -11,7 +11,7 @@ import pytest
 
 from app.logs import JsonFormatter
 from tests.support import ADMIN_TOKEN
-from tests.webhooks import encode, message, post_signed, signed_headers
+from tests.support.webhooks import encode, message, post_signed, signed_headers
 
 pytestmark = pytest.mark.asyncio
 

@@ -15,8 +15,8 @@ from sqlalchemy import update
 
 from app.clock import utcnow
 from app.db.models import Ticket
-from tests.queues import claim, eventually, new_agent
-from tests.webhooks import encode, message, post_signed, signed_headers
+from tests.support.queues import claim, eventually, new_agent
+from tests.support.webhooks import encode, message, post_signed, signed_headers
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -25,9 +25,12 @@ from schemathesis.checks import positive_data_acceptance
 from app.db.migrate import upgrade_async
 from app.main import create_app
 from app.settings import Settings
-from tests.serving import ServiceProcess
+from tests.support.serving import ServiceProcess
 from tests.support import ADMIN_TOKEN, BACKENDS, fresh_database
-from tests.webhooks import encode, message, signed_headers
+from tests.support.webhooks import encode, message, signed_headers
+
+# slow: `make test-fast` leaves it out; `make test` runs it.
+pytestmark = pytest.mark.slow
 
 EXAMPLES_PER_OPERATION = 30
 

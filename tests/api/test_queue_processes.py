@@ -24,10 +24,10 @@ from app.db.session import create_engine, create_sessionmaker
 from app.main import create_app
 from app.services.queues import RECHECK_SECONDS, expire_leases
 from tests.conftest import make_settings
-from tests.queues import claim, eventually, new_agent, new_ticket
-from tests.serving import ServiceProcess
+from tests.support.queues import claim, eventually, new_agent, new_ticket
+from tests.support.serving import ServiceProcess
 from tests.support import ADMIN_TOKEN, BACKENDS, fresh_database
-from tests.webhooks import message, post_signed
+from tests.support.webhooks import message, post_signed
 
 pytestmark = pytest.mark.asyncio
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

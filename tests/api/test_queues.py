@@ -18,8 +18,8 @@ from app.clock import utcnow
 from app.db.models import IdempotencyKey, Message, TicketEvent
 from app.main import create_app
 from tests.conftest import make_settings
-from tests.queues import claim, eventually, new_agent, new_ticket
-from tests.webhooks import message, post_signed
+from tests.support.queues import claim, eventually, new_agent, new_ticket
+from tests.support.webhooks import message, post_signed
 
 pytestmark = pytest.mark.asyncio
 

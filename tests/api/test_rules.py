@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from app.db.models import Message, Ruleset, Shop, Ticket, TicketEvent
 from app.schemas.rules import EXAMPLE_MOVE_BAD_REVIEWS, EXAMPLE_RULESET
 from app.triage import default_ruleset
-from tests.webhooks import message, post_signed
+from tests.support.webhooks import message, post_signed
 
 pytestmark = pytest.mark.asyncio
 

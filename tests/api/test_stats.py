@@ -12,7 +12,7 @@ from sqlalchemy import insert
 
 from app.clock import utcnow
 from app.db.models import Ticket, TicketEvent
-from tests.queues import new_agent, new_ticket
+from tests.support.queues import new_agent, new_ticket
 
 pytestmark = pytest.mark.asyncio
 

@@ -14,7 +14,7 @@ from app.clock import utcnow
 from app.db.models import Customer, Message, Ticket, TicketEvent
 from app.services import webhooks as webhook_service
 from app.services.signing import sign
-from tests.webhooks import encode, message, post_signed, signed_headers
+from tests.support.webhooks import encode, message, post_signed, signed_headers
 
 pytestmark = pytest.mark.asyncio
 

@@ -12,11 +12,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.db.migrate import upgrade_async
 from app.db.models import Message, Ticket
-from tests.serving import ServiceProcess
+from tests.support.serving import ServiceProcess
 from tests.support import ADMIN_TOKEN, BACKENDS, fresh_database
-from tests.webhooks import encode, signed_headers
+from tests.support.webhooks import encode, signed_headers
 
-pytestmark = pytest.mark.asyncio
+# slow: `make test-fast` leaves it out; `make test` runs it.
+pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
 TOTAL = 5_000
 PER_REQUEST = 5

@@ -7,7 +7,7 @@ from app.schemas.webhooks import WebhookMessage
 from app.services.directory import ShopInfo
 from app.services.ingest import _Entry, priority_contexts
 from app.triage import classify, default_ruleset
-from tests.webhooks import message
+from tests.support.webhooks import message
 
 NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 SHOP = ShopInfo(id="s1", sla_targets={}, queue_targets={"presale": None}, secrets=(), ruleset=default_ruleset())

@@ -1,4 +1,6 @@
-"""Fresh databases for tests: a temporary SQLite file, or a new database on the PostgreSQL server."""
+"""Test support. Here: fresh databases, a temporary SQLite file or a new database on the PostgreSQL server; in
+submodules: signed webhooks (webhooks), agents and tickets made through the API (queues), a real server process
+(serving)."""
 
 import os
 import uuid

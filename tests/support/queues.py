@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from tests.webhooks import message, post_signed
+from tests.support.webhooks import message, post_signed
 
 
 def bearer(token: str) -> dict[str, str]:
