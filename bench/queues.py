@@ -46,7 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.clock import utcnow  # noqa: E402
-from app.db.claims import PostgresClaimStore, claim_store  # noqa: E402
+from app.db.claims import PostgresTicketStore, claim_store  # noqa: E402
+from app.db.driver import PostgresDriver  # noqa: E402
 from app.db.listen import asyncpg_dsn  # noqa: E402
 from app.db.migrate import upgrade_async  # noqa: E402
 from app.db.models import Agent  # noqa: E402
@@ -310,7 +311,7 @@ async def db_statements_rate(url: str, tickets: int, consumers: int) -> float:
     shop, team = await loaded_team(url, tickets, consumers)
 
     async def consume(agent: dict[str, Any], connection: Any) -> int:
-        store = PostgresClaimStore(connection)
+        store = PostgresTicketStore(PostgresDriver(connection))
         done = 0
         while True:
             now = utcnow()
@@ -321,7 +322,7 @@ async def db_statements_rate(url: str, tickets: int, consumers: int) -> float:
             if row is None:
                 return done
             now = utcnow()
-            resolved = await store.write_held(ticket_id=row["id"], agent_id=agent["id"], now=now,
+            resolved = await store.write_held(ticket_id=row.state.id, agent_id=agent["id"], now=now,
                                               values=queues.resolution(now), event=("resolved", {"agent_id": agent["id"]}),
                                               thread=False)
             assert resolved is not None

@@ -12,12 +12,10 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
-import asyncpg
-import orjson
-
+from app.db.driver import Driver, decoded, json_text, sqlite_param, sqlite_time
 from app.domain import Status
 
 ConversationKey = tuple[str, str, str]  # shop, platform, conversation id
@@ -106,17 +104,6 @@ class IngestStore(Protocol):
                      previous: Sequence[MessageKey], now: datetime) -> dict[MessageKey, dict[str, Any]]:
         """Every write after the lock; returns the stored messages the `previous` keys name."""
         ...
-
-
-def json_text(value: Any) -> str:
-    """A jsonb value as text. orjson: a message's triage with its evidence, the bulk of each stored row, encodes
-    in 0.7 µs instead of the standard encoder's 5.8."""
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-
-
-def decoded_json(value: Any) -> Any:
-    # SQLAlchemy registers a JSON codec on its asyncpg connections; a bare connection returns text.
-    return json.loads(value) if isinstance(value, str) else value
 
 
 def _columns(spec: dict[str, str]) -> str:
@@ -273,7 +260,7 @@ class PostgresIngestStore:
     async def lock_tickets(self, ids: Sequence[str]) -> list[dict[str, Any]]:
         if not ids:
             return []
-        return [{**dict(r), "intents": decoded_json(r["intents"])} for r in await self.db.fetch(_LOCK_TICKETS, list(ids))]
+        return [decoded(dict(r)) for r in await self.db.fetch(_LOCK_TICKETS, list(ids))]
 
     async def finish(self, *, deleted: Sequence[str], saved: Sequence[dict[str, Any]], events: Sequence[dict[str, Any]],
                      customers: Sequence[dict[str, Any]], channel: str, payloads: Sequence[str],
@@ -281,37 +268,16 @@ class PostgresIngestStore:
         records = await self.db.fetch(
             _FINISH, list(deleted), *_arrays(_SAVED_COLUMNS, saved), *_arrays(EVENT_COLUMNS, events),
             *_arrays(_TOUCHED_COLUMNS, customers), now, channel, list(payloads), *_key_columns(previous))
-        return {(r["shop_id"], r["platform"], r["external_id"]): {**dict(r), "triage": decoded_json(r["triage"])}
+        return {(r["shop_id"], r["platform"], r["external_id"]): decoded(dict(r))
                 for r in records if r["shop_id"] is not None}
 
 
-def sqlite_time(value: datetime | None) -> str | None:
-    # The same text SQLAlchemy's SQLite DATETIME writes, so both paths sort and parse alike. Not strftime: its %Y
-    # does not pad years before 1000, which SQLAlchemy then cannot read back.
-    return None if value is None else value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
 def _sqlite_value(column: str, kind: str, value: Any) -> Any:
-    if kind == "timestamptz":
-        return sqlite_time(value)
-    if kind == "jsonb":
-        return json_text(value)
-    if kind == "boolean":
-        return int(value)
-    return value
+    return json_text(value) if kind == "jsonb" else sqlite_param(value)
 
 
 def from_sqlite_ticket(row: Sequence[Any]) -> dict[str, Any]:
-    ticket: dict[str, Any] = {}
-    for (column, kind), value in zip(TICKET_COLUMNS.items(), row, strict=True):
-        if kind == "timestamptz":
-            value = None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
-        elif kind == "jsonb":
-            value = json.loads(value)
-        elif kind == "boolean":
-            value = bool(value)
-        ticket[column] = value
-    return ticket
+    return decoded(dict(zip(TICKET_COLUMNS, row, strict=True)))
 
 
 class SqliteIngestStore:
@@ -418,16 +384,7 @@ class SqliteIngestStore:
 
 
 @asynccontextmanager
-async def ingest_transaction(driver: Any) -> AsyncIterator[IngestStore]:
-    """A store on `driver`, inside a transaction committed when the block ends."""
-    if isinstance(driver, (asyncpg.Connection, asyncpg.pool.PoolConnectionProxy)):
-        async with driver.transaction():
-            yield PostgresIngestStore(driver)
-        return
-    await driver.execute("BEGIN IMMEDIATE")
-    try:
-        yield SqliteIngestStore(driver)
-    except BaseException:
-        await driver.execute("ROLLBACK")
-        raise
-    await driver.execute("COMMIT")
+async def ingest_transaction(db: Driver) -> AsyncIterator[IngestStore]:
+    """A store on `db`'s connection, inside a transaction committed when the block ends."""
+    async with db.transaction():
+        yield PostgresIngestStore(db.connection) if db.postgres else SqliteIngestStore(db.connection)

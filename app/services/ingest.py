@@ -17,6 +17,7 @@ from typing import Any
 from app import metrics
 from app.clock import utcnow
 from app.db import ingest as sql
+from app.db.driver import Driver, driver
 from app.db.session import DriverConnections
 from app.errors import Unavailable
 from app.schemas.webhooks import IngestedMessage, WebhookMessage
@@ -279,9 +280,9 @@ class Ingestor:
         """Commit `group` and answer its requests; then, while `_more`, the groups waiting behind it on the same
         connection (a checkout is not free). Returns the group that could not be stored."""
         try:
-            async with self._drivers.connection() as driver:
+            async with driver(self._drivers) as db:
                 while True:
-                    results, woken = await self._transaction(driver, group)
+                    results, woken = await self._transaction(db, group)
                     for job, result in zip(group, results, strict=True):
                         metrics.messages_ingested(job.shop.id, result)  # counted once committed
                         if not job.done.done():
@@ -299,10 +300,10 @@ class Ingestor:
             raise
 
     @staticmethod
-    async def _transaction(driver: Any, group: list[IngestJob]) -> tuple[list[list[IngestedMessage]], set[str]]:
+    async def _transaction(db: Driver, group: list[IngestJob]) -> tuple[list[list[IngestedMessage]], set[str]]:
         for attempt in range(3):
             try:
-                async with sql.ingest_transaction(driver) as store:
+                async with sql.ingest_transaction(db) as store:
                     outcome = await ingest_group(store, group, now=utcnow())
                 return outcome
             except Exception as exc:

@@ -14,12 +14,13 @@ from pydantic import BaseModel
 from app import metrics
 from app.clock import utcnow
 from app.db import queues as db
-from app.db.claims import THREAD, ClaimStore, Record, claim_store
+from app.db.claims import StoredTicket, TicketStore, claim_store
+from app.db.driver import Record
 from app.db import repositories as repo
 from app.db.models import Agent
 from app.db.errors import StoreUnavailable, translated
 from app.db.session import DriverConnections, Row, Session, SessionFactory
-from app.domain import ESCALATIONS, TIER_NAMES, EventKind, Status, tier_name
+from app.domain import ESCALATIONS, TIER_NAMES, EventKind, Status, TicketState, tier_name
 from app.errors import (
     AppError,
     AtCapacity,
@@ -72,51 +73,52 @@ def message_view(row: Record) -> MessageRead:
                        triage=row["triage"] if row["direction"] == "inbound" else None)
 
 
-def ticket_view(row: Record, messages: Sequence[Record]) -> TicketRead:
-    """The API shape of a ticket (SPEC 5.5) from its row and its messages (which carry the customer)."""
+def ticket_view(row: TicketState, messages: Sequence[Record]) -> TicketRead:
+    """The API shape of a ticket from its state and its messages (which carry the customer)."""
     first = messages[0] if messages else None
     return TicketRead(
-        id=row["id"], shop_id=row["shop_id"], platform=row["platform"], conversation_id=row["conversation_id"],
-        queue=row["queue"], status=row["status"], tier=tier_name(row["tier"]), priority=row["priority"],
-        primary=row["primary_intent"], intents=list(row["intents"]), escalated=row["escalated"],
+        id=row.id, shop_id=row.shop_id, platform=row.platform, conversation_id=row.conversation_id,
+        queue=row.queue, status=row.status, tier=tier_name(row.tier), priority=row.priority,
+        primary=row.primary_intent, intents=list(row.intents), escalated=row.escalated,
         customer=None if first is None or first["customer_external_id"] is None else CustomerRead(
             id=first["customer_external_id"], platform=first["customer_platform"], nick=first["customer_nick"],
             vip_level=first["customer_vip_level"], contacts=first["customer_contacts"]),
-        messages=[message_view(m) for m in messages], assigned_agent_id=row["assigned_agent_id"],
-        lease_expires_at=row["lease_expires_at"], deliveries=row["deliveries"], unread=row["unread"],
-        created_at=row["created_at"], opened_at=row["opened_at"], awaiting_since=row["awaiting_since"],
-        first_response_due_at=row["first_response_due_at"], first_response_at=row["first_response_at"],
-        resolved_at=row["resolved_at"], episodes=row["episodes"], updated_at=row["updated_at"])
+        messages=[message_view(m) for m in messages], assigned_agent_id=row.assigned_agent_id,
+        lease_expires_at=row.lease_expires_at, deliveries=row.deliveries, unread=row.unread,
+        created_at=row.created_at, opened_at=row.opened_at, awaiting_since=row.awaiting_since,
+        first_response_due_at=row.first_response_due_at, first_response_at=row.first_response_at,
+        resolved_at=row.resolved_at, episodes=row.episodes, updated_at=row.updated_at)
 
 
-async def _views(store: ClaimStore, rows: Sequence[Record]) -> list[TicketRead]:
-    # A row may carry its thread, read by the statement that wrote it (PostgreSQL); the others are read here.
-    missing = [r["id"] for r in rows if THREAD not in r]
+async def _views(store: TicketStore, tickets: Sequence[StoredTicket]) -> list[TicketRead]:
+    # A ticket may carry its thread, read by the statement that wrote it (PostgreSQL); the others are read here.
+    missing = [t.state.id for t in tickets if t.thread is None]
     messages = await store.threads(missing) if missing else {}
-    return [ticket_view(r, r[THREAD] if THREAD in r else messages[r["id"]]) for r in rows]
+    return [ticket_view(t.state, t.thread if t.thread is not None else messages[t.state.id]) for t in tickets]
 
 
-async def _visible(store: ClaimStore, *, agent: Agent, ticket: Record) -> bool:
+async def _visible(store: TicketStore, *, agent: Agent, ticket: TicketState) -> bool:
     """An agent sees its own shop's tickets in the queues it serves, and the tickets it holds."""
-    if ticket["shop_id"] != agent.shop_id:
+    if ticket.shop_id != agent.shop_id:
         return False
-    return ticket["assigned_agent_id"] == agent.id or ticket["queue"] in await store.served_queues(agent_id=agent.id)
+    return ticket.assigned_agent_id == agent.id or ticket.queue in await store.served_queues(agent_id=agent.id)
 
 
-async def _refusal(store: ClaimStore, *, agent: Agent, ticket_id: str) -> AppError:
+async def _refusal(store: TicketStore, *, agent: Agent, ticket_id: str) -> AppError:
     """Why a holder-only write did not apply: 404 when the agent may not see the ticket, 409 otherwise."""
-    ticket = await store.ticket(ticket_id=ticket_id)
-    if ticket is None or not await _visible(store, agent=agent, ticket=ticket):
+    stored = await store.ticket(ticket_id=ticket_id)
+    if stored is None or not await _visible(store, agent=agent, ticket=stored.state):
         return TicketNotFound(f"no ticket '{ticket_id}'")
-    if ticket["status"] == Status.ASSIGNED and ticket["assigned_agent_id"] == agent.id:
-        return TicketNotHeld(f"your lease on this ticket ran out at {_iso(ticket['lease_expires_at'])}; claim it again",
-                             details={"status": ticket["status"], "lease_expires_at": _iso(ticket["lease_expires_at"])})
-    return TicketNotHeld(details={"status": ticket["status"]})
+    ticket = stored.state
+    if ticket.status == Status.ASSIGNED and ticket.assigned_agent_id == agent.id:
+        return TicketNotHeld(f"your lease on this ticket ran out at {_iso(ticket.lease_expires_at)}; claim it again",
+                             details={"status": ticket.status, "lease_expires_at": _iso(ticket.lease_expires_at)})
+    return TicketNotHeld(details={"status": ticket.status})
 
 
 # --- claim ---------------------------------------------------------------------------------------------------
 
-async def claim_once(store: ClaimStore, *, agent: Agent, now: datetime, lease_seconds: int) -> TicketRead | None:
+async def claim_once(store: TicketStore, *, agent: Agent, now: datetime, lease_seconds: int) -> TicketRead | None:
     """Claim the most urgent ticket of the agent's queues now, atomically; None when there is none."""
     lease_until = now + timedelta(seconds=lease_seconds)
     row = await store.claim(agent_id=agent.id, shop_id=agent.shop_id, now=now, lease_until=lease_until,
@@ -130,7 +132,7 @@ async def claim_once(store: ClaimStore, *, agent: Agent, now: datetime, lease_se
             raise AtCapacity(f"the agent holds {state['held']} open tickets, its capacity is {state['capacity']}",
                              details={"held": state["held"], "capacity": state["capacity"]})
         return None
-    metrics.ticket_claimed(row["shop_id"], row["queue"])
+    metrics.ticket_claimed(row.state.shop_id, row.state.queue)
     [view] = await _views(store, [row])
     return view
 
@@ -170,7 +172,7 @@ def _request_hash(request: dict[str, Any]) -> str:
 
 
 async def _write(drivers: DriverConnections, *, agent: Agent, key: str | None, request: dict[str, Any], now: datetime,
-                 status_code: int, model: type[Model], act: Callable[[ClaimStore], Awaitable[Model]]) -> Model:
+                 status_code: int, model: type[Model], act: Callable[[TicketStore], Awaitable[Model]]) -> Model:
     """Run one agent write atomically; with an Idempotency-Key, a replay answers as the first time did."""
     async with claim_store(drivers) as store:
         if key is None:
@@ -190,8 +192,8 @@ async def _write(drivers: DriverConnections, *, agent: Agent, key: str | None, r
         return model.model_validate(replay["response"])
 
 
-async def _held_write(store: ClaimStore, *, agent: Agent, ticket_id: str, now: datetime, values: dict[str, Any],
-                      event: tuple[str, dict[str, Any]]) -> Record:
+async def _held_write(store: TicketStore, *, agent: Agent, ticket_id: str, now: datetime, values: dict[str, Any],
+                      event: tuple[str, dict[str, Any]]) -> StoredTicket:
     row = await store.write_held(ticket_id=ticket_id, agent_id=agent.id, now=now, values=values, event=event)
     if row is None:
         raise await _refusal(store, agent=agent, ticket_id=ticket_id)
@@ -203,7 +205,7 @@ async def heartbeat(drivers: DriverConnections, *, agent: Agent, ticket_id: str,
     """Extend the holder's lease."""
     lease_until = now + timedelta(seconds=lease_seconds)
 
-    async def act(store: ClaimStore) -> TicketRead:
+    async def act(store: TicketStore) -> TicketRead:
         row = await _held_write(store, agent=agent, ticket_id=ticket_id, now=now,
                                 values={"lease_expires_at": lease_until},
                                 event=(EventKind.LEASE_EXTENDED, {"lease_expires_at": _iso(lease_until)}))
@@ -219,14 +221,15 @@ async def reply(drivers: DriverConnections, *, agent: Agent, ticket_id: str, tex
     """Store the holder's reply; it extends the lease, and the first one stops the first-response clock."""
     lease_until = now + timedelta(seconds=lease_seconds)
 
-    async def act(store: ClaimStore) -> ReplyCreated:
+    async def act(store: TicketStore) -> ReplyCreated:
         stored = await store.reply(ticket_id=ticket_id, agent_id=agent.id, now=now, lease_until=lease_until, text=text)
         if stored is None:
             raise await _refusal(store, agent=agent, ticket_id=ticket_id)
         row, message = stored
-        if row["first_response_at"] == now:
-            late = row["first_response_due_at"] is not None and now > row["first_response_due_at"]
-            metrics.first_response(row["shop_id"], row["tier"], (now - row["opened_at"]).total_seconds(), late=late)
+        ticket = row.state
+        if ticket.first_response_at == now:
+            late = ticket.first_response_due_at is not None and now > ticket.first_response_due_at
+            metrics.first_response(ticket.shop_id, ticket.tier, (now - ticket.opened_at).total_seconds(), late=late)
         [view] = await _views(store, [row])
         return ReplyCreated(message=message_view(message), ticket=view)
 
@@ -243,7 +246,7 @@ async def resolve(drivers: DriverConnections, *, agent: Agent, ticket_id: str, n
                   idempotency_key: str | None) -> TicketRead:
     """Close the holder's ticket; a later buyer message reopens it as a new episode."""
 
-    async def act(store: ClaimStore) -> TicketRead:
+    async def act(store: TicketStore) -> TicketRead:
         row = await _held_write(store, agent=agent, ticket_id=ticket_id, now=now, values=resolution(now),
                                 event=(EventKind.RESOLVED, {"agent_id": agent.id}))
         [view] = await _views(store, [row])
@@ -257,12 +260,12 @@ async def release(drivers: DriverConnections, *, agent: Agent, ticket_id: str, r
                   notifier: Notifier, idempotency_key: str | None) -> TicketRead:
     """Hand the ticket back to its queue at its place in order (its age is kept; no delivery is counted)."""
 
-    async def act(store: ClaimStore) -> TicketRead:
+    async def act(store: TicketStore) -> TicketRead:
         async with store.transaction():
             row = await _held_write(store, agent=agent, ticket_id=ticket_id, now=now, values={
                 "status": Status.QUEUED, "assigned_agent_id": None, "lease_expires_at": None},
                 event=(EventKind.RELEASED, {"agent_id": agent.id, "reason": reason}))
-            await store.notify(NOTIFY_CHANNEL, [row["shop_id"]])
+            await store.notify(NOTIFY_CHANNEL, [row.state.shop_id])
         [view] = await _views(store, [row])
         return view
 
@@ -276,7 +279,7 @@ async def transfer(drivers: DriverConnections, *, agent: Agent, ticket_id: str, 
                    notifier: Notifier, idempotency_key: str | None) -> TicketRead:
     """Move the holder's ticket to another queue of the shop, queued there with its age kept."""
 
-    async def act(store: ClaimStore) -> TicketRead:
+    async def act(store: TicketStore) -> TicketRead:
         if not await store.queue_exists(shop_id=agent.shop_id, name=queue):
             raise InvalidInput(f"no queue '{queue}' in this shop", details=[
                 {"field": "body.queue", "reason": f"no queue '{queue}' in this shop", "type": "unknown_queue"}])
@@ -288,10 +291,10 @@ async def transfer(drivers: DriverConnections, *, agent: Agent, ticket_id: str, 
             # Only the holder moves a held ticket, so its queue read here is the one the update leaves.
             before = await store.ticket(ticket_id=ticket_id)
             held = await _held_write(store, agent=agent, ticket_id=ticket_id, now=now, values=values, event=(
-                EventKind.TRANSFERRED, {"agent_id": agent.id, "from": before["queue"] if before is not None else None,
+                EventKind.TRANSFERRED, {"agent_id": agent.id, "from": before.state.queue if before is not None else None,
                                 "to": queue, "reason": reason}))
-            await store.notify(NOTIFY_CHANNEL, [held["shop_id"]])
-        metrics.ticket_transferred(held["shop_id"], queue)
+            await store.notify(NOTIFY_CHANNEL, [held.state.shop_id])
+        metrics.ticket_transferred(held.state.shop_id, queue)
         [view] = await _views(store, [held])
         return view
 
@@ -383,7 +386,7 @@ async def read_ticket(drivers: DriverConnections, *, caller: Agent | None, ticke
     """One ticket with its messages, for the admin or an agent who may see it."""
     async with claim_store(drivers) as store:
         row = await store.ticket(ticket_id=ticket_id)
-        if row is None or (caller is not None and not await _visible(store, agent=caller, ticket=row)):
+        if row is None or (caller is not None and not await _visible(store, agent=caller, ticket=row.state)):
             raise TicketNotFound(f"no ticket '{ticket_id}'")
         [view] = await _views(store, [row])
     return view
@@ -394,7 +397,7 @@ async def ticket_events(session: Session, drivers: DriverConnections, *, caller:
     """A page of the ticket's audit trail, for the admin or an agent who may see the ticket."""
     async with claim_store(drivers) as store:
         row = await store.ticket(ticket_id=ticket_id)
-        if row is None or (caller is not None and not await _visible(store, agent=caller, ticket=row)):
+        if row is None or (caller is not None and not await _visible(store, agent=caller, ticket=row.state)):
             raise TicketNotFound(f"no ticket '{ticket_id}'")
     rows = await db.ticket_events(session, ticket_id=ticket_id, after=after, limit=limit + 1)
     await session.rollback()

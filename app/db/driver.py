@@ -1,0 +1,161 @@
+"""How a statement runs on each database's bare driver: the only code the hot-path stores write per database.
+
+The stores (app/db/claims.py) write each statement once, with PostgreSQL's numbered placeholders ($1, $2);
+SQLite reads the same text with its own (?1, ?2). A store passes JSON already encoded (json_text) and gets
+rows as dicts whose values `decoded` turns into Python's: both drivers then give the same dict.
+"""
+
+import functools
+import json
+import re
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from app.db.session import DriverConnections
+
+Record = dict[str, Any]
+
+# Columns whose values come back from SQLite as text (times, JSON) or 0/1 (booleans).
+_TIME_COLUMNS = frozenset({"lease_expires_at", "created_at", "updated_at", "opened_at", "awaiting_since",
+                           "first_response_due_at", "first_response_at", "last_message_at", "resolved_at",
+                           "sent_at", "received_at", "at"})
+_JSON_COLUMNS = frozenset({"intents", "triage", "response", "data"})
+_BOOL_COLUMNS = frozenset({"escalated", "active"})
+
+
+def json_text(value: Any) -> str:
+    """A JSON value as text. orjson: a message's triage with its evidence, the bulk of each stored row, encodes
+    several times faster than the standard encoder (docs/design.md)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def sqlite_time(value: datetime | None) -> str | None:
+    # The same text SQLAlchemy's SQLite DATETIME writes, so both paths sort and parse alike. Not strftime: its %Y
+    # does not pad years before 1000, which SQLAlchemy then cannot read back.
+    return None if value is None else value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _time(value: str) -> datetime:
+    # SQLite's text is naive UTC; JSON built by PostgreSQL (triage_thread) carries its offset.
+    parsed = datetime.fromisoformat(value)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+def decoded(row: Record) -> Record:
+    """The row with times, JSON and booleans as Python values, whichever driver read it (in place)."""
+    for column, value in row.items():
+        if value is None:
+            continue
+        if column in _JSON_COLUMNS:
+            if isinstance(value, str):
+                row[column] = json.loads(value)
+        elif column in _TIME_COLUMNS:
+            if isinstance(value, str):
+                row[column] = _time(value)
+        elif column in _BOOL_COLUMNS:
+            row[column] = bool(value)
+    return row
+
+
+class Driver:
+    """Runs statements on one connection. Subclasses say how; the helpers below are shared."""
+
+    postgres = False
+    connection: Any  # the driver's own connection, for the statements that use its API directly (app/db/ingest.py)
+
+    def transaction(self) -> AbstractAsyncContextManager[None]:
+        raise NotImplementedError
+
+    async def rows(self, sql: str, *params: Any) -> list[Record]:
+        raise NotImplementedError
+
+    async def execute(self, sql: str, *params: Any) -> None:
+        raise NotImplementedError
+
+    async def row(self, sql: str, *params: Any) -> Record | None:
+        found = await self.rows(sql, *params)
+        return found[0] if found else None
+
+
+class PostgresDriver(Driver):
+    """asyncpg: the text as written; times and JSON text travel as they are."""
+
+    postgres = True
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    def transaction(self) -> AbstractAsyncContextManager[None]:
+        return self.connection.transaction()  # type: ignore[no-any-return]
+
+    async def rows(self, sql: str, *params: Any) -> list[Record]:
+        return [dict(record) for record in await self.connection.fetch(sql, *params)]
+
+    async def execute(self, sql: str, *params: Any) -> None:
+        await self.connection.execute(sql, *params)
+
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+@functools.cache
+def _sqlite_text(sql: str) -> str:
+    """The statement with SQLite's numbered placeholders."""
+    return _PLACEHOLDER.sub(r"?\1", sql)
+
+
+def sqlite_param(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return sqlite_time(value)
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+class SqliteDriver(Driver):
+    """aiosqlite: $n becomes ?n, times become SQLAlchemy's text; a write transaction takes the lock at BEGIN."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self._in_transaction = False
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        if self._in_transaction:  # nested: part of the caller's
+            yield
+            return
+        await self.connection.execute("BEGIN IMMEDIATE")
+        self._in_transaction = True
+        try:
+            yield
+        except BaseException:
+            await self.connection.execute("ROLLBACK")
+            raise
+        finally:
+            self._in_transaction = False
+        await self.connection.execute("COMMIT")
+
+    async def rows(self, sql: str, *params: Any) -> list[Record]:
+        async with self.connection.execute(_sqlite_text(sql), [sqlite_param(p) for p in params]) as cursor:
+            names = [d[0] for d in cursor.description] if cursor.description else []
+            return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
+
+    async def execute(self, sql: str, *params: Any) -> None:
+        await self.connection.execute(_sqlite_text(sql), [sqlite_param(p) for p in params])
+
+
+@asynccontextmanager
+async def driver(drivers: DriverConnections) -> AsyncIterator[Driver]:
+    """A driver on one pooled connection, for one request."""
+    async with drivers.connection() as connection:
+        yield PostgresDriver(connection) if drivers.postgres else SqliteDriver(connection)
+
+
+def placeholders(first: int, count: int) -> str:
+    """"$3, $4, $5" for first=3, count=3."""
+    return ", ".join(f"${n}" for n in range(first, first + count))
+

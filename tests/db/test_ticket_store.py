@@ -1,0 +1,196 @@
+"""Contract of the ticket store (app/db/claims.py): one table of cases, run against every adapter.
+
+The shared TicketStore runs on SQLite, as the service runs it, and on PostgreSQL too (its statements are
+written once for both); PostgresTicketStore, with its own claim, holder writes, reply and threads, on
+PostgreSQL. Every case must hold for each.
+"""
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.clock import utcnow
+from app.db.claims import PostgresTicketStore, TicketStore
+from app.db.driver import decoded, driver
+from app.domain import EventKind, Status
+from tests.support.queues import new_agent, new_ticket
+from tests.support import ADMIN_TOKEN
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+LEASE = timedelta(seconds=120)
+
+
+class OnDemand:
+    """The store's operations, each on a connection of its own (SQLite's pool has one, which the API needs too)."""
+
+    def __init__(self, app: FastAPI, adapter: type[TicketStore]) -> None:
+        self._app = app
+        self._adapter = adapter
+
+    @asynccontextmanager
+    async def connected(self) -> AsyncIterator[TicketStore]:
+        async with driver(self._app.state.drivers) as db:
+            yield self._adapter(db)
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            async with self.connected() as store:
+                return await getattr(store, name)(*args, **kwargs)
+        return call
+
+
+@dataclass
+class World:
+    store: OnDemand
+    shop: dict[str, Any]
+    agent: dict[str, Any]
+    other: dict[str, Any]
+    client: httpx.AsyncClient
+
+    async def ticket(self, text: str) -> str:
+        return await new_ticket(self.client, self.shop, text)
+
+    async def claim(self, agent: dict[str, Any] | None = None, *, now: datetime | None = None) -> Any:
+        agent = agent or self.agent
+        now = now or utcnow()
+        return await self.store.claim(agent_id=agent["id"], shop_id=self.shop["id"], now=now, lease_until=now + LEASE,
+                                      event={"agent_id": agent["id"]})
+
+    async def events(self, ticket_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+        async with self.store.connected() as store:
+            rows = await store.db.rows("SELECT kind, actor, data FROM ticket_events WHERE ticket_id = $1 ORDER BY id",
+                                       ticket_id)
+        return [(r["kind"], r["actor"], decoded(r)["data"]) for r in rows]
+
+
+async def claim_takes_the_most_urgent_ticket_with_its_event(w: World) -> None:
+    calm = await w.ticket("这个有货吗")
+    urgent = await w.ticket("再不发货就给差评")
+    claimed = await w.claim()
+    assert claimed is not None and claimed.state.id == urgent and claimed.state.id != calm
+    assert claimed.state.status == Status.ASSIGNED and claimed.state.assigned_agent_id == w.agent["id"]
+    assert (await w.events(urgent))[-1] == (EventKind.CLAIMED, f"agent:{w.agent['id']}",
+                                             {"agent_id": w.agent["id"], "deliveries": 0})
+
+
+async def claim_stops_at_the_agents_capacity(w: World) -> None:
+    for text in ("我要退货", "快递三天没动了", "这个有货吗"):
+        await w.ticket(text)
+    assert await w.claim() is not None and await w.claim() is not None
+    assert await w.claim() is None  # capacity 2
+    state = await w.store.agent_state(agent_id=w.agent["id"])
+    assert state == {"active": True, "capacity": 2, "held": 2}
+
+
+async def claim_finds_nothing_in_queues_the_agent_does_not_serve(w: World) -> None:
+    await w.ticket("我要投诉你们，12315")  # complaints: the other agent serves only presale
+    assert await w.claim(w.other) is None
+    assert await w.store.served_queues(agent_id=w.other["id"]) == ["presale"]
+    assert await w.store.queue_exists(shop_id=w.shop["id"], name="complaints")
+    assert not await w.store.queue_exists(shop_id=w.shop["id"], name="nowhere")
+
+
+async def only_the_holder_under_a_running_lease_writes(w: World) -> None:
+    ticket_id = await w.ticket("我要退货")
+    now = utcnow()
+    claimed = await w.claim(now=now)
+    assert claimed is not None
+    values = {"status": Status.QUEUED, "assigned_agent_id": None, "lease_expires_at": None}
+    event = (EventKind.RELEASED, {"agent_id": w.agent["id"], "reason": None})
+    assert await w.store.write_held(ticket_id=ticket_id, agent_id=w.other["id"], now=now, values=values,
+                                    event=event) is None
+    expired = now + LEASE + timedelta(seconds=1)
+    assert await w.store.write_held(ticket_id=ticket_id, agent_id=w.agent["id"], now=expired, values=values,
+                                    event=event) is None
+    released = await w.store.write_held(ticket_id=ticket_id, agent_id=w.agent["id"], now=now, values=values,
+                                        event=event)
+    assert released is not None and released.state.status == Status.QUEUED and released.state.assigned_agent_id is None
+    assert [e[0] for e in await w.events(ticket_id)][-2:] == [EventKind.CLAIMED, EventKind.RELEASED]
+
+
+async def the_first_reply_stops_the_clock_and_later_ones_do_not(w: World) -> None:
+    ticket_id = await w.ticket("快递三天没动了")
+    first = utcnow()
+    assert await w.claim(now=first) is not None
+    stored = await w.store.reply(ticket_id=ticket_id, agent_id=w.agent["id"], now=first, lease_until=first + LEASE,
+                                 text="马上帮您查")
+    assert stored is not None
+    ticket, message = stored
+    assert ticket.state.first_response_at == first and ticket.state.unread == 0
+    assert ticket.state.awaiting_since is None and ticket.state.lease_expires_at == first + LEASE
+    assert (message["direction"], message["text"], message["sent_at"], message["triage"]) == \
+        ("outbound", "马上帮您查", first, None)
+    later = first + timedelta(seconds=5)
+    again = await w.store.reply(ticket_id=ticket_id, agent_id=w.agent["id"], now=later, lease_until=later + LEASE,
+                                text="还在查")
+    assert again is not None and again[0].state.first_response_at == first
+    replied = [e[2] for e in await w.events(ticket_id) if e[0] == EventKind.REPLIED]
+    assert [r["first_response"] for r in replied] == [True, False]
+    assert replied[0]["message_id"] == message["id"] and "within_target" in replied[0]
+
+
+async def threads_carry_the_customer_and_the_triage(w: World) -> None:
+    ticket_id = await w.ticket("我要退货")
+    [thread] = (await w.store.threads([ticket_id])).values()
+    assert [(m["direction"], m["text"]) for m in thread] == [("inbound", "我要退货")]
+    assert thread[0]["customer_external_id"] is not None and thread[0]["triage"]["primary"] == "return_refund"
+    assert isinstance(thread[0]["sent_at"], datetime) and thread[0]["sent_at"].tzinfo is not None
+    stored = await w.store.ticket(ticket_id=ticket_id)
+    assert stored is not None and stored.state.intents == ["return_refund"] and stored.state.escalated is False
+    assert await w.store.ticket(ticket_id=str(uuid.uuid4())) is None
+    assert await w.store.threads([]) == {}
+
+
+async def the_agents_tickets_are_in_claim_order(w: World) -> None:
+    calm = await w.ticket("这个有货吗")
+    urgent = await w.ticket("再不发货就给差评")
+    await w.claim()
+    await w.claim()
+    assert [t.state.id for t in await w.store.agent_tickets(agent_id=w.agent["id"])] == [urgent, calm]
+
+
+async def an_idempotency_key_is_taken_once_and_remembers_its_answer(w: World) -> None:
+    key, now = uuid.uuid4().hex, utcnow()
+    async with w.store.connected() as store, store.transaction():
+        assert await store.reserve_key(agent_id=w.agent["id"], key=key, request_hash="h1", now=now)
+        await store.store_answer(agent_id=w.agent["id"], key=key, status_code=201, response={"ok": ["中文", 1]})
+    assert not await w.store.reserve_key(agent_id=w.agent["id"], key=key, request_hash="h2", now=now)
+    assert await w.store.key_record(agent_id=w.agent["id"], key=key) == {
+        "request_hash": "h1", "status_code": 201, "response": {"ok": ["中文", 1]}}
+    assert await w.store.key_record(agent_id=w.agent["id"], key="never") is None
+
+
+CASES: list[Callable[[World], Awaitable[None]]] = [
+    claim_takes_the_most_urgent_ticket_with_its_event,
+    claim_stops_at_the_agents_capacity,
+    claim_finds_nothing_in_queues_the_agent_does_not_serve,
+    only_the_holder_under_a_running_lease_writes,
+    the_first_reply_stops_the_clock_and_later_ones_do_not,
+    threads_carry_the_customer_and_the_triage,
+    the_agents_tickets_are_in_claim_order,
+    an_idempotency_key_is_taken_once_and_remembers_its_answer,
+]
+
+
+@pytest.fixture(params=["shared", "postgres"])
+def store(request: pytest.FixtureRequest, app: FastAPI, database_url: str) -> OnDemand:
+    """The shared store on each database, and PostgreSQL's own on PostgreSQL."""
+    if request.param == "postgres" and not database_url.startswith("postgresql"):
+        pytest.skip("PostgresTicketStore runs on PostgreSQL only")
+    return OnDemand(app, PostgresTicketStore if request.param == "postgres" else TicketStore)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.__name__)
+async def test_ticket_store_contract(case: Callable[[World], Awaitable[None]], store: OnDemand,
+                                     client: httpx.AsyncClient, new_shop: Any) -> None:
+    shop = await new_shop()
+    agent = await new_agent(client, ADMIN, shop["id"], capacity=2)
+    other = await new_agent(client, ADMIN, shop["id"], queues=("presale",))
+    await case(World(store, shop, agent, other, client))
