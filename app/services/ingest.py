@@ -101,9 +101,8 @@ def _context_view(context: PriorityContext) -> dict[str, Any]:
             "waiting_seconds": round(context.waiting_seconds, 3)}
 
 
-async def ingest_group(store: sql.IngestStore, jobs: Sequence[IngestJob], *, now: datetime) -> tuple[
-        list[list[IngestedMessage]], set[str]]:
-    """Store the messages of several requests in one transaction; return each request's results and woken shops."""
+def _entries(jobs: Sequence[IngestJob]) -> list[_Entry]:
+    """One entry per message of the group, in arrival order; a message twice in flight names its first copy."""
     entries: list[_Entry] = []
     first_seen: dict[sql.MessageKey, _Entry] = {}
     for j, job in enumerate(jobs):
@@ -113,8 +112,13 @@ async def ingest_group(store: sql.IngestStore, jobs: Sequence[IngestJob], *, now
             entry.duplicate_of = first_seen.get(entry.key)
             first_seen.setdefault(entry.key, entry)
             entries.append(entry)
-    fresh = [e for e in entries if e.duplicate_of is None]
+    return entries
 
+
+def _buyers_and_starters(fresh: Sequence[_Entry]) -> tuple[dict[sql.CustomerKey, dict[str, Any]],
+                                                             dict[sql.ConversationKey, _Entry]]:
+    """Each buyer's latest standing (sorted by key: one lock order for every group), and each conversation's
+    first message."""
     customers: dict[sql.CustomerKey, dict[str, Any]] = {}
     starters: dict[sql.ConversationKey, _Entry] = {}
     for e in fresh:
@@ -122,12 +126,11 @@ async def ingest_group(store: sql.IngestStore, jobs: Sequence[IngestJob], *, now
         customers[e.customer] = {"shop_id": e.shop.id, "platform": e.platform, "external_id": c.id, "nick": c.nick,
                                  "vip_level": c.vip_level, "opened": 0}
         starters.setdefault(e.conversation, e)
-    # Key order: one lock order for every group. A new conversation's ticket starts in its first message's queue.
-    customers = dict(sorted(customers.items()))
-    conversations = [(k, e.shop.route(e.triage.primary)) for k, e in sorted(starters.items())]
-    prepared = await store.prepare(list(customers.values()), conversations, now=now)
-    customer_ids, ticket_ids, created = prepared.customers, prepared.tickets, prepared.created
+    return dict(sorted(customers.items())), starters
 
+
+def _decide(fresh: Sequence[_Entry], prepared: sql.Prepared, *, now: datetime) -> None:
+    """Finish each message's priority with its buyer's standing, as the decision its ticket receives."""
     priority_contexts(fresh, prepared, now=now)
     for e in fresh:
         priority = priority_for(e.triage.primary, emotion=e.triage.emotion, urgent=e.triage.urgent,
@@ -136,49 +139,70 @@ async def ingest_group(store: sql.IngestStore, jobs: Sequence[IngestJob], *, now
                                      priority=priority, intents=tuple(h.intent for h in e.triage.intents),
                                      ruleset=e.triage.ruleset)
 
-    stored_now = await store.insert_messages([{
-        "ticket_id": ticket_ids[e.conversation], "shop_id": e.shop.id, "platform": e.platform,
-        "external_id": e.message.message_id, "direction": "inbound", "text": e.message.text,
-        "sent_at": e.message.sent_at, "received_at": now, "order_id": e.message.order_id,
-        "primary_intent": e.triage.primary, "tier": int(e.triage.tier[1]), "priority": e.decision.priority if e.decision else 0,
+
+def _message_row(e: _Entry, ticket_id: str, now: datetime) -> dict[str, Any]:
+    priority = e.decision.priority if e.decision else 0
+    return {
+        "ticket_id": ticket_id, "shop_id": e.shop.id, "platform": e.platform, "external_id": e.message.message_id,
+        "direction": "inbound", "text": e.message.text, "sent_at": e.message.sent_at, "received_at": now,
+        "order_id": e.message.order_id, "primary_intent": e.triage.primary, "tier": int(e.triage.tier[1]),
+        "priority": priority,
         "triage": {**e.triage.to_dict(), "priority": e.decision.priority if e.decision else e.triage.priority,
                    "priority_context": _context_view(e.context)},
-    } for e in fresh])
+    }
 
+
+@dataclass(slots=True)
+class _Applied:
+    """What receiving the group's stored messages did to their tickets."""
+
+    tickets: dict[sql.ConversationKey, TicketState]
+    provisional: dict[sql.ConversationKey, TicketState]
+    changed: dict[str, TicketState] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    woken: set[str] = field(default_factory=set)
+
+
+async def _open_tickets(store: sql.IngestStore, fresh: Sequence[_Entry], prepared: sql.Prepared,
+                        starters: dict[sql.ConversationKey, _Entry], stored_now: dict[sql.MessageKey, int], *,
+                        now: datetime) -> _Applied:
+    """The tickets that receive a message: existing ones locked and read, new ones made from their first message."""
+    ticket_ids, created = prepared.tickets, prepared.created
     # Only the tickets that receive a message are locked and read (sorted, for one lock order).
     receiving = {ticket_ids[e.conversation] for e in fresh if e.key in stored_now} - created
     tickets = {(r["shop_id"], r["platform"], r["conversation_id"]): TicketState.from_row(r)
                for r in await store.lock_tickets(sorted(receiving))}
     # A placeholder's state is made here, from its first message, and written by finish.
-    provisional = {k: new_ticket(ticket_id=ticket_ids[k], shop=starters[k].shop, platform=starters[k].platform,
-                                 conversation_id=k[2], customer_id=customer_ids[starters[k].customer][0],
-                                 decision=starters[k].decision, now=now)
-                   for k, _ in conversations if ticket_ids[k] in created and starters[k].decision is not None}
+    provisional = {k: new_ticket(ticket_id=ticket_ids[k], shop=e.shop, platform=e.platform, conversation_id=k[2],
+                                 customer_id=prepared.customers[e.customer][0], decision=e.decision, now=now)
+                   for k, e in sorted(starters.items()) if ticket_ids[k] in created and e.decision is not None}
     tickets.update(provisional)
-    events: list[dict[str, Any]] = []
-    changed: dict[str, TicketState] = {}
-    woken: set[str] = set()
+    return _Applied(tickets, provisional)
+
+
+def _receive_all(applied: _Applied, fresh: Sequence[_Entry], stored_now: dict[sql.MessageKey, int],
+                 customers: dict[sql.CustomerKey, dict[str, Any]], *, now: datetime) -> None:
+    """Apply each stored message to its ticket, in arrival order, collecting the events and the shops to wake."""
     for e in fresh:
         if e.key not in stored_now or e.decision is None:
             continue
-        ticket = tickets[e.conversation]
+        ticket = applied.tickets[e.conversation]
         was_open = ticket.status != Status.RESOLVED and not (ticket.is_new and ticket.awaiting_since is None)
         # The message id orders tickets opened in this one commit (all at `now`) as their messages came.
         for kind, data in receive(ticket, e.decision, shop=e.shop, now=now, seq=stored_now[e.key]):
-            events.append({"ticket_id": ticket.id, "shop_id": ticket.shop_id, "at": now, "kind": kind,
-                           "actor": "webhook", "data": data})
+            applied.events.append({"ticket_id": ticket.id, "shop_id": ticket.shop_id, "at": now, "kind": kind,
+                                   "actor": "webhook", "data": data})
         if not was_open:
             customers[e.customer]["opened"] += 1
-        changed[ticket.id] = ticket
+        applied.changed[ticket.id] = ticket
         if ticket.status == Status.QUEUED:
-            woken.add(ticket.shop_id)
-    previous = await store.finish(
-        # A provisional ticket that received nothing (its only message was a duplicate) is not kept.
-        deleted=[t.id for t in provisional.values() if t.id not in changed],
-        saved=[t.columns() for t in changed.values()], events=events, customers=list(customers.values()),
-        channel=NOTIFY_CHANNEL, payloads=sorted(woken), previous=[e.key for e in fresh if e.key not in stored_now],
-        now=now)
+            applied.woken.add(ticket.shop_id)
 
+
+def _answers(jobs: Sequence[IngestJob], entries: Sequence[_Entry], fresh: Sequence[_Entry],
+             stored_now: dict[sql.MessageKey, int], tickets: dict[sql.ConversationKey, TicketState],
+             previous: dict[sql.MessageKey, dict[str, Any]]) -> list[list[IngestedMessage]]:
+    """Each request's answer per message: stored now, or a duplicate of what was stored before."""
     results: list[list[IngestedMessage | None]] = [[None] * len(job.messages) for job in jobs]
     answers: dict[sql.MessageKey, IngestedMessage] = {}
     for e in fresh:
@@ -196,7 +220,29 @@ async def ingest_group(store: sql.IngestStore, jobs: Sequence[IngestJob], *, now
     for e in entries:
         if e.duplicate_of is not None:
             results[e.job][e.index] = answers[e.key].model_copy(update={"duplicate": True})
-    return [[r for r in job_results if r is not None] for job_results in results], woken
+    return [[r for r in job_results if r is not None] for job_results in results]
+
+
+async def ingest_group(store: sql.IngestStore, jobs: Sequence[IngestJob], *, now: datetime) -> tuple[
+        list[list[IngestedMessage]], set[str]]:
+    """Store the messages of several requests in one transaction; return each request's results and woken shops."""
+    entries = _entries(jobs)
+    fresh = [e for e in entries if e.duplicate_of is None]
+    customers, starters = _buyers_and_starters(fresh)
+    # A new conversation's ticket starts in its first message's queue.
+    conversations = [(k, e.shop.route(e.triage.primary)) for k, e in sorted(starters.items())]
+    prepared = await store.prepare(list(customers.values()), conversations, now=now)
+    _decide(fresh, prepared, now=now)
+    stored_now = await store.insert_messages([_message_row(e, prepared.tickets[e.conversation], now) for e in fresh])
+    applied = await _open_tickets(store, fresh, prepared, starters, stored_now, now=now)
+    _receive_all(applied, fresh, stored_now, customers, now=now)
+    previous = await store.finish(
+        # A provisional ticket that received nothing (its only message was a duplicate) is not kept.
+        deleted=[t.id for t in applied.provisional.values() if t.id not in applied.changed],
+        saved=[t.columns() for t in applied.changed.values()], events=applied.events,
+        customers=list(customers.values()), channel=NOTIFY_CHANNEL, payloads=sorted(applied.woken),
+        previous=[e.key for e in fresh if e.key not in stored_now], now=now)
+    return _answers(jobs, entries, fresh, stored_now, applied.tickets, previous), applied.woken
 
 
 class Ingestor:

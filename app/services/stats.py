@@ -86,27 +86,42 @@ async def shop_stats(session: Session, *, shop_id: str, since: datetime, until: 
     await session.rollback()
 
     levels = {(row.dimension, row.key): row for row in rows}
-    queue_names = sorted(set(queue_targets) | {key for dim, key in levels if dim == "queue"}
-                         | {row.queue for row in backlog})
-    names = dict(agents)
-    agent_ids = [a for a, _ in agents] + sorted({key for dim, key in levels if dim == "agent" and key not in names}
-                                               | {a for a in holding if a not in names})
     return ShopStats(
         shop_id=shop_id, since=since, until=until, generated_at=now,
         overall=OverallStats(**_levels(levels.get(("overall", ""))), backlog=_backlog(backlog, now)),
-        queues=[QueueStats(queue=name, **_levels(levels.get(("queue", name))),
-                           backlog=_backlog([r for r in backlog if r.queue == name], now))
-                for name in queue_names],
-        tiers=[TierStats(tier=tier, **_levels(levels.get(("tier", tier))),  # type: ignore[arg-type]
-                         first_response_target_seconds=target_seconds(shop_targets, tier),
-                         depth=sum(r.depth for r in backlog if tier_name(r.tier) == tier),
-                         oldest_wait_seconds=_wait(min((r.oldest for r in backlog if tier_name(r.tier) == tier),
-                                                       default=None), now))
-               for tier in TIER_NAMES],
-        agents=[AgentStats(agent_id=agent_id, name=names.get(agent_id), holding=holding.get(agent_id, 0),
-                           **_levels(levels.get(("agent", agent_id))))
-                for agent_id in agent_ids],
+        queues=_queue_stats(levels, backlog, queue_targets, now),
+        tiers=[_tier_stats(tier, levels, backlog, shop_targets, now) for tier in TIER_NAMES],
+        agents=_agent_stats(levels, agents, holding),
     )
+
+
+def _queue_stats(levels: dict[tuple[str, str], Row[Any]], backlog: list[Row[Any]],
+                 queue_targets: dict[str, Any], now: datetime) -> list[QueueStats]:
+    """Every queue of the shop, and any other that episodes or the backlog name."""
+    names = sorted(set(queue_targets) | {key for dim, key in levels if dim == "queue"} | {row.queue for row in backlog})
+    return [QueueStats(queue=name, **_levels(levels.get(("queue", name))),
+                       backlog=_backlog([r for r in backlog if r.queue == name], now))
+            for name in names]
+
+
+def _tier_stats(tier: str, levels: dict[tuple[str, str], Row[Any]], backlog: list[Row[Any]],
+                shop_targets: dict[str, Any], now: datetime) -> TierStats:
+    queued = [r for r in backlog if tier_name(r.tier) == tier]
+    return TierStats(tier=tier, **_levels(levels.get(("tier", tier))),  # type: ignore[arg-type]
+                     first_response_target_seconds=target_seconds(shop_targets, tier),
+                     depth=sum(r.depth for r in queued),
+                     oldest_wait_seconds=_wait(min((r.oldest for r in queued), default=None), now))
+
+
+def _agent_stats(levels: dict[tuple[str, str], Row[Any]], agents: list[tuple[str, str]],
+                 holding: dict[str, int]) -> list[AgentStats]:
+    """The shop's agents in their order, then any other agent that episodes or held tickets name."""
+    names = dict(agents)
+    agent_ids = [a for a, _ in agents] + sorted({key for dim, key in levels if dim == "agent" and key not in names}
+                                               | {a for a in holding if a not in names})
+    return [AgentStats(agent_id=agent_id, name=names.get(agent_id), holding=holding.get(agent_id, 0),
+                       **_levels(levels.get(("agent", agent_id))))
+            for agent_id in agent_ids]
 
 
 
