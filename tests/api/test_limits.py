@@ -16,10 +16,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.queues import eventually
-from tests.serving import ServiceProcess
 from tests.support import ADMIN_TOKEN
-from tests.webhooks import encode, message, signed_headers
+from tests.support.queues import eventually
+from tests.support.serving import ServiceProcess
+from tests.support.webhooks import encode, message, signed_headers
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 MB = 1024 * 1024

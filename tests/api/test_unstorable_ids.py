@@ -18,9 +18,9 @@ from fastapi import FastAPI
 
 from app.main import create_app
 from app.settings import Settings
-from tests.queues import bearer, claim, new_agent, new_ticket
 from tests.support import ADMIN_TOKEN
-from tests.webhooks import signed_headers
+from tests.support.queues import bearer, claim, new_agent, new_ticket
+from tests.support.webhooks import signed_headers
 
 SPEC = create_app(Settings(_env_file=None, database_url="sqlite+aiosqlite:///:memory:",
                            admin_token=ADMIN_TOKEN)).openapi()
