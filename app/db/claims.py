@@ -172,6 +172,43 @@ class TicketStore:
                 result[row["ticket_id"]].append(decoded(row))
         return result
 
+    async def shop_exists(self, *, shop_id: str) -> bool:
+        """Whether there is a shop with this id."""
+        return await self.db.row("SELECT 1 AS found FROM shops WHERE id = $1", shop_id) is not None
+
+    async def shop_ticket(self, *, shop_id: str, ticket_id: str) -> TicketState | None:
+        """The shop's ticket as it stands, held until the transaction ends (the row lock on PostgreSQL, the
+        write lock on SQLite)."""
+        stored = _stored(await self.db.row(f"SELECT {_TICKET} FROM tickets WHERE id = $1 AND shop_id = $2"
+                                           f"{self.db.for_update}", ticket_id, shop_id))
+        return None if stored is None else stored.state
+
+    async def write_as_read(self, *, ticket: TicketState, values: dict[str, Any], now: datetime,
+                            event: tuple[str, str, dict[str, Any]]) -> bool:
+        """Set `values` and append the event (kind, actor, data) if the ticket's status and holder are still as
+        `ticket` has them; False if they changed."""
+        assignments = "".join(f", {name} = ${i + 5}" for i, name in enumerate(values))
+        changed = await self.db.row(
+            f"UPDATE tickets SET updated_at = $2{assignments} WHERE id = $1 AND status = $3 "
+            "AND assigned_agent_id IS NOT DISTINCT FROM $4 RETURNING id", ticket.id, now, ticket.status,
+            ticket.assigned_agent_id, *values.values())
+        if changed is None:
+            return False
+        await self._event(ticket, now, event[0], event[1], event[2])
+        return True
+
+    async def conversation_ticket(self, *, shop_id: str, platform: str, conversation_id: str) -> str | None:
+        """The id of the conversation's ticket, by its unique key; None when the shop never heard of it."""
+        row = await self.db.row("SELECT id FROM tickets WHERE shop_id = $1 AND platform = $2 AND conversation_id = $3",
+                                shop_id, platform, conversation_id)
+        return None if row is None else str(row["id"])
+
+    async def events(self, *, ticket_id: str, after: int, limit: int) -> list[Record]:
+        """A page of the ticket's trail, oldest first, from its key (PostgreSQL) or index (SQLite) on (ticket, id)."""
+        rows = await self.db.rows("SELECT id, at, kind, actor, data FROM ticket_events WHERE ticket_id = $1 "
+                                  "AND id > $2 ORDER BY id LIMIT $3", ticket_id, after, limit)
+        return [decoded(r) for r in rows]
+
     async def reserve_key(self, *, agent_id: str, key: str, request_hash: str, now: datetime) -> bool:
         """Take the agent's Idempotency-Key for this request; False when it was taken before."""
         # A concurrent taker of the same key holds its row: we wait for its commit, then find the key taken.

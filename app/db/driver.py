@@ -66,6 +66,9 @@ class Driver:
 
     postgres = False
     connection: Any  # the driver's own connection, for the statements that use its API directly (app/db/ingest.py)
+    # Appended to a read that must hold its rows until the transaction ends; SQLite's BEGIN IMMEDIATE already
+    # holds the one write lock.
+    for_update = ""
 
     def transaction(self) -> AbstractAsyncContextManager[None]:
         raise NotImplementedError
@@ -85,6 +88,7 @@ class PostgresDriver(Driver):
     """asyncpg: the text as written; times and JSON text travel as they are."""
 
     postgres = True
+    for_update = " FOR UPDATE"
 
     def __init__(self, connection: Any) -> None:
         self.connection = connection

@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import Row, bindparam, delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain import Status
 from app.db.models import AgentQueue, IdempotencyKey, Queue, Ticket, TicketEvent
+from app.domain import Status
 
 T = Ticket.__table__
 E = TicketEvent.__table__
@@ -40,13 +40,6 @@ async def queue_names(session: AsyncSession, *, shop_id: str) -> list[str]:
 async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
         await session.execute(E.insert(), list(rows))
-
-
-async def ticket_events(session: AsyncSession, *, ticket_id: str, after: int, limit: int) -> Sequence[Row[Any]]:
-    """A page of the ticket's trail, oldest first, from its key (PostgreSQL) or index (SQLite) on (ticket, id)."""
-    stmt = (select(E.c.id, E.c.at, E.c.kind, E.c.actor, E.c.data).where(E.c.ticket_id == ticket_id, E.c.id > after)
-            .order_by(E.c.id).limit(limit))
-    return (await session.execute(stmt)).all()
 
 
 async def expiring(session: AsyncSession, *, now: datetime, limit: int) -> Sequence[Row[Any]]:
@@ -87,31 +80,6 @@ async def release_all_held(session: AsyncSession, *, agent_id: str, now: datetim
             .values(status=Status.QUEUED, assigned_agent_id=None, lease_expires_at=None, updated_at=now)
             .returning(T.c.id, T.c.shop_id, T.c.queue))
     return (await session.execute(stmt)).all()
-
-
-async def conversation_ticket(session: AsyncSession, *, shop_id: str, platform: str,
-                              conversation_id: str) -> str | None:
-    """The id of the conversation's ticket, by its unique key; None when the shop never heard of it."""
-    stmt = select(T.c.id).where(T.c.shop_id == shop_id, T.c.platform == platform,
-                                T.c.conversation_id == conversation_id)
-    return await session.scalar(stmt)
-
-
-async def open_ticket(session: AsyncSession, *, shop_id: str, ticket_id: str) -> Row[Any] | None:
-    """The shop's ticket as it stands, locked on PostgreSQL until the transaction ends."""
-    stmt = select(T.c.id, T.c.shop_id, T.c.queue, T.c.status, T.c.assigned_agent_id).where(
-        T.c.id == ticket_id, T.c.shop_id == shop_id)
-    if is_postgres(session):
-        stmt = stmt.with_for_update()
-    return (await session.execute(stmt)).first()
-
-
-async def update_as_read(session: AsyncSession, *, ticket: Row[Any], values: dict[str, Any], now: datetime) -> bool:
-    """Set `values` if the ticket is still as `ticket` read it (status and holder); False if it changed."""
-    stmt = (update(T).where(T.c.id == ticket.id, T.c.status == ticket.status,
-                            T.c.assigned_agent_id.is_not_distinct_from(ticket.assigned_agent_id))
-            .values(**values, updated_at=now))
-    return bool((await session.execute(stmt)).rowcount)  # type: ignore[attr-defined]
 
 
 async def queue_depths(session: AsyncSession, *, shop_id: str, queues: Sequence[str]) -> Sequence[Row[Any]]:

@@ -152,13 +152,13 @@ _NO_NUL = r"^[^\x00]+$"  # PostgreSQL text cannot hold NUL
                         "about a conversation; its audit trail is then `GET /v1/tickets/{id}/events`. An empty "
                         "list when the service never received that conversation.",
             responses=errors(401, 404, 422))
-async def find_ticket(shop_id: str, request: Request, session: SessionDep, _: AdminDep,
+async def find_ticket(shop_id: str, request: Request, _: AdminDep,
                       platform: Annotated[str, Query(min_length=1, max_length=32, pattern=_NO_NUL,
                                                      examples=["taobao"])],
                       conversation_id: Annotated[str, Query(min_length=1, max_length=128, pattern=_NO_NUL,
                                                             examples=["c-77"])],
                       ) -> TicketList:
-    return await queues.find_conversation(session, request.app.state.drivers, shop_id=shop_id, platform=platform,
+    return await queues.find_conversation(request.app.state.drivers, shop_id=shop_id, platform=platform,
                                           conversation_id=conversation_id)
 
 
@@ -170,9 +170,9 @@ async def find_ticket(shop_id: str, request: Request, session: SessionDep, _: Ad
                          "holder it had. A resolved ticket is `409 ticket_already_resolved`; a later buyer message "
                          "reopens it, as after any resolve. The body is optional.",
              responses=errors(401, 404, 409, 422))
-async def resolve_ticket(shop_id: str, ticket_id: str, request: Request, session: SessionDep, _: AdminDep,
+async def resolve_ticket(shop_id: str, ticket_id: str, request: Request, _: AdminDep,
                          body: AdminTicketAction | None = None) -> TicketRead:
-    return await queues.admin_resolve(session, request.app.state.drivers, shop_id=shop_id, ticket_id=ticket_id,
+    return await queues.admin_resolve(request.app.state.drivers, shop_id=shop_id, ticket_id=ticket_id,
                                       reason=body.reason if body else None, now=utcnow())
 
 
@@ -184,8 +184,8 @@ async def resolve_ticket(shop_id: str, ticket_id: str, request: Request, session
                          "The `released` event names the admin and the holder. A ticket nobody holds is "
                          "`409 ticket_not_held`. The body is optional.",
              responses=errors(401, 404, 409, 422))
-async def release_ticket(shop_id: str, ticket_id: str, request: Request, session: SessionDep, _: AdminDep,
+async def release_ticket(shop_id: str, ticket_id: str, request: Request, _: AdminDep,
                          body: AdminTicketAction | None = None) -> TicketRead:
-    return await queues.admin_release(session, request.app.state.drivers, shop_id=shop_id, ticket_id=ticket_id,
+    return await queues.admin_release(request.app.state.drivers, shop_id=shop_id, ticket_id=ticket_id,
                                       reason=body.reason if body else None, now=utcnow(),
                                       notifier=request.app.state.notifier)

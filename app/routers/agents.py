@@ -1,4 +1,5 @@
-"""Agent consoles: claim work with a lease (long poll), read, reply, resolve, release, transfer (SPEC 5.4)."""
+"""Agent consoles: claim work with a lease (long poll), read, reply, resolve, release, transfer (README,
+"Agent consoles")."""
 
 from typing import Annotated
 
@@ -70,11 +71,11 @@ async def read_ticket(ticket_id: str, request: Request, caller: AdminOrAgentDep)
                         "replies, releases, transfers, resolutions. Pages of `limit` events; `next_after` names the "
                         "`after` of the next page. Who may read it: as for the ticket itself (`404` otherwise).",
             responses=errors(401, 404, 422))
-async def ticket_events(ticket_id: str, request: Request, session: SessionDep, caller: AdminOrAgentDep,
+async def ticket_events(ticket_id: str, request: Request, caller: AdminOrAgentDep,
                         after: Annotated[int, Query(ge=0, le=2**62, description="Events after this id")] = 0,
                         limit: Annotated[int, Query(ge=1, le=1000, description="Events per page")] = 200,
                         ) -> TicketEvents:
-    return await queues.ticket_events(session, request.app.state.drivers, caller=caller, ticket_id=ticket_id,
+    return await queues.ticket_events(request.app.state.drivers, caller=caller, ticket_id=ticket_id,
                                       after=after, limit=limit)
 
 

@@ -1,4 +1,5 @@
-"""Agent work queues (SPEC 3, 5.4): claim with lease and long poll, replies, resolve, release, transfer, expiry."""
+"""Agent work queues (README, "Agent consoles"): claim with lease and long poll, replies, resolve, release,
+transfer, expiry."""
 
 import asyncio
 import hashlib
@@ -237,6 +238,11 @@ async def reply(drivers: DriverConnections, *, agent: Agent, ticket_id: str, tex
                         request={"op": "reply", "ticket_id": ticket_id, "text": text}, act=act)
 
 
+def requeued() -> dict[str, Any]:
+    """The columns that put a held ticket back in its queue, at its place (its episode start is kept)."""
+    return {"status": Status.QUEUED, "assigned_agent_id": None, "lease_expires_at": None}
+
+
 def resolution(now: Any) -> dict[str, Any]:
     """The columns a resolve sets."""
     return {"status": Status.RESOLVED, "assigned_agent_id": None, "lease_expires_at": None, "resolved_at": now}
@@ -262,8 +268,7 @@ async def release(drivers: DriverConnections, *, agent: Agent, ticket_id: str, r
 
     async def act(store: TicketStore) -> TicketRead:
         async with store.transaction():
-            row = await _held_write(store, agent=agent, ticket_id=ticket_id, now=now, values={
-                "status": Status.QUEUED, "assigned_agent_id": None, "lease_expires_at": None},
+            row = await _held_write(store, agent=agent, ticket_id=ticket_id, now=now, values=requeued(),
                 event=(EventKind.RELEASED, {"agent_id": agent.id, "reason": reason}))
             await store.notify(NOTIFY_CHANNEL, [row.state.shop_id])
         [view] = await _views(store, [row])
@@ -283,8 +288,7 @@ async def transfer(drivers: DriverConnections, *, agent: Agent, ticket_id: str, 
         if not await store.queue_exists(shop_id=agent.shop_id, name=queue):
             raise InvalidInput(f"no queue '{queue}' in this shop", details=[
                 {"field": "body.queue", "reason": f"no queue '{queue}' in this shop", "type": "unknown_queue"}])
-        values: dict[str, Any] = {"status": Status.QUEUED, "assigned_agent_id": None, "lease_expires_at": None,
-                                  "queue": queue}
+        values: dict[str, Any] = {**requeued(), "queue": queue}
         if queue == ESCALATIONS:
             values["escalated"] = True
         async with store.transaction():
@@ -305,31 +309,30 @@ async def transfer(drivers: DriverConnections, *, agent: Agent, ticket_id: str, 
     return answer
 
 
-async def admin_resolve(session: Session, drivers: DriverConnections, *, shop_id: str, ticket_id: str,
-                        reason: str | None, now: datetime) -> TicketRead:
+async def admin_resolve(drivers: DriverConnections, *, shop_id: str, ticket_id: str, reason: str | None,
+                        now: datetime) -> TicketRead:
     """Ops close an open ticket, queued or held (spam, a buyer who wrote elsewhere, a stuck console).
 
     A holder loses the ticket at once: its later writes are 409 ticket_not_held. The event names the holder.
     """
-    def refusal(ticket: Row[Any]) -> AppError | None:
+    def refusal(ticket: TicketState) -> AppError | None:
         return TicketAlreadyResolved() if ticket.status == Status.RESOLVED else None
 
-    return await _ops_write(session, drivers, shop_id=shop_id, ticket_id=ticket_id, now=now, kind=EventKind.RESOLVED,
+    return await _ops_write(drivers, shop_id=shop_id, ticket_id=ticket_id, now=now, kind=EventKind.RESOLVED,
                             values=resolution(now), reason=reason, refusal=refusal)
 
 
-async def admin_release(session: Session, drivers: DriverConnections, *, shop_id: str, ticket_id: str,
-                        reason: str | None, now: datetime, notifier: Notifier) -> TicketRead:
+async def admin_release(drivers: DriverConnections, *, shop_id: str, ticket_id: str, reason: str | None,
+                        now: datetime, notifier: Notifier) -> TicketRead:
     """Ops hand a held ticket back to its queue, at its place and with no delivery counted (a console stuck on
     it, an agent gone for the day); the holder loses it at once. Waiting claimers are woken."""
-    def refusal(ticket: Row[Any]) -> AppError | None:
+    def refusal(ticket: TicketState) -> AppError | None:
         if ticket.status == Status.ASSIGNED:
             return None
         return TicketNotHeld(f"no agent holds the ticket (it is {ticket.status})", details={"status": ticket.status})
 
-    ticket = await _ops_write(session, drivers, shop_id=shop_id, ticket_id=ticket_id, now=now,
-                              kind=EventKind.RELEASED, reason=reason, refusal=refusal,
-                              values={"status": Status.QUEUED, "assigned_agent_id": None, "lease_expires_at": None})
+    ticket = await _ops_write(drivers, shop_id=shop_id, ticket_id=ticket_id, now=now, kind=EventKind.RELEASED,
+                              reason=reason, refusal=refusal, values=requeued())
     notifier.notify([shop_id])
     return ticket
 
@@ -344,67 +347,74 @@ async def hand_back_all(session: Session, *, agent_id: str, now: datetime) -> in
     return len(released)
 
 
-async def _ops_write(session: Session, drivers: DriverConnections, *, shop_id: str, ticket_id: str,
-                     now: datetime, kind: str, values: dict[str, Any], reason: str | None,
-                     refusal: Callable[[Row[Any]], AppError | None]) -> TicketRead:
+async def _ops_write(drivers: DriverConnections, *, shop_id: str, ticket_id: str, now: datetime, kind: str,
+                     values: dict[str, Any], reason: str | None,
+                     refusal: Callable[[TicketState], AppError | None]) -> TicketRead:
     """One ops change of a ticket, taken from whoever holds it, with its event naming the admin and that holder."""
-    if await repo.get_shop(session, shop_id) is None:
-        raise ShopNotFound(f"no shop with id '{shop_id}'")
-    ticket = await db.open_ticket(session, shop_id=shop_id, ticket_id=ticket_id)
-    if ticket is None:
-        raise TicketNotFound(f"no ticket '{ticket_id}' in shop '{shop_id}'")
-    refused = refusal(ticket)
-    if refused is not None:
-        raise refused
-    if not await db.update_as_read(session, ticket=ticket, values=values, now=now):
-        # A guard: the read locked the row (FOR UPDATE on PostgreSQL, the write lock on SQLite).
-        raise Conflict("the ticket changed meanwhile; read it and try again")
-    await db.insert_events(session, [_event(ticket, kind, "admin", now, {
-        "agent_id": ticket.assigned_agent_id, "status_before": ticket.status, "reason": reason})])
-    if values["status"] == Status.QUEUED:
-        await db.notify_postgres(session, channel=NOTIFY_CHANNEL, shop_ids=[shop_id])
-    await session.commit()
-    return await read_ticket(drivers, caller=None, ticket_id=ticket_id)
+    async with claim_store(drivers) as store:
+        if not await store.shop_exists(shop_id=shop_id):
+            raise ShopNotFound(f"no shop with id '{shop_id}'")
+        async with store.transaction():
+            ticket = await store.shop_ticket(shop_id=shop_id, ticket_id=ticket_id)
+            if ticket is None:
+                raise TicketNotFound(f"no ticket '{ticket_id}' in shop '{shop_id}'")
+            refused = refusal(ticket)
+            if refused is not None:
+                raise refused
+            data = {"agent_id": ticket.assigned_agent_id, "status_before": ticket.status, "reason": reason}
+            if not await store.write_as_read(ticket=ticket, values=values, now=now, event=(kind, "admin", data)):
+                # A guard: the read locked the row (FOR UPDATE on PostgreSQL, the write lock on SQLite).
+                raise Conflict("the ticket changed meanwhile; read it and try again")
+            if values["status"] == Status.QUEUED:
+                await store.notify(NOTIFY_CHANNEL, [shop_id])
+            # Read before the commit: the answer is the ticket as this write left it, even when a claimer woken
+            # by the commit takes it at once.
+            return await _read(store, caller=None, ticket_id=ticket_id)
 
 
 # --- reads ---------------------------------------------------------------------------------------------------
 
-async def find_conversation(session: Session, drivers: DriverConnections, *, shop_id: str, platform: str,
+async def find_conversation(drivers: DriverConnections, *, shop_id: str, platform: str,
                             conversation_id: str) -> TicketList:
     """The ticket of a platform's conversation, as the platform names it: what ops start from."""
-    if await repo.get_shop(session, shop_id) is None:
-        raise ShopNotFound(f"no shop with id '{shop_id}'")
-    ticket_id = await db.conversation_ticket(session, shop_id=shop_id, platform=platform,
-                                             conversation_id=conversation_id)
-    await session.rollback()
-    if ticket_id is None:
-        return TicketList(tickets=[])
-    return TicketList(tickets=[await read_ticket(drivers, caller=None, ticket_id=ticket_id)])
+    async with claim_store(drivers) as store:
+        if not await store.shop_exists(shop_id=shop_id):
+            raise ShopNotFound(f"no shop with id '{shop_id}'")
+        ticket_id = await store.conversation_ticket(shop_id=shop_id, platform=platform,
+                                                    conversation_id=conversation_id)
+        if ticket_id is None:
+            return TicketList(tickets=[])
+        return TicketList(tickets=[await _read(store, caller=None, ticket_id=ticket_id)])
+
+
+async def _readable(store: TicketStore, *, caller: Agent | None, ticket_id: str) -> StoredTicket:
+    """The ticket, if the caller (the admin: None) may read it."""
+    row = await store.ticket(ticket_id=ticket_id)
+    if row is None or (caller is not None and not await _visible(store, agent=caller, ticket=row.state)):
+        raise TicketNotFound(f"no ticket '{ticket_id}'")
+    return row
+
+
+async def _read(store: TicketStore, *, caller: Agent | None, ticket_id: str) -> TicketRead:
+    [view] = await _views(store, [await _readable(store, caller=caller, ticket_id=ticket_id)])
+    return view
 
 
 async def read_ticket(drivers: DriverConnections, *, caller: Agent | None, ticket_id: str) -> TicketRead:
     """One ticket with its messages, for the admin or an agent who may see it."""
     async with claim_store(drivers) as store:
-        row = await store.ticket(ticket_id=ticket_id)
-        if row is None or (caller is not None and not await _visible(store, agent=caller, ticket=row.state)):
-            raise TicketNotFound(f"no ticket '{ticket_id}'")
-        [view] = await _views(store, [row])
-    return view
+        return await _read(store, caller=caller, ticket_id=ticket_id)
 
 
-async def ticket_events(session: Session, drivers: DriverConnections, *, caller: Agent | None, ticket_id: str,
-                        after: int, limit: int) -> TicketEvents:
+async def ticket_events(drivers: DriverConnections, *, caller: Agent | None, ticket_id: str, after: int,
+                        limit: int) -> TicketEvents:
     """A page of the ticket's audit trail, for the admin or an agent who may see the ticket."""
     async with claim_store(drivers) as store:
-        row = await store.ticket(ticket_id=ticket_id)
-        if row is None or (caller is not None and not await _visible(store, agent=caller, ticket=row.state)):
-            raise TicketNotFound(f"no ticket '{ticket_id}'")
-    rows = await db.ticket_events(session, ticket_id=ticket_id, after=after, limit=limit + 1)
-    await session.rollback()
+        await _readable(store, caller=caller, ticket_id=ticket_id)
+        rows = await store.events(ticket_id=ticket_id, after=after, limit=limit + 1)
     page = rows[:limit]
-    return TicketEvents(ticket_id=ticket_id, events=[TicketEventRead(id=r.id, at=r.at, kind=r.kind, actor=r.actor,
-                                                                     data=r.data) for r in page],
-                        next_after=page[-1].id if len(rows) > limit else None)
+    return TicketEvents(ticket_id=ticket_id, events=[TicketEventRead(**r) for r in page],
+                        next_after=page[-1]["id"] if len(rows) > limit else None)
 
 
 async def my_tickets(drivers: DriverConnections, *, agent: Agent) -> TicketList:

@@ -8,7 +8,7 @@ PostgreSQL. Every case must hold for each.
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -167,6 +167,45 @@ async def an_idempotency_key_is_taken_once_and_remembers_its_answer(w: World) ->
     assert await w.store.key_record(agent_id=w.agent["id"], key="never") is None
 
 
+async def an_ops_write_applies_only_to_the_ticket_as_read(w: World) -> None:
+    ticket_id = await w.ticket("我要退货")
+    now = utcnow()
+    await w.claim(now=now)
+    async with w.store.connected() as store, store.transaction():
+        assert await store.shop_ticket(shop_id="no-such-shop", ticket_id=ticket_id) is None
+        read = await store.shop_ticket(shop_id=w.shop["id"], ticket_id=ticket_id)
+        assert read is not None and read.status == Status.ASSIGNED
+        stale = replace(read, status=Status.QUEUED, assigned_agent_id=None)
+        data = {"agent_id": read.assigned_agent_id}
+        assert not await store.write_as_read(ticket=stale, values={"escalated": True}, now=now,
+                                             event=(EventKind.RESOLVED, "admin", data))
+        assert await store.write_as_read(ticket=read, now=now, event=(EventKind.RELEASED, "admin", data),
+                                         values={"status": Status.QUEUED, "assigned_agent_id": None,
+                                                 "lease_expires_at": None})
+    stored = await w.store.ticket(ticket_id=ticket_id)
+    assert stored is not None and stored.state.status == Status.QUEUED and stored.state.escalated is False
+    assert (await w.events(ticket_id))[-1] == (EventKind.RELEASED, "admin", data)
+
+
+async def events_come_in_pages_oldest_first(w: World) -> None:
+    ticket_id = await w.ticket("我要退货")
+    await w.claim()
+    first = await w.store.events(ticket_id=ticket_id, after=0, limit=2)
+    assert [e["kind"] for e in first] == [EventKind.MESSAGE_RECEIVED, EventKind.CREATED]
+    rest = await w.store.events(ticket_id=ticket_id, after=first[-1]["id"], limit=10)
+    assert [e["kind"] for e in rest] == [EventKind.CLAIMED]
+    assert isinstance(rest[0]["at"], datetime) and rest[0]["data"]["agent_id"] == w.agent["id"]
+
+
+async def a_conversation_is_found_by_the_platforms_names(w: World) -> None:
+    ticket_id = await new_ticket(w.client, w.shop, "在吗", conversation="conv-1")
+    assert await w.store.conversation_ticket(shop_id=w.shop["id"], platform="taobao",
+                                             conversation_id="conv-1") == ticket_id
+    assert await w.store.conversation_ticket(shop_id=w.shop["id"], platform="jd", conversation_id="conv-1") is None
+    assert await w.store.shop_exists(shop_id=w.shop["id"])
+    assert not await w.store.shop_exists(shop_id="no-such-shop")
+
+
 CASES: list[Callable[[World], Awaitable[None]]] = [
     claim_takes_the_most_urgent_ticket_with_its_event,
     claim_stops_at_the_agents_capacity,
@@ -176,6 +215,9 @@ CASES: list[Callable[[World], Awaitable[None]]] = [
     threads_carry_the_customer_and_the_triage,
     the_agents_tickets_are_in_claim_order,
     an_idempotency_key_is_taken_once_and_remembers_its_answer,
+    an_ops_write_applies_only_to_the_ticket_as_read,
+    events_come_in_pages_oldest_first,
+    a_conversation_is_found_by_the_platforms_names,
 ]
 
 
