@@ -1,10 +1,10 @@
 """The set-based statements of webhook ingestion, on the bare driver of each database.
 
 Ingestion is the hot path: a group of requests can carry hundreds of messages, and SQLAlchemy's
-per-row parameter processing cost more than the database work (see bench/ingest.py). So these
-statements run on the driver connection inside a transaction this module opens: PostgreSQL takes
-whole columns as arrays through unnest(), SQLite takes multi-row VALUES. Column layouts follow
-app/db/models.py; the statements are the only SQL here that bypasses the ORM.
+per-row parameter processing cost more than the database work (docs/design.md). So these
+statements run on the driver connection inside a transaction opened through app/db/driver.py:
+PostgreSQL takes whole columns as arrays through unnest(), SQLite takes multi-row VALUES. Column
+layouts follow app/db/models.py.
 """
 
 import json

@@ -43,8 +43,7 @@ def create_engine(url: str, *, pool_size: int | None = None, busy_timeout_ms: in
     """An async engine for PostgreSQL (asyncpg) or SQLite (aiosqlite)."""
     _keep_values_out_of_logs()
     if is_sqlite_url(url):
-        # One connection: SQLite has one writer; measured, a larger pool gave no more throughput
-        # and twice the p99.
+        # One connection: SQLite has one writer, and a larger pool gave no more throughput (docs/design.md).
         engine = create_async_engine(url, pool_size=pool_size or 1, max_overflow=0, pool_timeout=60,
                                      hide_parameters=True)
         _configure_sqlite(engine, busy_timeout_ms)
@@ -91,7 +90,7 @@ class DriverConnections:
     """Bare driver connections for the hot paths (ingestion, claims and the holder's writes).
 
     On PostgreSQL an asyncpg pool beside SQLAlchemy's: a checkout through SQLAlchemy with pre-ping cost a
-    round trip and about 250 µs of CPU per request (measured), more than the statement it served. A server
+    round trip and more CPU than the statement it served (docs/design.md). A server
     restart closes the pooled sockets, which asyncpg notices and replaces on the next acquire. On SQLite,
     the engine's one connection, so all writers still queue on one lock.
     """

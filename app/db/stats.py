@@ -31,8 +31,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain import DEFAULT_TARGET_SECONDS, TIER_NAMES, EventKind, Status, target_seconds
 from app.db.models import Agent, Queue, Shop, Ticket, TicketEvent
+from app.domain import DEFAULT_TARGET_SECONDS, TIER_NAMES, EventKind, Status, target_seconds
 
 E = TicketEvent.__table__
 T = Ticket.__table__

@@ -1,4 +1,4 @@
-"""Service-level statistics of a shop (SPEC 4), for ops (admin token)."""
+"""Service-level statistics of a shop (README, "Operations"), for ops (admin token)."""
 
 from typing import Annotated
 

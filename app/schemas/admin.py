@@ -1,4 +1,4 @@
-"""Shops, webhook secrets, queues and agents, as ops create and read them (SPEC 5.5)."""
+"""Shops, webhook secrets, queues and agents, as ops create and read them."""
 
 from datetime import datetime
 from typing import Literal

@@ -1,4 +1,4 @@
-"""One worked example per request and answer model, for /docs and /openapi.json (SPEC 5.5).
+"""One worked example per request and answer model, for /docs and /openapi.json.
 
 They tell one story, taken from a real session on the demo shop: a buyer threatens a bad review over a slow
 parcel, agent Lin claims the ticket, replies and resolves it. tests/api/test_service.py checks that every

@@ -1,4 +1,4 @@
-"""Rules admin: candidate rulesets, stored versions, validation summaries and backtest reports (SPEC 2.5, 5.5)."""
+"""Rules admin: candidate rulesets, stored versions, validation summaries and backtest reports."""
 
 from datetime import datetime
 from typing import Annotated, Any, Literal

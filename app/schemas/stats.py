@@ -1,4 +1,4 @@
-"""Service-level statistics of a shop (SPEC 4)."""
+"""Service-level statistics of a shop (README, "Operations")."""
 
 from datetime import datetime
 from typing import Literal

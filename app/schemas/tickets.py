@@ -1,4 +1,4 @@
-"""Tickets, replies and queues as agent consoles see them (SPEC 5.4 and 5.5)."""
+"""Tickets, replies and queues as agent consoles see them (README, "Agent consoles")."""
 
 from datetime import datetime
 from typing import Any, Literal

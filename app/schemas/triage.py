@@ -1,4 +1,4 @@
-"""The triage of one message, as the API shows it (SPEC 2.2 and 5.3)."""
+"""The triage of one message, as the API shows it (README, "How a ticket is ranked")."""
 
 from typing import Literal
 

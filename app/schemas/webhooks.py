@@ -1,4 +1,4 @@
-"""The webhook a shop platform posts buyer messages to (SPEC 5.2)."""
+"""The webhook a shop platform posts buyer messages to."""
 
 from pydantic import Field
 

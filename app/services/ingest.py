@@ -19,23 +19,22 @@ from app.clock import utcnow
 from app.db import ingest as sql
 from app.db.driver import Driver, driver
 from app.db.session import DriverConnections
+from app.domain import Status, TicketState, tier_name
 from app.errors import Unavailable
 from app.schemas.webhooks import IngestedMessage, WebhookMessage
 from app.services.directory import ShopInfo
 from app.services.notify import Notifier
-from app.domain import EventKind, Status, TicketState, tier_name
 from app.services.tickets import InboundDecision, new_ticket, receive
 from app.triage import PriorityContext, Triage, classify, priority_for
 
 log = logging.getLogger("app.ingest")
 NOTIFY_CHANNEL = "triage_work"
-# A group's size limit. Below it with several writers: 32 senders of 20 messages leave the rest of a cut group to
-# a second writer, whose database work overlaps the first's; one writer alone takes more rather than leave a
-# remainder waiting for two whole groups (bench/ingest.py, SQLite batch-20 p99 from ~350 to ~220 ms).
+# A group's size limit. Below it with several writers: the rest of a cut group goes to a second writer, whose
+# database work overlaps the first's; one writer alone takes more rather than leave a remainder waiting for two
+# whole groups (docs/design.md, "Ingestion commits groups of requests").
 MAX_GROUP_MESSAGES = 500
 # The first writer takes whatever waits. The others start only on a backlog this large: they pay off when the
-# database work of big groups can overlap, while small groups side by side only add round trips and latency
-# (measured with bench/ingest.py: batches of 20 gain a quarter; single messages lose).
+# database work of big groups can overlap, while small groups side by side only add round trips and latency.
 PARALLEL_MESSAGES = 100
 
 
@@ -76,7 +75,7 @@ def triage_messages(shop: ShopInfo, messages: Sequence[WebhookMessage]) -> list[
 
 
 def priority_contexts(entries: Sequence["_Entry"], prepared: sql.Prepared, *, now: datetime) -> None:
-    """Each message's buyer standing as it arrives (SPEC 2.2), in arrival order: the VIP level, the other
+    """Each message's buyer standing as it arrives (README, "How a ticket is ranked"), in arrival order: the VIP level, the other
     conversations the buyer has opened (earlier ones of this group included), and how long the buyer has
     waited for an answer in this conversation's open episode."""
     opened: dict[sql.CustomerKey, int] = {}  # episodes each buyer opened in this group so far

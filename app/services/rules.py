@@ -1,4 +1,5 @@
-"""Rules admin: read the active ruleset, validate, activate and backtest candidates, roll back (SPEC 2.5)."""
+"""Rules admin: read the active ruleset, validate, activate and backtest candidates, roll back (the
+operations' descriptions at /docs say what each answers)."""
 
 import asyncio
 import re

@@ -125,7 +125,7 @@ def _documented_examples(spec: dict[str, Any], content: dict[str, Any]) -> tuple
 
 
 async def test_every_operation_shows_examples_that_are_valid_bodies(client: httpx.AsyncClient) -> None:
-    """SPEC 5.5: examples for every operation; each request and answer example is one the API accepts/gives."""
+    """Examples for every operation; each request and answer example is one the API accepts/gives."""
     spec = (await client.get("/openapi.json")).json()
     checked = 0
     for path, operations in spec["paths"].items():

@@ -46,7 +46,7 @@ def test_devset_covers_each_script(rows: list[dict[str, Any]], script: str, shar
 
 
 @pytest.mark.parametrize("tag", [
-    "negation",        # negated or reassuring mentions that must not count (SPEC 2.3)
+    "negation",        # negated or reassuring mentions that must not count (tests/unit/data/README.md)
     "conditional",     # conditional threats that do count
     "mixed_intent",    # several intents, precedence decides
     "form",            # full-width, emoji, star bars, shorthand, homophones

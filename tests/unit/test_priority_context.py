@@ -1,4 +1,4 @@
-"""The buyer standing each message's priority counts (SPEC 2.2), from what a group's prepare step read."""
+"""The buyer standing each message's priority counts (README, "How a ticket is ranked"), from what a group's prepare step read."""
 
 from datetime import UTC, datetime, timedelta
 
