@@ -47,6 +47,10 @@ CUSTOMER_COLUMNS: dict[str, str] = {"shop_id": "text", "platform": "text", "exte
 _JSON = ("intents", "triage", "data")
 
 
+# What a row prepare reads stands for: a customer, a ticket made now, or a ticket that was there.
+CUSTOMER, NEW_TICKET, TICKET = "customer", "new ticket", "ticket"
+
+
 class Raced(Exception):
     """A row another transaction created while this one waited for it is gone again: the group is retried."""
 
@@ -71,7 +75,7 @@ class Prepared:
         self.tickets[key] = ticket_id
         if late:
             self.late_tickets.add(key)
-        if kind == "n":
+        if kind == NEW_TICKET:
             self.created.add(ticket_id)
         elif status is not None and status != Status.RESOLVED:
             self.open_episodes[key] = awaiting_since
@@ -158,17 +162,17 @@ _PREPARE = (
     f"v.queue, {', '.join(_PLACEHOLDER.values())}, {', '.join(['$6'] * len(_PLACEHOLDER_TIMES))} FROM v "
     "WHERE v.id IS NULL ON CONFLICT (shop_id, platform, conversation_id) DO NOTHING "
     "RETURNING id, shop_id, platform, conversation_id) "
-    "SELECT 'c' AS kind, NULL AS ticket_id, id, shop_id, platform, external_id, contacts, NULL::text AS status, "
+    "SELECT 'customer' AS kind, NULL AS ticket_id, id, shop_id, platform, external_id, contacts, NULL::text AS status, "
     "NULL::timestamptz AS awaiting_since FROM added "
-    "UNION ALL SELECT 'c', NULL, id, shop_id, platform, external_id, contacts, NULL, NULL FROM k WHERE id IS NOT NULL "
-    "UNION ALL SELECT 'n', id, NULL, shop_id, platform, conversation_id, NULL, NULL, NULL FROM opened "
-    "UNION ALL SELECT 't', id, NULL, shop_id, platform, conversation_id, NULL, status, awaiting_since FROM v "
+    "UNION ALL SELECT 'customer', NULL, id, shop_id, platform, external_id, contacts, NULL, NULL FROM k WHERE id IS NOT NULL "
+    "UNION ALL SELECT 'new ticket', id, NULL, shop_id, platform, conversation_id, NULL, NULL, NULL FROM opened "
+    "UNION ALL SELECT 'ticket', id, NULL, shop_id, platform, conversation_id, NULL, status, awaiting_since FROM v "
     "WHERE id IS NOT NULL")
 _REREAD = (
     # What another transaction created and committed while prepare waited for it.
-    "SELECT 'c', NULL, id, shop_id, platform, external_id, contacts, NULL::text, NULL::timestamptz FROM customers "
+    "SELECT 'customer', NULL, id, shop_id, platform, external_id, contacts, NULL::text, NULL::timestamptz FROM customers "
     "WHERE (shop_id, platform, external_id) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[])) "
-    "UNION ALL SELECT 't', id, NULL, shop_id, platform, conversation_id, NULL, status, awaiting_since FROM tickets "
+    "UNION ALL SELECT 'ticket', id, NULL, shop_id, platform, conversation_id, NULL, status, awaiting_since FROM tickets "
     "WHERE (shop_id, platform, conversation_id) IN (SELECT * FROM unnest($4::text[], $5::text[], $6::text[]))")
 _INSERT_MESSAGES = (
     # Ids are drawn row by row as unnest yields them, so they follow the order of the rows.
@@ -246,7 +250,7 @@ class PostgresIngestStore:
     @staticmethod
     def _collect(found: Prepared, records: Sequence[Any], *, late: bool) -> None:
         for kind, ticket_id, customer_id, shop_id, platform, external_id, contacts, status, awaiting in records:
-            if kind == "c":
+            if kind == CUSTOMER:
                 found.customers[(shop_id, platform, external_id)] = (customer_id, contacts)
                 if late:
                     found.late_customers.add((shop_id, platform, external_id))
@@ -326,7 +330,7 @@ class SqliteIngestStore:
             for r in await self._fetch(sql, [p for k in chunk for p in k]):
                 ticket = from_sqlite_ticket(r)
                 self._tickets[ticket["id"]] = ticket
-                prepared.ticket("t", ticket["id"], (ticket["shop_id"], ticket["platform"], ticket["conversation_id"]),
+                prepared.ticket(TICKET, ticket["id"], (ticket["shop_id"], ticket["platform"], ticket["conversation_id"]),
                                 ticket["status"], ticket["awaiting_since"])
         placeholders = [{"id": str(uuid.uuid4()), "shop_id": key[0], "platform": key[1], "conversation_id": key[2],
                          "queue": queue} for key, queue in conversations if key not in prepared.tickets]
@@ -339,7 +343,7 @@ class SqliteIngestStore:
                 f"INSERT INTO tickets ({_columns(spec)}, {_columns(_PLACEHOLDER)}, {', '.join(_PLACEHOLDER_TIMES)}) "
                 f"VALUES {', '.join([row_sql] * len(chunk))}", [r[c] for r in chunk for c in spec])
         for r in placeholders:
-            prepared.ticket("n", r["id"], (r["shop_id"], r["platform"], r["conversation_id"]), None, None)
+            prepared.ticket(NEW_TICKET, r["id"], (r["shop_id"], r["platform"], r["conversation_id"]), None, None)
         return prepared
 
     async def insert_messages(self, messages: Sequence[dict[str, Any]]) -> dict[MessageKey, int]:

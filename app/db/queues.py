@@ -12,6 +12,7 @@ from sqlalchemy import Row, bindparam, delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import AgentQueue, IdempotencyKey, Queue, Ticket, TicketEvent
+from app.db.session import is_postgres
 from app.domain import Status
 
 T = Ticket.__table__
@@ -19,10 +20,6 @@ E = TicketEvent.__table__
 AQ = AgentQueue.__table__
 Q = Queue.__table__
 K = IdempotencyKey.__table__
-
-
-def is_postgres(session: AsyncSession) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
 
 
 def _served(agent_id: Any) -> Any:

@@ -20,6 +20,11 @@ SessionFactory = async_sessionmaker[AsyncSession]
 Row = SARow
 
 
+def is_postgres(session: AsyncSession) -> bool:
+    """Whether the session's database is PostgreSQL (the drivers' own connections say it with Driver.postgres)."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def is_sqlite_url(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 

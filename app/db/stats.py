@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Agent, Queue, Shop, Ticket, TicketEvent
+from app.db.session import is_postgres
 from app.domain import DEFAULT_TARGET_SECONDS, TIER_NAMES, EventKind, Status, target_seconds
 
 E = TicketEvent.__table__
@@ -41,10 +42,6 @@ EPISODE_STARTS = (EventKind.CREATED, EventKind.REOPENED)
 QUEUE_MOVES = (EventKind.CREATED, EventKind.REOPENED, EventKind.ROUTED, EventKind.TRANSFERRED)
 PERCENTILES = {"p50": 0.5, "p90": 0.9}
 MEASURES = ("first_response", "resolution")
-
-
-def _postgres(session: AsyncSession) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
 
 
 def _seconds(postgres: bool, start: Any, end: Any) -> ColumnElement[Any]:
@@ -179,7 +176,7 @@ async def service_levels(session: AsyncSession, *, shop_id: str, since: datetime
                          as_of: datetime, shop_targets: Mapping[str, int],
                          queue_targets: Mapping[str, Mapping[str, int] | None]) -> Sequence[Row[Any]]:
     """Aggregates per (dimension, key) of the episodes opened in [since, until)."""
-    postgres = _postgres(session)
+    postgres = is_postgres(session)
     facts = _facts(postgres, _episodes(shop_id=shop_id, since=since, until=until), as_of=as_of,
                    shop_targets=shop_targets, queue_targets=queue_targets)
     keyed = _keyed(facts)

@@ -9,8 +9,8 @@ from typing import Any
 
 from app.db import repositories as repo
 from app.db.errors import ConstraintViolation, translated
-from app.db.session import Session
 from app.db.models import Agent, Queue, Shop, WebhookSecret
+from app.db.session import Session
 from app.domain import DEFAULT_QUEUES, DEFAULT_SLA_TARGETS
 from app.errors import AgentNotFound, InvalidInput, QueueExists, QueueNotFound, ShopExists, ShopNotFound
 from app.schemas.admin import AgentCreate, AgentUpdate, QueueCreate, QueueUpdate, ShopCreate, ShopUpdate

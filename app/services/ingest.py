@@ -12,11 +12,12 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 from app import metrics
 from app.clock import utcnow
-from app.db import ingest as sql
+from app.db import ingest as ingest_sql
 from app.db.driver import Driver, driver
 from app.db.session import DriverConnections
 from app.domain import Status, TicketState, tier_name
@@ -59,9 +60,9 @@ class _Entry:
     context: PriorityContext = PriorityContext()  # set by priority_contexts; frozen, so one default is shared
     duplicate_of: "_Entry | None" = None
 
-    key: sql.MessageKey = ("", "", "")
-    conversation: sql.ConversationKey = ("", "", "")
-    customer: sql.CustomerKey = ("", "", "")
+    key: ingest_sql.MessageKey = ("", "", "")
+    conversation: ingest_sql.ConversationKey = ("", "", "")
+    customer: ingest_sql.CustomerKey = ("", "", "")
 
     def __post_init__(self) -> None:
         self.key = (self.shop.id, self.platform, self.message.message_id)
@@ -74,12 +75,12 @@ def triage_messages(shop: ShopInfo, messages: Sequence[WebhookMessage]) -> list[
     return [classify(m.text, shop.ruleset) for m in messages]
 
 
-def priority_contexts(entries: Sequence["_Entry"], prepared: sql.Prepared, *, now: datetime) -> None:
+def priority_contexts(entries: Sequence["_Entry"], prepared: ingest_sql.Prepared, *, now: datetime) -> None:
     """Each message's buyer standing as it arrives (README, "How a ticket is ranked"), in arrival order: the VIP level, the other
     conversations the buyer has opened (earlier ones of this group included), and how long the buyer has
     waited for an answer in this conversation's open episode."""
-    opened: dict[sql.CustomerKey, int] = {}  # episodes each buyer opened in this group so far
-    started: set[sql.ConversationKey] = set()
+    opened: dict[ingest_sql.CustomerKey, int] = {}  # episodes each buyer opened in this group so far
+    started: set[ingest_sql.ConversationKey] = set()
     for e in entries:
         waiting, uncounted = 0.0, 0
         if e.conversation in prepared.open_episodes:
@@ -103,7 +104,7 @@ def _context_view(context: PriorityContext) -> dict[str, Any]:
 def _entries(jobs: Sequence[IngestJob]) -> list[_Entry]:
     """One entry per message of the group, in arrival order; a message twice in flight names its first copy."""
     entries: list[_Entry] = []
-    first_seen: dict[sql.MessageKey, _Entry] = {}
+    first_seen: dict[ingest_sql.MessageKey, _Entry] = {}
     for j, job in enumerate(jobs):
         for i, (message, triage) in enumerate(zip(job.messages, job.triages, strict=True)):
             entry = _Entry(j, i, job.shop, job.platform, message, triage)
@@ -114,12 +115,12 @@ def _entries(jobs: Sequence[IngestJob]) -> list[_Entry]:
     return entries
 
 
-def _buyers_and_starters(fresh: Sequence[_Entry]) -> tuple[dict[sql.CustomerKey, dict[str, Any]],
-                                                             dict[sql.ConversationKey, _Entry]]:
+def _buyers_and_starters(fresh: Sequence[_Entry]) -> tuple[dict[ingest_sql.CustomerKey, dict[str, Any]],
+                                                             dict[ingest_sql.ConversationKey, _Entry]]:
     """Each buyer's latest standing (sorted by key: one lock order for every group), and each conversation's
     first message."""
-    customers: dict[sql.CustomerKey, dict[str, Any]] = {}
-    starters: dict[sql.ConversationKey, _Entry] = {}
+    customers: dict[ingest_sql.CustomerKey, dict[str, Any]] = {}
+    starters: dict[ingest_sql.ConversationKey, _Entry] = {}
     for e in fresh:
         c = e.message.customer
         customers[e.customer] = {"shop_id": e.shop.id, "platform": e.platform, "external_id": c.id, "nick": c.nick,
@@ -128,7 +129,7 @@ def _buyers_and_starters(fresh: Sequence[_Entry]) -> tuple[dict[sql.CustomerKey,
     return dict(sorted(customers.items())), starters
 
 
-def _decide(fresh: Sequence[_Entry], prepared: sql.Prepared, *, now: datetime) -> None:
+def _decide(fresh: Sequence[_Entry], prepared: ingest_sql.Prepared, *, now: datetime) -> None:
     """Finish each message's priority with its buyer's standing, as the decision its ticket receives."""
     priority_contexts(fresh, prepared, now=now)
     for e in fresh:
@@ -155,15 +156,15 @@ def _message_row(e: _Entry, ticket_id: str, now: datetime) -> dict[str, Any]:
 class _Applied:
     """What receiving the group's stored messages did to their tickets."""
 
-    tickets: dict[sql.ConversationKey, TicketState]
-    provisional: dict[sql.ConversationKey, TicketState]
+    tickets: dict[ingest_sql.ConversationKey, TicketState]
+    provisional: dict[ingest_sql.ConversationKey, TicketState]
     changed: dict[str, TicketState] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     woken: set[str] = field(default_factory=set)
 
 
-async def _open_tickets(store: sql.IngestStore, fresh: Sequence[_Entry], prepared: sql.Prepared,
-                        starters: dict[sql.ConversationKey, _Entry], stored_now: dict[sql.MessageKey, int], *,
+async def _open_tickets(store: ingest_sql.IngestStore, fresh: Sequence[_Entry], prepared: ingest_sql.Prepared,
+                        starters: dict[ingest_sql.ConversationKey, _Entry], stored_now: dict[ingest_sql.MessageKey, int], *,
                         now: datetime) -> _Applied:
     """The tickets that receive a message: existing ones locked and read, new ones made from their first message."""
     ticket_ids, created = prepared.tickets, prepared.created
@@ -179,8 +180,8 @@ async def _open_tickets(store: sql.IngestStore, fresh: Sequence[_Entry], prepare
     return _Applied(tickets, provisional)
 
 
-def _receive_all(applied: _Applied, fresh: Sequence[_Entry], stored_now: dict[sql.MessageKey, int],
-                 customers: dict[sql.CustomerKey, dict[str, Any]], *, now: datetime) -> None:
+def _receive_all(applied: _Applied, fresh: Sequence[_Entry], stored_now: dict[ingest_sql.MessageKey, int],
+                 customers: dict[ingest_sql.CustomerKey, dict[str, Any]], *, now: datetime) -> None:
     """Apply each stored message to its ticket, in arrival order, collecting the events and the shops to wake."""
     for e in fresh:
         if e.key not in stored_now or e.decision is None:
@@ -199,11 +200,11 @@ def _receive_all(applied: _Applied, fresh: Sequence[_Entry], stored_now: dict[sq
 
 
 def _answers(jobs: Sequence[IngestJob], entries: Sequence[_Entry], fresh: Sequence[_Entry],
-             stored_now: dict[sql.MessageKey, int], tickets: dict[sql.ConversationKey, TicketState],
-             previous: dict[sql.MessageKey, dict[str, Any]]) -> list[list[IngestedMessage]]:
+             stored_now: dict[ingest_sql.MessageKey, int], tickets: dict[ingest_sql.ConversationKey, TicketState],
+             previous: dict[ingest_sql.MessageKey, dict[str, Any]]) -> list[list[IngestedMessage]]:
     """Each request's answer per message: stored now, or a duplicate of what was stored before."""
     results: list[list[IngestedMessage | None]] = [[None] * len(job.messages) for job in jobs]
-    answers: dict[sql.MessageKey, IngestedMessage] = {}
+    answers: dict[ingest_sql.MessageKey, IngestedMessage] = {}
     for e in fresh:
         if e.key in stored_now and e.decision is not None:
             answer = IngestedMessage(message_id=e.message.message_id, ticket_id=tickets[e.conversation].id,
@@ -222,7 +223,7 @@ def _answers(jobs: Sequence[IngestJob], entries: Sequence[_Entry], fresh: Sequen
     return [[r for r in job_results if r is not None] for job_results in results]
 
 
-async def ingest_group(store: sql.IngestStore, jobs: Sequence[IngestJob], *, now: datetime) -> tuple[
+async def ingest_group(store: ingest_sql.IngestStore, jobs: Sequence[IngestJob], *, now: datetime) -> tuple[
         list[list[IngestedMessage]], set[str]]:
     """Store the messages of several requests in one transaction; return each request's results and woken shops."""
     entries = _entries(jobs)
@@ -242,6 +243,15 @@ async def ingest_group(store: sql.IngestStore, jobs: Sequence[IngestJob], *, now
         customers=list(customers.values()), channel=NOTIFY_CHANNEL, payloads=sorted(applied.woken),
         previous=[e.key for e in fresh if e.key not in stored_now], now=now)
     return _answers(jobs, entries, fresh, stored_now, applied.tickets, previous), applied.woken
+
+
+class _Role(Enum):
+    """What a write is: the first writer's (takes whatever waits), a helper's (only on a backlog), or one request
+    retried alone after its group failed."""
+
+    FIRST = "first"
+    HELPER = "helper"
+    RETRY = "retry"
 
 
 class Ingestor:
@@ -264,7 +274,8 @@ class Ingestor:
 
     def writers(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
         """The writer loops, by name. SQLite has one writer anyway; on PostgreSQL a few groups commit side by side."""
-        return [(f"ingest-writer-{n}", functools.partial(self._run, n == 0)) for n in range(self._writers)]
+        return [(f"ingest-writer-{n}", functools.partial(self._run, _Role.FIRST if n == 0 else _Role.HELPER))
+                for n in range(self._writers)]
 
     def close(self) -> None:
         """After the writers stopped: refuse new requests, and answer the ones still queued."""
@@ -286,9 +297,9 @@ class Ingestor:
         # shield: a client that disconnects does not cancel the write other requests share.
         return await asyncio.shield(job.done)
 
-    async def _run(self, first: bool) -> None:
+    async def _run(self, role: "_Role") -> None:
         while True:
-            if first:
+            if role is _Role.FIRST:
                 job = await self._queue.get()
             else:
                 await self._backlog.wait()
@@ -296,11 +307,11 @@ class Ingestor:
                     self._backlog.clear()
                     continue
                 job = self._queue.get_nowait()
-            failed = await self._write(self._take(job), first=first)
+            failed = await self._write(self._take(job), role=role)
             if len(failed) > 1:
                 # One bad request must not sink the others: retry each alone.
                 for job in failed:
-                    self._fail(await self._write([job], first=None))
+                    self._fail(await self._write([job], role=_Role.RETRY))
             else:
                 self._fail(failed)
 
@@ -315,13 +326,13 @@ class Ingestor:
             self._backlog.clear()
         return group
 
-    def _more(self, first: bool | None) -> bool:
+    def _more(self, role: "_Role") -> bool:
         """Whether a writer that just committed takes the next group on the connection it holds."""
-        if first is None or not self._hold:
+        if role is _Role.RETRY or not self._hold:
             return False
-        return not self._queue.empty() if first else self._queued >= PARALLEL_MESSAGES
+        return not self._queue.empty() if role is _Role.FIRST else self._queued >= PARALLEL_MESSAGES
 
-    async def _write(self, group: list[IngestJob], *, first: bool | None) -> list[IngestJob]:
+    async def _write(self, group: list[IngestJob], *, role: "_Role") -> list[IngestJob]:
         """Commit `group` and answer its requests; then, while `_more`, the groups waiting behind it on the same
         connection (a checkout is not free). Returns the group that could not be stored."""
         try:
@@ -333,7 +344,7 @@ class Ingestor:
                         if not job.done.done():
                             job.done.set_result(result)
                     self._notifier.notify(woken)
-                    if not self._more(first):
+                    if not self._more(role):
                         return []
                     group = self._take(self._queue.get_nowait())
         except Exception:
@@ -348,13 +359,13 @@ class Ingestor:
     async def _transaction(db: Driver, group: list[IngestJob]) -> tuple[list[list[IngestedMessage]], set[str]]:
         for attempt in range(3):
             try:
-                async with sql.ingest_transaction(db) as store:
+                async with ingest_sql.ingest_transaction(db) as store:
                     outcome = await ingest_group(store, group, now=utcnow())
                 return outcome
             except Exception as exc:
                 # Deadlocks, serialization failures and a conversation created by another transaction meanwhile
                 # are worth another try; anything else is not.
-                retry = isinstance(exc, sql.Raced) or getattr(exc, "sqlstate", None) in ("40P01", "40001")
+                retry = isinstance(exc, ingest_sql.Raced) or getattr(exc, "sqlstate", None) in ("40P01", "40001")
                 if attempt == 2 or not retry:
                     raise
         raise AssertionError("unreachable")

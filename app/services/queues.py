@@ -14,12 +14,12 @@ from pydantic import BaseModel
 
 from app import metrics
 from app.clock import utcnow
-from app.db import queues as db
+from app.db import queues as queue_sql
+from app.db import repositories as repo
 from app.db.claims import StoredTicket, TicketStore, claim_store
 from app.db.driver import Record
-from app.db import repositories as repo
-from app.db.models import Agent
 from app.db.errors import StoreUnavailable, translated
+from app.db.models import Agent
 from app.db.session import DriverConnections, Row, Session, SessionFactory
 from app.domain import ESCALATIONS, TIER_NAMES, EventKind, Status, TicketState, tier_name
 from app.errors import (
@@ -340,10 +340,10 @@ async def admin_release(drivers: DriverConnections, *, shop_id: str, ticket_id: 
 async def hand_back_all(session: Session, *, agent_id: str, now: datetime) -> int:
     """In the caller's transaction, after the agent's row is written: every ticket the agent holds goes back to
     its queue, at its place, no delivery counted (the agent was deactivated); how many."""
-    released = await db.release_all_held(session, agent_id=agent_id, now=now)
-    await db.insert_events(session, [_event(t, EventKind.RELEASED, "admin", now, {
+    released = await queue_sql.release_all_held(session, agent_id=agent_id, now=now)
+    await queue_sql.insert_events(session, [_event(t, EventKind.RELEASED, "admin", now, {
         "agent_id": agent_id, "reason": "agent deactivated"}) for t in released])
-    await db.notify_postgres(session, channel=NOTIFY_CHANNEL, shop_ids={t.shop_id for t in released})
+    await queue_sql.notify_postgres(session, channel=NOTIFY_CHANNEL, shop_ids={t.shop_id for t in released})
     return len(released)
 
 
@@ -434,13 +434,13 @@ async def queue_depths(session: Session, *, caller: Agent | None, shop_id: str |
                 {"field": "query.shop_id", "reason": "required with the admin token", "type": "missing"}])
         if await repo.get_shop(session, shop_id) is None:
             raise ShopNotFound(f"no shop with id '{shop_id}'")
-        names = await db.queue_names(session, shop_id=shop_id)
+        names = await queue_sql.queue_names(session, shop_id=shop_id)
     else:
         if shop_id is not None and shop_id != caller.shop_id:
             raise ShopNotFound(f"no shop with id '{shop_id}'")
         shop_id = caller.shop_id
-        names = await db.served_queues(session, agent_id=caller.id)
-    rows = await db.queue_depths(session, shop_id=shop_id, queues=names)
+        names = await queue_sql.served_queues(session, agent_id=caller.id)
+    rows = await queue_sql.queue_depths(session, shop_id=shop_id, queues=names)
     await session.rollback()
     depth: dict[str, dict[str, int]] = {name: {tier: 0 for tier in TIER_NAMES} for name in names}
     oldest: dict[str, datetime] = {}
@@ -460,11 +460,11 @@ async def queue_depths(session: Session, *, caller: Agent | None, shop_id: str |
 async def expire_leases(session: Session, *, now: datetime, max_deliveries: int,
                         limit: int = EXPIRY_BATCH) -> tuple[int, set[str]]:
     """Put tickets whose lease ran out back in their queue; returns how many, and the shops to wake."""
-    rows = await db.expiring(session, now=now, limit=limit)
+    rows = await queue_sql.expiring(session, now=now, limit=limit)
     if not rows:
         await session.rollback()
         return 0, set()
-    can_escalate = await db.shops_with_queue(session, shop_ids={r.shop_id for r in rows}, name=ESCALATIONS)
+    can_escalate = await queue_sql.shops_with_queue(session, shop_ids={r.shop_id for r in rows}, name=ESCALATIONS)
     updates: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     for r in rows:
@@ -480,10 +480,10 @@ async def expire_leases(session: Session, *, now: datetime, max_deliveries: int,
             events.append(_event(r, EventKind.TRANSFERRED, "system", now, {
                 "from": r.queue, "to": ESCALATIONS,
                 "reason": f"lease expired {deliveries} times (max_deliveries {max_deliveries})"}))
-    await db.requeue_expired(session, updates, now=now)
-    await db.insert_events(session, events)
+    await queue_sql.requeue_expired(session, updates, now=now)
+    await queue_sql.insert_events(session, events)
     shops = {r.shop_id for r in rows}
-    await db.notify_postgres(session, channel=NOTIFY_CHANNEL, shop_ids=shops)
+    await queue_sql.notify_postgres(session, channel=NOTIFY_CHANNEL, shop_ids=shops)
     await session.commit()
     metrics.leases_expired([(r.shop_id, r.queue, u["b_queue"]) for r, u in zip(rows, updates, strict=True)])
     return len(rows), shops
@@ -492,7 +492,7 @@ async def expire_leases(session: Session, *, now: datetime, max_deliveries: int,
 async def purge_idempotency_keys(session: Session, *, now: datetime, retention: timedelta,
                                  limit: int = PURGE_BATCH) -> int:
     """Forget up to `limit` Idempotency-Keys older than the retention (a later replay runs afresh); returns how many."""
-    purged = await db.purge_idempotency_keys(session, before=now - retention, limit=limit)
+    purged = await queue_sql.purge_idempotency_keys(session, before=now - retention, limit=limit)
     await session.commit()
     return purged
 

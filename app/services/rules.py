@@ -10,13 +10,13 @@ from typing import Any
 
 
 from app.db import repositories as repo
+from app.db import rules as rules_sql
 from app.db.errors import ConstraintViolation, translated
-from app.db.session import Session
-from app.db import rules as sql
 from app.db.models import Shop
-from app.errors import Conflict, RulesetInvalid, RulesetVersionNotFound, ShopNotFound
-from app.domain import TIER_NAMES
+from app.db.session import Session
 from app.domain import route as route_with_fallback
+from app.domain import TIER_NAMES
+from app.errors import Conflict, RulesetInvalid, RulesetVersionNotFound, ShopNotFound
 from app.services.directory import ShopDirectory
 from app.triage import TIERS, Ruleset, RulesetError, Triage, classify, default_ruleset
 
@@ -135,7 +135,7 @@ def compile_candidate(data: Mapping[str, Any], *, name: str, version: int, queue
 
 
 async def _require_shop(session: Session, shop_id: str, *, lock: bool = False) -> Shop:
-    shop = await (sql.lock_shop(session, shop_id) if lock else repo.get_shop(session, shop_id))
+    shop = await (rules_sql.lock_shop(session, shop_id) if lock else repo.get_shop(session, shop_id))
     if shop is None:
         raise ShopNotFound(f"no shop with id '{shop_id}'")
     return shop
@@ -157,7 +157,7 @@ async def list_versions(session: Session, *, shop_id: str) -> dict[str, Any]:
     """The shop's stored versions, newest first, and which one is active (none: the shipped default)."""
     shop = await _require_shop(session, shop_id)
     active = shop.active_ruleset_version
-    rows = await sql.list_versions(session, shop_id=shop_id)
+    rows = await rules_sql.list_versions(session, shop_id=shop_id)
     versions = [{"version": r.version, "name": r.name, "id": f"{r.name}@{r.version}", "created_at": r.created_at,
                  "activated_at": r.activated_at, "active": r.version == active} for r in rows]
     active_id = next((v["id"] for v in versions if v["active"]), default_ruleset().id)
@@ -179,7 +179,7 @@ async def validate(session: Session, *, shop_id: str, data: Mapping[str, Any]) -
     """Check a candidate against the schema and the shop's queues; the summary names the id it would get."""
     await _require_shop(session, shop_id)
     queues = await repo.queue_names(session, shop_id=shop_id)
-    version = await sql.next_version(session, shop_id=shop_id)
+    version = await rules_sql.next_version(session, shop_id=shop_id)
     await session.rollback()
     ruleset = compile_candidate(data, name=stored_name(shop_id, data, None), version=version, queues=queues)
     return summary(ruleset)
@@ -198,10 +198,10 @@ async def activate(session: Session, *, directory: ShopDirectory, shop_id: str, 
             # The shop row lock queues concurrent activations on PostgreSQL; the unique (shop_id, version)
             # constraint is what makes a lost race fail rather than share a number (SQLite, or no lock).
             await _require_shop(session, shop_id, lock=True)
-            version = await sql.next_version(session, shop_id=shop_id)
+            version = await rules_sql.next_version(session, shop_id=shop_id)
             body = {**compiled.to_mapping(), "version": version}
-            row = await sql.insert_version(session, shop_id=shop_id, version=version, name=name, body=body, now=now)
-            await sql.set_active_version(session, shop_id=shop_id, version=version)
+            row = await rules_sql.insert_version(session, shop_id=shop_id, version=version, name=name, body=body, now=now)
+            await rules_sql.set_active_version(session, shop_id=shop_id, version=version)
             created_at, activated_at = row.created_at, row.activated_at
             async with translated():
                 await session.commit()
@@ -219,10 +219,10 @@ async def rollback(session: Session, *, directory: ShopDirectory, shop_id: str, 
     """Make an earlier stored version, or the shipped default (None), the active ruleset again."""
     await _require_shop(session, shop_id, lock=True)
     if version is not None:
-        if not await sql.version_exists(session, shop_id=shop_id, version=version):
+        if not await rules_sql.version_exists(session, shop_id=shop_id, version=version):
             raise RulesetVersionNotFound(f"shop '{shop_id}' has no ruleset version {version}")
-        await sql.mark_activated(session, shop_id=shop_id, version=version, now=now)
-    await sql.set_active_version(session, shop_id=shop_id, version=version)
+        await rules_sql.mark_activated(session, shop_id=shop_id, version=version, now=now)
+    await rules_sql.set_active_version(session, shop_id=shop_id, version=version)
     await session.commit()
     directory.invalidate(shop_id)
     return await active_ruleset(session, directory=directory, shop_id=shop_id)
@@ -260,9 +260,9 @@ async def backtest(session: Session, *, directory: ShopDirectory, shop_id: str, 
     shop = await _require_shop(session, shop_id)
     queues = await repo.queue_names(session, shop_id=shop_id)
     active = await directory.ruleset(session, shop_id, shop.active_ruleset_version)
-    version = await sql.next_version(session, shop_id=shop_id)
+    version = await rules_sql.next_version(session, shop_id=shop_id)
     candidate = compile_candidate(data, name=stored_name(shop_id, data, None), version=version, queues=queues)
-    rows = await sql.recent_inbound(session, shop_id=shop_id, limit=limit)
+    rows = await rules_sql.recent_inbound(session, shop_id=shop_id, limit=limit)
     # The replay is CPU work: end the read first so no connection (SQLite has one) waits on it.
     await session.rollback()
 

@@ -6,7 +6,7 @@ from typing import Any
 
 
 from app import metrics
-from app.db import stats as db
+from app.db import stats as stats_sql
 from app.db.errors import StoreUnavailable, translated
 from app.db.session import Row, Session
 from app.domain import TIER_NAMES, target_seconds, tier_name
@@ -74,15 +74,15 @@ def _backlog(rows: list[Row[Any]], now: datetime) -> Backlog:
 async def shop_stats(session: Session, *, shop_id: str, since: datetime, until: datetime,
                      now: datetime) -> ShopStats:
     """Per shop, queue, tier and agent: the service levels of episodes opened in [since, until), and the backlog now."""
-    config = await db.shop_config(session, shop_id=shop_id)
+    config = await stats_sql.shop_config(session, shop_id=shop_id)
     if config is None:
         await session.rollback()
         raise ShopNotFound(f"no shop with id '{shop_id}'")
     shop_targets, queue_targets, agents = config
-    rows = await db.service_levels(session, shop_id=shop_id, since=since, until=until, as_of=min(until, now),
+    rows = await stats_sql.service_levels(session, shop_id=shop_id, since=since, until=until, as_of=min(until, now),
                                    shop_targets=shop_targets, queue_targets=queue_targets)
-    backlog = list(await db.backlog(session, shop_id=shop_id))
-    holding = await db.holding(session, shop_id=shop_id)
+    backlog = list(await stats_sql.backlog(session, shop_id=shop_id))
+    holding = await stats_sql.holding(session, shop_id=shop_id)
     await session.rollback()
 
     levels = {(row.dimension, row.key): row for row in rows}
@@ -129,7 +129,7 @@ async def metrics_exposition(session: Session, *, now: datetime) -> bytes:
     """The Prometheus text: process metrics, and backlog gauges read from the database now."""
     try:
         async with translated():
-            rows = await db.backlog_everywhere(session, now=now)
+            rows = await stats_sql.backlog_everywhere(session, now=now)
             await session.rollback()
     except StoreUnavailable as exc:
         # A scrape still reports the process's own metrics while the database is away.
