@@ -124,10 +124,37 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from app.triage import Ruleset, default_ruleset
-    from app.triage.evaluate import evaluate, format_report, load_rows
+    from app.triage.evaluate import evaluate, evaluate_conversations, format_report, load_rows
 
     ruleset = Ruleset.load(args.rules) if args.rules else default_ruleset()
-    print(format_report(evaluate(load_rows(args.path), ruleset)))
+    if args.rules_only:
+        ruleset = Ruleset.from_mapping({**ruleset.to_mapping(), "model": "none"})
+    rows = load_rows(args.path)
+    if rows and "conversation" in rows[0]:
+        report = evaluate_conversations(rows, ruleset)
+        print(f"{report.conversations} conversations: {report.trajectories_right} trajectories right; "
+              f"tier after each message {report.tiers_right}/{report.messages}, "
+              f"primary {report.primaries_right}/{report.messages}")
+        return 0
+    print(format_report(evaluate(rows, ruleset), show_misses=10_000 if args.misses else 0))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from app.triage.train import corpus_paths, load_rows, prune, train
+
+    paths = corpus_paths(args.corpus)
+    if not paths:
+        print(f"no .jsonl files under {args.corpus}", file=sys.stderr)
+        return 2
+    rows = load_rows(paths)
+    model = train(rows)
+    if args.prune:
+        model = prune(model, threshold=args.prune)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_bytes(model.to_bytes())
+    print(json.dumps({"model": model.version, "rows": len(rows), "features": len(model.vocabulary),
+                      "bytes": Path(args.out).stat().st_size, "path": str(args.out)}, ensure_ascii=False))
     return 0
 
 
@@ -158,7 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="precision/recall and confusion matrix on a labelled JSONL file")
     evaluate.add_argument("path")
     evaluate.add_argument("--rules", help="a ruleset YAML file instead of the default")
+    evaluate.add_argument("--rules-only", action="store_true", help="leave the learned model out")
+    evaluate.add_argument("--misses", action="store_true", help="list every row that came out wrong")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    train = sub.add_parser("train", help="rebuild the learned model from the labelled corpus (deterministic)")
+    train.add_argument("--corpus", default="data/corpus", help="folder of labelled .jsonl files (default: data/corpus)")
+    train.add_argument("--out", default="app/triage/models/default.npz", help="model file to write")
+    train.add_argument("--prune", type=float, default=0.05,
+                       help="drop features whose weights are all smaller than this (0: keep all)")
+    train.set_defaults(func=cmd_train)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Benchmark of the triage core: messages/s and latency of classify() against a naive regex-per-phrase baseline.
+"""Benchmark of the triage core: classify() with the model, with the rules alone, and a regex-per-phrase baseline.
 
 Run: .venv/bin/python bench/triage.py [--messages 10000] [--baseline-messages 1000] [--seed 20261125]
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.triage import Ruleset, classify  # noqa: E402
+from app.triage.learned import TextModel  # noqa: E402
 from app.triage.normalize import normalise  # noqa: E402
 
 SIMPLIFIED = [
@@ -117,30 +118,8 @@ def run_naive(messages: list[str], patterns: list[re.Pattern[str]]) -> float:
     return time.perf_counter() - started
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=10_000)
-    parser.add_argument("--baseline-messages", type=int, default=1_000)
-    parser.add_argument("--seed", type=int, default=20261125)
-    args = parser.parse_args()
-
-    ruleset_text = resources.files("app.triage").joinpath("rules", "default.yaml").read_text(encoding="utf-8")
-    started = time.perf_counter()
-    ruleset = Ruleset.from_yaml(ruleset_text)
-    cold_load = time.perf_counter() - started
-    started = time.perf_counter()
-    Ruleset.from_yaml(ruleset_text)
-    warm_load = time.perf_counter() - started
-
-    messages = build_messages(args.messages, args.seed)
-    lengths = [len(message) for message in messages]
-    for message in messages[:500]:
-        classify(message, ruleset)
-
-    # Like the service at startup: long-lived objects (ruleset, tables) frozen out of the collector's way,
-    # collection itself left on. Three passes; the machine is shared, so the median pass is reported.
-    gc.collect()
-    gc.freeze()
+def timed_passes(messages: list[str], ruleset: Ruleset) -> tuple[float, list[int], float, list[float]]:
+    """Three passes; the machine is shared, so the median pass is reported (rate, latencies, CPU rate, all rates)."""
     passes = []
     clock = time.perf_counter_ns
     for _ in range(3):
@@ -157,6 +136,49 @@ def main() -> None:
         passes.append((len(messages) / wall, latencies, len(messages) / cpu))
     passes.sort(key=lambda item: item[0])
     throughput, latencies, cpu_throughput = passes[1]
+    return throughput, latencies, cpu_throughput, [rate for rate, _, _ in passes]
+
+
+def report(name: str, result: tuple[float, list[int], float, list[float]]) -> None:
+    throughput, latencies, cpu_throughput, rates = result
+    print(f"{name} (median of 3 passes; all: {', '.join(f'{rate:,.0f}' for rate in rates)}): "
+          f"{throughput:,.0f} messages/s, p50 {latencies[len(latencies) // 2] / 1000:.1f} us, "
+          f"p99 {latencies[int(len(latencies) * 0.99)] / 1000:.1f} us, max {latencies[-1] / 1000:.1f} us; "
+          f"{cpu_throughput:,.0f} messages per CPU-second (what one core does when the machine is shared)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--baseline-messages", type=int, default=1_000)
+    parser.add_argument("--seed", type=int, default=20261125)
+    args = parser.parse_args()
+
+    model_file = resources.files("app.triage").joinpath("models", "default.npz")
+    started = time.perf_counter()
+    model = TextModel.from_bytes(model_file.read_bytes())
+    model_load = time.perf_counter() - started
+    ruleset_text = resources.files("app.triage").joinpath("rules", "default.yaml").read_text(encoding="utf-8")
+    started = time.perf_counter()
+    ruleset = Ruleset.from_yaml(ruleset_text)
+    cold_load = time.perf_counter() - started
+    started = time.perf_counter()
+    Ruleset.from_yaml(ruleset_text)
+    warm_load = time.perf_counter() - started
+    rules_only = Ruleset.from_mapping({**ruleset.to_mapping(), "model": "none"})
+
+    messages = build_messages(args.messages, args.seed)
+    lengths = [len(message) for message in messages]
+    for message in messages[:500]:
+        classify(message, ruleset)
+        classify(message, rules_only)
+
+    # Like the service at startup: long-lived objects (ruleset, model, tables) frozen out of the collector's way,
+    # collection itself left on.
+    gc.collect()
+    gc.freeze()
+    hybrid = timed_passes(messages, ruleset)
+    alone = timed_passes(messages, rules_only)
 
     subset = messages[: args.baseline_messages]
     patterns = naive_baseline(ruleset_text)
@@ -167,18 +189,20 @@ def main() -> None:
     ours_seconds = time.perf_counter() - started
 
     print(f"ruleset {ruleset.id}: {len(ruleset.rules)} rules, {ruleset.phrase_count} distinct phrases")
-    print(f"ruleset load: {cold_load * 1000:.1f} ms cold (builds fold/script tables), {warm_load * 1000:.1f} ms warm")
+    print(f"ruleset load: {cold_load * 1000:.1f} ms cold (builds fold/script tables and loads the model), "
+          f"{warm_load * 1000:.1f} ms warm")
+    print(f"model {model.version}: {len(model.vocabulary):,} features, file {len(model_file.read_bytes()) / 1e6:.2f} MB, "
+          f"{model.weights.nbytes / 1e6:.1f} MB of weights in memory, load {model_load * 1000:.0f} ms")
     hits = sum(sum(1 for _ in ruleset.automaton.iter(normalise(message).text)) for message in messages)
     print(f"messages: {len(messages)}, length {min(lengths)}-{max(lengths)} chars, "
           f"mean {statistics.mean(lengths):.0f}, {hits / sum(lengths):.3f} automaton hits per character")
-    print(f"classify (median of 3 passes; all: {', '.join(f'{rate:,.0f}' for rate, _, _ in passes)}): "
-          f"{throughput:,.0f} messages/s, p50 {latencies[len(latencies) // 2] / 1000:.1f} us, "
-          f"p99 {latencies[int(len(latencies) * 0.99)] / 1000:.1f} us, max {latencies[-1] / 1000:.1f} us; "
-          f"{cpu_throughput:,.0f} messages per CPU-second (what one core does when the machine is shared)")
+    report("classify, rules + model", hybrid)
+    report("classify, rules alone  ", alone)
+    print(f"model cost: {hybrid[0] / alone[0]:.2f} of the rules-alone rate")
     print(f"naive baseline (one regex per phrase, {len(patterns)} regexes, same normalisation) on the first "
           f"{len(subset)} messages: {len(subset) / naive_seconds:,.0f} messages/s")
-    print(f"classify on the same {len(subset)} messages: {len(subset) / ours_seconds:,.0f} messages/s; "
-          f"ratio {naive_seconds / ours_seconds:.1f}x")
+    print(f"classify (rules + model) on the same {len(subset)} messages: {len(subset) / ours_seconds:,.0f} "
+          f"messages/s; ratio {naive_seconds / ours_seconds:.1f}x")
 
 
 if __name__ == "__main__":

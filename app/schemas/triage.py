@@ -41,5 +41,7 @@ class TriageRead(BaseModel):
     language: str = Field(examples=["zh-Hans"])
     queue: str = Field(examples=["complaints"])
     ruleset: str = Field(examples=["default@1"])
+    model: str | None = Field(default=None, description="Version of the learned model that decided beside the "
+                              "rules (null: the rules alone decided)", examples=["default@3f0c2a9e51d4"])
 
     model_config = ex.examples(ex.TRIAGE)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 
+from app.triage.hybrid import (CONTEXT_MESSAGES, URGENT_PROBABILITY, blend_emotion, decide, has_decimal_rating,
+                               in_context, notice_spans, rule_signals)
+from app.triage.learned import TextModel
 from app.triage.model import (BANDS, INTENTS, TIERS, Evidence, IntentHit, PriorityContext, Triage)
 from app.triage.normalize import detect_language, normalise
 from app.triage.ruleset import ADJACENT_NEGATOR, BREAKER, MASK, POST_NEGATOR, PUNCTUATION_CUE, Ruleset, default_ruleset
@@ -144,9 +148,11 @@ def _priority(rs: Ruleset, primary: str, emotion: str, urgent: bool, context: Pr
 class _Scan:
     """What one automaton pass found: kept intent-layer and cue hits, scope words and conditional breakers."""
 
-    __slots__ = ("layer", "cues", "scope", "scope_ends", "breakers")
+    __slots__ = ("layer", "cues", "scope", "scope_ends", "breakers", "rejected")
 
     def __init__(self, rs: Ruleset, norm: str) -> None:
+        # Set when a phrase was found but refused as a rating because a decimal precedes it ("4.1星").
+        self.rejected = False
         # A hit strictly inside a longer hit of its layer does not count ("黑猫投诉" is not also "投诉",
         # "不满意" is not "满意"). Hits arrive ordered by end, so kept hits have ascending starts and
         # containment is settled at the top of each stack.
@@ -170,6 +176,7 @@ class _Scan:
                     continue
                 # "4.1星" and "4.1 stars" are a rating of four point one, not "1星"/"1 stars".
                 if before in decimal_marks and start > 1 and norm[start - 2] in digits and norm[start] in digits:
+                    self.rejected = True
                     continue
             if check_right and end < length and norm[end] in alnum:
                 layer_meaning, cue_meaning, scope_kinds = glued
@@ -208,8 +215,10 @@ class _Scan:
         self.layer, self.cues, self.scope, self.scope_ends, self.breakers = layer, cues, scope, scope_ends, breakers
 
 
-def _spans_by_intent(rs: Ruleset, scan: _Scan, norm: str) -> dict[int, list[tuple[int, int, int]]]:
-    """Rule hits grouped by intent index, without masked hits and without threats a negator governs."""
+def _spans_by_intent(rs: Ruleset, scan: _Scan, norm: str, notices: list[tuple[int, int]],
+                     negated: set[int]) -> dict[int, list[tuple[int, int, int]]]:
+    """Rule hits grouped by intent index, without masked hits, hits inside pasted platform notices and order fields,
+    and threats a negator governs (their intents are added to `negated`)."""
     windows = rs.windows
     rule_intent, rule_negatable, adjacent_chars = rs.rule_intent, rs.rule_negatable, rs.adjacent_chars
     scope, breakers = scan.scope, scan.breakers
@@ -217,6 +226,8 @@ def _spans_by_intent(rs: Ruleset, scan: _Scan, norm: str) -> dict[int, list[tupl
     per_intent: dict[int, list[tuple[int, int, int]]] = {}
     for start, end, meaning in scan.layer:
         if meaning[0][0] == MASK:
+            continue
+        if notices and any(low <= start and end <= high for low, high in notices):
             continue
         governed = None
         for _kind, ref in meaning:
@@ -228,6 +239,7 @@ def _spans_by_intent(rs: Ruleset, scan: _Scan, norm: str) -> dict[int, list[tupl
                         or (scope_present and _governed(start, end, norm, scope, scan.scope_ends, breakers,
                                                         rs.clause_marks, windows)))
                 if governed:
+                    negated.add(rule_intent[ref])
                     continue
             spans = per_intent.get(rule_intent[ref])
             if spans is None:
@@ -275,29 +287,89 @@ def _intent_hits(rs: Ruleset, per_intent: dict[int, list[tuple[int, int, int]]],
     return hits
 
 
-def classify(text: str, ruleset: Ruleset | None = None, *, context: PriorityContext | None = None) -> Triage:
-    """Triage one buyer message: intents with evidence, emotion, urgency, language, priority and queue."""
+class _RulesReading:
+    """What the rules read in one message: their intent hits, the intents they found negated, and the cues."""
+
+    __slots__ = ("normalised", "hits", "negated", "cue_counts", "masked")
+
+    def __init__(self, rs: Ruleset, text: str) -> None:
+        self.normalised = normalise(text)
+        norm = self.normalised.text
+        scan = _Scan(rs, norm)
+        negated: set[int] = set()
+        self.hits = _intent_hits(rs, _spans_by_intent(rs, scan, norm, notice_spans(norm), negated), text, norm,
+                                 self.normalised.origin)
+        # A decimal rating ("評分4.1星") is the rules' finding that these words are no threat: the model may not
+        # read one into them.
+        rating = scan.rejected or has_decimal_rating(norm)
+        if rating and not any(hit.intent == "bad_review_threat" for hit in self.hits):
+            negated.add(INTENTS.index("bad_review_threat"))
+        self.negated = frozenset(INTENTS[index] for index in negated)
+        # A mask covered words here (another buyer's review, a past matter, a product name): worth knowing when
+        # the same words push the model towards a threat.
+        self.masked = rating or any(meaning[0][0] == MASK for _start, _end, meaning in scan.layer)
+        cue_counts = [0] * (2 * PUNCTUATION_CUE)
+        for _start, _end, kinds in scan.cues:
+            for kind in kinds:
+                cue_counts[kind] += 1
+        if any(cue_counts[PUNCTUATION_CUE:]):
+            _add_punctuation(cue_counts)
+        self.cue_counts = cue_counts
+
+    def signals(self) -> list[str]:
+        """The reading as features for the learned model (see hybrid.py): it learns how far to trust each."""
+        return rule_signals([hit.intent for hit in self.hits], self.negated, self.cue_counts[:PUNCTUATION_CUE],
+                            masked=self.masked)
+
+
+def read_rules(text: str, ruleset: Ruleset | None = None) -> list[str]:
+    """The rules' reading of a message as model features; training computes them exactly as classify does."""
+    return _RulesReading(ruleset or default_ruleset(), text).signals()
+
+
+def classify(text: str, ruleset: Ruleset | None = None, *, context: Sequence[str] = (),
+             priority_context: PriorityContext | None = None) -> Triage:
+    """Triage one buyer message: intents with evidence, emotion, urgency, language, priority and queue.
+
+    `context` holds the earlier buyer messages of the open conversation, oldest first; they are read only when the
+    message alone shows no intent (a fragment such as "订单只有一个"), and never make it a P1 on their own.
+    """
     if not isinstance(text, str):
         raise TypeError(f"text must be str, not {type(text).__name__}")
     rs = ruleset or default_ruleset()
-    normalised = normalise(text)
-    scan = _Scan(rs, normalised.text)
-    hits = _intent_hits(rs, _spans_by_intent(rs, scan, normalised.text), text, normalised.text, normalised.origin)
+    reading = _RulesReading(rs, text)
+    normalised, hits, cue_counts = reading.normalised, reading.hits, reading.cue_counts
+    model = rs.model
+    prediction = model.predict(normalised.text, reading.signals()) if model is not None else None
+    if prediction is not None:
+        if context and not hits:
+            # No rule fired: the words may only make sense after the earlier messages ("订单只有一个").
+            alone = decide(hits, prediction, model, text, normalised.text, normalised.origin,  # type: ignore[arg-type]
+                           reading.negated, masked=reading.masked)
+            hits = _read_in_context(model, alone, text, context)  # type: ignore[arg-type]
+        else:
+            hits = decide(hits, prediction, model, text, normalised.text, normalised.origin,  # type: ignore[arg-type]
+                          reading.negated, masked=reading.masked)
     if not hits:
         hits.append(IntentHit("other", "P4", 0.0, ()))
     primary = hits[0].intent
-
-    cue_counts = [0] * (2 * PUNCTUATION_CUE)
-    for _start, _end, kinds in scan.cues:
-        for kind in kinds:
-            cue_counts[kind] += 1
-    if any(cue_counts[PUNCTUATION_CUE:]):
-        _add_punctuation(cue_counts)
     emotion = _emotion(cue_counts, rs.emotion_baseline.get(primary, "neutral"))
     urgent = cue_counts[_URGENT] > 0
-    priority = _priority(rs, primary, emotion, urgent, context or _NO_CONTEXT)
+    if prediction is not None:
+        emotion = blend_emotion(emotion, cue_counts[_ANGRY], prediction)
+        urgent = urgent or prediction.urgent >= URGENT_PROBABILITY
+    priority = _priority(rs, primary, emotion, urgent, priority_context or _NO_CONTEXT)
     return Triage(primary, TIERS[primary], priority, tuple(hits), emotion, urgent,
-                  detect_language(normalised), rs.routes[primary], rs.id)
+                  detect_language(normalised), rs.routes[primary], rs.id, rs.model_version)
+
+
+def _read_in_context(model: TextModel, alone: list[IntentHit], text: str, context: Sequence[str]) -> list[IntentHit]:
+    """The intent of a message read after the conversation's latest earlier messages (see hybrid.in_context)."""
+    earlier = [message for message in context[-CONTEXT_MESSAGES:] if isinstance(message, str)]
+    if not earlier:
+        return alone
+    joined = normalise("\n".join([*earlier, text])).text
+    return in_context(alone, model.predict(joined), text)
 
 
 def _add_punctuation(counts: list[int]) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from app.triage.engine import classify
-from app.triage.model import INTENTS, LANGUAGES, TIERS
+from app.triage.model import EMOTIONS, INTENTS, LANGUAGES, TIERS
 from app.triage.ruleset import Ruleset
 
 P1_INTENTS: tuple[str, ...] = tuple(intent for intent in INTENTS if TIERS[intent] == "P1")
@@ -59,6 +59,14 @@ class Report:
     language_scored: int
     language_accuracy: float
     language_misses: tuple[Miss, ...]
+    model: str | None = None
+    # Share of the P1 rows whose primary came out in P1, and of the other rows put in P1.
+    p1_tier_recall: float = 1.0
+    non_p1_in_p1: float = 0.0
+    emotion_scored: int = 0
+    emotion_accuracy: float = 0.0
+    urgent_scored: int = 0
+    urgent_accuracy: float = 0.0
 
 
 def _ratio(numerator: int, denominator: int, *, empty: float = 1.0) -> float:
@@ -76,19 +84,35 @@ def evaluate(rows: Iterable[Mapping[str, Any]], ruleset: Ruleset | None = None) 
     language_scored = 0
     tag_counts: dict[str, list[int]] = {}
     ruleset_id = ""
+    model_id: str | None = None
+    p1_rows = p1_kept = other_rows = put_in_p1 = 0
+    emotion_scored = emotion_right = urgent_scored = urgent_right = 0
     for row in rows:
         text, expected = row["text"], row["primary"]
         if expected not in TIERS:
             raise ValueError(f"unknown intent {expected!r} in labelled row {text!r}")
         triage = classify(text, ruleset)
-        ruleset_id = triage.ruleset
+        ruleset_id, model_id = triage.ruleset, triage.model
         predicted = triage.primary
+        if TIERS[expected] == "P1":
+            p1_rows += 1
+            p1_kept += triage.tier == "P1"
+        else:
+            other_rows += 1
+            put_in_p1 += triage.tier == "P1"
+        if row.get("emotion") in EMOTIONS:
+            emotion_scored += 1
+            emotion_right += triage.emotion == row["emotion"]
+        if isinstance(row.get("urgent"), bool):
+            urgent_scored += 1
+            urgent_right += triage.urgent == row["urgent"]
         confusion[expected][predicted] += 1
         tier_total[TIERS[expected]] += 1
         tier_right[TIERS[expected]] += TIERS[predicted] == TIERS[expected]
-        tags = tuple(row.get("tags", ()))
+        # Rows written with one "style" (the blind set, the corpus) count it as a tag.
+        tags = tuple(row.get("tags", ())) + ((row["style"],) if isinstance(row.get("style"), str) else ())
         also = set(row.get("also", ()))
-        if "negation" in tags:
+        if any(tag.startswith("negation") for tag in tags):
             negation_cases += 1
             # A false threat: a P1 primary that the label does not hold anywhere.
             if predicted in P1_INTENTS and predicted != expected and predicted not in also:
@@ -139,7 +163,45 @@ def evaluate(rows: Iterable[Mapping[str, Any]], ruleset: Ruleset | None = None) 
         language_scored=language_scored,
         language_accuracy=_ratio(language_scored - len(language_misses), language_scored),
         language_misses=tuple(language_misses),
+        model=model_id,
+        p1_tier_recall=_ratio(p1_kept, p1_rows),
+        non_p1_in_p1=_ratio(put_in_p1, other_rows, empty=0.0),
+        emotion_scored=emotion_scored,
+        emotion_accuracy=_ratio(emotion_right, emotion_scored, empty=0.0),
+        urgent_scored=urgent_scored,
+        urgent_accuracy=_ratio(urgent_right, urgent_scored, empty=0.0),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationReport:
+    conversations: int
+    trajectories_right: int
+    messages: int
+    tiers_right: int
+    primaries_right: int
+
+
+def evaluate_conversations(rows: Iterable[Mapping[str, Any]], ruleset: Ruleset | None = None) -> ConversationReport:
+    """The ticket's tier after each message (the highest so far, as a ticket never drops while open), each message
+    classified with the conversation's earlier messages as context; a trajectory is right when every tier is."""
+    conversations = trajectories = messages = tiers_right = primaries_right = 0
+    for row in rows:
+        texts, expected_tiers = row["conversation"], row["tiers"]
+        expected_primaries = row.get("primaries") or [None] * len(texts)
+        conversations += 1
+        best = 4
+        all_right = True
+        for index, (text, tier, primary) in enumerate(zip(texts, expected_tiers, expected_primaries, strict=True)):
+            triage = classify(text, ruleset, context=texts[:index])
+            best = min(best, int(triage.tier[1]))
+            messages += 1
+            right = f"P{best}" == tier
+            tiers_right += right
+            all_right = all_right and right
+            primaries_right += triage.primary == primary
+        trajectories += all_right
+    return ConversationReport(conversations, trajectories, messages, tiers_right, primaries_right)
 
 
 def load_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -157,7 +219,8 @@ _SHORT = {
 
 def format_report(report: Report, *, show_misses: int = 0) -> str:
     """The report as a readable plain-text table."""
-    lines = [f"ruleset {report.ruleset}: {report.total} messages, primary accuracy {report.accuracy:.3f}", ""]
+    lines = [f"ruleset {report.ruleset}, model {report.model or 'none'}: {report.total} messages, "
+             f"primary accuracy {report.accuracy:.3f}", ""]
     lines.append(f"{'intent':<20}{'tier':>5}{'precision':>11}{'recall':>8}{'f1':>7}{'support':>9}{'predicted':>11}")
     for score in report.per_intent:
         lines.append(f"{score.intent:<20}{TIERS[score.intent]:>5}{score.precision:>11.3f}{score.recall:>8.3f}"
@@ -169,6 +232,10 @@ def format_report(report: Report, *, show_misses: int = 0) -> str:
         + ", ".join(f"{tier} {value:.3f}" for tier, value in report.per_tier_accuracy.items()) + ")",
         "P1 recall                       "
         + ", ".join(f"{intent} {value:.3f}" for intent, value in report.p1_recall.items()),
+        f"P1 recall (tier)                {report.p1_tier_recall:.3f}",
+        f"non-P1 put in P1                {report.non_p1_in_p1:.1%}",
+        f"emotion accuracy                {report.emotion_accuracy:.3f}  ({report.emotion_scored} rows labelled)",
+        f"urgency accuracy                {report.urgent_accuracy:.3f}  ({report.urgent_scored} rows labelled)",
         f"false threats on negation cases {report.false_threats}/{report.negation_cases}"
         f" = {report.false_threat_rate:.1%}",
         f"secondary intents found         {report.also_recall:.3f}",

@@ -105,6 +105,8 @@ class Triage:
     language: str
     queue: str
     ruleset: str
+    # Version of the learned model that decided with the rules; None when the ruleset runs without one.
+    model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The whole decision, evidence included, as plain JSON types."""
@@ -118,4 +120,5 @@ class Triage:
             "language": self.language,
             "queue": self.queue,
             "ruleset": self.ruleset,
+            "model": self.model,
         }

@@ -22,6 +22,7 @@ The shape of a ruleset (YAML file or JSON mapping); only name, version and inten
     modifiers: {emotion: {...}, urgent, prior_contact: {points, max}, vip_level: {points, max},
                 waiting: {points_per_minute, max}}
     routes: {<intent>: <queue>}   # defaults to SPEC 2.4
+    model: default                # the learned model beside the rules: "default" (shipped) or "none"
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Any, Mapping
 import ahocorasick
 import yaml
 
+from app.triage.learned import TextModel, default_model
 from app.triage.model import BANDS, EMOTIONS, INTENTS, TIERS
 from app.triage.normalize import normalise_phrase, prepare
 
@@ -70,6 +72,9 @@ SCOPE_LISTS: tuple[str, ...] = ("negators", "adjacent_negators", "post_negators"
 DEFAULT_SCOPE_NUMBERS: Mapping[str, int] = MappingProxyType({
     "window_zh": 8, "window_en": 30, "post_window_zh": 6, "post_window_en": 24, "weak_window_zh": 24, "weak_window_en": 60})
 DEFAULT_CLAUSE_MARKS = ",.!?;:\n~…，。！？；：、～"
+
+# Models a ruleset can name: the one shipped in the package, or none (rules alone decide).
+MODEL_NAMES: tuple[str, ...] = ("default", "none")
 
 _RULE_ID = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)+$")
 _QUEUE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
@@ -152,7 +157,7 @@ class _Validator:
     def validate(self) -> dict[str, Any]:
         top = self.mapping(self.data, "(root)", (
             "name", "version", "description", "threshold", "intents", "masks", "scope", "cues",
-            "emotion_baseline", "modifiers", "routes"))
+            "emotion_baseline", "modifiers", "routes", "model"))
         for key in ("name", "version", "intents"):
             if key not in top:
                 raise RulesetError(key, "required")
@@ -171,8 +176,14 @@ class _Validator:
             "emotion_baseline": self.emotion_baseline(top.get("emotion_baseline", {})),
             "modifiers": self.modifiers(top.get("modifiers", {})),
             "routes": self.routes(top.get("routes", {})),
+            "model": self.model(top.get("model", "default")),
         }
         return canonical
+
+    def model(self, value: Any) -> str:
+        if value not in MODEL_NAMES:
+            raise RulesetError("model", f"expected one of: {', '.join(MODEL_NAMES)}, got {value!r}")
+        return str(value)
 
     def description(self, value: Any) -> str:
         if not isinstance(value, str):
@@ -277,7 +288,7 @@ class Ruleset:
     __slots__ = ("name", "version", "_data", "automaton", "rules", "rule_intent", "rule_weight",
                  "rule_negatable", "threshold", "bases", "modifiers", "emotion_baseline", "clause_marks",
                  "scope_numbers", "_routes", "phrase_count", "weak_rules", "adjacent_chars", "longest_breaker",
-                 "windows", "weak_windows", "rule_phrases")
+                 "windows", "weak_windows", "rule_phrases", "model")
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         prepare()
@@ -301,6 +312,7 @@ class Ruleset:
         self.rule_weight: list[float] = []
         self.rule_negatable: list[bool] = []
         self._compile(canonical)
+        self.model: TextModel | None = default_model() if canonical["model"] == "default" else None
         self.weak_rules = frozenset(index for index, weight in enumerate(self.rule_weight) if weight < self.threshold)
 
     def _compile(self, canonical: dict[str, Any]) -> None:
@@ -407,6 +419,11 @@ class Ruleset:
     @property
     def id(self) -> str:
         return f"{self.name}@{self.version}"
+
+    @property
+    def model_version(self) -> str | None:
+        """The version of the learned model that decides with the rules, None when rules decide alone."""
+        return self.model.version if self.model is not None else None
 
     @property
     def routes(self) -> Mapping[str, str]:

@@ -49,7 +49,8 @@ from app.triage import INTENTS, TIERS, PriorityContext, Triage, classify, defaul
     ("我已經跟信用卡公司申請爭議款了", "rights_protection"),               # card dispute is a chargeback
     ("件衫洗一次就縮晒水", "quality_issue"),                              # Cantonese 縮晒水
     ("唔該你哋快啲寄，我下星期要用", "logistics"),                        # Cantonese 快啲寄
-    ("下单后多久发货", "presale"),                                        # pre-purchase shipping question
+    # How long delivery takes is a logistics question, before the order as after it (docs/triage.md, "Labels").
+    ("下单后多久发货", "logistics"),
     ("衣服质量没问题，就是尺码偏小，能换吗", "return_refund"),            # 质量没问题 is not a defect
     ("面膜开封有一股怪味，是不是变质了", "quality_issue"),                # 是不是 is a question, not a negation
     ("Can I still cancel? I ordered the wrong colour by mistake.", "payment_order"),  # buyer's mistake, not a wrong item
@@ -208,7 +209,8 @@ def test_triage_shape_and_json() -> None:
     data = json.loads(json.dumps(triage.to_dict(), ensure_ascii=False))
     assert data["primary"] == "bad_review_threat"
     assert data["intents"][0]["evidence"][0]["rule"] == "zh.bad_review.threat"
-    assert set(data) == {"primary", "tier", "priority", "intents", "emotion", "urgent", "language", "queue", "ruleset"}
+    assert set(data) == {"primary", "tier", "priority", "intents", "emotion", "urgent", "language", "queue", "ruleset",
+                         "model"}
 
 
 def test_routes_follow_spec() -> None:
@@ -221,7 +223,8 @@ def test_routes_follow_spec() -> None:
 
 def test_context_raises_priority_within_band() -> None:
     calm = classify("快递到哪了")
-    pressed = classify("快递到哪了", context=PriorityContext(vip_level=5, prior_contacts=3, waiting_seconds=3600))
+    pressed = classify("快递到哪了", priority_context=PriorityContext(vip_level=5, prior_contacts=3,
+                                                                    waiting_seconds=3600))
     assert calm.tier == pressed.tier == "P3"
     assert calm.priority < pressed.priority <= 499
 

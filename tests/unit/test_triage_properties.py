@@ -68,8 +68,8 @@ def test_any_bad_review_threat_outranks_any_logistics(threat: tuple, logistics: 
 @settings(max_examples=200, deadline=None)
 @given(prefix=st.text(max_size=40), context=CONTEXTS)
 def test_classified_threat_outranks_classified_logistics(prefix: str, context: PriorityContext) -> None:
-    threat = classify("再不发货就给差评", context=PriorityContext())
-    parcel = classify(prefix + "，快递到底到哪了！！！急急急😡", context=context)
+    threat = classify("再不发货就给差评", priority_context=PriorityContext())
+    parcel = classify(prefix + "，快递到底到哪了！！！急急急😡", priority_context=context)
     if parcel.primary == "logistics":
         assert threat.priority > parcel.priority
 

