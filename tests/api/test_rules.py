@@ -28,8 +28,12 @@ def default_body() -> dict[str, Any]:
 
 
 def bad_reviews_as_quality() -> dict[str, Any]:
-    """The shipped rules with every bad-review rule moved to quality_issue: 差评 becomes P2 (aftersale)."""
+    """The shipped rules with every bad-review rule moved to quality_issue: 差评 becomes P2 (aftersale).
+
+    The learned model knows bad reviews whatever the phrases say, so a shop that re-maps intents by its phrases
+    asks for the rules alone ("model": "none"); the backtest then also shows the model's removal."""
     body = default_body()
+    body["model"] = "none"
     moved = body["intents"]["bad_review_threat"]["rules"]
     body["intents"]["bad_review_threat"]["rules"] = []
     body["intents"]["quality_issue"]["rules"].extend(moved)
