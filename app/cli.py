@@ -153,7 +153,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = prune(model, threshold=args.prune)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_bytes(model.to_bytes())
-    print(json.dumps({"model": model.version, "rows": len(rows), "features": len(model.vocabulary),
+    print(json.dumps({"model": model.version, "rows": len(rows), "features": model.feature_count,
                       "bytes": Path(args.out).stat().st_size, "path": str(args.out)}, ensure_ascii=False))
     return 0
 

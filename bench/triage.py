@@ -191,7 +191,7 @@ def main() -> None:
     print(f"ruleset {ruleset.id}: {len(ruleset.rules)} rules, {ruleset.phrase_count} distinct phrases")
     print(f"ruleset load: {cold_load * 1000:.1f} ms cold (builds fold/script tables and loads the model), "
           f"{warm_load * 1000:.1f} ms warm")
-    print(f"model {model.version}: {len(model.vocabulary):,} features, file {len(model_file.read_bytes()) / 1e6:.2f} MB, "
+    print(f"model {model.version}: {model.feature_count:,} features, file {len(model_file.read_bytes()) / 1e6:.2f} MB, "
           f"{model.weights.nbytes / 1e6:.1f} MB of weights in memory, load {model_load * 1000:.0f} ms")
     hits = sum(sum(1 for _ in ruleset.automaton.iter(normalise(message).text)) for message in messages)
     print(f"messages: {len(messages)}, length {min(lengths)}-{max(lengths)} chars, "

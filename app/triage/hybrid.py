@@ -73,9 +73,9 @@ def notice_spans(norm: str) -> list[tuple[int, int]]:
 
 
 def _explained(model: TextModel, intent: str, norm: str, text: str, origin: tuple[int, ...] | None,
-               rule: str) -> tuple[Evidence, ...]:
+               rule: str, prediction: Prediction) -> tuple[Evidence, ...]:
     evidence = []
-    for _feature, start, end, _push in model.explain(norm, intent):
+    for _feature, start, end, _push in model.explain(norm, intent, rows=prediction.rows):
         if origin is not None:
             start, end = origin[start], origin[end - 1] + 1
         evidence.append(Evidence(rule, start, end, text[start:end]))
@@ -130,7 +130,7 @@ def decide(hits: list[IntentHit], prediction: Prediction, model: TextModel, text
         # review, just asking"): the rules' own finding, or nothing.
         return [hit for hit in hits if hit.intent not in refused]
     if chosen is None:
-        evidence = _explained(model, intent, norm, text, origin, f"model.{intent}")
+        evidence = _explained(model, intent, norm, text, origin, f"model.{intent}", prediction)
         if not evidence and intent == "other":
             return []
         chosen = IntentHit(intent, TIERS[intent], round(probability, 3), evidence)

@@ -1,8 +1,10 @@
-"""The learned model: linear heads over the n-gram features of features.py, loaded from a shipped .npz file.
+"""The learned model: linear heads over the features of features.py, loaded from a shipped .npz file.
 
 One weight matrix holds every head: the intents (softmax over INTENTS), the emotions (softmax over EMOTIONS)
-and urgency (a logistic output). A message's scores are the sum of the rows of the features it contains, so
-a decision is explained by the features whose rows pushed the chosen column most (see `explain`).
+and urgency (a logistic output). Its rows are the character features first (their codes, sorted, in `codes`),
+then the word features and the rules' signals (`words`). A message's scores are the sum of the rows of the
+features it contains, scaled by 1/sqrt(their count), so a decision is explained by the features whose rows pushed
+the chosen column most (see `explain`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -19,14 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from app.triage.features import extract_spans, feature_list
+from app.triage.features import decode, distinct_codes, has_words, word_features
 from app.triage.model import EMOTIONS, INTENTS
 
 N_INTENTS = len(INTENTS)
 N_EMOTIONS = len(EMOTIONS)
 URGENT_COLUMN = N_INTENTS + N_EMOTIONS
 N_COLUMNS = URGENT_COLUMN + 1
-FORMAT = 1
+FORMAT = 2
 
 
 class ModelError(ValueError):
@@ -40,7 +43,8 @@ class Prediction:
     intents: tuple[float, ...]
     emotions: tuple[float, ...]
     urgent: float
-    features: int
+    # The model's rows of the features found, for `TextModel.explain`.
+    rows: np.ndarray
 
     def intent_probability(self, intent: str) -> float:
         return self.intents[INTENTS.index(intent)]
@@ -70,82 +74,123 @@ def _logistic(score: float) -> float:
 
 
 class TextModel:
-    """Vocabulary, weights and biases of the linear heads; `version` names the exact file."""
+    """Feature codes and words, weights and biases of the linear heads; `version` names the exact content."""
 
-    __slots__ = ("name", "vocabulary", "weights", "bias", "version", "metadata")
+    __slots__ = ("name", "codes", "words", "weights", "bias", "version", "metadata", "_pushes", "_word_list")
 
-    def __init__(self, name: str, vocabulary: dict[str, int], weights: np.ndarray, bias: np.ndarray,
+    def __init__(self, name: str, codes: np.ndarray, words: Sequence[str], weights: np.ndarray, bias: np.ndarray,
                  metadata: dict[str, Any]) -> None:
-        if weights.shape != (len(vocabulary), N_COLUMNS) or bias.shape != (N_COLUMNS,):
-            raise ModelError(f"weights {weights.shape} and bias {bias.shape} do not fit {len(vocabulary)} features "
-                             f"and {N_COLUMNS} outputs")
+        codes = np.asarray(codes, dtype=np.int64)
+        if weights.shape != (len(codes) + len(words), N_COLUMNS) or bias.shape != (N_COLUMNS,):
+            raise ModelError(f"weights {weights.shape} and bias {bias.shape} do not fit {len(codes)} + {len(words)} "
+                             f"features and {N_COLUMNS} outputs")
+        if len(codes) > 1 and not bool(np.all(codes[1:] > codes[:-1])):
+            raise ModelError("feature codes must be sorted and distinct")
         self.name = name
-        self.vocabulary = vocabulary
+        self.codes = codes
+        self.words: dict[str, int] = {word: len(codes) + index for index, word in enumerate(words)}
+        self._word_list = list(words)
         # Weights are stored as float16; rounding here too makes a freshly trained model equal its loaded file.
         self.weights = np.ascontiguousarray(weights.astype(np.float16), dtype=np.float32)
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
         self.metadata = metadata
-        digest = hashlib.sha256(self.weights.tobytes() + self.bias.tobytes()
-                                + "\n".join(vocabulary).encode()).hexdigest()
+        # How much each feature pushes each intent above the intents' mean: what `explain` ranks by.
+        intent_block = self.weights[:, :N_INTENTS]
+        self._pushes = np.ascontiguousarray(intent_block - intent_block.mean(axis=1, keepdims=True))
+        digest = hashlib.sha256(self.weights.tobytes() + self.bias.tobytes() + self.codes.tobytes()
+                                + "\n".join(words).encode()).hexdigest()
         self.version = f"{name}@{digest[:12]}"
 
-    def rows(self, text: str, signals: list[str] = ()) -> list[int]:  # type: ignore[assignment]
-        """Vocabulary rows of the distinct features of a normalised text and of the rules' signals."""
-        features = feature_list(text)
-        features.extend(signals)
-        found = set(map(self.vocabulary.get, features))
-        found.discard(None)
-        return list(found)  # type: ignore[arg-type]
+    @property
+    def feature_count(self) -> int:
+        return len(self.codes) + len(self.words)
 
-    def scores(self, rows: list[int]) -> list[float]:
+    def _code_rows(self, codes: np.ndarray) -> np.ndarray:
+        """Rows of the known codes among `codes` (unknown ones are skipped)."""
+        if not len(codes) or not len(self.codes):
+            return np.zeros(0, dtype=np.int64)
+        places = np.searchsorted(self.codes, codes)
+        places[places == len(self.codes)] = 0
+        return places[self.codes[places] == codes]
+
+    def rows(self, text: str, signals: Sequence[str] = ()) -> np.ndarray:
+        """Rows of the distinct features of a normalised text and of the rules' signals."""
+        # Distinct codes map to distinct rows; words and signals are made distinct by the set.
+        rows = self._code_rows(distinct_codes(text))
+        get = self.words.get
+        extra = {get(signal) for signal in signals}
+        if has_words(text):
+            extra.update(get(feature) for feature, _start, _end in word_features(text))
+        extra.discard(None)
+        if extra:
+            rows = np.concatenate((rows, np.fromiter(extra, dtype=np.int64, count=len(extra))))
+        return rows
+
+    def scores(self, rows: np.ndarray) -> list[float]:
         """Each output's score: the features are present (1) or absent, scaled by 1/sqrt(count) as in training."""
-        if not rows:
+        if not len(rows):
             return self.bias.tolist()
         return (self.weights[rows].sum(axis=0) * (len(rows) ** -0.5) + self.bias).tolist()
 
-    def predict(self, text: str, signals: list[str] = ()) -> Prediction:  # type: ignore[assignment]
+    def predict(self, text: str, signals: Sequence[str] = ()) -> Prediction:
         """Probabilities of every head for a normalised text and what the rules read in it (`rule_signals`)."""
         rows = self.rows(text, signals)
         scores = self.scores(rows)
         return Prediction(_softmax(scores[:N_INTENTS]), _softmax(scores[N_INTENTS:URGENT_COLUMN]),
-                          _logistic(scores[URGENT_COLUMN]), len(rows))
+                          _logistic(scores[URGENT_COLUMN]), rows)
 
-    def explain(self, text: str, intent: str, *, limit: int = 3) -> list[tuple[str, int, int, float]]:
-        """The features that pushed `intent` most above the other intents, strongest first, each with its span.
+    def explain(self, text: str, intent: str, *, rows: np.ndarray | None = None,
+                limit: int = 3) -> list[tuple[str, int, int, float]]:
+        """The features of the text that pushed `intent` most above the other intents, strongest first, each with
+        the span of the normalised text it was read from (its first occurrence).
 
         A feature's push is its weight for the intent minus its mean weight over all intents, so a feature that
-        raises every intent alike (a common character) explains nothing.
+        raises every intent alike (a common character) explains nothing. `rows` are the prediction's, when known.
         """
-        column = INTENTS.index(intent)
-        pushes: dict[str, tuple[float, int, int]] = {}
-        intent_block = self.weights[:, :N_INTENTS]
-        for feature, start, end in extract_spans(text):
-            if feature in pushes:
-                continue
-            row = self.vocabulary.get(feature)
-            if row is None:
-                continue
-            weights = intent_block[row]
-            push = float(weights[column] - weights.mean())
-            if push > 0:
-                pushes[feature] = (push, start, end)
-        ranked = sorted(pushes.items(), key=lambda item: (-item[1][0], item[1][1]))
+        if rows is None:
+            rows = self.rows(text)
+        if not len(rows):
+            return []
+        pushes = self._pushes[rows, INTENTS.index(intent)]
+        # Only the strongest few can be chosen: rank those alone.
+        wanted = min(len(rows), 4 * limit)
+        top = np.argpartition(-pushes, wanted - 1)[:wanted] if wanted < len(rows) else np.arange(len(rows))
+        ranked = sorted(((float(pushes[i]), int(rows[i])) for i in top.tolist()), reverse=True)
         chosen: list[tuple[str, int, int, float]] = []
-        for feature, (push, start, end) in ranked:
+        for push, row in ranked:
+            if push <= 0:
+                break
+            span = self._locate(text, row)
+            if span is None:
+                continue  # a rule signal, not words of the text
+            start, end = span
             # A bigram inside an already chosen trigram adds nothing to the explanation.
-            if any(start >= low and end <= high for _f, low, high, _p in chosen):
+            if any(start >= low and end <= high for _text, low, high, _push in chosen):
                 continue
-            chosen.append((feature, start, end, round(push, 3)))
+            chosen.append((text[start:end], start, end, round(push, 3)))
             if len(chosen) == limit:
                 break
+        chosen.sort(key=lambda item: -item[3])
         return chosen
+
+    def _locate(self, text: str, row: int) -> tuple[int, int] | None:
+        """Where the feature of a row first occurs in a normalised text."""
+        if row < len(self.codes):
+            piece = decode(int(self.codes[row]))
+            start = text.find(piece)
+            return (start, start + len(piece)) if start >= 0 else None
+        feature = self._word_list[row - len(self.codes)]
+        for word, start, end in word_features(text):
+            if word == feature:
+                return start, end
+        return None
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        words = "\n".join(sorted(self.vocabulary, key=self.vocabulary.__getitem__))
+        words = "\n".join(sorted(self.words, key=self.words.__getitem__))
         np.savez_compressed(
             buffer, format=np.array([FORMAT]), weights=self.weights.astype(np.float16), bias=self.bias,
-            vocabulary=np.frombuffer(words.encode(), dtype=np.uint8),
+            codes=self.codes, words=np.frombuffer(words.encode(), dtype=np.uint8),
             metadata=np.frombuffer(json.dumps({"name": self.name, **self.metadata}, ensure_ascii=False,
                                               sort_keys=True).encode(), dtype=np.uint8))
         return buffer.getvalue()
@@ -156,15 +201,15 @@ class TextModel:
             with np.load(io.BytesIO(data), allow_pickle=False) as archive:
                 if int(archive["format"][0]) != FORMAT:
                     raise ModelError(f"model format {int(archive['format'][0])} is not {FORMAT}")
-                words = archive["vocabulary"].tobytes().decode()
+                words = archive["words"].tobytes().decode()
                 metadata = json.loads(archive["metadata"].tobytes().decode())
                 weights = archive["weights"].astype(np.float32)
                 bias = archive["bias"].astype(np.float32)
+                codes = archive["codes"].astype(np.int64)
         except (OSError, KeyError, ValueError) as error:
             raise ModelError(f"not a triage model file: {error}") from error
-        vocabulary = {word: index for index, word in enumerate(words.split("\n"))} if words else {}
         name = metadata.pop("name", "model")
-        return cls(name, vocabulary, weights, bias, metadata)
+        return cls(name, codes, words.split("\n") if words else [], weights, bias, metadata)
 
     @classmethod
     def load(cls, path: str | Path) -> TextModel:

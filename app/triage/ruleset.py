@@ -459,6 +459,13 @@ DEFAULT_RULESET_FILE = "default.yaml"
 
 
 @cache
+def default_rules_only() -> Ruleset:
+    """The shipped ruleset without the learned model: what the model is trained to read beside."""
+    text = resources.files("app.triage").joinpath("rules", DEFAULT_RULESET_FILE).read_text(encoding="utf-8")
+    return Ruleset.from_mapping({**yaml.safe_load(text), "model": "none"})
+
+
+@cache
 def default_ruleset() -> Ruleset:
     """The ruleset shipped with the service, loaded and compiled once per process."""
     text = resources.files("app.triage").joinpath("rules", DEFAULT_RULESET_FILE).read_text(encoding="utf-8")

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from app.triage.features import extract, vocabulary
+from app.triage.features import character_codes, word_features
 from app.triage.learned import N_COLUMNS, N_EMOTIONS, N_INTENTS, URGENT_COLUMN, TextModel
 from app.triage.model import EMOTIONS, INTENTS
 from app.triage.normalize import normalise
@@ -76,20 +76,58 @@ def _weight_of(row: Mapping[str, Any], settings: TrainingSettings) -> float:
     return 1.0
 
 
-def _matrix(feature_lists: Sequence[list[str]], vocab: Mapping[str, int]) -> Any:
+def _matrix(feature_rows: Sequence[list[int]], width: int) -> Any:
     from scipy.sparse import csr_matrix
 
     indptr = [0]
     indices: list[int] = []
     data: list[float] = []
-    for features in feature_lists:
-        rows = sorted({vocab[f] for f in features if f in vocab})
+    for rows in feature_rows:
         indices.extend(rows)
         if rows:
             data.extend([len(rows) ** -0.5] * len(rows))
         indptr.append(len(indices))
     return csr_matrix((np.array(data, dtype=np.float64), np.array(indices, dtype=np.int64), np.array(indptr)),
-                      shape=(len(feature_lists), len(vocab)))
+                      shape=(len(feature_rows), width))
+
+
+def _features(rows: Sequence[Mapping[str, Any]], settings: TrainingSettings) -> tuple[list[np.ndarray], list[set[str]]]:
+    """Each row's distinct character codes and its word features (with the rules' signals when asked)."""
+    code_sets: list[np.ndarray] = []
+    word_sets: list[set[str]] = []
+    reader = None
+    if settings.rule_signals:
+        # classify() gives the model the rules' reading; training computes it the same way (engine imports this
+        # module's siblings, so it is imported here, not at the top).
+        from app.triage.engine import read_rules
+        from app.triage.ruleset import default_rules_only
+
+        rules_only = default_rules_only()
+        reader = lambda text: read_rules(text, rules_only)  # noqa: E731
+    for row in rows:
+        text = str(row["text"])
+        norm = normalise(text).text
+        code_sets.append(np.unique(character_codes(norm)[0]))
+        words = {feature for feature, _start, _end in word_features(norm)}
+        if reader is not None:
+            words.update(reader(text))
+        word_sets.append(words)
+    return code_sets, word_sets
+
+
+def _vocabulary(code_sets: list[np.ndarray], word_sets: list[set[str]],
+                min_count: int) -> tuple[np.ndarray, list[str]]:
+    """Codes and words seen in at least min_count rows: codes sorted, words sorted, so numbering is reproducible."""
+    if code_sets:
+        codes, counts = np.unique(np.concatenate(code_sets), return_counts=True)
+        kept_codes = codes[counts >= min_count]
+    else:
+        kept_codes = np.zeros(0, dtype=np.int64)
+    word_counts: dict[str, int] = {}
+    for words in word_sets:
+        for word in words:
+            word_counts[word] = word_counts.get(word, 0) + 1
+    return kept_codes, sorted(word for word, count in word_counts.items() if count >= min_count)
 
 
 def _fit(matrix: Any, labels: list[int], weights: list[float], classes: int, c: float,
@@ -130,18 +168,18 @@ def train(rows: Sequence[Mapping[str, Any]], *, name: str = "default",
           settings: TrainingSettings | None = None) -> TextModel:
     """A model trained on rows; the same rows and settings always give the same version."""
     settings = settings or TrainingSettings()
-    feature_lists = [extract(normalise(str(row["text"])).text) for row in rows]
-    if settings.rule_signals:
-        # The rules' reading of each row, as classify() gives it to the model (engine imports this module's
-        # siblings, so it is imported here, not at the top).
-        from app.triage.engine import read_rules
-        from app.triage.ruleset import Ruleset, default_ruleset
-
-        rules_only = Ruleset({**default_ruleset().to_mapping(), "model": "none"})
-        for features, row in zip(feature_lists, rows):
-            features.extend(read_rules(str(row["text"]), rules_only))
-    vocab = vocabulary(feature_lists, min_count=settings.min_count)
-    weights = np.zeros((len(vocab), N_COLUMNS))
+    code_sets, word_sets = _features(rows, settings)
+    codes, words = _vocabulary(code_sets, word_sets, settings.min_count)
+    word_rows = {word: len(codes) + index for index, word in enumerate(words)}
+    feature_rows: list[list[int]] = []
+    for row_codes, row_words in zip(code_sets, word_sets):
+        places = np.searchsorted(codes, row_codes) if len(codes) else np.zeros(0, dtype=np.int64)
+        places[places == len(codes)] = 0
+        known = places[codes[places] == row_codes].tolist() if len(codes) else []
+        known.extend(word_rows[word] for word in row_words if word in word_rows)
+        feature_rows.append(sorted(known))
+    width = len(codes) + len(words)
+    weights = np.zeros((width, N_COLUMNS))
     bias = np.zeros(N_COLUMNS)
     counts: dict[str, int] = {}
 
@@ -153,7 +191,7 @@ def train(rows: Sequence[Mapping[str, Any]], *, name: str = "default",
         chosen = [i for i, row in enumerate(rows) if row.get(key) in values]
         if not chosen:
             raise ValueError(f"no row carries a {key} label")
-        matrix = _matrix([feature_lists[i] for i in chosen], vocab)
+        matrix = _matrix([feature_rows[i] for i in chosen], width)
         labels = [values.index(rows[i][key]) for i in chosen]
         coef, intercept = _fit(matrix, labels, [_weight_of(rows[i], settings) for i in chosen], len(values), c,
                                settings.max_iter)
@@ -162,7 +200,7 @@ def train(rows: Sequence[Mapping[str, Any]], *, name: str = "default",
 
     chosen = [i for i, row in enumerate(rows) if isinstance(row.get("urgent"), bool)]
     if chosen:
-        matrix = _matrix([feature_lists[i] for i in chosen], vocab)
+        matrix = _matrix([feature_rows[i] for i in chosen], width)
         labels = [int(rows[i]["urgent"]) for i in chosen]
         coef, intercept = _fit(matrix, labels, [_weight_of(rows[i], settings) for i in chosen], 2,
                                settings.urgent_c, settings.max_iter)
@@ -178,15 +216,15 @@ def train(rows: Sequence[Mapping[str, Any]], *, name: str = "default",
         digest.update(json.dumps([row.get("text"), row.get("primary"), row.get("emotion"), row.get("urgent"),
                                   row.get("source")], ensure_ascii=False).encode())
     metadata = {"corpus_sha256": digest.hexdigest(), "rows": len(rows), "labelled": counts,
-                "features": len(vocab), "settings": settings.to_dict()}
-    return TextModel(name, vocab, weights, bias, metadata)
+                "features": width, "settings": settings.to_dict()}
+    return TextModel(name, codes, words, weights, bias, metadata)
 
 
 def prune(model: TextModel, *, threshold: float) -> TextModel:
     """The model without features whose every weight is below threshold in size (they change no decision)."""
     keep = np.abs(model.weights).max(axis=1) >= threshold
-    words = sorted(model.vocabulary, key=model.vocabulary.__getitem__)
-    kept_words = [word for word, flag in zip(words, keep) if flag]
-    vocab = {word: index for index, word in enumerate(kept_words)}
-    metadata = {**model.metadata, "features": len(vocab), "pruned_below": threshold}
-    return TextModel(model.name, vocab, model.weights[keep], model.bias, metadata)
+    count = len(model.codes)
+    words = sorted(model.words, key=model.words.__getitem__)
+    kept_words = [word for word, flag in zip(words, keep[count:]) if flag]
+    metadata = {**model.metadata, "features": int(keep.sum()), "pruned_below": threshold}
+    return TextModel(model.name, model.codes[keep[:count]], kept_words, model.weights[keep], model.bias, metadata)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.triage import Ruleset, classify, default_ruleset
-from app.triage.features import extract, extract_spans, feature_list
+from app.triage.features import character_codes, code, extract, word_features
 from app.triage.learned import ModelError, TextModel, default_model
 from app.triage.model import INTENTS
 from app.triage.normalize import normalise
@@ -36,15 +36,16 @@ def tiny_model() -> TextModel:
     return train(TINY, name="tiny", settings=TrainingSettings(min_count=1, rule_signals=False))
 
 
-@given(st.text(alphabet=st.sampled_from(list("快递没到退款差评好的 abc refund's!!？？😡★，.#1234567890")), max_size=60))
+@given(st.text(alphabet=st.sampled_from(list("快递没到退款差评好的 abc refund's!!？？😡★，.#1234567890\u3000")), max_size=60))
 @settings(max_examples=300, deadline=None)
-def test_the_fast_reading_finds_the_same_features_as_the_spans(text: str) -> None:
+def test_every_character_feature_is_the_text_it_was_read_from(text: str) -> None:
     norm = normalise(text).text
-    assert set(feature_list(norm)) == set(extract(norm))
-    for feature, start, end in extract_spans(norm):
-        # A word bigram spans both words; every other feature is exactly the text it was read from.
-        assert " " in feature or feature.startswith(("~", "#")) or norm[start:end] == feature or \
-            feature.isdigit() or feature.replace("'", "").isalnum()
+    codes, starts, lengths = character_codes(norm)
+    for value, start, length in zip(codes.tolist(), starts.tolist(), lengths.tolist()):
+        piece = norm[start:start + length]
+        assert value == code(piece) and not piece.isspace()
+    for feature, start, end in word_features(norm):
+        assert feature.startswith(("~", "#")) or " " in feature or norm[start:end] == feature
 
 
 def test_features_of_chinese_english_and_numbers() -> None:
