@@ -392,3 +392,20 @@ async def ingest_transaction(db: Driver) -> AsyncIterator[IngestStore]:
     """A store on `db`'s connection, inside a transaction committed when the block ends."""
     async with db.transaction():
         yield PostgresIngestStore(db.connection) if db.postgres else SqliteIngestStore(db.connection)
+
+
+async def open_episode_texts(db: Driver, conversations: Sequence[ConversationKey], *,
+                             limit: int) -> dict[ConversationKey, list[str]]:
+    """The latest `limit` buyer messages of each conversation's open episode, oldest first; a conversation with no
+    open ticket has none. Read by the (ticket, id) message index, one conversation at a time: only fragments that
+    the triage cannot read alone ask for them."""
+    found: dict[ConversationKey, list[str]] = {}
+    for key in conversations:
+        rows = await db.rows(
+            "SELECT m.text FROM tickets t JOIN messages m ON m.ticket_id = t.id"
+            " WHERE t.shop_id = $1 AND t.platform = $2 AND t.conversation_id = $3 AND t.status <> 'resolved'"
+            " AND m.direction = 'inbound' AND m.received_at >= t.opened_at ORDER BY m.id DESC LIMIT $4",
+            *key, limit)
+        if rows:
+            found[key] = [row["text"] for row in reversed(rows)]
+    return found

@@ -9,7 +9,7 @@ messages has committed, and a request that could not be stored gets an error, ne
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -27,6 +27,10 @@ from app.services.directory import ShopInfo
 from app.services.notify import Notifier
 from app.services.tickets import InboundDecision, new_ticket, receive
 from app.triage import PriorityContext, Triage, classify, priority_for
+from app.triage.hybrid import CONTEXT_MESSAGES
+
+# A message this short that no rule understood may only make sense in its conversation.
+FRAGMENT_CHARACTERS = 24
 
 log = logging.getLogger("app.ingest")
 NOTIFY_CHANNEL = "triage_work"
@@ -70,9 +74,37 @@ class _Entry:
         self.customer = (self.shop.id, self.platform, self.message.customer.id)
 
 
-def triage_messages(shop: ShopInfo, messages: Sequence[WebhookMessage]) -> list[Triage]:
-    """Classify outside the transaction; the priority is finished once the customer's history is known."""
-    return [classify(m.text, shop.ruleset) for m in messages]
+def triage_messages(shop: ShopInfo, messages: Sequence[WebhookMessage],
+                    stored: Mapping[str, list[str]] | None = None) -> list[Triage]:
+    """Classify outside the transaction; the priority is finished once the customer's history is known.
+
+    Each message is read with the earlier buyer messages of its conversation as context: those of this request
+    before it, after `stored` ones of the open episode by conversation id (read only for fragments; see
+    `needs_context`).
+    """
+    earlier: dict[str, list[str]] = {}
+    triages = []
+    for m in messages:
+        before = earlier.setdefault(m.conversation_id, list((stored or {}).get(m.conversation_id, ())))
+        triages.append(classify(m.text, shop.ruleset, context=before[-CONTEXT_MESSAGES:]))
+        before.append(m.text)
+    return triages
+
+
+def needs_context(messages: Sequence[WebhookMessage], triages: Sequence[Triage]) -> list[str]:
+    """Conversations whose first message in this request is a fragment: short, and no rule fired on it
+    ("订单只有一个"); their open episode's earlier messages are read for it. A message a rule understood, or a long
+    one, carries its own meaning."""
+    seen: set[str] = set()
+    wanted = []
+    for message, triage in zip(messages, triages):
+        if message.conversation_id in seen:
+            continue
+        seen.add(message.conversation_id)
+        if len(message.text) <= FRAGMENT_CHARACTERS and not any(
+                not evidence.rule.startswith(("model.", "context.")) for hit in triage.intents for evidence in hit.evidence):
+            wanted.append(message.conversation_id)
+    return wanted
 
 
 def priority_contexts(entries: Sequence["_Entry"], prepared: ingest_sql.Prepared, *, now: datetime) -> None:
@@ -287,7 +319,15 @@ class Ingestor:
 
     async def submit(self, shop: ShopInfo, platform: str, messages: Sequence[WebhookMessage]) -> list[IngestedMessage]:
         """Store one request's messages; returns after they are committed."""
-        job = IngestJob(shop, platform, messages, triage_messages(shop, messages))
+        triages = triage_messages(shop, messages)
+        wanted = needs_context(messages, triages)
+        if wanted:
+            async with driver(self._drivers) as db:
+                stored = await ingest_sql.open_episode_texts(db, [(shop.id, platform, c) for c in wanted],
+                                                             limit=CONTEXT_MESSAGES)
+            if stored:
+                triages = triage_messages(shop, messages, {key[2]: texts for key, texts in stored.items()})
+        job = IngestJob(shop, platform, messages, triages)
         if not self._open:
             raise Unavailable("ingestion is not running")
         self._queue.put_nowait(job)

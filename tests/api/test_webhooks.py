@@ -515,3 +515,30 @@ async def test_vip_level_is_a_json_integer_from_0_to_10(client: httpx.AsyncClien
     response = await post_signed(client, shop["id"], shop["webhook_secret"], [msg])
     assert response.status_code == 422, response.text
     assert [d["field"] for d in response.json()["error"]["details"]] == ["body.messages[0].customer.vip_level"]
+
+
+async def test_a_fragment_is_triaged_in_its_conversation(app: FastAPI, client: httpx.AsyncClient,
+                                                         new_shop: Any) -> None:
+    """A message the triage cannot read alone is read after the open episode's earlier buyer messages: those of
+    the same request, and those already stored; a new conversation has none, and a resolved episode's are gone."""
+    shop = await new_shop()
+    first = await post_signed(client, shop["id"], shop["webhook_secret"],
+                              [message("付款扣了两次钱", conversation="c-pay")])
+    assert first.status_code == 202, first.text
+    later = await post_signed(client, shop["id"], shop["webhook_secret"],
+                              [message("订单只有一个", conversation="c-pay")])
+    assert later.status_code == 202, later.text
+    assert later.json()["results"][0]["primary"] == "payment_order"
+
+    together = await post_signed(client, shop["id"], shop["webhook_secret"], [
+        message("付款扣了两次钱", conversation="c-both"), message("订单只有一个", conversation="c-both")])
+    assert [r["primary"] for r in together.json()["results"]] == ["payment_order", "payment_order"]
+
+    async with app.state.sessionmaker() as session:
+        stored = (await session.execute(select(Message.triage).where(Message.shop_id == shop["id"],
+                                                                      Message.text == "订单只有一个"))).scalars().all()
+    assert len(stored) == 2
+    for triage in stored:
+        evidence = triage["intents"][0]["evidence"][0]
+        assert evidence["rule"] == "context.payment_order" and evidence["text"] == "订单只有一个"
+        assert triage["model"] is not None
