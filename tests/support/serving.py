@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository: tests/support/serving.py is two below it
 
 
 def free_port() -> int:
