@@ -2,6 +2,7 @@
 
 import logging
 import re
+import time
 import uuid
 from typing import Any
 
@@ -9,6 +10,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.db.faults import FAULT_TYPES, fault_kind, is_unavailable
 
 log = logging.getLogger("app.errors")
 
@@ -105,9 +108,49 @@ def validation_details(errors: Any) -> list[dict[str, Any]]:
     ]
 
 
+RETRY_AFTER_SECONDS = 2
+
+
 async def _app_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.status)
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status == 503 else None
+    return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.status, headers=headers)
+
+
+class FaultLog:
+    """One log line per kind of database fault per interval, however many requests meet it; then a count."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def record(self, kind: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(kind, -self.interval) < self.interval:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return
+        self._last[kind] = now
+        log.warning("database unavailable: answering 503", extra={
+            "fault": kind, "suppressed_since_last": self._suppressed.pop(kind, 0)})
+
+
+FAULTS = FaultLog()
+
+
+def unavailable_response() -> JSONResponse:
+    return JSONResponse(error_body("service_unavailable", "the database is unavailable; retry shortly"),
+                        status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    # Registered for the driver and pool error types: unreachable, terminated, locked or exhausted is a 503 with
+    # one rate-limited line; anything else of those types is a bug, logged with its traceback as a 500.
+    if is_unavailable(exc):
+        FAULTS.record(fault_kind(exc))
+        return unavailable_response()
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(error_body("internal", "internal error"), status_code=500)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -162,6 +205,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for fault_type in FAULT_TYPES:
+        app.add_exception_handler(fault_type, _database_error)
     app.add_exception_handler(Exception, _unexpected)
 
 
@@ -197,7 +242,7 @@ class MalformedJson(AppError):
 
 class Unavailable(AppError):
     status = 503
-    code = "unavailable"
+    code = "service_unavailable"
     message = "temporarily unavailable, retry"
 
 

@@ -31,7 +31,8 @@ DESCRIPTION = """
 Receives buyer chat messages from shop platforms over signed webhooks, decides what each message is
 about and how urgent it is, and routes it to the right agent queue. Agent consoles claim work over HTTP.
 
-Every error answers `{"error": {"code", "message", "details"}}`; every answer carries `X-Request-ID`.
+Every error answers `{"error": {"code", "message", "details"}}`; every answer carries `X-Request-ID`. Any operation
+answers `503 service_unavailable` with `Retry-After` while the database cannot be reached.
 """
 
 

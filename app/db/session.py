@@ -11,6 +11,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from app.db.faults import is_unavailable
 from app.db.listen import asyncpg_dsn
 
 
@@ -56,7 +57,16 @@ def create_engine(url: str, *, pool_size: int | None = None, busy_timeout_ms: in
     # hide_parameters: database errors must not carry buyer texts into logs.
     kwargs: dict[str, Any] = {"pool_size": pool_size or 10, "max_overflow": 0, "pool_pre_ping": True,
                               "pool_timeout": 30, "hide_parameters": True}
-    return create_async_engine(url, **kwargs)
+    engine = create_async_engine(url, **kwargs)
+    event.listen(engine.sync_engine, "handle_error", _discard_broken_connections)
+    return engine
+
+
+def _discard_broken_connections(context: Any) -> None:
+    # SQLAlchemy invalidates a connection on the errors its dialect knows as disconnects; a terminated backend
+    # or a connection left mid-operation by a cancelled query is one too, and must not go back into the pool.
+    if not context.is_disconnect and is_unavailable(context.original_exception):
+        context.is_disconnect = True
 
 
 def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
@@ -122,7 +132,13 @@ class DriverConnections:
         """One driver connection (asyncpg or aiosqlite) for the block."""
         if self._pool is not None:
             async with self._pool.acquire() as connection:
-                yield connection
+                try:
+                    yield connection
+                except Exception as error:
+                    # A broken connection goes back closed, so the pool opens a new one instead of handing it out.
+                    if is_unavailable(error):
+                        connection.terminate()
+                    raise
             return
         async with self.engine.connect() as sa_connection:
             raw = await sa_connection.get_raw_connection()

@@ -2,14 +2,17 @@
 
 from typing import Any
 
-from app.db.migrate import reachable_revision
+from app.db.probe import database_revision
 from app.errors import error_body
 
+PROBE_SECONDS = 1.5  # /readyz answers within 2 s whatever the database does
 
-async def readiness(engine: Any, *, head: str | None, workers: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+
+async def readiness(database_url: str, *, head: str | None,
+                    workers: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """The status code and body of /readyz; the body shows each background worker's state either way."""
     try:
-        revision = await reachable_revision(engine)
+        revision = await database_revision(database_url, timeout=PROBE_SECONDS)
     except Exception as exc:  # any failure to reach the database means "not ready"
         return 503, error_body("database_unreachable", f"database unreachable: {type(exc).__name__}",
                                {"workers": workers})
