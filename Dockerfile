@@ -1,4 +1,5 @@
-# The service image: migrations run at start, then uvicorn serves.
+# The service image: migrations run at start, then `triage serve` serves, with the timeouts and limits below
+# (the settings' defaults, stated here so they can be read and changed per deployment).
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -6,7 +7,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     TRIAGE_HOST=0.0.0.0 \
-    TRIAGE_PORT=8000
+    TRIAGE_PORT=8000 \
+    TRIAGE_KEEPALIVE_SECONDS=5 \
+    TRIAGE_HEADER_TIMEOUT_SECONDS=10 \
+    TRIAGE_BODY_TIMEOUT_SECONDS=10 \
+    TRIAGE_BODY_MIN_RATE=8192 \
+    TRIAGE_MAX_CONNECTIONS=1000 \
+    TRIAGE_MAX_REQUEST_BYTES=1048576 \
+    TRIAGE_MAX_HEADER_BYTES=32768 \
+    TRIAGE_MAX_HEADERS=100
 
 WORKDIR /srv/triage
 COPY pyproject.toml README.md alembic.ini ./

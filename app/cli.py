@@ -107,9 +107,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         Path(metrics_dir).mkdir(parents=True, exist_ok=True)
         for stale in Path(metrics_dir).glob("*.db"):
             stale.unlink()
+    # The protocol adds what uvicorn lacks: head and body timeouts, a head size limit, a connection limit in
+    # the service's error shape (app/server.py); uvicorn's own keep-alive timeout stays.
     uvicorn.run("app.main:app", host=args.host or settings.host, port=args.port or settings.port,
                 workers=args.workers or settings.workers, log_config=log_config(settings.log_level),
-                log_level=settings.log_level.lower(), access_log=False, proxy_headers=True)
+                log_level=settings.log_level.lower(), access_log=False, proxy_headers=True,
+                http="app.server:TriageHttpProtocol", timeout_keep_alive=settings.keepalive_seconds,
+                limit_concurrency=None)
     return 0
 
 

@@ -24,7 +24,8 @@ class BodyTooLarge(HTTPException):
     """Raised from `receive` when the body passes the limit: FastAPI passes HTTP exceptions through its parsing."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"the request body is larger than {limit} bytes")
+        # Closing: the rest of the body is never read, so the connection cannot carry another request.
+        super().__init__(413, f"the request body is larger than {limit} bytes", headers={"Connection": "close"})
 
 
 async def send_error(send: Send, status: int, code: str, message: str, *, details: Any = None,

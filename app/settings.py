@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest accepted request body on every route but the webhook (which has TRIAGE_MAX_BODY_BYTES)")
     max_header_bytes: int = Field(32 * 1024, ge=4096, le=1024 * 1024, description="Largest total size of a request's header fields and query string")
     max_headers: int = Field(100, ge=16, le=1000, description="Most header fields a request may carry")
+    keepalive_seconds: float = Field(5.0, gt=0, le=300, description="`triage serve`: an idle keep-alive connection is closed after this long")
+    header_timeout_seconds: float = Field(10.0, gt=0, le=300, description="`triage serve`: a request head must arrive within this long (a silent new connection is closed then)")
+    body_timeout_seconds: float = Field(10.0, gt=0, le=300, description="`triage serve`: after this long a request body must have arrived at TRIAGE_BODY_MIN_RATE on average")
+    body_min_rate: int = Field(8192, ge=1, le=100 * 1024 * 1024, description="`triage serve`: slowest accepted body, bytes per second, once TRIAGE_BODY_TIMEOUT_SECONDS passed")
+    max_connections: int = Field(1000, ge=1, le=100_000, description="`triage serve`: open connections per process; a request on one more is 503")
     default_agent_capacity: int = Field(5, ge=1, le=50, description="Open tickets an agent may hold unless set per agent")
     idempotency_retention_hours: float = Field(24.0, gt=0, le=24 * 365, description="How long an agent write's Idempotency-Key is remembered")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(

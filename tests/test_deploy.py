@@ -1,5 +1,6 @@
 """Docker files cannot run on these machines; these checks keep them correct by reading."""
 
+import re
 from pathlib import Path
 
 import yaml
@@ -34,3 +35,15 @@ def test_dockerfile_is_slim_non_root_healthchecked_and_migrates_first() -> None:
     assert any("/healthz" in line for line in lines)
     cmd = [line for line in lines if line.startswith("CMD")][-1]
     assert cmd.index("triage migrate") < cmd.index("triage serve")
+
+
+def test_dockerfile_states_the_server_limits_as_the_settings_default_them() -> None:
+    from app.settings import Settings
+
+    text = (ROOT / "Dockerfile").read_text()
+    stated = dict(re.findall(r"TRIAGE_([A-Z_]+)=(\S+?)\s*\\?\n", text))
+    defaults = Settings(_env_file=None)
+    limits = ("keepalive_seconds", "header_timeout_seconds", "body_timeout_seconds", "body_min_rate",
+              "max_connections", "max_request_bytes", "max_header_bytes", "max_headers")
+    for name in limits:
+        assert float(stated[name.upper()]) == float(getattr(defaults, name)), name
