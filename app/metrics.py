@@ -6,8 +6,10 @@ not process state at all: each scrape reads them from the database, so every pro
 same, right numbers.
 """
 
+import asyncio
 import os
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +38,8 @@ TRANSFERS = Counter("triage_transfers", "Tickets moved to another queue by an ag
 FIRST_RESPONSE = Histogram("triage_first_response_seconds", "From episode start to the first agent reply",
                            ["shop", "tier"],
                            buckets=(5, 10, 20, 30, 40, 60, 90, 120, 300, 600, 1800, 3600, 4 * 3600))
+GAUGE_REFRESHES = Counter("triage_metrics_gauge_refreshes", "Times this process read the backlog gauges from the "
+                          "database for /metrics (at most once per TRIAGE_METRICS_CACHE_SECONDS)")
 SLA_BREACHES = Counter("triage_sla_breaches", "First replies later than their first-response target",
                        ["shop", "tier"])
 REQUEST_DURATION = Histogram("triage_http_request_duration_seconds", "HTTP requests by route template",
@@ -137,3 +141,32 @@ def exposition(families: Sequence[GaugeMetricFamily]) -> bytes:
     snapshot = CollectorRegistry()
     snapshot.register(_Snapshot(families))
     return generate_latest(registry) + generate_latest(snapshot)
+
+
+class CachedAnswer:
+    """The /metrics answer of this process, made at most once per `ttl` seconds however many scrape.
+
+    Scrapes arriving while one is made wait for it and share it (also with ttl 0), so twenty scrapers cost one
+    aggregate statement and one rendering, not twenty. An answer made without the database is not kept: the
+    next scrape tries again.
+    """
+
+    def __init__(self, make: Callable[[], Awaitable[tuple[bytes, bool]]], *, ttl: float) -> None:
+        self._make = make
+        self._ttl = ttl
+        self._lock = asyncio.Lock()
+        self._answer = b""
+        self._made_at = float("-inf")
+
+    async def get(self) -> bytes:
+        arrived = time.monotonic()
+        if arrived - self._made_at < self._ttl:
+            return self._answer
+        async with self._lock:
+            # Made by another scrape since this one arrived, or within the window: that answer will do.
+            if self._made_at >= arrived or time.monotonic() - self._made_at < self._ttl:
+                return self._answer
+            answer, keep = await self._make()
+            if keep:
+                self._answer, self._made_at = answer, time.monotonic()
+            return answer

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(10.0, gt=0, le=300, description="`triage serve`: after this long a request body must have arrived at TRIAGE_BODY_MIN_RATE on average")
     body_min_rate: int = Field(8192, ge=1, le=100 * 1024 * 1024, description="`triage serve`: slowest accepted body, bytes per second, once TRIAGE_BODY_TIMEOUT_SECONDS passed")
     max_connections: int = Field(1000, ge=1, le=100_000, description="`triage serve`: open connections per process; a request on one more is 503")
+    metrics_cache_seconds: float = Field(5.0, ge=0, le=300, description="/metrics reads the backlog gauges from the database at most this often per process")
+    metrics_token: SecretStr | None = Field(None, description="Bearer token /metrics requires; unset, /metrics is open")
     default_agent_capacity: int = Field(5, ge=1, le=50, description="Open tickets an agent may hold unless set per agent")
     idempotency_retention_hours: float = Field(24.0, gt=0, le=24 * 365, description="How long an agent write's Idempotency-Key is remembered")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(

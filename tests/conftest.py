@@ -63,7 +63,9 @@ async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:
-    return Settings(_env_file=None, database_url=database_url, admin_token=ADMIN_TOKEN, **overrides)
+    # /metrics gauges read afresh at each scrape, so a test sees the backlog it just made.
+    return Settings(_env_file=None, database_url=database_url, admin_token=ADMIN_TOKEN,
+                    **{"metrics_cache_seconds": 0, **overrides})
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,8 @@ from typing import Any
 import asyncpg
 from sqlalchemy import exc as sa_exc
 
+from app.db.errors import StoreUnavailable
+
 # SQLSTATE classes and codes of a server that is gone, refuses connections or runs out of them: connection
 # exceptions (08), operator intervention (57: terminated backends, shutdown, starting up), insufficient
 # resources (53), an unknown database (3D000), refused authorization (28).
@@ -19,8 +21,9 @@ _BROKEN_CONNECTION = ("connection is closed", "connection was closed", "another 
 _SQLITE_UNAVAILABLE = ("database is locked", "database is busy", "unable to open database", "disk i/o error",
                        "readonly database")
 
-# Exception types whose handler decides, by is_unavailable, between 503 and a plain 500.
-FAULT_TYPES: tuple[type[BaseException], ...] = (
+# Exception types whose handler decides, by is_unavailable, between 503 and a plain 500 (StoreUnavailable by
+# the driver error it wraps: the store translates every driver error into it).
+FAULT_TYPES: tuple[type[BaseException], ...] = (StoreUnavailable,
     sa_exc.DBAPIError, sa_exc.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
     asyncpg.exceptions.InternalClientError, sqlite3.Error, OSError)
 

@@ -2,14 +2,16 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from app.clock import utcnow
 from app.deps import STRICT_QUERY, AdminDep, SessionDep
-from app.metrics import CONTENT_TYPE
+from app.errors import Unauthorized
+from app.metrics import CONTENT_TYPE, CachedAnswer
 from app.routers.docs import errors
 from app.schemas.base import Rfc3339
 from app.schemas.stats import ShopStats
+from app.security import tokens_equal
 from app.services import stats
 
 router = APIRouter(prefix="/v1/shops", tags=["ops: statistics"], dependencies=STRICT_QUERY)
@@ -62,10 +64,12 @@ async def shop_stats(shop_id: str, session: SessionDep, _: AdminDep,
 
 
 METRICS = """
-Prometheus text format (0.0.4), no token. Counters and histograms are this process's, or every
+Prometheus text format (0.0.4). No token, unless `TRIAGE_METRICS_TOKEN` is set: then a bearer token equal
+to it is required (`401` otherwise). Counters and histograms are this process's, or every
 process's when `PROMETHEUS_MULTIPROC_DIR` is set; the `triage_queue_*` and
-`triage_first_response_overdue` gauges are read from the database at each scrape, so any process
-answers the same values. Labels stay bounded: shop ids, queue names, tiers, intents, error codes,
+`triage_first_response_overdue` gauges are read from the database, so any process answers the same values.
+Each process makes this answer at most once per `TRIAGE_METRICS_CACHE_SECONDS` (5 s unless changed) however
+many scrape, concurrent scrapes sharing one: every value is at most that old. Labels stay bounded: shop ids, queue names, tiers, intents, error codes,
 route templates (never raw paths).
 """
 
@@ -74,5 +78,21 @@ route templates (never raw paths).
                     responses={200: {"content": {CONTENT_TYPE: {"example": "triage_queue_depth{queue=\"aftersale\","
                                                                 "shop=\"demo\",tier=\"P2\"} 3.0\n"}},
                                      "description": "Metrics in the Prometheus text format"}})
-async def prometheus_metrics(session: SessionDep) -> Response:
-    return Response(await stats.metrics_exposition(session, now=utcnow()), media_type=CONTENT_TYPE)
+async def prometheus_metrics(request: Request) -> Response:
+    settings = request.app.state.settings
+    if settings.metrics_token is not None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not tokens_equal(token, settings.metrics_token.get_secret_value()):
+            raise Unauthorized("missing or invalid metrics token (TRIAGE_METRICS_TOKEN)")
+    return Response(await _answer(request).get(), media_type=CONTENT_TYPE)
+
+
+def _answer(request: Request) -> CachedAnswer:
+    """This process's cached /metrics answer."""
+    cached: CachedAnswer | None = getattr(request.app.state, "metrics_answer", None)
+    if cached is None:
+        sessionmaker = request.app.state.sessionmaker
+        cached = request.app.state.metrics_answer = CachedAnswer(
+            lambda: stats.metrics_exposition(sessionmaker, now=utcnow()),
+            ttl=request.app.state.settings.metrics_cache_seconds)
+    return cached

@@ -124,15 +124,23 @@ def _agent_stats(levels: dict[tuple[str, str], Row[Any]], agents: list[tuple[str
             for agent_id in agent_ids]
 
 
+async def backlog_gauges(session: Session, *, now: datetime) -> list[Any]:
+    """The backlog gauge families, read from the database now (one aggregate statement)."""
+    async with translated():
+        rows = await stats_sql.backlog_everywhere(session, now=now)
+        await session.rollback()
+    return metrics.backlog_families(rows, now=now)
 
-async def metrics_exposition(session: Session, *, now: datetime) -> bytes:
-    """The Prometheus text: process metrics, and backlog gauges read from the database now."""
+
+async def metrics_exposition(sessionmaker: Any, *, now: datetime) -> tuple[bytes, bool]:
+    """The Prometheus text: process metrics, and the backlog gauges read from the database now; and whether the
+    database answered."""
     try:
-        async with translated():
-            rows = await stats_sql.backlog_everywhere(session, now=now)
-            await session.rollback()
+        async with sessionmaker() as session:
+            families = await backlog_gauges(session, now=now)
+        metrics.GAUGE_REFRESHES.inc()
     except StoreUnavailable as exc:
         # A scrape still reports the process's own metrics while the database is away.
         log.warning("backlog gauges unavailable (%s: %s)", type(exc).__name__, exc)
-        rows = []
-    return metrics.exposition(metrics.backlog_families(rows, now=now))
+        return metrics.exposition([]), False
+    return metrics.exposition(families), True
