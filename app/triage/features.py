@@ -142,6 +142,28 @@ def word_features(text: str) -> list[tuple[str, int, int]]:
     return found
 
 
+_SYMBOL_CHARS = re.compile(f"[^\\s{_HAN_CLASS}a-z0-9']")
+_MARK_RUN = re.compile("[!?！？]{2,}")
+
+
+def character_strings(text: str) -> list[str]:
+    """The character features of `character_codes` as strings, read with the standard library: cheaper than numpy's
+    fixed cost of a few dozen calls on a short message."""
+    features: list[str] = []
+    for run in _HAN_RUN.findall(text):
+        size = len(run)
+        features.extend(run)
+        if size > 1:
+            features.extend([run[index:index + 2] for index in range(size - 1)])
+            if size > 2:
+                features.extend([run[index:index + 3] for index in range(size - 2)])
+    features.extend(_SYMBOL_CHARS.findall(text))
+    if "!" in text or "?" in text or "！" in text or "？" in text:
+        for run in _MARK_RUN.findall(text):
+            features.extend([run[index:index + 2] for index in range(len(run) - 1)])
+    return features
+
+
 def has_words(text: str) -> bool:
     return _WORD.search(text) is not None
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from app.triage.features import decode, distinct_codes, has_words, word_features
+from app.triage.features import character_strings, decode, distinct_codes, has_words, word_features
 from app.triage.model import EMOTIONS, INTENTS
 
 N_INTENTS = len(INTENTS)
@@ -30,6 +30,9 @@ N_EMOTIONS = len(EMOTIONS)
 URGENT_COLUMN = N_INTENTS + N_EMOTIONS
 N_COLUMNS = URGENT_COLUMN + 1
 FORMAT = 2
+# Up to this many characters the features are read as strings and looked up in a dict; longer texts go through
+# numpy, whose cost hardly grows with length (docs/triage.md, "Speed").
+SHORT_TEXT = 64
 
 
 class ModelError(ValueError):
@@ -76,7 +79,8 @@ def _logistic(score: float) -> float:
 class TextModel:
     """Feature codes and words, weights and biases of the linear heads; `version` names the exact content."""
 
-    __slots__ = ("name", "codes", "words", "weights", "bias", "version", "metadata", "_pushes", "_word_list")
+    __slots__ = ("name", "codes", "words", "weights", "bias", "version", "metadata", "_pushes", "_word_list",
+                 "_characters")
 
     def __init__(self, name: str, codes: np.ndarray, words: Sequence[str], weights: np.ndarray, bias: np.ndarray,
                  metadata: dict[str, Any]) -> None:
@@ -90,6 +94,8 @@ class TextModel:
         self.codes = codes
         self.words: dict[str, int] = {word: len(codes) + index for index, word in enumerate(words)}
         self._word_list = list(words)
+        # The character features by their text too, for short messages (see `rows`).
+        self._characters: dict[str, int] = {decode(value): row for row, value in enumerate(self.codes.tolist())}
         # Weights are stored as float16; rounding here too makes a freshly trained model equal its loaded file.
         self.weights = np.ascontiguousarray(weights.astype(np.float16), dtype=np.float32)
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
@@ -115,10 +121,16 @@ class TextModel:
 
     def rows(self, text: str, signals: Sequence[str] = ()) -> np.ndarray:
         """Rows of the distinct features of a normalised text and of the rules' signals."""
+        get = self.words.get
+        extra = set(map(get, signals))
+        if len(text) <= SHORT_TEXT:
+            extra.update(map(self._characters.get, character_strings(text)))
+            if has_words(text):
+                extra.update(get(feature) for feature, _start, _end in word_features(text))
+            extra.discard(None)
+            return np.fromiter(extra, dtype=np.int64, count=len(extra))
         # Distinct codes map to distinct rows; words and signals are made distinct by the set.
         rows = self._code_rows(distinct_codes(text))
-        get = self.words.get
-        extra = {get(signal) for signal in signals}
         if has_words(text):
             extra.update(get(feature) for feature, _start, _end in word_features(text))
         extra.discard(None)
