@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                busy_timeout_ms=settings.sqlite_busy_timeout_ms)
         app.state.engine = engine
         app.state.drivers = await DriverConnections.open(engine, settings.database_url, size=settings.db_pool_size)
+        app.state.drivers.thread_page = settings.thread_page
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.directory = ShopDirectory(app.state.sessionmaker)
         default_ruleset()  # compile the shipped rules now, not on the first request

@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     max_connections: int = Field(1000, ge=1, le=100_000, description="`triage serve`: open connections per process; a request on one more is 503")
     metrics_cache_seconds: float = Field(5.0, ge=0, le=300, description="/metrics reads the backlog gauges from the database at most this often per process")
     metrics_token: SecretStr | None = Field(None, description="Bearer token /metrics requires; unset, /metrics is open")
+    thread_page: int = Field(50, ge=1, le=1000, description="The latest messages a ticket's answer carries; GET /v1/tickets/{id}/messages pages through the rest")
     default_agent_capacity: int = Field(5, ge=1, le=50, description="Open tickets an agent may hold unless set per agent")
     idempotency_retention_hours: float = Field(24.0, gt=0, le=24 * 365, description="How long an agent write's Idempotency-Key is remembered")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(

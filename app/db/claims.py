@@ -85,8 +85,12 @@ class TicketStore:
     caller's when it has one open).
     """
 
-    def __init__(self, db: Driver) -> None:
+    def __init__(self, db: Driver, *, thread_page: int | None = None) -> None:
         self.db = db
+        # Messages a ticket's answer carries, the latest; None: the whole thread. Threads are read one message
+        # further, so the caller knows whether older ones exist.
+        self.thread_page = thread_page
+        self._thread_limit = None if thread_page is None else thread_page + 1
 
     def transaction(self) -> AbstractAsyncContextManager[None]:
         return self.db.transaction()
@@ -162,12 +166,12 @@ class TicketStore:
                                  shop_id, name) is not None
 
     async def threads(self, ticket_ids: Sequence[str]) -> dict[str, list[Record]]:
-        """Each ticket's messages, oldest first, each with the ticket's customer."""
+        """Each ticket's messages (the latest thread_page + 1), oldest first, each with the ticket's customer."""
         result: dict[str, list[Record]] = {ticket_id: [] for ticket_id in ticket_ids}
         for start in range(0, len(ticket_ids), _THREAD_CHUNK):
             chunk = list(ticket_ids[start:start + _THREAD_CHUNK])
-            rows = await self.db.rows(f"SELECT {_THREAD} FROM {_THREAD_FROM} WHERE m.ticket_id IN "
-                                      f"({placeholders(1, len(chunk))}) ORDER BY m.ticket_id, m.id", *chunk)
+            rows = await self.db.rows(_threads_sql(f"IN ({placeholders(1, len(chunk))})", self._thread_limit),
+                                      *chunk)
             for row in rows:
                 result[row["ticket_id"]].append(decoded(row))
         return result
@@ -209,6 +213,13 @@ class TicketStore:
                                   "AND id > $2 ORDER BY id LIMIT $3", ticket_id, after, limit)
         return [decoded(r) for r in rows]
 
+    async def messages(self, *, ticket_id: str, before: int | None, limit: int) -> list[Record]:
+        """Up to `limit` messages of the ticket older than message `before` (or the latest), oldest first."""
+        older, params = ("", ()) if before is None else ("AND m.id < $3 ", (before,))
+        rows = await self.db.rows(f"SELECT {_THREAD} FROM {_THREAD_FROM} WHERE m.ticket_id = $1 {older}"
+                                  "ORDER BY m.id DESC LIMIT $2", ticket_id, limit, *params)
+        return [decoded(row) for row in reversed(rows)]
+
     async def reserve_key(self, *, agent_id: str, key: str, request_hash: str, now: datetime) -> bool:
         """Take the agent's Idempotency-Key for this request; False when it was taken before."""
         # A concurrent taker of the same key holds its row: we wait for its commit, then find the key taken.
@@ -235,24 +246,49 @@ class TicketStore:
         return None
 
 
-# Where a statement already read the ticket's thread (triage_thread(), migration 0004), the ticket carries it.
-_WITH_THREAD = {alias: f", triage_thread({alias}) AS thread" for alias in ("id", "c.id", "t.id")}
-_PG_CLAIM = {thread: f"SELECT {_TICKET_C}{_WITH_THREAD['c.id'] if thread else ''} "
-                     "FROM triage_claim($1, $2, $3, $4, $5::text) c" for thread in (True, False)}
+@functools.cache
+def _threads_sql(tickets: str, limit: int | None) -> str:
+    """The messages of the tickets `m.ticket_id {tickets}` names; with a limit, each one's latest that many."""
+    if limit is None:
+        return f"SELECT {_THREAD} FROM {_THREAD_FROM} WHERE m.ticket_id {tickets} ORDER BY m.ticket_id, m.id"
+    # Numbered from the newest per ticket, on ix_messages_ticket (ticket_id, id) read backwards.
+    return (f"SELECT * FROM (SELECT {_THREAD}, row_number() OVER (PARTITION BY m.ticket_id ORDER BY m.id DESC) "
+            f"AS newest FROM {_THREAD_FROM} WHERE m.ticket_id {tickets}) page WHERE newest <= {int(limit)} "
+            "ORDER BY ticket_id, id")
+
+
+def _with_thread(alias: str, limit: int | None) -> str:
+    # Where a statement reads the ticket's thread (triage_thread(), migrations 0004 and 0008), the ticket carries
+    # it: the latest `limit` messages, or all of them. limit 0: no thread.
+    if limit == 0:
+        return ""
+    if limit is None:
+        return f", triage_thread({alias}) AS thread"
+    return f", triage_thread({alias}, {int(limit)}) AS thread"
 
 
 @functools.cache
-def _pg_held_write_sql(names: tuple[str, ...], thread: bool) -> str:
+def _pg_claim_sql(limit: int | None) -> str:
+    return f"SELECT {_TICKET_C}{_with_thread('c.id', limit)} FROM triage_claim($1, $2, $3, $4, $5::text) c"
+
+
+@functools.cache
+def _pg_held_write_sql(names: tuple[str, ...], limit: int | None) -> str:
     assignments = "".join(f", {name} = ${i + 6}" for i, name in enumerate(names))
     return (f"WITH t AS (UPDATE tickets SET updated_at = $3{assignments} WHERE id = $1 AND status = 'assigned' "
             f"AND assigned_agent_id = $2 AND lease_expires_at > $3 RETURNING {_TICKET}), "
             "e AS (INSERT INTO ticket_events (ticket_id, shop_id, at, kind, actor, data) "
             "SELECT id, shop_id, $3, $4, 'agent:' || $2, $5::text::jsonb FROM t) "
-            f"SELECT {_TICKET}{_WITH_THREAD['id'] if thread else ''} FROM t")
+            f"SELECT {_TICKET}{_with_thread('id', limit)} FROM t")
 
 
 # Ticket, outbound message and `replied` event in one statement; the event's data is reply_event's, computed
 # from the updated row (first_response_at equals now exactly when this reply stopped the clock).
+@functools.cache
+def _pg_reply_sql(limit: int | None) -> str:
+    return _PG_REPLY + _with_thread("t.id", limit) + " FROM t, m"
+
+
 _PG_REPLY = (
     "WITH t AS (UPDATE tickets SET updated_at = $3, lease_expires_at = $4, "
     "first_response_at = coalesce(first_response_at, $3), awaiting_since = NULL, unread = 0 "
@@ -268,7 +304,7 @@ _PG_REPLY = (
     "FROM t, m) "
     f"SELECT {_TICKET_T}, m.id AS m_id, m.direction AS m_direction, m.text AS m_text, "
     "m.sent_at AS m_sent_at, m.received_at AS m_received_at, m.order_id AS m_order_id, "
-    f"m.agent_id AS m_agent_id{_WITH_THREAD['t.id']} FROM t, m")
+    "m.agent_id AS m_agent_id")
 
 
 class PostgresTicketStore(TicketStore):
@@ -278,16 +314,19 @@ class PostgresTicketStore(TicketStore):
                     event: dict[str, Any], thread: bool = True) -> StoredTicket | None:
         # triage_claim(): agent lock, capacity, SKIP LOCKED pick, event, with fresh snapshots inside. thread=False:
         # the claim alone, as bench/queues.py compares it with another queue's dequeue.
-        return _stored(await self.db.row(_PG_CLAIM[thread], agent_id, shop_id, now, lease_until, json_text(event)))
+        return _stored(await self.db.row(_pg_claim_sql(self._thread_limit if thread else 0), agent_id, shop_id, now,
+                                         lease_until, json_text(event)))
 
     async def write_held(self, *, ticket_id: str, agent_id: str, now: datetime, values: dict[str, Any],
                          event: tuple[str, dict[str, Any]], thread: bool = True) -> StoredTicket | None:
-        return _stored(await self.db.row(_pg_held_write_sql(tuple(values), thread), ticket_id, agent_id, now,
+        return _stored(await self.db.row(_pg_held_write_sql(tuple(values), self._thread_limit if thread else 0),
+                                         ticket_id, agent_id, now,
                                          event[0], json_text(event[1]), *values.values()))
 
     async def reply(self, *, ticket_id: str, agent_id: str, now: datetime, lease_until: datetime,
                     text: str) -> tuple[StoredTicket, Record] | None:
-        row = await self.db.row(_PG_REPLY, ticket_id, agent_id, now, lease_until, text, lease_until.isoformat())
+        row = await self.db.row(_pg_reply_sql(self._thread_limit), ticket_id, agent_id, now, lease_until, text,
+                                lease_until.isoformat())
         if row is None:
             return None
         message = {k[2:]: row.pop(k) for k in list(row) if k.startswith("m_")}
@@ -300,8 +339,7 @@ class PostgresTicketStore(TicketStore):
         # One statement for any number of tickets: the ids travel as one array.
         result: dict[str, list[Record]] = {ticket_id: [] for ticket_id in ticket_ids}
         if ticket_ids:
-            rows = await self.db.rows(f"SELECT {_THREAD} FROM {_THREAD_FROM} WHERE m.ticket_id = ANY($1::text[]) "
-                                      "ORDER BY m.ticket_id, m.id", list(ticket_ids))
+            rows = await self.db.rows(_threads_sql("= ANY($1::text[])", self._thread_limit), list(ticket_ids))
             for row in rows:
                 result[row["ticket_id"]].append(decoded(row))
         return result
@@ -312,13 +350,13 @@ class PostgresTicketStore(TicketStore):
             await self.db.execute("SELECT pg_notify($1, $2)", channel, shop_id)
 
 
-def store_for(db: Driver) -> TicketStore:
+def store_for(db: Driver, *, thread_page: int | None = None) -> TicketStore:
     """The ticket store for a driver: PostgreSQL's own, or the shared one."""
-    return PostgresTicketStore(db) if db.postgres else TicketStore(db)
+    return PostgresTicketStore(db, thread_page=thread_page) if db.postgres else TicketStore(db, thread_page=thread_page)
 
 
 @asynccontextmanager
 async def claim_store(drivers: DriverConnections) -> AsyncIterator[TicketStore]:
     """A ticket store on one pooled driver connection, for one request."""
     async with driver(drivers) as db:
-        yield store_for(db)
+        yield store_for(db, thread_page=drivers.thread_page)

@@ -114,6 +114,8 @@ class DriverConnections:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
         self._pool = pool
+        # The latest messages a ticket's answer carries (TRIAGE_THREAD_PAGE); None: its whole thread.
+        self.thread_page: int | None = None
 
     @classmethod
     async def open(cls, engine: AsyncEngine, url: str, *, size: int | None = None) -> "DriverConnections":

@@ -15,6 +15,7 @@ from app.schemas.tickets import (
     ReplyCreated,
     TicketEvents,
     TicketList,
+    TicketMessages,
     TicketRead,
     TransferRequest,
 )
@@ -63,6 +64,21 @@ async def my_tickets(request: Request, agent: CachedAgentDep) -> TicketList:
             responses=errors(401, 404))
 async def read_ticket(ticket_id: str, request: Request, caller: AdminOrAgentDep) -> TicketRead:
     return await queues.read_ticket(request.app.state.drivers, caller=caller, ticket_id=ticket_id)
+
+
+@router.get("/v1/tickets/{ticket_id}/messages", response_model=TicketMessages, summary="A ticket's thread, in pages",
+            description="The ticket's messages, oldest first within a page, newest page first: without `before` the "
+                        "latest `limit`, then with `before` set to the answer's `next_before` the ones before them, "
+                        "until `next_before` is null. Ticket answers carry the latest messages and `messages_before`, "
+                        "the `before` of the rest. Who may read it: as for the ticket itself (`404` otherwise).",
+            responses=errors(401, 404, 422))
+async def ticket_messages(ticket_id: str, request: Request, caller: AdminOrAgentDep,
+                          before: Annotated[int | None, Query(ge=1, le=2**62,
+                                                              description="Messages before this id")] = None,
+                          limit: Annotated[int, Query(ge=1, le=1000, description="Messages per page")] = 50,
+                          ) -> TicketMessages:
+    return await queues.ticket_messages(request.app.state.drivers, caller=caller, ticket_id=ticket_id,
+                                        before=before, limit=limit)
 
 
 @router.get("/v1/tickets/{ticket_id}/events", response_model=TicketEvents, summary="A ticket's audit trail",

@@ -46,7 +46,10 @@ class TicketRead(BaseModel):
     intents: list[str]
     escalated: bool = Field(description="Raised to a more urgent tier while held, or moved to escalations")
     customer: CustomerRead | None
-    messages: list[MessageRead]
+    messages: list[MessageRead] = Field(description="The latest messages of the thread (TRIAGE_THREAD_PAGE, 50 unless "
+                                                    "changed), oldest first")
+    messages_before: int | None = Field(None, description="Older messages exist: GET /v1/tickets/{id}/messages?before="
+                                                          "<this> reads them; null when `messages` is the whole thread")
     assigned_agent_id: str | None
     lease_expires_at: datetime | None
     deliveries: int = Field(description="Leases that ran out in this episode")
@@ -79,6 +82,15 @@ class TicketEvents(BaseModel):
                                                "the last page")
 
     model_config = ex.examples({"ticket_id": ex.TICKET_ID, "events": ex.EVENTS, "next_after": None})
+
+
+class TicketMessages(BaseModel):
+    ticket_id: str
+    messages: list[MessageRead] = Field(description="Oldest first")
+    next_before: int | None = Field(description="Older messages exist: pass this as `before` for the page before; "
+                                                "null on the first page of the thread")
+
+    model_config = ex.examples({"ticket_id": ex.TICKET_ID, "messages": [ex.INBOUND], "next_before": None})
 
 
 class TicketList(BaseModel):

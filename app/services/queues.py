@@ -43,6 +43,7 @@ from app.schemas.tickets import (
     TicketEventRead,
     TicketEvents,
     TicketList,
+    TicketMessages,
     TicketRead,
 )
 from app.services.ingest import NOTIFY_CHANNEL
@@ -74,8 +75,13 @@ def message_view(row: Record) -> MessageRead:
                        triage=row["triage"] if row["direction"] == "inbound" else None)
 
 
-def ticket_view(row: TicketState, messages: Sequence[Record]) -> TicketRead:
-    """The API shape of a ticket from its state and its messages (which carry the customer)."""
+def ticket_view(row: TicketState, messages: Sequence[Record], *, page: int | None = None) -> TicketRead:
+    """The API shape of a ticket from its state and its latest messages (which carry the customer): `page` of
+    them, and the cursor to the older ones when there are more."""
+    before = None
+    if page is not None and len(messages) > page:
+        messages = messages[-page:]
+        before = messages[0]["id"]
     first = messages[0] if messages else None
     return TicketRead(
         id=row.id, shop_id=row.shop_id, platform=row.platform, conversation_id=row.conversation_id,
@@ -84,7 +90,8 @@ def ticket_view(row: TicketState, messages: Sequence[Record]) -> TicketRead:
         customer=None if first is None or first["customer_external_id"] is None else CustomerRead(
             id=first["customer_external_id"], platform=first["customer_platform"], nick=first["customer_nick"],
             vip_level=first["customer_vip_level"], contacts=first["customer_contacts"]),
-        messages=[message_view(m) for m in messages], assigned_agent_id=row.assigned_agent_id,
+        messages=[message_view(m) for m in messages], messages_before=before,
+        assigned_agent_id=row.assigned_agent_id,
         lease_expires_at=row.lease_expires_at, deliveries=row.deliveries, unread=row.unread,
         created_at=row.created_at, opened_at=row.opened_at, awaiting_since=row.awaiting_since,
         first_response_due_at=row.first_response_due_at, first_response_at=row.first_response_at,
@@ -95,7 +102,8 @@ async def _views(store: TicketStore, tickets: Sequence[StoredTicket]) -> list[Ti
     # A ticket may carry its thread, read by the statement that wrote it (PostgreSQL); the others are read here.
     missing = [t.state.id for t in tickets if t.thread is None]
     messages = await store.threads(missing) if missing else {}
-    return [ticket_view(t.state, t.thread if t.thread is not None else messages[t.state.id]) for t in tickets]
+    return [ticket_view(t.state, t.thread if t.thread is not None else messages[t.state.id], page=store.thread_page)
+            for t in tickets]
 
 
 async def _visible(store: TicketStore, *, agent: Agent, ticket: TicketState) -> bool:
@@ -404,6 +412,17 @@ async def read_ticket(drivers: DriverConnections, *, caller: Agent | None, ticke
     """One ticket with its messages, for the admin or an agent who may see it."""
     async with claim_store(drivers) as store:
         return await _read(store, caller=caller, ticket_id=ticket_id)
+
+
+async def ticket_messages(drivers: DriverConnections, *, caller: Agent | None, ticket_id: str, before: int | None,
+                          limit: int) -> TicketMessages:
+    """A page of the ticket's messages older than `before` (or the latest), for whoever may read the ticket."""
+    async with claim_store(drivers) as store:
+        await _readable(store, caller=caller, ticket_id=ticket_id)
+        rows = await store.messages(ticket_id=ticket_id, before=before, limit=limit + 1)
+    page = rows[-limit:]
+    return TicketMessages(ticket_id=ticket_id, messages=[message_view(m) for m in page],
+                          next_before=page[0]["id"] if len(rows) > limit else None)
 
 
 async def ticket_events(drivers: DriverConnections, *, caller: Agent | None, ticket_id: str, after: int,

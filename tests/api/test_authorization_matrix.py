@@ -44,6 +44,8 @@ MATRIX: list[tuple[str, str, Any, dict[str, Any]]] = [
      {"admin": "2xx", "none": 401, "wrong": 401, "agent_a1": "2xx", "agent_a2": "2xx", "agent_b1": 404}),
     ("GET", "/v1/tickets/{ticket}", None,
      {"admin": "2xx", "none": 401, "wrong": 401, "agent_a1": "2xx", "agent_a2": "2xx", "agent_b1": 404}),
+    ("GET", "/v1/tickets/{ticket}/messages", None,
+     {"admin": "2xx", "none": 401, "wrong": 401, "agent_a1": "2xx", "agent_a2": "2xx", "agent_b1": 404}),
     ("GET", "/v1/tickets/{ticket}/events", None,
      {"admin": "2xx", "none": 401, "wrong": 401, "agent_a1": "2xx", "agent_a2": "2xx", "agent_b1": 404}),
     ("POST", "/v1/tickets/{ticket}/heartbeat", None, HOLDER_ONLY),
