@@ -88,11 +88,12 @@ def webhook_p50(url: str, shop_id: str, secret: str, seconds: int, tmp: Path, sc
                                      str(seconds + 2)], stdout=subprocess.PIPE, text=True)
         time.sleep(1)
     result = wrk(url, SCRIPT, data, connections=4, seconds=seconds)
-    note = ""
+    note = f"{result.requests_per_second:.0f} webhooks/s"
+    if result.errors or result.non_2xx:
+        note += f", {result.errors} socket errors and {result.non_2xx} non-2xx answers"
     if scraping is not None:
         rate, size = (float(x) for x in scraping.communicate(timeout=60)[0].split())
-        note = f"{rate:.0f} scrapes/s of {size / 1024:.0f} KiB"
-    assert result.errors == 0 and result.non_2xx == 0, "webhook errors under load"
+        note += f"; {rate:.0f} scrapes/s of {size / 1024:.0f} KiB"
     return result.p50_ms, result.p99_ms, note
 
 
@@ -126,7 +127,8 @@ def main() -> None:
     for cache in ("5", "0"):
         results = run(args.backend, args.seconds, cache)
         base_p50, base_p99, _ = results["none"]
-        print(f"TRIAGE_METRICS_CACHE_SECONDS={cache}: no scrapers (baseline) p50 {base_p50:.2f} p99 {base_p99:.2f}")
+        print(f"TRIAGE_METRICS_CACHE_SECONDS={cache}: no scrapers (baseline) p50 {base_p50:.2f} p99 {base_p99:.2f}  "
+              f"({results['none'][2]})")
         for key, label in (("paced", f"{SCRAPERS} scrapers, each once a second"),
                            ("flat", f"{SCRAPERS} scrapers, flat out")):
             p50, p99, note = results[key]
