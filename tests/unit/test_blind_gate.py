@@ -13,10 +13,9 @@ DATA = Path(__file__).parent / "data"
 BLIND = DATA / "blind.jsonl"
 CONVERSATIONS = DATA / "blind_conversations.jsonl"
 
-# Issue 13's bar where it is met; P1 recall and conversations sit just under the level reached (docs/triage.md); the
-# issue asks for 0.95 and 36 of 40.
+# Issue 13's bar (docs/triage.md has the figures reached); conversations one under the 36 of 40 reached.
 MACRO_F1 = 0.88
-P1_RECALL = 0.93
+P1_RECALL = 0.95
 NON_P1_IN_P1 = 0.03
 NEGATION_FALSE_THREATS = 0.03
 EMOTION = 0.75
