@@ -32,7 +32,11 @@ Receives buyer chat messages from shop platforms over signed webhooks, decides w
 about and how urgent it is, and routes it to the right agent queue. Agent consoles claim work over HTTP.
 
 Every error answers `{"error": {"code", "message", "details"}}`; every answer carries `X-Request-ID`. Any operation
-answers `503 service_unavailable` with `Retry-After` while the database cannot be reached.
+answers `503 service_unavailable` with `Retry-After` while the database cannot be reached. Before it is routed or
+its caller authenticated, any request may be refused with `431 header_fields_too_large` (more header fields, or
+more bytes of them, than allowed), `413 payload_too_large` (a body past the limit, refused while it arrives) or
+`404 not_found` (a path holding NUL); under `triage serve` also with `408 request_timeout` (a head or body that
+arrives too slowly) or `503 service_unavailable` (the process holds its most connections).
 """
 
 

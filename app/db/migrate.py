@@ -7,8 +7,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,13 +36,6 @@ def downgrade(database_url: str, revision: str) -> None:
 
 async def current_revision(connection: AsyncConnection) -> str | None:
     return await connection.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
-
-
-async def reachable_revision(engine: AsyncEngine) -> str | None:
-    """The revision the database is at (None before any migration); raises when it cannot be reached."""
-    async with engine.connect() as connection:
-        await connection.execute(text("SELECT 1"))
-        return await current_revision(connection)
 
 
 async def upgrade_async(database_url: str, revision: str = "head") -> None:
