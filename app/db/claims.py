@@ -2,7 +2,7 @@
 
 Every agent console runs claim -> reply -> resolve in a loop, so these run hundreds of times a second, on the
 bare driver (app/db/driver.py) rather than the ORM (docs/design.md, "The hot path runs on the bare driver").
-TicketStore writes each statement once, for both databases: on SQLite each write is one short BEGIN
+SharedTicketStore writes each statement once, for both databases: on SQLite each write is one short BEGIN
 IMMEDIATE transaction. PostgresTicketStore replaces the operations where PostgreSQL saves round trips: a
 claim is one call of triage_claim() (migrations 0004 and 0006), a holder's write changes the ticket and
 appends its event in one statement with CTEs and reads the thread in it, and wake-ups are NOTIFYs.
@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from app.db.driver import Driver, Record, decoded, driver, json_text, placeholders
 from app.db.session import DriverConnections
@@ -78,12 +78,40 @@ _REPLY_UPDATE = _held_update_sql(("lease_expires_at",)).replace(
     "awaiting_since = NULL, unread = 0", 1)
 
 
-class TicketStore:
-    """Tickets, their messages and events, and idempotency keys: each operation atomic on its own.
+class TicketStore(Protocol):
+    """The seam of the ticket aggregate: tickets with their messages and events, and the agents' idempotency
+    keys. Each operation is atomic on its own; `transaction()` joins several (nested in an open one)."""
 
-    The statements here run on both databases; a multi-statement operation is one transaction (nested in the
-    caller's when it has one open).
-    """
+    thread_page: int | None  # messages a ticket's answer carries, the latest; None: the whole thread
+
+    def transaction(self) -> AbstractAsyncContextManager[None]: ...
+    async def claim(self, *, agent_id: str, shop_id: str, now: datetime, lease_until: datetime,
+                    event: dict[str, Any], thread: bool = True) -> StoredTicket | None: ...
+    async def agent_state(self, *, agent_id: str) -> Record | None: ...
+    async def write_held(self, *, ticket_id: str, agent_id: str, now: datetime, values: dict[str, Any],
+                         event: tuple[str, dict[str, Any]], thread: bool = True) -> StoredTicket | None: ...
+    async def reply(self, *, ticket_id: str, agent_id: str, now: datetime, lease_until: datetime,
+                    text: str) -> tuple[StoredTicket, Record] | None: ...
+    async def ticket(self, *, ticket_id: str) -> StoredTicket | None: ...
+    async def agent_tickets(self, *, agent_id: str) -> list[StoredTicket]: ...
+    async def served_queues(self, *, agent_id: str) -> list[str]: ...
+    async def queue_exists(self, *, shop_id: str, name: str) -> bool: ...
+    async def threads(self, ticket_ids: Sequence[str]) -> dict[str, list[Record]]: ...
+    async def shop_exists(self, *, shop_id: str) -> bool: ...
+    async def shop_ticket(self, *, shop_id: str, ticket_id: str) -> TicketState | None: ...
+    async def write_as_read(self, *, ticket: TicketState, values: dict[str, Any], now: datetime,
+                            event: tuple[str, str, dict[str, Any]]) -> bool: ...
+    async def conversation_ticket(self, *, shop_id: str, platform: str, conversation_id: str) -> str | None: ...
+    async def events(self, *, ticket_id: str, after: int, limit: int) -> list[Record]: ...
+    async def reserve_key(self, *, agent_id: str, key: str, request_hash: str, now: datetime) -> bool: ...
+    async def key_record(self, *, agent_id: str, key: str) -> Record | None: ...
+    async def store_answer(self, *, agent_id: str, key: str, status_code: int, response: dict[str, Any]) -> None: ...
+    async def notify(self, channel: str, shop_ids: Sequence[str]) -> None: ...
+
+
+class SharedTicketStore:
+    """The ticket store written once: its statements run on both databases; a multi-statement operation is one
+    transaction (nested in the caller's when it has one open)."""
 
     def __init__(self, db: Driver, *, thread_page: int | None = None) -> None:
         self.db = db
@@ -307,7 +335,7 @@ _PG_REPLY = (
     "m.agent_id AS m_agent_id")
 
 
-class PostgresTicketStore(TicketStore):
+class PostgresTicketStore(SharedTicketStore):
     """One statement, one round trip, per operation where PostgreSQL allows it (docs/design.md measures them)."""
 
     async def claim(self, *, agent_id: str, shop_id: str, now: datetime, lease_until: datetime,
@@ -352,7 +380,8 @@ class PostgresTicketStore(TicketStore):
 
 def store_for(db: Driver, *, thread_page: int | None = None) -> TicketStore:
     """The ticket store for a driver: PostgreSQL's own, or the shared one."""
-    return PostgresTicketStore(db, thread_page=thread_page) if db.postgres else TicketStore(db, thread_page=thread_page)
+    return PostgresTicketStore(db, thread_page=thread_page) if db.postgres \
+        else SharedTicketStore(db, thread_page=thread_page)
 
 
 @asynccontextmanager

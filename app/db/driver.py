@@ -77,7 +77,7 @@ class Driver:
         raise NotImplementedError
 
     async def execute(self, sql: str, *params: Any) -> None:
-        raise NotImplementedError
+        await self.rows(sql, *params)
 
     async def row(self, sql: str, *params: Any) -> Record | None:
         found = await self.rows(sql, *params)
@@ -98,9 +98,6 @@ class PostgresDriver(Driver):
 
     async def rows(self, sql: str, *params: Any) -> list[Record]:
         return [dict(record) for record in await self.connection.fetch(sql, *params)]
-
-    async def execute(self, sql: str, *params: Any) -> None:
-        await self.connection.execute(sql, *params)
 
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
@@ -147,9 +144,6 @@ class SqliteDriver(Driver):
         async with self.connection.execute(_sqlite_text(sql), [sqlite_param(p) for p in params]) as cursor:
             names = [d[0] for d in cursor.description] if cursor.description else []
             return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
-
-    async def execute(self, sql: str, *params: Any) -> None:
-        await self.connection.execute(_sqlite_text(sql), [sqlite_param(p) for p in params])
 
 
 @asynccontextmanager

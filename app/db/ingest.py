@@ -164,15 +164,18 @@ _PREPARE = (
     "RETURNING id, shop_id, platform, conversation_id) "
     "SELECT 'customer' AS kind, NULL AS ticket_id, id, shop_id, platform, external_id, contacts, NULL::text AS status, "
     "NULL::timestamptz AS awaiting_since FROM added "
-    "UNION ALL SELECT 'customer', NULL, id, shop_id, platform, external_id, contacts, NULL, NULL FROM k WHERE id IS NOT NULL "
+    "UNION ALL SELECT 'customer', NULL, id, shop_id, platform, external_id, contacts, NULL, NULL FROM k "
+    "WHERE id IS NOT NULL "
     "UNION ALL SELECT 'new ticket', id, NULL, shop_id, platform, conversation_id, NULL, NULL, NULL FROM opened "
     "UNION ALL SELECT 'ticket', id, NULL, shop_id, platform, conversation_id, NULL, status, awaiting_since FROM v "
     "WHERE id IS NOT NULL")
 _REREAD = (
     # What another transaction created and committed while prepare waited for it.
-    "SELECT 'customer', NULL, id, shop_id, platform, external_id, contacts, NULL::text, NULL::timestamptz FROM customers "
+    "SELECT 'customer', NULL, id, shop_id, platform, external_id, contacts, NULL::text, NULL::timestamptz "
+    "FROM customers "
     "WHERE (shop_id, platform, external_id) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[])) "
-    "UNION ALL SELECT 'ticket', id, NULL, shop_id, platform, conversation_id, NULL, status, awaiting_since FROM tickets "
+    "UNION ALL SELECT 'ticket', id, NULL, shop_id, platform, conversation_id, NULL, status, awaiting_since "
+    "FROM tickets "
     "WHERE (shop_id, platform, conversation_id) IN (SELECT * FROM unnest($4::text[], $5::text[], $6::text[]))")
 _INSERT_MESSAGES = (
     # Ids are drawn row by row as unnest yields them, so they follow the order of the rows.

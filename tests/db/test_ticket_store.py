@@ -1,8 +1,8 @@
 """Contract of the ticket store (app/db/claims.py): one table of cases, run against every adapter.
 
-The shared TicketStore runs on SQLite, as the service runs it, and on PostgreSQL too (its statements are
-written once for both); PostgresTicketStore, with its own claim, holder writes, reply and threads, on
-PostgreSQL. Every case must hold for each.
+The shared store (SharedTicketStore) runs on SQLite, as the service runs it, and on PostgreSQL too (its
+statements are written once for both); PostgresTicketStore, with its own claim, holder writes, reply and
+threads, on PostgreSQL. Every case must hold for each.
 """
 
 import uuid
@@ -17,7 +17,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.clock import utcnow
-from app.db.claims import PostgresTicketStore, TicketStore
+from app.db.claims import PostgresTicketStore, SharedTicketStore, TicketStore
 from app.db.driver import decoded, driver
 from app.domain import EventKind, Status
 from tests.support.queues import new_agent, new_ticket
@@ -30,7 +30,7 @@ LEASE = timedelta(seconds=120)
 class OnDemand:
     """The store's operations, each on a connection of its own (SQLite's pool has one, which the API needs too)."""
 
-    def __init__(self, app: FastAPI, adapter: type[TicketStore]) -> None:
+    def __init__(self, app: FastAPI, adapter: type[SharedTicketStore]) -> None:
         self._app = app
         self._adapter = adapter
 
@@ -226,7 +226,7 @@ def store(request: pytest.FixtureRequest, app: FastAPI, database_url: str) -> On
     """The shared store on each database, and PostgreSQL's own on PostgreSQL."""
     if request.param == "postgres" and not database_url.startswith("postgresql"):
         pytest.skip("PostgresTicketStore runs on PostgreSQL only")
-    return OnDemand(app, PostgresTicketStore if request.param == "postgres" else TicketStore)
+    return OnDemand(app, PostgresTicketStore if request.param == "postgres" else SharedTicketStore)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.__name__)
