@@ -1,7 +1,7 @@
-"""The ticket store of the agent hot path: claim, the holder's writes with their events, threads, idempotency keys.
+"""The ticket store: claim, the holder's and ops' writes with their events, threads and trails, idempotency keys.
 
 Every agent console runs claim -> reply -> resolve in a loop, so these run hundreds of times a second, on the
-bare driver (app/db/driver.py) rather than the ORM (docs/design.md, "The hot path runs on the bare driver").
+bare driver (app/db/driver.py) rather than the ORM (docs/design.md, "The hot paths run on the bare driver").
 SharedTicketStore writes each statement once, for both databases: on SQLite each write is one short BEGIN
 IMMEDIATE transaction. PostgresTicketStore replaces the operations where PostgreSQL saves round trips: a
 claim is one call of triage_claim() (migrations 0004 and 0006), a holder's write changes the ticket and

@@ -1,36 +1,35 @@
 """Cheaper ticket writes: the same rules, checked where they cost less; index entries and key checks nothing needs.
 
-A claim and a resolve each update a ticket and append an event, hundreds of times a second. Counted with
-callgrind on PostgreSQL 15 (one consumer, 2,000 claim+resolve pairs), the server spent 1,605k instructions
-per ticket at revision 0005; much of it not on the writes but on preparing their checks for every statement:
+A claim and a resolve each update a ticket and append an event, hundreds of times a second. Much of the
+server's work per ticket at revision 0005 was not on the writes but on preparing their checks for every
+statement (docs/design.md has the instructions each change saved):
   - PostgreSQL parses and plans every CHECK constraint of a table anew for each UPDATE statement, whether
     or not the statement sets its columns. The four one-column rules (status known, tier 1-4, priority
     0-999, deliveries >= 0) become domains: a domain's check is prepared once per connection and runs only
     where a value is assigned to the column, so a claim (which sets only status of the four) checks one of
-    them. -208k per ticket. The holder rule stays a table check, written with fewer operators (the same
-    truth table: assigned exactly when an agent is set; an agent always comes with a lease). -31k.
+    them. The holder rule stays a table check, written with fewer operators (the same
+    truth table: assigned exactly when an agent is set; an agent always comes with a lease).
   - ix_tickets_agent now holds only held tickets (`assigned_agent_id IS NOT NULL`, which the holder rule
     makes the same as status = 'assigned', with a predicate that calls no operator): a resolve, a release
     or an expiry no longer adds an entry for a ticket nobody holds. Capacity counts and the agent's ticket
-    list read the same index. -14k.
+    list read the same index.
   - ix_tickets_claim (per queue) is gone: claims read ix_tickets_claim_shop across an agent's queues
-    (migration 0002) and queue depths read the shop's queued tickets; every ticket written paid for both. -19k.
+    (migration 0002) and queue depths read the shop's queued tickets; every ticket written paid for both.
   - ix_ticket_events_shop_kind holds only episode starts (created, reopened), the only events stats reads
-    through it: the claimed, replied and resolved events no longer add entries. -23k. (SQLite keeps it whole:
+    through it: the claimed, replied and resolved events no longer add entries. (SQLite keeps it whole:
     it would not use a partial index for the IN list SQLAlchemy binds.)
   - ticket_events.ticket_id loses its foreign key. Events are an append-only trail: every statement that
     appends one takes ticket_id from the ticket row it wrote in the same statement, and no code deletes a
     ticket that has events (ingest deletes only a placeholder that received no message, before any event
-    was written for it). The key's check read and locked the ticket row once per event. -93k.
+    was written for it). The key's check read and locked the ticket row once per event.
     At the end of every test run, tests/conftest.py checks that no event names a missing ticket.
   - tickets.assigned_agent_id loses its foreign key. Only triage_claim() sets it, to the agent whose row it
     has just read (present and active) under that agent's lock, in the same transaction; agents are never
     deleted (deactivated instead; the messages they sent keep a key to them), and a ticket whose holder vanished
     anyway would go back to its queue when the lease ran out, as expiry does not read the agent. The key's
-    check read and locked the agent's row (one row, and page, that all of an agent's claims wrote). -35k;
+    check read and locked the agent's row (one row, and page, that all of an agent's claims wrote).
     tests/conftest.py checks that no ticket is held by a missing agent.
-  - triage_claim() reads the agent in one statement, its queues as an array (see CLAIM_FUNCTION). -18k.
-Each figure is that change alone against 0005; all together: 1,605k -> 1,148k, the same counts in two runs.
+  - triage_claim() reads the agent in one statement, its queues as an array (see CLAIM_FUNCTION).
 SQLite keeps its table checks (they are compiled into each prepared statement, which the driver caches) and
 its holder rule in the older, equivalent wording.
 

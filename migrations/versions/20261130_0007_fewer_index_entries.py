@@ -10,21 +10,11 @@ gets an entry for it; every event appended gets an entry in each of its table's 
   - On PostgreSQL ticket_events is keyed by (ticket_id, id), the order in which a ticket's trail is read,
     instead of by id alone plus an index on (ticket_id, id): nothing looks an event up by id alone, and each
     event appended adds one entry less. SQLite keeps the rowid key that numbers its events, and the index.
-Measured on PostgreSQL 15 with 20 consumers claiming and resolving one ticket at a time (bench/queues.py's
-statements; six rounds, alternating which goes first): the event key alone, about +3 % pairs a second and 157
-bytes less WAL per ticket; the held index on top of it, +5.8 % (mean of the rounds' ratios), 8 index entries
-a ticket down to 7. One consumer under callgrind: 1,170k -> 1,148k instructions per ticket for the event key;
-dropping the lease index alone saved 26k more (the merged index's entries are a little wider than either).
-
-Tried and not taken (measured against 0006):
-  - The holder rule as a BEFORE trigger instead of a table check. PostgreSQL reads a table check back from
-    its text, plans and compiles it for every UPDATE statement (43k instructions per claim and per resolve),
-    and the trigger saves 49k per ticket with one consumer; but a BEFORE UPDATE trigger first locks the row
-    it is given (55 more bytes of WAL per ticket), and with 20 consumers the rate did not move in six rounds.
-    The check stays: it is declared where it is read, and costs the same.
-  - Updating the picked row by its ctid instead of its id (-15k): when a message re-ranks the ticket between
-    the claim's snapshot and its lock, the locked version is one that snapshot cannot see, and the claim
-    would come back empty with the ticket still queued.
+docs/design.md has the measurements: more claim+resolve pairs a second, less WAL and fewer index entries
+per ticket. Tried and not taken: the holder rule as a BEFORE trigger (a BEFORE UPDATE trigger first locks the
+row it is given, and with 20 consumers the rate did not move), and updating the picked row by its ctid (when
+a message re-ranks the ticket between the claim's snapshot and its lock, the locked version is one that
+snapshot cannot see, and the claim would come back empty with the ticket still queued).
 
 Revision ID: 0007
 Revises: 0006
