@@ -134,7 +134,7 @@ class TicketState:
     @classmethod
     def from_row(cls, row: Any) -> "TicketState":
         mapping = row._mapping if hasattr(row, "_mapping") else row
-        return cls(**{name: mapping[name] for name in TICKET_FIELDS})
+        return cls(*[mapping[name] for name in TICKET_FIELDS])
 
     def columns(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in TICKET_FIELDS}

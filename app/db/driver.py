@@ -8,7 +8,7 @@ rows as dicts whose values `decoded` turns into Python's: both drivers then give
 import functools
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -45,19 +45,18 @@ def _time(value: str) -> datetime:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
+_DECODERS: dict[str, Callable[[Any], Any]] = {**dict.fromkeys(_TIME_COLUMNS, _time),
+                                              **dict.fromkeys(_JSON_COLUMNS, json.loads),
+                                              **dict.fromkeys(_BOOL_COLUMNS, bool)}
+
+
 def decoded(row: Record) -> Record:
     """The row with times, JSON and booleans as Python values, whichever driver read it (in place)."""
-    for column, value in row.items():
-        if value is None:
-            continue
-        if column in _JSON_COLUMNS:
-            if isinstance(value, str):
-                row[column] = json.loads(value)
-        elif column in _TIME_COLUMNS:
-            if isinstance(value, str):
-                row[column] = _time(value)
-        elif column in _BOOL_COLUMNS:
-            row[column] = bool(value)
+    # Only text is decoded, and only 0/1 made booleans: asyncpg gives times and booleans as Python's already.
+    for column, decode in _DECODERS.items():
+        value = row.get(column)
+        if value.__class__ is str or (value.__class__ is int and decode is bool):
+            row[column] = decode(value)
     return row
 
 
