@@ -10,7 +10,8 @@ from app.triage.hybrid import (CONTEXT_MESSAGES, URGENT_PROBABILITY, blend_emoti
 from app.triage.learned import TextModel
 from app.triage.model import (BANDS, INTENTS, TIERS, Evidence, IntentHit, PriorityContext, Triage)
 from app.triage.normalize import detect_language, normalise
-from app.triage.ruleset import ADJACENT_NEGATOR, BREAKER, MASK, POST_NEGATOR, PUNCTUATION_CUE, Ruleset, default_ruleset
+from app.triage.ruleset import (ADJACENT_NEGATOR, BREAKER, MASK, POST_NEGATOR, PUNCTUATION_CUE, REQUEST_NEGATOR, Ruleset,
+                                default_ruleset)
 
 _ASCII_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 _DIGITS = frozenset("0123456789")
@@ -52,14 +53,20 @@ class _Breakers:
 
 
 def _governed(start: int, end: int, text: str, scope: list[tuple[int, int, int]], scope_ends: list[int],
-              breakers: _Breakers, marks: frozenset[str], windows: tuple[int, int, int, int]) -> bool:
-    """True when a negator or reassurance governs [start, end): same clause, close enough, no 'then'/'就' between."""
+              breakers: _Breakers, marks: frozenset[str], windows: tuple[int, int, int, int],
+              requests_only: bool = False) -> bool:
+    """True when a negator or reassurance governs [start, end): same clause, close enough, no 'then'/'就' between.
+
+    With requests_only, only a request negator ("不是要", "not asking for") counts: it governs every intent, where
+    the other negators govern threats only ("没发货" is still a parcel not shipped)."""
     widest = max(windows)
     # Scope hits arrive ordered by end, so only a slice of them can be near enough to matter.
     low = bisect_left(scope_ends, start - widest)
     high = bisect_right(scope_ends, end + 2 * widest)
     # Nearest first: in a dense run of negators the closest one decides at once.
     for kind, scope_start, scope_end in reversed(scope[low:high]):
+        if requests_only and kind != REQUEST_NEGATOR:
+            continue
         english = text[scope_start].isascii()
         if kind == POST_NEGATOR:
             if scope_start < end:
@@ -148,11 +155,13 @@ def _priority(rs: Ruleset, primary: str, emotion: str, urgent: bool, context: Pr
 class _Scan:
     """What one automaton pass found: kept intent-layer and cue hits, scope words and conditional breakers."""
 
-    __slots__ = ("layer", "cues", "scope", "scope_ends", "breakers", "rejected")
+    __slots__ = ("layer", "cues", "scope", "scope_ends", "breakers", "rejected", "requests")
 
     def __init__(self, rs: Ruleset, norm: str) -> None:
         # Set when a phrase was found but refused as a rating because a decimal precedes it ("4.1星").
         self.rejected = False
+        # Set when a request negator ("不是要") was found: only then do rules other than threats check for scope.
+        self.requests = False
         # A hit strictly inside a longer hit of its layer does not count ("黑猫投诉" is not also "投诉",
         # "不满意" is not "满意"). Hits arrive ordered by end, so kept hits have ascending starts and
         # containment is settled at the top of each stack.
@@ -210,6 +219,8 @@ class _Scan:
                     breaker_starts.append(start)
                     breaker_ends.append(end)
                 else:
+                    if kind == REQUEST_NEGATOR:
+                        self.requests = True
                     scope.append((kind, start, end))
                     scope_ends.append(end)
         self.layer, self.cues, self.scope, self.scope_ends, self.breakers = layer, cues, scope, scope_ends, breakers
@@ -231,7 +242,12 @@ def _spans_by_intent(rs: Ruleset, scan: _Scan, norm: str, notices: list[tuple[in
             continue
         governed = None
         for _kind, ref in meaning:
-            if rule_negatable[ref]:
+            if not rule_negatable[ref]:
+                if scan.requests and _governed(start, end, norm, scope, scan.scope_ends, breakers, rs.clause_marks,
+                                               windows, requests_only=True):
+                    negated.add(rule_intent[ref])
+                    continue
+            elif rule_negatable[ref]:
                 if governed is None:
                     governed = bool(
                         (start and norm[start - 1] in adjacent_chars

@@ -14,7 +14,7 @@ The shape of a ruleset (YAML file or JSON mapping); only name, version and inten
             weight: 1.0                   # below threshold: needs another weak rule nearby (scope.weak_window_*)
             negatable: true               # negators and reassurance can govern it
     masks: [很多差评]              # spans inside which no rule hit counts
-    scope: {negators, adjacent_negators, post_negators, breakers: [...],
+    scope: {negators, adjacent_negators, post_negators, breakers, request_negators: [...],
             window_zh, window_en, post_window_zh, post_window_en, weak_window_zh, weak_window_en: chars,
             clause_marks: "，。!?"}
     cues: {angry, negative, positive, urgent, calm, neutral: [...]}
@@ -68,7 +68,7 @@ CUE_KINDS: tuple[str, ...] = ("angry", "negative", "positive", "urgent", "calm",
 # A cue written only in punctuation ("!!!", "？？？") is counted under its kind plus this offset: it only
 # intensifies what the words say, so the engine weighs it separately.
 PUNCTUATION_CUE = len(CUE_KINDS)
-SCOPE_LISTS: tuple[str, ...] = ("negators", "adjacent_negators", "post_negators", "breakers")
+SCOPE_LISTS: tuple[str, ...] = ("negators", "adjacent_negators", "post_negators", "breakers", "request_negators")
 DEFAULT_SCOPE_NUMBERS: Mapping[str, int] = MappingProxyType({
     "window_zh": 8, "window_en": 30, "post_window_zh": 6, "post_window_en": 24, "weak_window_zh": 24, "weak_window_en": 60})
 DEFAULT_CLAUSE_MARKS = ",.!?;:\n~…，。！？；：、～"
@@ -81,7 +81,7 @@ _QUEUE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _ASCII_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 
 # Kinds of automaton entries: intent phrases and masks share one layer, cues another, scope words a third.
-RULE, MASK, NEGATOR, ADJACENT_NEGATOR, POST_NEGATOR, BREAKER, CUE = range(7)
+RULE, MASK, NEGATOR, ADJACENT_NEGATOR, POST_NEGATOR, BREAKER, CUE, REQUEST_NEGATOR = range(8)
 
 
 class RulesetError(ValueError):
@@ -335,7 +335,7 @@ class Ruleset:
         for phrase in canonical["masks"]:
             add(phrase, MASK, 0)
         scope_kinds = {"negators": NEGATOR, "adjacent_negators": ADJACENT_NEGATOR,
-                       "post_negators": POST_NEGATOR, "breakers": BREAKER}
+                       "post_negators": POST_NEGATOR, "breakers": BREAKER, "request_negators": REQUEST_NEGATOR}
         adjacent_chars = set()
         for key, kind in scope_kinds.items():
             for phrase in canonical["scope"][key]:
@@ -447,7 +447,8 @@ def _automaton_value(key: str, entries: list[tuple[int, int, bool]]) -> tuple[An
         if any(kind == MASK for kind, _ in layer):
             layer = ((MASK, 0),)
         cues = tuple(ref for kind, ref, _ in selected if kind == CUE)
-        scope = tuple(kind for kind, _, _ in selected if kind in (NEGATOR, ADJACENT_NEGATOR, POST_NEGATOR, BREAKER))
+        scope = tuple(kind for kind, _, _ in selected
+                      if kind in (NEGATOR, ADJACENT_NEGATOR, POST_NEGATOR, BREAKER, REQUEST_NEGATOR))
         return layer, cues, scope
 
     # Boundary checks are needed only where the phrase itself starts or ends with an ASCII letter/digit.
