@@ -160,8 +160,6 @@ class _Scan:
     def __init__(self, rs: Ruleset, norm: str) -> None:
         # Set when a phrase was found but refused as a rating because a decimal precedes it ("4.1星").
         self.rejected = False
-        # Set when a request negator ("不是要") was found: only then do rules other than threats check for scope.
-        self.requests = False
         # A hit strictly inside a longer hit of its layer does not count ("黑猫投诉" is not also "投诉",
         # "不满意" is not "满意"). Hits arrive ordered by end, so kept hits have ascending starts and
         # containment is settled at the top of each stack.
@@ -190,40 +188,47 @@ class _Scan:
             if check_right and end < length and norm[end] in alnum:
                 layer_meaning, cue_meaning, scope_kinds = glued
             if layer_meaning:
-                while layer and layer[-1][0] >= start:
-                    layer.pop()
-                # A mask and a rule hit that overlap: when the characters they share are themselves a rule phrase,
-                # the mask owns them ("给一星" in "给一星期" is no rating: its 一星 belongs to 一星期).
-                if layer_meaning[0][0] == MASK:
-                    while (layer and start < layer[-1][1] < end and layer[-1][2][0][0] != MASK
-                           and norm[start:layer[-1][1]] in rule_phrases):
-                        layer.pop()
-                    if not layer or layer[-1][1] < end:
-                        layer.append((start, end, layer_meaning))
-                elif not layer or layer[-1][1] <= start or (
-                        layer[-1][1] < end
-                        and (layer[-1][2][0][0] != MASK or norm[start:layer[-1][1]] not in rule_phrases)):
-                    layer.append((start, end, layer_meaning))
+                _keep_layer_hit(layer, start, end, layer_meaning, norm, rule_phrases)
             if cue_meaning:
-                while cues and cues[-1][0] >= start:
-                    cues.pop()
-                if cues and cues[-1][1] > start and cues[-1][2] == cue_meaning:
-                    # Overlapping hits of one cue are one run ("!!!!!!" is four "!!!"): count it once.
-                    cues[-1] = (cues[-1][0], end, cue_meaning)
-                elif not cues or cues[-1][1] < end:
-                    cues.append((start, end, cue_meaning))
-            if not scope_kinds:
-                continue
-            for kind in scope_kinds:
-                if kind == BREAKER:
-                    breaker_starts.append(start)
-                    breaker_ends.append(end)
-                else:
-                    if kind == REQUEST_NEGATOR:
-                        self.requests = True
-                    scope.append((kind, start, end))
-                    scope_ends.append(end)
+                _keep_cue_hit(cues, start, end, cue_meaning)
+            if scope_kinds:
+                for kind in scope_kinds:
+                    if kind == BREAKER:
+                        breaker_starts.append(start)
+                        breaker_ends.append(end)
+                    else:
+                        scope.append((kind, start, end))
+                        scope_ends.append(end)
+        self.requests = any(kind == REQUEST_NEGATOR for kind, _start, _end in scope)
         self.layer, self.cues, self.scope, self.scope_ends, self.breakers = layer, cues, scope, scope_ends, breakers
+
+
+def _keep_layer_hit(layer: list[tuple[int, int, tuple[tuple[int, int], ...]]], start: int, end: int,
+                    meaning: tuple[tuple[int, int], ...], norm: str, rule_phrases: frozenset[str]) -> None:
+    """Push an intent-layer hit onto the kept stack, settling containment with the hits before it."""
+    while layer and layer[-1][0] >= start:
+        layer.pop()
+    # A mask and a rule hit that overlap: when the characters they share are themselves a rule phrase,
+    # the mask owns them ("给一星" in "给一星期" is no rating: its 一星 belongs to 一星期).
+    if meaning[0][0] == MASK:
+        while (layer and start < layer[-1][1] < end and layer[-1][2][0][0] != MASK
+               and norm[start:layer[-1][1]] in rule_phrases):
+            layer.pop()
+        if not layer or layer[-1][1] < end:
+            layer.append((start, end, meaning))
+    elif not layer or layer[-1][1] <= start or (
+            layer[-1][1] < end and (layer[-1][2][0][0] != MASK or norm[start:layer[-1][1]] not in rule_phrases)):
+        layer.append((start, end, meaning))
+
+
+def _keep_cue_hit(cues: list[tuple[int, int, tuple[int, ...]]], start: int, end: int, meaning: tuple[int, ...]) -> None:
+    """Push a cue hit; overlapping hits of one cue are one run ("!!!!!!" is four "!!!"): counted once."""
+    while cues and cues[-1][0] >= start:
+        cues.pop()
+    if cues and cues[-1][1] > start and cues[-1][2] == meaning:
+        cues[-1] = (cues[-1][0], end, meaning)
+    elif not cues or cues[-1][1] < end:
+        cues.append((start, end, meaning))
 
 
 def _spans_by_intent(rs: Ruleset, scan: _Scan, norm: str, notices: list[tuple[int, int]],

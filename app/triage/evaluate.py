@@ -73,104 +73,120 @@ def _ratio(numerator: int, denominator: int, *, empty: float = 1.0) -> float:
     return numerator / denominator if denominator else empty
 
 
-def evaluate(rows: Iterable[Mapping[str, Any]], ruleset: Ruleset | None = None) -> Report:
-    """Classify every labelled row and score the primary intents, tiers, negation cases and languages."""
-    confusion = {expected: dict.fromkeys(INTENTS, 0) for expected in INTENTS}
-    tier_total = dict.fromkeys(TIER_NAMES, 0)
-    tier_right = dict.fromkeys(TIER_NAMES, 0)
-    negation_cases = false_threats = also_expected = also_found = 0
-    misses: list[Miss] = []
-    language_misses: list[Miss] = []
-    language_scored = 0
-    tag_counts: dict[str, list[int]] = {}
-    ruleset_id = ""
-    model_id: str | None = None
-    p1_rows = p1_kept = other_rows = put_in_p1 = 0
-    emotion_scored = emotion_right = urgent_scored = urgent_right = 0
-    for row in rows:
-        text, expected = row["text"], row["primary"]
-        if expected not in TIERS:
-            raise ValueError(f"unknown intent {expected!r} in labelled row {text!r}")
-        triage = classify(text, ruleset)
-        ruleset_id, model_id = triage.ruleset, triage.model
-        predicted = triage.primary
-        if TIERS[expected] == "P1":
-            p1_rows += 1
-            p1_kept += triage.tier == "P1"
-        else:
-            other_rows += 1
-            put_in_p1 += triage.tier == "P1"
-        if row.get("emotion") in EMOTIONS:
-            emotion_scored += 1
-            emotion_right += triage.emotion == row["emotion"]
-        if isinstance(row.get("urgent"), bool):
-            urgent_scored += 1
-            urgent_right += triage.urgent == row["urgent"]
-        confusion[expected][predicted] += 1
-        tier_total[TIERS[expected]] += 1
-        tier_right[TIERS[expected]] += TIERS[predicted] == TIERS[expected]
+class _Tally:
+    """The counts `evaluate` gathers, one labelled row at a time."""
+
+    def __init__(self) -> None:
+        self.confusion = {expected: dict.fromkeys(INTENTS, 0) for expected in INTENTS}
+        self.tier_total = dict.fromkeys(TIER_NAMES, 0)
+        self.tier_right = dict.fromkeys(TIER_NAMES, 0)
+        self.negation_cases = self.false_threats = self.also_expected = self.also_found = 0
+        self.misses: list[Miss] = []
+        self.language_misses: list[Miss] = []
+        self.language_scored = 0
+        self.tag_counts: dict[str, list[int]] = {}
+        self.ruleset_id = ""
+        self.model_id: str | None = None
+        self.p1_rows = self.p1_kept = self.other_rows = self.put_in_p1 = 0
+        self.emotion_scored = self.emotion_right = self.urgent_scored = self.urgent_right = 0
+
+    def add(self, row: Mapping[str, Any], triage: Any) -> None:
+        text, expected, predicted = row["text"], row["primary"], triage.primary
+        self.ruleset_id, self.model_id = triage.ruleset, triage.model
+        self.confusion[expected][predicted] += 1
+        self.tier_total[TIERS[expected]] += 1
+        self.tier_right[TIERS[expected]] += TIERS[predicted] == TIERS[expected]
+        self._tiers_emotion_urgency(row, triage)
         # Rows written with one "style" (the blind set, the corpus) count it as a tag.
         tags = tuple(row.get("tags", ())) + ((row["style"],) if isinstance(row.get("style"), str) else ())
         also = set(row.get("also", ()))
         if any(tag.startswith("negation") for tag in tags):
-            negation_cases += 1
+            self.negation_cases += 1
             # A false threat: a P1 primary that the label does not hold anywhere.
-            if predicted in P1_INTENTS and predicted != expected and predicted not in also:
-                false_threats += 1
-        found = {hit.intent for hit in triage.intents}
-        also_expected += len(also)
-        also_found += len(also & found)
+            self.false_threats += predicted in P1_INTENTS and predicted != expected and predicted not in also
+        self.also_expected += len(also)
+        self.also_found += len(also & {hit.intent for hit in triage.intents})
         for tag in tags:
-            counts = tag_counts.setdefault(tag, [0, 0])
+            counts = self.tag_counts.setdefault(tag, [0, 0])
             counts[0] += predicted == expected
             counts[1] += 1
         if predicted != expected:
-            misses.append(Miss(text, expected, predicted, tags))
+            self.misses.append(Miss(text, expected, predicted, tags))
         # Rows labelled "mixed" (or not labelled) have no single right answer, so they are not scored.
         script = row.get("script")
         if script in LANGUAGES:
-            language_scored += 1
+            self.language_scored += 1
             if triage.language != script:
-                language_misses.append(Miss(text, script, triage.language, tags))
+                self.language_misses.append(Miss(text, script, triage.language, tags))
 
-    total = sum(tier_total.values())
-    per_intent = []
-    for intent in INTENTS:
-        true_positive = confusion[intent][intent]
-        support = sum(confusion[intent].values())
-        predicted_count = sum(confusion[expected][intent] for expected in INTENTS)
-        precision = _ratio(true_positive, predicted_count, empty=0.0 if support else 1.0)
-        recall = _ratio(true_positive, support)
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_intent.append(IntentScore(intent, precision, recall, f1, support, predicted_count))
-    scored = [score for score in per_intent if score.support or score.predicted]
-    return Report(
-        ruleset=ruleset_id,
-        total=total,
-        accuracy=_ratio(sum(confusion[intent][intent] for intent in INTENTS), total),
-        per_intent=tuple(per_intent),
-        macro_f1=_ratio(sum(score.f1 for score in scored), len(scored)),
-        tier_accuracy=_ratio(sum(tier_right.values()), total),
-        per_tier_accuracy={tier: _ratio(tier_right[tier], tier_total[tier]) for tier in TIER_NAMES},
-        p1_recall={score.intent: score.recall for score in per_intent if score.intent in P1_INTENTS},
-        negation_cases=negation_cases,
-        false_threats=false_threats,
-        false_threat_rate=_ratio(false_threats, negation_cases, empty=0.0),
-        also_recall=_ratio(also_found, also_expected),
-        per_tag_accuracy={tag: (right, seen) for tag, (right, seen) in sorted(tag_counts.items())},
-        confusion={expected: dict(row) for expected, row in confusion.items()},
-        misses=tuple(misses),
-        language_scored=language_scored,
-        language_accuracy=_ratio(language_scored - len(language_misses), language_scored),
-        language_misses=tuple(language_misses),
-        model=model_id,
-        p1_tier_recall=_ratio(p1_kept, p1_rows),
-        non_p1_in_p1=_ratio(put_in_p1, other_rows, empty=0.0),
-        emotion_scored=emotion_scored,
-        emotion_accuracy=_ratio(emotion_right, emotion_scored, empty=0.0),
-        urgent_scored=urgent_scored,
-        urgent_accuracy=_ratio(urgent_right, urgent_scored, empty=0.0),
-    )
+    def _tiers_emotion_urgency(self, row: Mapping[str, Any], triage: Any) -> None:
+        if TIERS[row["primary"]] == "P1":
+            self.p1_rows += 1
+            self.p1_kept += triage.tier == "P1"
+        else:
+            self.other_rows += 1
+            self.put_in_p1 += triage.tier == "P1"
+        if row.get("emotion") in EMOTIONS:
+            self.emotion_scored += 1
+            self.emotion_right += triage.emotion == row["emotion"]
+        if isinstance(row.get("urgent"), bool):
+            self.urgent_scored += 1
+            self.urgent_right += triage.urgent == row["urgent"]
+
+    def per_intent(self) -> list[IntentScore]:
+        scores = []
+        for intent in INTENTS:
+            true_positive = self.confusion[intent][intent]
+            support = sum(self.confusion[intent].values())
+            predicted_count = sum(self.confusion[expected][intent] for expected in INTENTS)
+            precision = _ratio(true_positive, predicted_count, empty=0.0 if support else 1.0)
+            recall = _ratio(true_positive, support)
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            scores.append(IntentScore(intent, precision, recall, f1, support, predicted_count))
+        return scores
+
+    def report(self) -> Report:
+        total = sum(self.tier_total.values())
+        per_intent = self.per_intent()
+        scored = [score for score in per_intent if score.support or score.predicted]
+        return Report(
+            ruleset=self.ruleset_id,
+            total=total,
+            accuracy=_ratio(sum(self.confusion[intent][intent] for intent in INTENTS), total),
+            per_intent=tuple(per_intent),
+            macro_f1=_ratio(sum(score.f1 for score in scored), len(scored)),
+            tier_accuracy=_ratio(sum(self.tier_right.values()), total),
+            per_tier_accuracy={tier: _ratio(self.tier_right[tier], self.tier_total[tier]) for tier in TIER_NAMES},
+            p1_recall={score.intent: score.recall for score in per_intent if score.intent in P1_INTENTS},
+            negation_cases=self.negation_cases,
+            false_threats=self.false_threats,
+            false_threat_rate=_ratio(self.false_threats, self.negation_cases, empty=0.0),
+            also_recall=_ratio(self.also_found, self.also_expected),
+            per_tag_accuracy={tag: (right, seen) for tag, (right, seen) in sorted(self.tag_counts.items())},
+            confusion={expected: dict(row) for expected, row in self.confusion.items()},
+            misses=tuple(self.misses),
+            language_scored=self.language_scored,
+            language_accuracy=_ratio(self.language_scored - len(self.language_misses), self.language_scored),
+            language_misses=tuple(self.language_misses),
+            model=self.model_id,
+            p1_tier_recall=_ratio(self.p1_kept, self.p1_rows),
+            non_p1_in_p1=_ratio(self.put_in_p1, self.other_rows, empty=0.0),
+            emotion_scored=self.emotion_scored,
+            emotion_accuracy=_ratio(self.emotion_right, self.emotion_scored, empty=0.0),
+            urgent_scored=self.urgent_scored,
+            urgent_accuracy=_ratio(self.urgent_right, self.urgent_scored, empty=0.0),
+        )
+
+
+def evaluate(rows: Iterable[Mapping[str, Any]], ruleset: Ruleset | None = None) -> Report:
+    """Classify every labelled row and score the primary intents, tiers, P1s, negation cases, emotion, urgency and
+    languages."""
+    tally = _Tally()
+    for row in rows:
+        if row["primary"] not in TIERS:
+            raise ValueError(f"unknown intent {row['primary']!r} in labelled row {row['text']!r}")
+        tally.add(row, classify(row["text"], ruleset))
+    return tally.report()
 
 
 @dataclass(frozen=True, slots=True)

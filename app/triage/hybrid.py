@@ -104,24 +104,9 @@ def decide(hits: list[IntentHit], prediction: Prediction, model: TextModel, text
     """
     found = {hit.intent: hit for hit in hits}
     glad = prediction.emotions[_POSITIVE] >= GLAD
-    keep = P1_KEEP_GLAD if glad else P1_KEEP
-    for hit in hits:
-        # A P1 the rules found stands unless the model all but rules it out (a trigger word in a product name).
-        if hit.tier == "P1" and prediction.intent_probability(hit.intent) >= keep:
-            return hits
-    # Tier first: P1 when the model's probabilities of the P1 intents together reach P1_STRONG (a message torn
-    # between complaint and rights_protection is still surely P1), then the best intent of the chosen side. Praise
-    # of the service ("客服回复好快") shares its words with complaints, and a threat is never glad; words a mask
-    # took away ("给一星期", "4.1星") are not a threat unless the model is all but certain.
-    p1_mass = sum(prediction.intent_probability(intent) for intent in P1_INTENTS - refused)
-    strong = P1_STRONG_MASKED if masked else P1_STRONG
-    if p1_mass >= strong and not glad:
-        intent, probability = prediction.best_intent(exclude=refused | NON_P1_INTENTS)
-    else:
-        intent, probability = prediction.best_intent(exclude=refused | P1_INTENTS)
-    if intent == "other" and hits and probability < OTHER_OVER_RULES:
-        # The rules named something and the model only leans towards "nothing": the rules' reading stands.
-        intent, probability = hits[0].intent, prediction.intent_probability(hits[0].intent)
+    if _rule_p1_stands(hits, prediction, glad):
+        return hits
+    intent = _tier_and_intent(hits, prediction, refused, masked=masked, glad=glad)
     intent = _by_precedence(intent, found, prediction)
     probability = prediction.intent_probability(intent)
     chosen = found.get(intent)
@@ -136,6 +121,30 @@ def decide(hits: list[IntentHit], prediction: Prediction, model: TextModel, text
         chosen = IntentHit(intent, TIERS[intent], round(probability, 3), evidence)
     rank = _PRECEDENCE[intent]
     return [chosen, *(hit for hit in hits if _PRECEDENCE[hit.intent] > rank)]
+
+
+def _rule_p1_stands(hits: list[IntentHit], prediction: Prediction, glad: bool) -> bool:
+    """A P1 the rules found stands unless the model all but rules it out (a trigger word in a product name)."""
+    keep = P1_KEEP_GLAD if glad else P1_KEEP
+    return any(hit.tier == "P1" and prediction.intent_probability(hit.intent) >= keep for hit in hits)
+
+
+def _tier_and_intent(hits: list[IntentHit], prediction: Prediction, refused: frozenset[str], *, masked: bool,
+                     glad: bool) -> str:
+    """Tier first: P1 when the model's probabilities of the P1 intents together reach P1_STRONG (a message torn
+    between complaint and rights_protection is still surely P1), then the best intent of the chosen side. Praise
+    of the service ("客服回复好快") shares its words with complaints, and a threat is never glad; words a mask took
+    away ("给一星期", "4.1星") are not a threat unless the model is all but certain."""
+    p1_mass = sum(prediction.intent_probability(intent) for intent in P1_INTENTS - refused)
+    strong = P1_STRONG_MASKED if masked else P1_STRONG
+    if p1_mass >= strong and not glad:
+        intent, probability = prediction.best_intent(exclude=refused | NON_P1_INTENTS)
+    else:
+        intent, probability = prediction.best_intent(exclude=refused | P1_INTENTS)
+    if intent == "other" and hits and probability < OTHER_OVER_RULES:
+        # The rules named something and the model only leans towards "nothing": the rules' reading stands.
+        return hits[0].intent
+    return intent
 
 
 def _by_precedence(intent: str, found: dict[str, IntentHit], prediction: Prediction) -> str:

@@ -164,58 +164,78 @@ def _fit(matrix: Any, labels: list[int], weights: list[float], classes: int, c: 
     return coef, intercept
 
 
+def _feature_rows(code_sets: list[np.ndarray], word_sets: list[set[str]], codes: np.ndarray,
+                  words: list[str]) -> list[list[int]]:
+    """Each row's features as the model's row numbers (codes first, then words), sorted."""
+    word_rows = {word: len(codes) + index for index, word in enumerate(words)}
+    feature_rows: list[list[int]] = []
+    for row_codes, row_words in zip(code_sets, word_sets):
+        known: list[int] = []
+        if len(codes):
+            places = np.searchsorted(codes, row_codes)
+            places[places == len(codes)] = 0
+            known = places[codes[places] == row_codes].tolist()
+        known.extend(word_rows[word] for word in row_words if word in word_rows)
+        feature_rows.append(sorted(known))
+    return feature_rows
+
+
+def _label(row: Mapping[str, Any], key: str, values: Sequence[Any]) -> int | None:
+    """The row's label for a head as a class number, None when it carries none (urgency: only a real bool)."""
+    value = row.get(key)
+    if isinstance(values[0], bool):
+        return int(value) if isinstance(value, bool) else None
+    return values.index(value) if isinstance(value, str) and value in values else None
+
+
+def _fit_head(rows: Sequence[Mapping[str, Any]], feature_rows: list[list[int]], width: int, key: str,
+              values: Sequence[Any], c: float, settings: TrainingSettings) -> tuple[np.ndarray, np.ndarray, int]:
+    """One head's coefficients and intercepts, fitted on the rows that carry its label, and how many did."""
+    labelled = [(i, label) for i, row in enumerate(rows) if (label := _label(row, key, values)) is not None]
+    if not labelled:
+        raise ValueError(f"no row carries a {key} label")
+    matrix = _matrix([feature_rows[i] for i, _label_ in labelled], width)
+    coef, intercept = _fit(matrix, [label for _i, label in labelled],
+                           [_weight_of(rows[i], settings) for i, _label_ in labelled], len(values), c,
+                           settings.max_iter)
+    return coef, intercept, len(labelled)
+
+
+def _corpus_digest(rows: Sequence[Mapping[str, Any]]) -> str:
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps([row.get("text"), row.get("primary"), row.get("emotion"), row.get("urgent"),
+                                  row.get("source")], ensure_ascii=False).encode())
+    return digest.hexdigest()
+
+
 def train(rows: Sequence[Mapping[str, Any]], *, name: str = "default",
           settings: TrainingSettings | None = None) -> TextModel:
     """A model trained on rows; the same rows and settings always give the same version."""
     settings = settings or TrainingSettings()
     code_sets, word_sets = _features(rows, settings)
     codes, words = _vocabulary(code_sets, word_sets, settings.min_count)
-    word_rows = {word: len(codes) + index for index, word in enumerate(words)}
-    feature_rows: list[list[int]] = []
-    for row_codes, row_words in zip(code_sets, word_sets):
-        places = np.searchsorted(codes, row_codes) if len(codes) else np.zeros(0, dtype=np.int64)
-        places[places == len(codes)] = 0
-        known = places[codes[places] == row_codes].tolist() if len(codes) else []
-        known.extend(word_rows[word] for word in row_words if word in word_rows)
-        feature_rows.append(sorted(known))
+    feature_rows = _feature_rows(code_sets, word_sets, codes, words)
     width = len(codes) + len(words)
     weights = np.zeros((width, N_COLUMNS))
     bias = np.zeros(N_COLUMNS)
     counts: dict[str, int] = {}
-
     heads = (
         ("primary", INTENTS, slice(0, N_INTENTS), settings.intent_c),
         ("emotion", EMOTIONS, slice(N_INTENTS, N_INTENTS + N_EMOTIONS), settings.emotion_c),
     )
     for key, values, columns, c in heads:
-        chosen = [i for i, row in enumerate(rows) if row.get(key) in values]
-        if not chosen:
-            raise ValueError(f"no row carries a {key} label")
-        matrix = _matrix([feature_rows[i] for i in chosen], width)
-        labels = [values.index(rows[i][key]) for i in chosen]
-        coef, intercept = _fit(matrix, labels, [_weight_of(rows[i], settings) for i in chosen], len(values), c,
-                               settings.max_iter)
-        weights[:, columns], bias[columns] = coef, intercept
-        counts[key] = len(chosen)
-
-    chosen = [i for i, row in enumerate(rows) if isinstance(row.get("urgent"), bool)]
-    if chosen:
-        matrix = _matrix([feature_rows[i] for i in chosen], width)
-        labels = [int(rows[i]["urgent"]) for i in chosen]
-        coef, intercept = _fit(matrix, labels, [_weight_of(rows[i], settings) for i in chosen], 2,
-                               settings.urgent_c, settings.max_iter)
+        weights[:, columns], bias[columns], counts[key] = _fit_head(rows, feature_rows, width, key, values, c,
+                                                                    settings)
+    if any(isinstance(row.get("urgent"), bool) for row in rows):
+        coef, intercept, counts["urgent"] = _fit_head(rows, feature_rows, width, "urgent", (False, True),
+                                                      settings.urgent_c, settings)
         # The urgent column is the logit of "urgent": the difference of the two halves.
         weights[:, URGENT_COLUMN] = coef[:, 1] - coef[:, 0]
         bias[URGENT_COLUMN] = intercept[1] - intercept[0]
-        counts["urgent"] = len(chosen)
     else:
         bias[URGENT_COLUMN] = -30.0
-
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(json.dumps([row.get("text"), row.get("primary"), row.get("emotion"), row.get("urgent"),
-                                  row.get("source")], ensure_ascii=False).encode())
-    metadata = {"corpus_sha256": digest.hexdigest(), "rows": len(rows), "labelled": counts,
+    metadata = {"corpus_sha256": _corpus_digest(rows), "rows": len(rows), "labelled": counts,
                 "features": width, "settings": settings.to_dict()}
     return TextModel(name, codes, words, weights, bias, metadata)
 
