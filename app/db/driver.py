@@ -8,6 +8,7 @@ rows as dicts whose values `decoded` turns into Python's: both drivers then give
 import functools
 import json
 import re
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
@@ -60,7 +61,7 @@ def decoded(row: Record) -> Record:
     return row
 
 
-class Driver:
+class Driver(ABC):
     """Runs statements on one connection. Subclasses say how; the helpers below are shared."""
 
     postgres = False
@@ -69,11 +70,13 @@ class Driver:
     # holds the one write lock.
     for_update = ""
 
+    @abstractmethod
     def transaction(self) -> AbstractAsyncContextManager[None]:
-        raise NotImplementedError
+        """The block runs in one transaction on this connection."""
 
+    @abstractmethod
     async def rows(self, sql: str, *params: Any) -> list[Record]:
-        raise NotImplementedError
+        """The statement's rows, decoded (see `decoded`)."""
 
     async def execute(self, sql: str, *params: Any) -> None:
         await self.rows(sql, *params)
