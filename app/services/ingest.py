@@ -74,19 +74,23 @@ class _Entry:
         self.customer = (self.shop.id, self.platform, self.message.customer.id)
 
 
-def triage_messages(shop: ShopInfo, messages: Sequence[WebhookMessage],
-                    stored: Mapping[str, list[str]] | None = None) -> list[Triage]:
+def triage_messages(shop: ShopInfo, messages: Sequence[WebhookMessage], stored: Mapping[str, list[str]] | None = None,
+                    first: Sequence[Triage] | None = None) -> list[Triage]:
     """Classify outside the transaction; the priority is finished once the customer's history is known.
 
     Each message is read with the earlier buyer messages of its conversation as context: those of this request
     before it, after `stored` ones of the open episode by conversation id (read only for fragments; see
-    `needs_context`).
+    `needs_context`). Given the `first` reading, only the conversations `stored` has are read again.
     """
+    stored = stored or {}
     earlier: dict[str, list[str]] = {}
     triages = []
-    for m in messages:
-        before = earlier.setdefault(m.conversation_id, list((stored or {}).get(m.conversation_id, ())))
-        triages.append(classify(m.text, shop.ruleset, context=before[-CONTEXT_MESSAGES:]))
+    for index, m in enumerate(messages):
+        before = earlier.setdefault(m.conversation_id, list(stored.get(m.conversation_id, ())))
+        if first is not None and m.conversation_id not in stored:
+            triages.append(first[index])
+        else:
+            triages.append(classify(m.text, shop.ruleset, context=before[-CONTEXT_MESSAGES:]))
         before.append(m.text)
     return triages
 
@@ -326,7 +330,7 @@ class Ingestor:
                 stored = await ingest_sql.open_episode_texts(db, [(shop.id, platform, c) for c in wanted],
                                                              limit=CONTEXT_MESSAGES)
             if stored:
-                triages = triage_messages(shop, messages, {key[2]: texts for key, texts in stored.items()})
+                triages = triage_messages(shop, messages, {key[2]: texts for key, texts in stored.items()}, triages)
         job = IngestJob(shop, platform, messages, triages)
         if not self._open:
             raise Unavailable("ingestion is not running")
