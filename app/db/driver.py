@@ -1,15 +1,16 @@
 """How a statement runs on each database's bare driver: the only code the hot-path stores write per database.
 
-The stores (app/db/claims.py) write each statement once, with PostgreSQL's numbered placeholders ($1, $2);
-SQLite reads the same text with its own (?1, ?2). A store passes JSON already encoded (json_text) and gets
-rows as dicts whose values `decoded` turns into Python's: both drivers then give the same dict.
+The stores (app/db/claims.py, app/db/ingest.py) write each statement once, with PostgreSQL's numbered
+placeholders ($1, $2); SQLite reads the same text with its own (?1, ?2). A store passes JSON already encoded
+(json_text) and gets rows as dicts whose values `decoded` turns into Python's: both drivers then give the
+same dict.
 """
 
 import functools
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -85,6 +86,11 @@ class Driver(ABC):
         found = await self.rows(sql, *params)
         return found[0] if found else None
 
+    async def execute_many(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
+        """The statement once per parameter row, in order."""
+        for row in params:
+            await self.execute(sql, *row)
+
 
 class PostgresDriver(Driver):
     """asyncpg: the text as written; times and JSON text travel as they are."""
@@ -146,6 +152,11 @@ class SqliteDriver(Driver):
         async with self.connection.execute(_sqlite_text(sql), [sqlite_param(p) for p in params]) as cursor:
             names = [d[0] for d in cursor.description] if cursor.description else []
             return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
+
+    async def execute_many(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
+        # One call into the driver's thread for all rows: ingestion writes a group's tickets and events so.
+        if params:
+            await self.connection.executemany(_sqlite_text(sql), [[sqlite_param(p) for p in row] for row in params])
 
 
 @asynccontextmanager

@@ -1,21 +1,22 @@
-"""The set-based statements of webhook ingestion, on the bare driver of each database.
+"""The store of webhook ingestion: one group's transaction in four steps (IngestStore), on the bare driver.
 
 Ingestion is the hot path: a group of requests can carry hundreds of messages, and SQLAlchemy's
-per-row parameter processing cost more than the database work (docs/design.md). So these
-statements run on the driver connection inside a transaction opened through app/db/driver.py:
-PostgreSQL takes whole columns as arrays through unnest(), SQLite takes multi-row VALUES. Column
-layouts follow app/db/models.py.
+per-row parameter processing cost more than the database work (docs/design.md). SharedIngestStore
+writes the steps once, with multi-row VALUES, and is what SQLite runs; PostgresIngestStore replaces all
+four, because PostgreSQL takes whole columns as arrays through unnest() and groups there run side by
+side (prepare waits for a concurrent insert of the same row instead of failing). Column layouts
+follow app/db/models.py.
 """
 
-import json
+import functools
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from app.db.driver import Driver, decoded, json_text, sqlite_param, sqlite_time
+from app.db.driver import Driver, Record, decoded, json_text, placeholders
 from app.domain import Status
 
 ConversationKey = tuple[str, str, str]  # shop, platform, conversation id
@@ -79,6 +80,16 @@ class Prepared:
             self.created.add(ticket_id)
         elif status is not None and status != Status.RESOLVED:
             self.open_episodes[key] = awaiting_since
+
+    def collect(self, records: Sequence[Sequence[Any]], *, late: bool) -> None:
+        """Take rows of (kind, ticket id, customer id, shop, platform, external id, contacts, status, awaiting)."""
+        for kind, ticket_id, customer_id, shop_id, platform, external_id, contacts, status, awaiting in records:
+            if kind == CUSTOMER:
+                self.customers[(shop_id, platform, external_id)] = (customer_id, contacts)
+                if late:
+                    self.late_customers.add((shop_id, platform, external_id))
+            else:
+                self.ticket(kind, ticket_id, (shop_id, platform, external_id), status, awaiting, late=late)
 
     def counted(self, conversation: ConversationKey, customer: CustomerKey) -> bool:
         """Whether the open episode of `conversation` is among `customer`'s contacts as read."""
@@ -223,137 +234,75 @@ def _finish_sql() -> str:
 _FINISH = _finish_sql()
 
 
-class PostgresIngestStore:
-    """Whole columns as arrays through unnest(): one round trip per step whatever the number of rows.
+def _params(spec: dict[str, str], row: dict[str, Any]) -> list[Any]:
+    return [json_text(row[c]) if t == "jsonb" else row[c] for c, t in spec.items()]
 
-    A group costs BEGIN, four statements and COMMIT. Each round trip also waits its turn on the event loop,
-    busy parsing and triaging the next requests, so what can share a statement does (CTEs).
+
+@functools.cache
+def _row_placeholders(rows: int, width: int) -> str:
+    """"($1, $2), ($3, $4)" for rows=2, width=2."""
+    return ", ".join(f"({placeholders(1 + i * width, width)})" for i in range(rows))
+
+
+_TICKET_READ = f"SELECT {_columns(TICKET_COLUMNS)} FROM tickets WHERE (shop_id, platform, conversation_id) IN "
+_PREVIOUS_READ = ("SELECT shop_id, platform, external_id, ticket_id, primary_intent, tier, priority, triage "
+                  "FROM messages WHERE (shop_id, platform, external_id) IN ")
+_OPENED_SPEC = {"id": "text", "shop_id": "text", "platform": "text", "conversation_id": "text", "queue": "text"}
+_SAVE = (f"UPDATE tickets SET {', '.join(f'{c} = ${i + 2}' for i, c in enumerate(list(_SAVED_COLUMNS)[1:]))} "
+         "WHERE id = $1")
+_LOG = f"INSERT INTO ticket_events ({_columns(EVENT_COLUMNS)}) VALUES ({placeholders(1, len(EVENT_COLUMNS))})"
+
+
+class SharedIngestStore:
+    """Ingestion written once on the driver: multi-row VALUES with RETURNING, and the rest row by row in one call.
+
+    The service runs it on SQLite, where the transaction holds the one write lock from its BEGIN IMMEDIATE:
+    the tickets prepare reads are the ones lock_tickets returns. It runs on PostgreSQL too (prepare's read then
+    locks the tickets) for the contract tests, one writer at a time: groups racing to create the same row need
+    PostgresIngestStore's prepare.
     """
-
-    def __init__(self, connection: Any) -> None:
-        self.db = connection
-
-    async def prepare(self, customers: Sequence[dict[str, Any]], conversations: Sequence[tuple[ConversationKey, str]],
-                      *, now: datetime) -> Prepared:
-        keys = [k for k, _ in conversations]
-        found = Prepared()
-        records = await self.db.fetch(_PREPARE, *_arrays(CUSTOMER_COLUMNS, customers), now, *_key_columns(keys),
-                                      [queue for _, queue in conversations])
-        self._collect(found, records, late=False)
-        absent = [k for k in ((c["shop_id"], c["platform"], c["external_id"]) for c in customers)
-                  if k not in found.customers]
-        unticketed = [k for k in keys if k not in found.tickets]
-        if absent or unticketed:
-            self._collect(found, await self.db.fetch(_REREAD, *_key_columns(absent), *_key_columns(unticketed)),
-                          late=True)
-            if len(found.customers) < len(customers) or len(found.tickets) < len(keys):
-                raise Raced  # created and deleted again meanwhile: start over
-        return found
-
-    @staticmethod
-    def _collect(found: Prepared, records: Sequence[Any], *, late: bool) -> None:
-        for kind, ticket_id, customer_id, shop_id, platform, external_id, contacts, status, awaiting in records:
-            if kind == CUSTOMER:
-                found.customers[(shop_id, platform, external_id)] = (customer_id, contacts)
-                if late:
-                    found.late_customers.add((shop_id, platform, external_id))
-            else:
-                found.ticket(kind, ticket_id, (shop_id, platform, external_id), status, awaiting, late=late)
-
-    async def insert_messages(self, messages: Sequence[dict[str, Any]]) -> dict[MessageKey, int]:
-        records = await self.db.fetch(_INSERT_MESSAGES, *_arrays(MESSAGE_COLUMNS, messages))
-        return {(r[1], r[2], r[3]): r[0] for r in records}
-
-    async def lock_tickets(self, ids: Sequence[str]) -> list[dict[str, Any]]:
-        if not ids:
-            return []
-        return [decoded(dict(r)) for r in await self.db.fetch(_LOCK_TICKETS, list(ids))]
-
-    async def finish(self, *, deleted: Sequence[str], saved: Sequence[dict[str, Any]], events: Sequence[dict[str, Any]],
-                     customers: Sequence[dict[str, Any]], channel: str, payloads: Sequence[str],
-                     previous: Sequence[MessageKey], now: datetime) -> dict[MessageKey, dict[str, Any]]:
-        records = await self.db.fetch(
-            _FINISH, list(deleted), *_arrays(_SAVED_COLUMNS, saved), *_arrays(EVENT_COLUMNS, events),
-            *_arrays(_TOUCHED_COLUMNS, customers), now, channel, list(payloads), *_key_columns(previous))
-        return {(r["shop_id"], r["platform"], r["external_id"]): decoded(dict(r))
-                for r in records if r["shop_id"] is not None}
-
-
-def _sqlite_value(column: str, kind: str, value: Any) -> Any:
-    return json_text(value) if kind == "jsonb" else sqlite_param(value)
-
-
-def from_sqlite_ticket(row: Sequence[Any]) -> dict[str, Any]:
-    return decoded(dict(zip(TICKET_COLUMNS, row, strict=True)))
-
-
-class SqliteIngestStore:
-    """Multi-row VALUES with RETURNING; the transaction holds SQLite's one write lock throughout."""
 
     CHUNK = 400  # rows per statement, well under SQLite's 32,766 parameters
 
-    def __init__(self, connection: Any) -> None:
-        self.db = connection
+    def __init__(self, db: Driver) -> None:
+        self.db = db
         self._tickets: dict[str, dict[str, Any]] = {}
 
-    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        async with self.db.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
-
-    async def _insert_returning(self, table: str, spec: dict[str, str], rows: Sequence[dict[str, Any]], tail: str,
-                                extra: Sequence[tuple[str, Any]] = ()) -> list[Any]:
-        names = [*spec, *(name for name, _ in extra)]
-        row_sql = "(" + ", ".join("?" * len(names)) + ")"
-        found: list[Any] = []
+    async def _each_chunk(self, rows: Sequence[Any], statement: Callable[[int], str],
+                          params: Callable[[Any], Sequence[Any]]) -> list[Record]:
+        """The rows of `statement(n)` run once per chunk of n rows, with each row's `params` in turn."""
+        found: list[Record] = []
         for start in range(0, len(rows), self.CHUNK):
             chunk = rows[start:start + self.CHUNK]
-            params = [p for r in chunk for p in [*(_sqlite_value(c, t, r[c]) for c, t in spec.items()),
-                                                  *(v for _, v in extra)]]
-            sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES {', '.join([row_sql] * len(chunk))} {tail}"
-            found.extend(await self._fetch(sql, params))
+            found.extend(await self.db.rows(statement(len(chunk)), *(p for row in chunk for p in params(row))))
         return found
 
     async def prepare(self, customers: Sequence[dict[str, Any]], conversations: Sequence[tuple[ConversationKey, str]],
                       *, now: datetime) -> Prepared:
-        # Nothing runs beside this transaction: customers are upserted at once, and the tickets read now are the
-        # ones lock_tickets returns.
-        stamp = sqlite_time(now)
-        found = await self._insert_returning(
-            "customers", CUSTOMER_COLUMNS, customers,
-            "ON CONFLICT (shop_id, platform, external_id) DO UPDATE SET nick = excluded.nick, "
-            "vip_level = excluded.vip_level, last_seen_at = excluded.last_seen_at "
-            "RETURNING id, shop_id, platform, external_id, contacts",
-            extra=(("contacts", 0), ("first_seen_at", stamp), ("last_seen_at", stamp)))
-        prepared = Prepared(customers={(shop, platform, external): (cid, contacts)
-                                       for cid, shop, platform, external, contacts in found})
-        for start in range(0, len(conversations), self.CHUNK):
-            chunk = [k for k, _ in conversations[start:start + self.CHUNK]]
-            sql = (f"SELECT {_columns(TICKET_COLUMNS)} FROM tickets WHERE (shop_id, platform, conversation_id) IN "
-                   f"(VALUES {', '.join(['(?, ?, ?)'] * len(chunk))})")
-            for r in await self._fetch(sql, [p for k in chunk for p in k]):
-                ticket = from_sqlite_ticket(r)
-                self._tickets[ticket["id"]] = ticket
-                prepared.ticket(TICKET, ticket["id"], (ticket["shop_id"], ticket["platform"], ticket["conversation_id"]),
-                                ticket["status"], ticket["awaiting_since"])
-        placeholders = [{"id": str(uuid.uuid4()), "shop_id": key[0], "platform": key[1], "conversation_id": key[2],
-                         "queue": queue} for key, queue in conversations if key not in prepared.tickets]
-        spec = {"id": "text", "shop_id": "text", "platform": "text", "conversation_id": "text", "queue": "text"}
-        literals = [*_PLACEHOLDER.values(), *(f"'{stamp}'" for _ in _PLACEHOLDER_TIMES)]
-        for start in range(0, len(placeholders), self.CHUNK):
-            chunk = placeholders[start:start + self.CHUNK]
-            row_sql = f"(?, ?, ?, ?, ?, {', '.join(literals)})"
-            await self.db.execute(
-                f"INSERT INTO tickets ({_columns(spec)}, {_columns(_PLACEHOLDER)}, {', '.join(_PLACEHOLDER_TIMES)}) "
-                f"VALUES {', '.join([row_sql] * len(chunk))}", [r[c] for r in chunk for c in spec])
-        for r in placeholders:
+        # Customers are upserted at once (their nick, VIP level and last seen; finish adds their contacts).
+        width = len(CUSTOMER_COLUMNS) + 3
+        found = await self._each_chunk(
+            customers, lambda n: _upsert_customers_sql(n, width),
+            lambda c: [*_params(CUSTOMER_COLUMNS, c), 0, now, now])
+        prepared = Prepared(customers={(r["shop_id"], r["platform"], r["external_id"]): (r["id"], r["contacts"])
+                                       for r in found})
+        for row in await self._each_chunk([k for k, _ in conversations],
+                                          lambda n: _TICKET_READ + f"(VALUES {_row_placeholders(n, 3)})"
+                                          + self.db.for_update, lambda k: k):
+            ticket = decoded(row)
+            self._tickets[ticket["id"]] = ticket
+            prepared.ticket(TICKET, ticket["id"], (ticket["shop_id"], ticket["platform"], ticket["conversation_id"]),
+                            ticket["status"], ticket["awaiting_since"])
+        opened = [{"id": str(uuid.uuid4()), "shop_id": key[0], "platform": key[1], "conversation_id": key[2],
+                   "queue": queue} for key, queue in conversations if key not in prepared.tickets]
+        await self._each_chunk(opened, _open_tickets_sql, lambda r: [*_params(_OPENED_SPEC, r), now])
+        for r in opened:
             prepared.ticket(NEW_TICKET, r["id"], (r["shop_id"], r["platform"], r["conversation_id"]), None, None)
         return prepared
 
     async def insert_messages(self, messages: Sequence[dict[str, Any]]) -> dict[MessageKey, int]:
-        stored = await self._insert_returning(
-            "messages", MESSAGE_COLUMNS, messages,
-            "ON CONFLICT (shop_id, platform, external_id) DO NOTHING RETURNING id, shop_id, platform, external_id")
-        return {(r[1], r[2], r[3]): r[0] for r in stored}
+        stored = await self._each_chunk(messages, _insert_messages_sql, lambda m: _params(MESSAGE_COLUMNS, m))
+        return {(r["shop_id"], r["platform"], r["external_id"]): r["id"] for r in stored}
 
     async def lock_tickets(self, ids: Sequence[str]) -> list[dict[str, Any]]:
         return [self._tickets[i] for i in ids]
@@ -361,40 +310,90 @@ class SqliteIngestStore:
     async def finish(self, *, deleted: Sequence[str], saved: Sequence[dict[str, Any]], events: Sequence[dict[str, Any]],
                      customers: Sequence[dict[str, Any]], channel: str, payloads: Sequence[str],
                      previous: Sequence[MessageKey], now: datetime) -> dict[MessageKey, dict[str, Any]]:
-        # SQLite has no NOTIFY: other processes find the work at their periodic re-check.
-        if deleted:
-            await self.db.executemany("DELETE FROM tickets WHERE id = ?", [[i] for i in deleted])
-        if saved:
-            columns = list(_SAVED_COLUMNS)[1:]
-            sql = f"UPDATE tickets SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?"
-            await self.db.executemany(sql, [[*(_sqlite_value(c, TICKET_COLUMNS[c], r[c]) for c in columns), r["id"]]
-                                            for r in saved])
-        if events:
-            sql = f"INSERT INTO ticket_events ({_columns(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
-            await self.db.executemany(sql, [[_sqlite_value(c, t, r[c]) for c, t in EVENT_COLUMNS.items()]
-                                            for r in events])
-        opened = [[c["opened"], c["shop_id"], c["platform"], c["external_id"]] for c in customers if c["opened"]]
-        if opened:
-            # Nick, VIP level and last seen were written by prepare.
-            await self.db.executemany("UPDATE customers SET contacts = contacts + ? "
-                                      "WHERE shop_id = ? AND platform = ? AND external_id = ?", opened)
-        result: dict[MessageKey, dict[str, Any]] = {}
-        for start in range(0, len(previous), self.CHUNK):
-            chunk = previous[start:start + self.CHUNK]
-            sql = ("SELECT shop_id, platform, external_id, ticket_id, primary_intent, tier, priority, triage "
-                   "FROM messages WHERE (shop_id, platform, external_id) IN "
-                   f"(VALUES {', '.join(['(?, ?, ?)'] * len(chunk))})")
-            for r in await self._fetch(sql, [p for k in chunk for p in k]):
-                result[(r[0], r[1], r[2])] = {"ticket_id": r[3], "primary_intent": r[4], "tier": r[5],
-                                              "priority": r[6], "triage": json.loads(r[7])}
-        return result
+        # No notifications: SQLite has no NOTIFY; other processes find the work at their periodic re-check.
+        await self.db.execute_many("DELETE FROM tickets WHERE id = $1", [[i] for i in deleted])
+        await self.db.execute_many(_SAVE, [_params(_SAVED_COLUMNS, r) for r in saved])
+        await self.db.execute_many(_LOG, [_params(EVENT_COLUMNS, r) for r in events])
+        await self.db.execute_many("UPDATE customers SET contacts = contacts + $1 "
+                                   "WHERE shop_id = $2 AND platform = $3 AND external_id = $4",
+                                   [[c["opened"], c["shop_id"], c["platform"], c["external_id"]]
+                                    for c in customers if c["opened"]])
+        rows = await self._each_chunk(previous, lambda n: _PREVIOUS_READ + f"(VALUES {_row_placeholders(n, 3)})",
+                                      lambda k: k)
+        return {(r["shop_id"], r["platform"], r["external_id"]): decoded(r) for r in rows}
+
+
+@functools.cache
+def _upsert_customers_sql(rows: int, width: int) -> str:
+    return (f"INSERT INTO customers ({_columns(CUSTOMER_COLUMNS)}, contacts, first_seen_at, last_seen_at) "
+            f"VALUES {_row_placeholders(rows, width)} ON CONFLICT (shop_id, platform, external_id) DO UPDATE SET "
+            "nick = excluded.nick, vip_level = excluded.vip_level, last_seen_at = excluded.last_seen_at "
+            "RETURNING id, shop_id, platform, external_id, contacts")
+
+
+@functools.cache
+def _open_tickets_sql(rows: int) -> str:
+    # Each row: its five values, then `now` for every time column.
+    width = len(_OPENED_SPEC) + 1
+    values = ", ".join(f"({placeholders(1 + i * width, len(_OPENED_SPEC))}, {', '.join(_PLACEHOLDER.values())}, "
+                       f"{', '.join([f'${(i + 1) * width}'] * len(_PLACEHOLDER_TIMES))})" for i in range(rows))
+    return (f"INSERT INTO tickets ({_columns(_OPENED_SPEC)}, {_columns(_PLACEHOLDER)}, "
+            f"{', '.join(_PLACEHOLDER_TIMES)}) VALUES {values}")
+
+
+@functools.cache
+def _insert_messages_sql(rows: int) -> str:
+    return (f"INSERT INTO messages ({_columns(MESSAGE_COLUMNS)}) "
+            f"VALUES {_row_placeholders(rows, len(MESSAGE_COLUMNS))} "
+            "ON CONFLICT (shop_id, platform, external_id) DO NOTHING RETURNING id, shop_id, platform, external_id")
+
+
+class PostgresIngestStore(SharedIngestStore):
+    """Whole columns as arrays through unnest(): one round trip per step whatever the number of rows.
+
+    A group costs BEGIN, four statements and COMMIT. Each round trip also waits its turn on the event loop,
+    busy parsing and triaging the next requests, so what can share a statement does (CTEs). prepare inserts new
+    rows or waits for a concurrent group's insert of them; existing tickets are locked late (lock_tickets), so
+    groups side by side overlap their first steps. The records are read positionally, as asyncpg gives them.
+    """
+
+    async def prepare(self, customers: Sequence[dict[str, Any]], conversations: Sequence[tuple[ConversationKey, str]],
+                      *, now: datetime) -> Prepared:
+        keys = [k for k, _ in conversations]
+        found = Prepared()
+        fetch = self.db.connection.fetch
+        found.collect(await fetch(_PREPARE, *_arrays(CUSTOMER_COLUMNS, customers), now, *_key_columns(keys),
+                                  [queue for _, queue in conversations]), late=False)
+        absent = [k for k in ((c["shop_id"], c["platform"], c["external_id"]) for c in customers)
+                  if k not in found.customers]
+        unticketed = [k for k in keys if k not in found.tickets]
+        if absent or unticketed:
+            found.collect(await fetch(_REREAD, *_key_columns(absent), *_key_columns(unticketed)), late=True)
+            if len(found.customers) < len(customers) or len(found.tickets) < len(keys):
+                raise Raced  # created and deleted again meanwhile: start over
+        return found
+
+    async def insert_messages(self, messages: Sequence[dict[str, Any]]) -> dict[MessageKey, int]:
+        records = await self.db.connection.fetch(_INSERT_MESSAGES, *_arrays(MESSAGE_COLUMNS, messages))
+        return {(r[1], r[2], r[3]): r[0] for r in records}
+
+    async def lock_tickets(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        return [decoded(r) for r in await self.db.rows(_LOCK_TICKETS, list(ids))] if ids else []
+
+    async def finish(self, *, deleted: Sequence[str], saved: Sequence[dict[str, Any]], events: Sequence[dict[str, Any]],
+                     customers: Sequence[dict[str, Any]], channel: str, payloads: Sequence[str],
+                     previous: Sequence[MessageKey], now: datetime) -> dict[MessageKey, dict[str, Any]]:
+        rows = await self.db.rows(
+            _FINISH, list(deleted), *_arrays(_SAVED_COLUMNS, saved), *_arrays(EVENT_COLUMNS, events),
+            *_arrays(_TOUCHED_COLUMNS, customers), now, channel, list(payloads), *_key_columns(previous))
+        return {(r["shop_id"], r["platform"], r["external_id"]): decoded(r) for r in rows if r["shop_id"] is not None}
 
 
 @asynccontextmanager
 async def ingest_transaction(db: Driver) -> AsyncIterator[IngestStore]:
     """A store on `db`'s connection, inside a transaction committed when the block ends."""
     async with db.transaction():
-        yield PostgresIngestStore(db.connection) if db.postgres else SqliteIngestStore(db.connection)
+        yield PostgresIngestStore(db) if db.postgres else SharedIngestStore(db)
 
 
 async def open_episode_texts(db: Driver, conversations: Sequence[ConversationKey], *,

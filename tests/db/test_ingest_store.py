@@ -1,0 +1,176 @@
+"""Contract of the ingestion store (app/db/ingest.py): one table of cases, run against every adapter.
+
+The shared store (SharedIngestStore) runs on SQLite, as the service runs it, and on PostgreSQL too (its
+statements are written once for both); PostgresIngestStore, with its unnest() steps, on PostgreSQL. Each case
+runs the steps of one group's transaction as the service does (prepare, insert_messages, lock_tickets, finish).
+"""
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+from app.clock import utcnow
+from app.db.driver import decoded, driver
+from app.db.ingest import IngestStore, PostgresIngestStore, SharedIngestStore
+from app.domain import EventKind, Status, TicketState
+
+
+@dataclass
+class World:
+    app: FastAPI
+    adapter: type[SharedIngestStore]
+    shop: str
+
+    @asynccontextmanager
+    async def group(self) -> AsyncIterator[IngestStore]:
+        """One group's transaction, committed when the block ends."""
+        async with driver(self.app.state.drivers) as db, db.transaction():
+            yield self.adapter(db)
+
+    async def rows(self, sql: str, *params: Any) -> list[dict[str, Any]]:
+        async with driver(self.app.state.drivers) as db:
+            return [decoded(r) for r in await db.rows(sql, *params)]
+
+    def customer(self, external_id: str, *, nick: str = "buyer", vip: int = 0) -> dict[str, Any]:
+        return {"shop_id": self.shop, "platform": "taobao", "external_id": external_id, "nick": nick,
+                "vip_level": vip}
+
+    def conversation(self, name: str) -> tuple[tuple[str, str, str], str]:
+        return (self.shop, "taobao", name), "aftersale"
+
+    def message(self, ticket_id: str, external_id: str, now: datetime, *, text: str = "我要退货") -> dict[str, Any]:
+        return {"ticket_id": ticket_id, "shop_id": self.shop, "platform": "taobao", "external_id": external_id,
+                "direction": "inbound", "text": text, "sent_at": now, "received_at": now, "order_id": None,
+                "primary_intent": "return_refund", "tier": 2, "priority": 500,
+                "triage": {"primary": "return_refund", "queue": "aftersale", "中文": True}}
+
+
+def _saved(state: dict[str, Any], customer_id: int, now: datetime, **changes: Any) -> dict[str, Any]:
+    ticket = TicketState.from_row(state)
+    return {**ticket.columns(), "customer_id": customer_id, "updated_at": now, **changes}
+
+
+async def a_new_conversation_gets_a_placeholder_ticket_and_its_buyer_a_row(w: World) -> None:
+    now = utcnow()
+    async with w.group() as store:
+        prepared = await store.prepare([w.customer("b1", vip=3)], [w.conversation("c1")], now=now)
+    key = (w.shop, "taobao", "c1")
+    assert prepared.created == {prepared.tickets[key]} and not prepared.open_episodes
+    [(customer_id, contacts)] = prepared.customers.values()
+    assert contacts == 0
+    [ticket] = await w.rows("SELECT status, tier, queue, intents, escalated, episodes, created_at FROM tickets "
+                            "WHERE id = $1", prepared.tickets[key])
+    assert ticket == {"status": Status.QUEUED, "tier": 4, "queue": "aftersale", "intents": [], "escalated": False,
+                      "episodes": 1, "created_at": now}
+    [customer] = await w.rows("SELECT id, nick, vip_level FROM customers WHERE shop_id = $1", w.shop)
+    assert customer == {"id": customer_id, "nick": "buyer", "vip_level": 3}
+
+
+async def a_known_conversation_is_found_with_its_open_episode(w: World) -> None:
+    first = utcnow()
+    async with w.group() as store:
+        prepared = await store.prepare([w.customer("b1")], [w.conversation("c1")], now=first)
+        ticket_id = prepared.tickets[(w.shop, "taobao", "c1")]
+    [placeholder] = await w.rows("SELECT * FROM tickets WHERE id = $1", ticket_id)
+    async with w.group() as store:
+        customer_id = prepared.customers[(w.shop, "taobao", "b1")][0]
+        await store.finish(deleted=[], saved=[_saved(placeholder, customer_id, first, awaiting_since=first)],
+                           events=[], customers=[], channel="triage_test", payloads=[], previous=[], now=first)
+    later = first + timedelta(seconds=30)
+    async with w.group() as store:
+        again = await store.prepare([w.customer("b1", nick="renamed")], [w.conversation("c1")], now=later)
+        [locked] = await store.lock_tickets([ticket_id])
+    assert again.tickets == prepared.tickets and not again.created
+    assert again.customers == prepared.customers
+    assert again.open_episodes == {(w.shop, "taobao", "c1"): first}
+    assert locked["id"] == ticket_id and locked["customer_id"] == customer_id and locked["awaiting_since"] == first
+
+
+async def a_message_is_stored_once_and_its_duplicate_read_back(w: World) -> None:
+    now = utcnow()
+    async with w.group() as store:
+        prepared = await store.prepare([w.customer("b1")], [w.conversation("c1")], now=now)
+        ticket_id = prepared.tickets[(w.shop, "taobao", "c1")]
+        stored = await store.insert_messages([w.message(ticket_id, "m1", now), w.message(ticket_id, "m2", now)])
+    assert list(stored) == [(w.shop, "taobao", "m1"), (w.shop, "taobao", "m2")]  # ids in the rows' order
+    assert stored[(w.shop, "taobao", "m1")] < stored[(w.shop, "taobao", "m2")]
+    async with w.group() as store:
+        again = await store.insert_messages([w.message(ticket_id, "m1", now), w.message(ticket_id, "m3", now)])
+        previous = await store.finish(deleted=[], saved=[], events=[], customers=[], channel="triage_test",
+                                      payloads=[], previous=[(w.shop, "taobao", "m1")], now=now)
+    assert list(again) == [(w.shop, "taobao", "m3")]
+    assert {k: (v["ticket_id"], v["tier"], v["priority"], v["triage"]) for k, v in previous.items()} == {
+        (w.shop, "taobao", "m1"): (ticket_id, 2, 500, {"primary": "return_refund", "queue": "aftersale", "中文": True})}
+
+
+async def finish_writes_tickets_events_and_contacts_and_drops_unused_placeholders(w: World) -> None:
+    now = utcnow()
+    async with w.group() as store:
+        prepared = await store.prepare([w.customer("b1"), w.customer("b2")],
+                                       [w.conversation("kept"), w.conversation("dropped")], now=now)
+        kept, dropped = (prepared.tickets[(w.shop, "taobao", name)] for name in ("kept", "dropped"))
+    [placeholder] = await w.rows("SELECT * FROM tickets WHERE id = $1", kept)
+    async with w.group() as store:
+        customer_id = prepared.customers[(w.shop, "taobao", "b1")][0]
+        saved = _saved(placeholder, customer_id, now, tier=1, priority=900, primary_intent="bad_review_threat",
+                       intents=["bad_review_threat", "logistics"], escalated=True, unread=2, opened_seq=7,
+                       first_response_due_at=now + timedelta(seconds=20))
+        events = [{"ticket_id": kept, "shop_id": w.shop, "at": now, "kind": EventKind.CREATED, "actor": "webhook",
+                   "data": {"queue": "complaints", "中文": [1, 2]}}]
+        await store.finish(deleted=[dropped], saved=[saved], events=events,
+                           customers=[{**w.customer("b1"), "opened": 1}, {**w.customer("b2"), "opened": 0}],
+                           channel="triage_test", payloads=[w.shop], previous=[], now=now)
+    [ticket] = await w.rows("SELECT * FROM tickets WHERE id = $1", kept)
+    assert {k: ticket[k] for k in ("tier", "priority", "intents", "escalated", "unread", "opened_seq",
+                                   "first_response_due_at", "customer_id")} == {
+        "tier": 1, "priority": 900, "intents": ["bad_review_threat", "logistics"], "escalated": True, "unread": 2,
+        "opened_seq": 7, "first_response_due_at": now + timedelta(seconds=20), "customer_id": customer_id}
+    assert await w.rows("SELECT id FROM tickets WHERE id = $1", dropped) == []
+    assert await w.rows("SELECT kind, actor, data, at FROM ticket_events WHERE ticket_id = $1", kept) == [
+        {"kind": EventKind.CREATED, "actor": "webhook", "data": {"queue": "complaints", "中文": [1, 2]}, "at": now}]
+    contacts = await w.rows("SELECT external_id, contacts FROM customers WHERE shop_id = $1 ORDER BY external_id",
+                            w.shop)
+    assert contacts == [{"external_id": "b1", "contacts": 1}, {"external_id": "b2", "contacts": 0}]
+
+
+async def more_rows_than_one_statement_takes_are_written_in_chunks(w: World) -> None:
+    now = utcnow()
+    count = SharedIngestStore.CHUNK + 5
+    async with w.group() as store:
+        prepared = await store.prepare([w.customer(f"b{i}") for i in range(count)],
+                                       [w.conversation(f"c{i}") for i in range(count)], now=now)
+        stored = await store.insert_messages([w.message(prepared.tickets[(w.shop, "taobao", f"c{i}")], f"m{i}", now)
+                                              for i in range(count)])
+    assert (len(prepared.customers), len(prepared.created), len(stored)) == (count, count, count)
+    [row] = await w.rows("SELECT count(*) AS n FROM messages WHERE shop_id = $1", w.shop)
+    assert row["n"] == count
+
+
+CASES: list[Callable[[World], Awaitable[None]]] = [
+    a_new_conversation_gets_a_placeholder_ticket_and_its_buyer_a_row,
+    a_known_conversation_is_found_with_its_open_episode,
+    a_message_is_stored_once_and_its_duplicate_read_back,
+    finish_writes_tickets_events_and_contacts_and_drops_unused_placeholders,
+    more_rows_than_one_statement_takes_are_written_in_chunks,
+]
+
+
+@pytest.fixture(params=["shared", "postgres"])
+def adapter(request: pytest.FixtureRequest, database_url: str) -> type[SharedIngestStore]:
+    """The shared store on each database, and PostgreSQL's own on PostgreSQL."""
+    if request.param == "postgres" and not database_url.startswith("postgresql"):
+        pytest.skip("PostgresIngestStore runs on PostgreSQL only")
+    return PostgresIngestStore if request.param == "postgres" else SharedIngestStore
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.__name__)
+async def test_ingest_store_contract(case: Callable[[World], Awaitable[None]], adapter: type[SharedIngestStore],
+                                     app: FastAPI, new_shop: Any) -> None:
+    shop = await new_shop()
+    await case(World(app, adapter, shop["id"]))
+
