@@ -43,7 +43,6 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 async def _bootstrap(if_empty: bool) -> int:
     from app.clock import utcnow
-    from app.db import repositories as repo
     from app.db.migrate import head_revision, revision_of
     from app.db.session import create_engine, create_sessionmaker
     from app.schemas.admin import AgentCreate, ShopCreate
@@ -57,7 +56,7 @@ async def _bootstrap(if_empty: bool) -> int:
     engine = create_engine(settings.database_url)
     try:
         async with create_sessionmaker(engine)() as session:
-            shops = await repo.count_shops(session)
+            shops = await admin.count_shops(session)
             if shops:
                 print(f"database already has {shops} shop(s): bootstrap skipped. Secrets and tokens are shown only "
                       "when created; rotate a webhook secret with POST /v1/shops/{id}/webhook-secrets.")

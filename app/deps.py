@@ -7,7 +7,7 @@ from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.db import repositories as repo
+from app.db.agents import SessionAgentStore
 from app.db.models import Agent
 from app.db.session import Session
 from app.errors import Unauthorized
@@ -38,7 +38,7 @@ def _bearer(credentials: HTTPAuthorizationCredentials | None) -> str:
 
 
 async def _agent_for(session: Session, token: str, refusal: str) -> Agent:
-    agent = await repo.agent_by_token_hash(session, hash_token(token))
+    agent = await SessionAgentStore(session).by_token_hash(hash_token(token))
     if agent is None:
         raise Unauthorized(refusal)
     return agent

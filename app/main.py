@@ -48,7 +48,7 @@ def start_workers(app: FastAPI, settings: Settings) -> Workers:
     for name, run in app.state.ingestor.writers():
         workers.add(name, run)
     # Expired leases are requeued by every process; a short lease is checked more often than once a second.
-    app.state.reaper = LeaseReaper(app.state.sessionmaker, app.state.notifier, max_deliveries=settings.max_deliveries,
+    app.state.reaper = LeaseReaper(app.state.drivers, app.state.notifier, max_deliveries=settings.max_deliveries,
                                    interval=min(1.0, settings.lease_seconds / 4),
                                    key_retention=timedelta(hours=settings.idempotency_retention_hours))
     workers.add("lease-reaper", app.state.reaper.run)

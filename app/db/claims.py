@@ -1,4 +1,5 @@
-"""The ticket store: claim, the holder's and ops' writes with their events, threads and trails, idempotency keys.
+"""The ticket store: claim, the holder's and ops' writes with their events, threads and trails, lease expiry and
+hand-back, queue depths, idempotency keys.
 
 Every agent console runs claim -> reply -> resolve in a loop, so these run hundreds of times a second, on the
 bare driver (app/db/driver.py) rather than the ORM (docs/design.md, "The hot paths run on the bare driver").
@@ -10,14 +11,14 @@ appends its event in one statement with CTEs and reads the thread in it, and wak
 
 import functools
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from app.db.driver import Driver, Record, decoded, driver, json_text, placeholders
-from app.db.session import DriverConnections
+from app.db.driver import Driver, Record, decoded, driver, joined, json_text, placeholders
+from app.db.session import DriverConnections, Session
 from app.domain import TICKET_FIELDS, EventKind, TicketState
 
 _TICKET = ", ".join(TICKET_FIELDS)
@@ -35,6 +36,11 @@ _HELD_COUNT = "SELECT count(*) FROM tickets WHERE assigned_agent_id = $1"
 _EVENT = "INSERT INTO ticket_events (ticket_id, shop_id, at, kind, actor, data) VALUES ($1, $2, $3, $4, $5, $6)"
 _MESSAGE = "id, ticket_id, direction, text, sent_at, received_at, order_id, agent_id, triage"
 _THREAD_CHUNK = 400  # ids per statement, well under SQLite's parameter limit
+# "Has a holder" (the same as assigned, by the holder rule) selects ix_tickets_held, whose entries carry the
+# lease: expired ones are found in the index, without reading the table.
+EXPIRING = ("SELECT id, shop_id, queue, assigned_agent_id, lease_expires_at, deliveries, escalated FROM tickets "
+            "WHERE assigned_agent_id IS NOT NULL AND status = 'assigned' AND lease_expires_at <= $1 "
+            "ORDER BY lease_expires_at LIMIT $2")
 
 
 @dataclass(slots=True)
@@ -78,9 +84,19 @@ _REPLY_UPDATE = _held_update_sql(("lease_expires_at",)).replace(
     "awaiting_since = NULL, unread = 0", 1)
 
 
-class TicketStore(Protocol):
-    """The seam of the ticket aggregate: tickets with their messages and events, and the agents' idempotency
-    keys. Each operation is atomic on its own; `transaction()` joins several (nested in an open one)."""
+class KeyStore(Protocol):
+    """The seam of the agents' Idempotency-Keys: taken once, with the answer given under them, purged when old."""
+
+    async def reserve_key(self, *, agent_id: str, key: str, request_hash: str, now: datetime) -> bool: ...
+    async def key_record(self, *, agent_id: str, key: str) -> Record | None: ...
+    async def store_answer(self, *, agent_id: str, key: str, status_code: int, response: dict[str, Any]) -> None: ...
+    async def purge_keys(self, *, before: datetime, limit: int) -> int: ...
+
+
+class TicketStore(KeyStore, Protocol):
+    """The seam of the ticket aggregate: tickets with their messages and events. Each operation is atomic on its
+    own; `transaction()` joins several (nested in an open one). The same object is the KeyStore of its
+    connection, so an agent's write and its key commit together."""
 
     thread_page: int | None  # messages a ticket's answer carries, the latest; None: the whole thread
 
@@ -104,10 +120,14 @@ class TicketStore(Protocol):
     async def conversation_ticket(self, *, shop_id: str, platform: str, conversation_id: str) -> str | None: ...
     async def events(self, *, ticket_id: str, after: int, limit: int) -> list[Record]: ...
     async def messages(self, *, ticket_id: str, before: int | None, limit: int) -> list[Record]: ...
-    async def reserve_key(self, *, agent_id: str, key: str, request_hash: str, now: datetime) -> bool: ...
-    async def key_record(self, *, agent_id: str, key: str) -> Record | None: ...
-    async def store_answer(self, *, agent_id: str, key: str, status_code: int, response: dict[str, Any]) -> None: ...
-    async def notify(self, channel: str, shop_ids: Sequence[str]) -> None: ...
+    async def queue_names(self, *, shop_id: str) -> list[str]: ...
+    async def queue_depths(self, *, shop_id: str, queues: Sequence[str]) -> list[Record]: ...
+    async def expiring(self, *, now: datetime, limit: int) -> list[Record]: ...
+    async def shops_with_queue(self, *, shop_ids: Iterable[str], name: str) -> set[str]: ...
+    async def requeue_expired(self, expiries: Sequence[Record], *, now: datetime) -> None: ...
+    async def add_events(self, events: Sequence[Record]) -> None: ...
+    async def release_all(self, *, agent_id: str, now: datetime) -> list[Record]: ...
+    async def notify(self, channel: str, shop_ids: Iterable[str]) -> None: ...
 
 
 class SharedTicketStore:
@@ -269,7 +289,69 @@ class SharedTicketStore:
         await self.db.execute("UPDATE idempotency_keys SET status_code = $3, response = $4 "
                               "WHERE agent_id = $1 AND key = $2", agent_id, key, status_code, json_text(response))
 
-    async def notify(self, channel: str, shop_ids: Sequence[str]) -> None:
+    async def purge_keys(self, *, before: datetime, limit: int) -> int:
+        """Delete up to `limit` of the oldest keys taken before `before`; how many."""
+        # SKIP LOCKED on PostgreSQL: processes purging at once take different rows instead of waiting on (or
+        # deadlocking over) each other's.
+        rows = await self.db.rows(
+            "DELETE FROM idempotency_keys WHERE (agent_id, key) IN (SELECT agent_id, key FROM idempotency_keys "
+            f"WHERE created_at < $1 ORDER BY created_at LIMIT $2{self.db.skip_locked}) RETURNING 1 AS purged",
+            before, limit)
+        return len(rows)
+
+    async def queue_names(self, *, shop_id: str) -> list[str]:
+        """The shop's queues, by name."""
+        rows = await self.db.rows("SELECT name FROM queues WHERE shop_id = $1 ORDER BY name", shop_id)
+        return [r["name"] for r in rows]
+
+    async def queue_depths(self, *, shop_id: str, queues: Sequence[str]) -> list[Record]:
+        """Queued tickets per queue and tier (`n`), with the oldest episode start of each (`opened_at`)."""
+        if not queues:
+            return []
+        rows = await self.db.rows(
+            "SELECT queue, tier, count(*) AS n, min(opened_at) AS opened_at FROM tickets WHERE shop_id = $1 "
+            f"AND status = 'queued' AND queue IN ({placeholders(2, len(queues))}) GROUP BY queue, tier",
+            shop_id, *queues)
+        return [decoded(r) for r in rows]
+
+    async def expiring(self, *, now: datetime, limit: int) -> list[Record]:
+        """Held tickets whose lease ran out, oldest lease first; locked on PostgreSQL, skipping rows another
+        process is expiring."""
+        return [decoded(r) for r in await self.db.rows(EXPIRING + self.db.skip_locked, now, limit)]
+
+    async def shops_with_queue(self, *, shop_ids: Iterable[str], name: str) -> set[str]:
+        """Those of the shops that have a queue of that name."""
+        ids = sorted(set(shop_ids))
+        if not ids:
+            return set()
+        rows = await self.db.rows(f"SELECT shop_id FROM queues WHERE name = $1 AND shop_id IN "
+                                  f"({placeholders(2, len(ids))})", name, *ids)
+        return {r["shop_id"] for r in rows}
+
+    async def requeue_expired(self, expiries: Sequence[Record], *, now: datetime) -> None:
+        """Put expired tickets back in a queue; each names the lease it expires (`agent_id`, `lease_expires_at`),
+        so a lease renewed meanwhile is kept, and the ticket's `deliveries`, `queue` and `escalated` after."""
+        await self.db.execute_many(
+            "UPDATE tickets SET status = 'queued', assigned_agent_id = NULL, lease_expires_at = NULL, "
+            "deliveries = $4, queue = $5, escalated = $6, updated_at = $7 WHERE id = $1 AND status = 'assigned' "
+            "AND assigned_agent_id = $2 AND lease_expires_at = $3",
+            [[e["id"], e["agent_id"], e["lease_expires_at"], e["deliveries"], e["queue"], e["escalated"], now]
+             for e in expiries])
+
+    async def add_events(self, events: Sequence[Record]) -> None:
+        """Append events (ticket_id, shop_id, at, kind, actor, data) to their tickets' trails."""
+        await self.db.execute_many(_EVENT, [[e["ticket_id"], e["shop_id"], e["at"], e["kind"], e["actor"],
+                                             json_text(e["data"])] for e in events])
+
+    async def release_all(self, *, agent_id: str, now: datetime) -> list[Record]:
+        """Hand every ticket the agent holds back to its queue, at its place (no delivery counted); their id,
+        shop_id and queue."""
+        return await self.db.rows(
+            "UPDATE tickets SET status = 'queued', assigned_agent_id = NULL, lease_expires_at = NULL, "
+            "updated_at = $2 WHERE assigned_agent_id = $1 AND status = 'assigned' RETURNING id, shop_id, queue",
+            agent_id, now)
+
+    async def notify(self, channel: str, shop_ids: Iterable[str]) -> None:
         """Wake other processes' waiting claimers at commit; SQLite has no NOTIFY (they find the work at their
         periodic re-check)."""
         return None
@@ -373,7 +455,7 @@ class PostgresTicketStore(SharedTicketStore):
                 result[row["ticket_id"]].append(decoded(row))
         return result
 
-    async def notify(self, channel: str, shop_ids: Sequence[str]) -> None:
+    async def notify(self, channel: str, shop_ids: Iterable[str]) -> None:
         # Delivered at commit (or at once outside a transaction), to listeners in every process.
         for shop_id in sorted(set(shop_ids)):
             await self.db.execute("SELECT pg_notify($1, $2)", channel, shop_id)
@@ -383,6 +465,18 @@ def store_for(db: Driver, *, thread_page: int | None = None) -> TicketStore:
     """The ticket store for a driver: PostgreSQL's own, or the shared one."""
     return PostgresTicketStore(db, thread_page=thread_page) if db.postgres \
         else SharedTicketStore(db, thread_page=thread_page)
+
+
+async def session_store(session: Session) -> TicketStore:
+    """The ticket store on a session's connection, inside the session's transaction: its writes commit or roll
+    back with the session's (an agent deactivated and the tickets it held handed back, together)."""
+    connection = await session.connection()
+    postgres = connection.dialect.name == "postgresql"
+    if postgres:
+        # SQLAlchemy's asyncpg adapter opens the transaction at its first statement: open it before ours.
+        await connection.exec_driver_sql("SELECT 1")
+    raw = await connection.get_raw_connection()
+    return store_for(joined(raw.driver_connection, postgres=postgres))
 
 
 @asynccontextmanager

@@ -70,6 +70,8 @@ class Driver(ABC):
     # Appended to a read that must hold its rows until the transaction ends; SQLite's BEGIN IMMEDIATE already
     # holds the one write lock.
     for_update = ""
+    # Appended to a read whose rows one process at a time should take (SQLite has one writer anyway).
+    skip_locked = ""
 
     @abstractmethod
     def transaction(self) -> AbstractAsyncContextManager[None]:
@@ -97,6 +99,7 @@ class PostgresDriver(Driver):
 
     postgres = True
     for_update = " FOR UPDATE"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, connection: Any) -> None:
         self.connection = connection
@@ -164,6 +167,16 @@ async def driver(drivers: DriverConnections) -> AsyncIterator[Driver]:
     """A driver on one pooled connection, for one request."""
     async with drivers.connection() as connection:
         yield PostgresDriver(connection) if drivers.postgres else SqliteDriver(connection)
+
+
+def joined(connection: Any, *, postgres: bool) -> Driver:
+    """A driver on a connection whose transaction its owner opened and will end: the driver's transactions
+    nest in it (a savepoint on PostgreSQL, part of it on SQLite)."""
+    if postgres:
+        return PostgresDriver(connection)
+    db = SqliteDriver(connection)
+    db._in_transaction = True
+    return db
 
 
 def placeholders(first: int, count: int) -> str:

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 
 from app.clock import utcnow
-from app.deps import STRICT_QUERY, AdminOrAgentDep, CachedAgentDep, SessionDep, SettingsDep
+from app.deps import STRICT_QUERY, AdminOrAgentDep, CachedAgentDep, SettingsDep
 from app.routers.docs import errors
 from app.schemas.tickets import (
     QueueList,
@@ -149,7 +149,7 @@ async def transfer(ticket_id: str, body: TransferRequest, request: Request, agen
                         "serves (`shop_id` may be omitted); the admin token must name the shop with `shop_id` and "
                         "sees all its queues.",
             responses=errors(401, 404, 422))
-async def list_queues(caller: AdminOrAgentDep, session: SessionDep,
+async def list_queues(caller: AdminOrAgentDep, request: Request,
                       shop_id: Annotated[str | None, Query(description="Required with the admin token")] = None
                       ) -> QueueList:
-    return await queues.queue_depths(session, caller=caller, shop_id=shop_id, now=utcnow())
+    return await queues.queue_depths(request.app.state.drivers, caller=caller, shop_id=shop_id, now=utcnow())

@@ -7,10 +7,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 
-from app.db import repositories as repo
-from app.db.errors import ConstraintViolation, translated
+from app.db.agents import AgentStore, SessionAgentStore
+from app.db.errors import ConstraintViolation
 from app.db.models import Agent, Queue, Shop, WebhookSecret
 from app.db.session import Session
+from app.db.shops import SessionShopStore, ShopStore
 from app.domain import DEFAULT_QUEUES, DEFAULT_SLA_TARGETS
 from app.errors import AgentNotFound, InvalidInput, QueueExists, QueueNotFound, ShopExists, ShopNotFound
 from app.schemas.admin import AgentCreate, AgentUpdate, QueueCreate, QueueUpdate, ShopCreate, ShopUpdate
@@ -37,8 +38,18 @@ class AgentView:
         return data
 
 
+def stores(session: Session) -> tuple[ShopStore, AgentStore]:
+    """The shop and agent stores of one unit of work."""
+    return SessionShopStore(session), SessionAgentStore(session)
+
+
 async def require_shop(session: Session, shop_id: str) -> Shop:
-    shop = await repo.get_shop(session, shop_id)
+    """The shop, or 404."""
+    return await _require_shop(SessionShopStore(session), shop_id)
+
+
+async def _require_shop(shops: ShopStore, shop_id: str) -> Shop:
+    shop = await shops.get(shop_id)
     if shop is None:
         raise ShopNotFound(f"no shop with id '{shop_id}'")
     return shop
@@ -46,33 +57,33 @@ async def require_shop(session: Session, shop_id: str) -> Shop:
 
 async def create_shop(session: Session, *, data: ShopCreate, now: datetime) -> tuple[Shop, str]:
     """Create a shop with its default queues and first webhook secret; returns the secret once."""
-    if await repo.get_shop(session, data.id) is not None:
+    shops = SessionShopStore(session)
+    if await shops.get(data.id) is not None:
         raise ShopExists(f"a shop with id '{data.id}' exists")
     targets = data.sla_targets.model_dump() if data.sla_targets else dict(DEFAULT_SLA_TARGETS)
     shop = Shop(id=data.id, name=data.name, sla_targets=targets, created_at=now)
     secret = new_webhook_secret()
-    session.add(shop)
-    await session.flush()
-    session.add_all(Queue(shop_id=shop.id, name=name, description=description, created_at=now)
-                    for name, description in DEFAULT_QUEUES.items())
-    session.add(WebhookSecret(shop_id=shop.id, secret=secret, created_at=now))
     try:
-        async with translated():
-            await session.commit()
+        await shops.add(shop, secret=WebhookSecret(shop_id=shop.id, secret=secret, created_at=now),
+                        queues=[Queue(shop_id=shop.id, name=name, description=description, created_at=now)
+                                for name, description in DEFAULT_QUEUES.items()])
+        await shops.commit()
     except ConstraintViolation as exc:
         # Two creators raced past the existence check: the loser learns it here.
-        await session.rollback()
+        await shops.rollback()
         raise ShopExists(f"a shop with id '{data.id}' exists") from exc
     return shop, secret
 
 
 async def update_shop(session: Session, *, shop_id: str, data: ShopUpdate) -> Shop:
-    shop = await require_shop(session, shop_id)
+    """Rename the shop or change its targets."""
+    shops = SessionShopStore(session)
+    shop = await _require_shop(shops, shop_id)
     if data.name is not None:
         shop.name = data.name
     if data.sla_targets is not None:
         shop.sla_targets = data.sla_targets.model_dump()
-    await session.commit()
+    await shops.commit()
     return shop
 
 
@@ -80,12 +91,13 @@ async def rotate_webhook_secret(session: Session, *, shop_id: str, now: datetime
                                 directory: ShopDirectory) -> tuple[str, datetime]:
     """A new signing secret; the ones in use keep verifying until now + overlap (this process forgets them now if
     the overlap is 0, others within their shop cache's TTL)."""
-    await require_shop(session, shop_id)
+    shops = SessionShopStore(session)
+    await _require_shop(shops, shop_id)
     valid_until = now + overlap
-    await repo.expire_current_secrets(session, shop_id=shop_id, at=valid_until)
+    await shops.expire_current_secrets(shop_id=shop_id, at=valid_until)
     secret = new_webhook_secret()
-    session.add(WebhookSecret(shop_id=shop_id, secret=secret, created_at=now))
-    await session.commit()
+    await shops.add_secret(WebhookSecret(shop_id=shop_id, secret=secret, created_at=now))
+    await shops.commit()
     directory.invalidate(shop_id)
     return secret, valid_until
 
@@ -100,41 +112,44 @@ def queue_view(shop: Shop, queue: Queue) -> dict[str, Any]:
 
 
 async def list_queues(session: Session, *, shop_id: str) -> list[dict[str, Any]]:
-    shop = await require_shop(session, shop_id)
-    return [queue_view(shop, q) for q in await repo.list_queues(session, shop_id=shop_id)]
+    """The shop's queues with their effective targets."""
+    shops = SessionShopStore(session)
+    shop = await _require_shop(shops, shop_id)
+    return [queue_view(shop, q) for q in await shops.queues(shop_id=shop_id)]
 
 
 async def create_queue(session: Session, *, shop_id: str, data: QueueCreate, now: datetime) -> dict[str, Any]:
-    shop = await require_shop(session, shop_id)
-    if await repo.get_queue(session, shop_id=shop_id, name=data.name) is not None:
+    shops = SessionShopStore(session)
+    shop = await _require_shop(shops, shop_id)
+    if await shops.queue(shop_id=shop_id, name=data.name) is not None:
         raise QueueExists(f"queue '{data.name}' exists in shop '{shop_id}'")
     queue = Queue(shop_id=shop_id, name=data.name, description=data.description,
                   sla_targets=data.sla_targets.model_dump() if data.sla_targets else None, created_at=now)
-    session.add(queue)
+    await shops.add_queue(queue)
     try:
-        async with translated():
-            await session.commit()
+        await shops.commit()
     except ConstraintViolation as exc:
-        await session.rollback()
+        await shops.rollback()
         raise QueueExists(f"queue '{data.name}' exists in shop '{shop_id}'") from exc
     return queue_view(shop, queue)
 
 
 async def update_queue(session: Session, *, shop_id: str, name: str, data: QueueUpdate) -> dict[str, Any]:
-    shop = await require_shop(session, shop_id)
-    queue = await repo.get_queue(session, shop_id=shop_id, name=name)
+    shops = SessionShopStore(session)
+    shop = await _require_shop(shops, shop_id)
+    queue = await shops.queue(shop_id=shop_id, name=name)
     if queue is None:
         raise QueueNotFound(f"no queue '{name}' in shop '{shop_id}'")
     if data.description is not None:
         queue.description = data.description
     if "sla_targets" in data.model_fields_set:
         queue.sla_targets = data.sla_targets.model_dump() if data.sla_targets else None
-    await session.commit()
+    await shops.commit()
     return queue_view(shop, queue)
 
 
-async def _check_queues(session: Session, *, shop_id: str, queues: Sequence[str]) -> None:
-    known = await repo.queue_names(session, shop_id=shop_id)
+async def _check_queues(shops: ShopStore, *, shop_id: str, queues: Sequence[str]) -> None:
+    known = await shops.queue_names(shop_id=shop_id)
     # Errors name the field path only: a submitted value never comes back in an answer or a log line.
     details = [{"field": f"body.queues[{i}]", "reason": "no such queue in this shop", "type": "unknown_queue"}
                for i, name in enumerate(queues) if name not in known]
@@ -145,16 +160,15 @@ async def _check_queues(session: Session, *, shop_id: str, queues: Sequence[str]
 async def create_agent(session: Session, *, shop_id: str, data: AgentCreate, now: datetime,
                        default_capacity: int) -> AgentView:
     """Create an agent; the token is returned this once and stored only as a hash."""
-    await require_shop(session, shop_id)
-    await _check_queues(session, shop_id=shop_id, queues=data.queues)
+    shops, agents = stores(session)
+    await _require_shop(shops, shop_id)
+    await _check_queues(shops, shop_id=shop_id, queues=data.queues)
     token = new_agent_token()
     agent = Agent(id=str(uuid.uuid4()), shop_id=shop_id, name=data.name, level=data.level,
                   capacity=data.capacity or default_capacity, token_hash=hash_token(token), active=True,
                   created_at=now)
-    session.add(agent)
-    await session.flush()
-    await repo.set_agent_queues(session, agent=agent, queues=data.queues)
-    await session.commit()
+    await agents.add(agent, queues=data.queues)
+    await agents.commit()
     return AgentView(agent, sorted(set(data.queues)), token)
 
 
@@ -162,8 +176,9 @@ async def update_agent(session: Session, *, shop_id: str, agent_id: str, data: A
                        notifier: Notifier, agents: AgentCache) -> AgentView:
     """Change the agent; deactivating it hands the tickets it holds back to their queues at once, waking waiting
     claimers, and drops it from this process's agent cache."""
-    await require_shop(session, shop_id)
-    agent = await repo.get_agent(session, shop_id=shop_id, agent_id=agent_id)
+    shops, store = stores(session)
+    await _require_shop(shops, shop_id)
+    agent = await store.get(shop_id=shop_id, agent_id=agent_id)
     if agent is None:
         raise AgentNotFound(f"no agent '{agent_id}' in shop '{shop_id}'")
     deactivating = data.active is False and agent.active
@@ -172,43 +187,52 @@ async def update_agent(session: Session, *, shop_id: str, agent_id: str, data: A
         if value is not None:
             setattr(agent, field, value)
     if data.queues is not None:
-        await _check_queues(session, shop_id=shop_id, queues=data.queues)
-        await repo.set_agent_queues(session, agent=agent, queues=data.queues)
+        await _check_queues(shops, shop_id=shop_id, queues=data.queues)
+        await store.set_queues(agent, queues=data.queues)
     released = 0
     if deactivating:
         # The agent's row is written (and, on PostgreSQL, locked) first: a claim of this agent in flight waits
         # for it and then finds the agent inactive, so nothing is claimed after the tickets are handed back.
-        await session.flush()
-        released = await hand_back_all(session, agent_id=agent.id, now=now)
-    await session.commit()
+        await store.write()
+        released = await hand_back_all(await store.tickets(), agent_id=agent.id, now=now)
+    await store.commit()
     if released:
         notifier.notify([shop_id])
     if data.active is False:
         agents.forget(agent_id)
-    queues = (await repo.agent_queues(session, agent_ids=[agent.id]))[agent.id]
+    queues = (await store.queues(agent_ids=[agent.id]))[agent.id]
     return AgentView(agent, queues)
 
 
 async def reissue_agent_token(session: Session, *, shop_id: str, agent_id: str, agents: AgentCache) -> AgentView:
     """A new bearer token for the agent (shown this once); the old one stops verifying (in this process at once)."""
-    await require_shop(session, shop_id)
-    agent = await repo.get_agent(session, shop_id=shop_id, agent_id=agent_id)
+    shops, store = stores(session)
+    await _require_shop(shops, shop_id)
+    agent = await store.get(shop_id=shop_id, agent_id=agent_id)
     if agent is None:
         raise AgentNotFound(f"no agent '{agent_id}' in shop '{shop_id}'")
     token = new_agent_token()
     agent.token_hash = hash_token(token)
-    await session.commit()
+    await store.commit()
     agents.forget(agent_id)
-    queues = (await repo.agent_queues(session, agent_ids=[agent.id]))[agent.id]
+    queues = (await store.queues(agent_ids=[agent.id]))[agent.id]
     return AgentView(agent, queues, token)
 
 
 async def list_agents(session: Session, *, shop_id: str) -> list[AgentView]:
-    await require_shop(session, shop_id)
-    agents = await repo.list_agents(session, shop_id=shop_id)
-    queues = await repo.agent_queues(session, agent_ids=[a.id for a in agents])
+    """The shop's agents with their queues."""
+    shops, store = stores(session)
+    await _require_shop(shops, shop_id)
+    agents = await store.get_all(shop_id=shop_id)
+    queues = await store.queues(agent_ids=[a.id for a in agents])
     return [AgentView(a, queues[a.id]) for a in agents]
 
 
 async def list_shops(session: Session) -> Sequence[Shop]:
-    return await repo.list_shops(session)
+    """Every shop."""
+    return await SessionShopStore(session).get_all()
+
+
+async def count_shops(session: Session) -> int:
+    """How many shops there are."""
+    return await SessionShopStore(session).count()

@@ -8,9 +8,10 @@ from datetime import datetime
 from typing import Any
 
 
-from app.db import repositories as repo
+from app.db.agents import SessionAgentStore
 from app.db.models import Agent
-from app.db.session import Session, SessionFactory
+from app.db.session import SessionFactory
+from app.db.shops import SessionShopStore, ShopStore
 from app.domain import first_response_target, route
 from app.triage import Ruleset, default_ruleset
 
@@ -96,24 +97,25 @@ class ShopDirectory:
             self._cache[shop_id] = info
         return info
 
-    async def ruleset(self, session: Session, shop_id: str, version: int | None) -> Ruleset:
+    async def ruleset(self, shops: ShopStore, shop_id: str, version: int | None) -> Ruleset:
         if version is None:
             return default_ruleset()
         key = (shop_id, version)
         if key not in self._rulesets:
-            row = await repo.get_ruleset(session, shop_id=shop_id, version=version)
+            row = await shops.ruleset(shop_id=shop_id, version=version)
             body: dict[str, Any] = row.body if row is not None else default_ruleset().to_mapping()
             self._rulesets[key] = Ruleset.from_mapping(body, name=row.name if row else None, version=version)
         return self._rulesets[key]
 
     async def _load(self, shop_id: str) -> ShopInfo | None:
         async with self._sessionmaker() as session:
-            shop = await repo.get_shop(session, shop_id)
+            shops = SessionShopStore(session)
+            shop = await shops.get(shop_id)
             if shop is None:
                 return None
-            secrets = await repo.shop_secrets(session, shop_id=shop_id)
-            queues = await repo.list_queues(session, shop_id=shop_id)
-            ruleset = await self.ruleset(session, shop_id, shop.active_ruleset_version)
+            secrets = await shops.secrets(shop_id=shop_id)
+            queues = await shops.queues(shop_id=shop_id)
+            ruleset = await self.ruleset(shops, shop_id, shop.active_ruleset_version)
             return ShopInfo(id=shop.id, sla_targets=dict(shop.sla_targets),
                             queue_targets={q.name: q.sla_targets for q in queues},
                             secrets=tuple(secrets), ruleset=ruleset)
@@ -141,7 +143,7 @@ class AgentCache:
         if cached is not None and cached[1] > now:
             return cached[0]
         async with self._sessionmaker() as session:
-            agent = await repo.agent_by_token_hash(session, token_hash)
+            agent = await SessionAgentStore(session).by_token_hash(token_hash)
         if agent is None:
             return None
         if len(self._agents) > 10_000:

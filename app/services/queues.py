@@ -14,13 +14,11 @@ from pydantic import BaseModel
 
 from app import metrics
 from app.clock import utcnow
-from app.db import queues as queue_sql
-from app.db import repositories as repo
-from app.db.claims import StoredTicket, TicketStore, claim_store
+from app.db.claims import KeyStore, StoredTicket, TicketStore, claim_store
 from app.db.driver import Record
 from app.db.errors import StoreUnavailable, translated
 from app.db.models import Agent
-from app.db.session import DriverConnections, Row, Session, SessionFactory
+from app.db.session import DriverConnections
 from app.domain import ESCALATIONS, TIER_NAMES, EventKind, Status, TicketState, tier_name
 from app.errors import (
     AppError,
@@ -61,8 +59,9 @@ PURGE_BATCH = 1000
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def _event(ticket: Row[Any], kind: str, actor: str, now: datetime, data: dict[str, Any]) -> dict[str, Any]:
-    return {"ticket_id": ticket.id, "shop_id": ticket.shop_id, "at": now, "kind": kind, "actor": actor, "data": data}
+def _event(ticket: Record, kind: str, actor: str, now: datetime, data: dict[str, Any]) -> dict[str, Any]:
+    return {"ticket_id": ticket["id"], "shop_id": ticket["shop_id"], "at": now, "kind": kind, "actor": actor,
+            "data": data}
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -345,13 +344,13 @@ async def admin_release(drivers: DriverConnections, *, shop_id: str, ticket_id: 
     return ticket
 
 
-async def hand_back_all(session: Session, *, agent_id: str, now: datetime) -> int:
+async def hand_back_all(store: TicketStore, *, agent_id: str, now: datetime) -> int:
     """In the caller's transaction, after the agent's row is written: every ticket the agent holds goes back to
     its queue, at its place, no delivery counted (the agent was deactivated); how many."""
-    released = await queue_sql.release_all_held(session, agent_id=agent_id, now=now)
-    await queue_sql.insert_events(session, [_event(t, EventKind.RELEASED, "admin", now, {
+    released = await store.release_all(agent_id=agent_id, now=now)
+    await store.add_events([_event(t, EventKind.RELEASED, "admin", now, {
         "agent_id": agent_id, "reason": "agent deactivated"}) for t in released])
-    await queue_sql.notify_postgres(session, channel=NOTIFY_CHANNEL, shop_ids={t.shop_id for t in released})
+    await store.notify(NOTIFY_CHANNEL, {t["shop_id"] for t in released})
     return len(released)
 
 
@@ -444,29 +443,29 @@ async def my_tickets(drivers: DriverConnections, *, agent: Agent) -> TicketList:
     return TicketList(tickets=views)
 
 
-async def queue_depths(session: Session, *, caller: Agent | None, shop_id: str | None,
+async def queue_depths(drivers: DriverConnections, *, caller: Agent | None, shop_id: str | None,
                        now: datetime) -> QueueList:
     """Queued tickets per tier and the oldest wait of each queue the caller may see."""
-    if caller is None:
-        if shop_id is None:
-            raise InvalidInput("the admin token must name a shop: ?shop_id=...", details=[
-                {"field": "query.shop_id", "reason": "required with the admin token", "type": "missing"}])
-        if await repo.get_shop(session, shop_id) is None:
-            raise ShopNotFound(f"no shop with id '{shop_id}'")
-        names = await queue_sql.queue_names(session, shop_id=shop_id)
-    else:
-        if shop_id is not None and shop_id != caller.shop_id:
-            raise ShopNotFound(f"no shop with id '{shop_id}'")
-        shop_id = caller.shop_id
-        names = await queue_sql.served_queues(session, agent_id=caller.id)
-    rows = await queue_sql.queue_depths(session, shop_id=shop_id, queues=names)
-    await session.rollback()
+    async with claim_store(drivers) as store:
+        if caller is None:
+            if shop_id is None:
+                raise InvalidInput("the admin token must name a shop: ?shop_id=...", details=[
+                    {"field": "query.shop_id", "reason": "required with the admin token", "type": "missing"}])
+            if not await store.shop_exists(shop_id=shop_id):
+                raise ShopNotFound(f"no shop with id '{shop_id}'")
+            names = await store.queue_names(shop_id=shop_id)
+        else:
+            if shop_id is not None and shop_id != caller.shop_id:
+                raise ShopNotFound(f"no shop with id '{shop_id}'")
+            shop_id = caller.shop_id
+            names = await store.served_queues(agent_id=caller.id)
+        rows = await store.queue_depths(shop_id=shop_id, queues=names)
     depth: dict[str, dict[str, int]] = {name: {tier: 0 for tier in TIER_NAMES} for name in names}
     oldest: dict[str, datetime] = {}
     for row in rows:
-        depth[row.queue][tier_name(row.tier)] = row.n
-        if row.queue not in oldest or row.oldest < oldest[row.queue]:
-            oldest[row.queue] = row.oldest
+        depth[row["queue"]][tier_name(row["tier"])] = row["n"]
+        if row["queue"] not in oldest or row["opened_at"] < oldest[row["queue"]]:
+            oldest[row["queue"]] = row["opened_at"]
     return QueueList(shop_id=shop_id, queues=[
         QueueDepth(name=name, depth=depth[name], total=sum(depth[name].values()),  # type: ignore[arg-type]
                    oldest_wait_seconds=round(max(0.0, (now - oldest[name]).total_seconds()), 3)
@@ -476,44 +475,43 @@ async def queue_depths(session: Session, *, caller: Agent | None, shop_id: str |
 
 # --- lease expiry --------------------------------------------------------------------------------------------
 
-async def expire_leases(session: Session, *, now: datetime, max_deliveries: int,
+async def expire_leases(store: TicketStore, *, now: datetime, max_deliveries: int,
                         limit: int = EXPIRY_BATCH) -> tuple[int, set[str]]:
-    """Put tickets whose lease ran out back in their queue; returns how many, and the shops to wake."""
-    rows = await queue_sql.expiring(session, now=now, limit=limit)
-    if not rows:
-        await session.rollback()
-        return 0, set()
-    can_escalate = await queue_sql.shops_with_queue(session, shop_ids={r.shop_id for r in rows}, name=ESCALATIONS)
-    updates: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
-    for r in rows:
-        # The ticket keeps opened_at, so it goes back to the very place in the claim order it had.
-        deliveries = r.deliveries + 1
-        escalate = deliveries >= max_deliveries and r.queue != ESCALATIONS and r.shop_id in can_escalate
-        queue = ESCALATIONS if escalate else r.queue
-        updates.append({"b_id": r.id, "b_agent": r.assigned_agent_id, "b_lease": r.lease_expires_at,
-                        "b_deliveries": deliveries, "b_queue": queue, "b_escalated": r.escalated or escalate})
-        events.append(_event(r, EventKind.LEASE_EXPIRED, "system", now, {
-            "agent_id": r.assigned_agent_id, "lease_expires_at": _iso(r.lease_expires_at), "deliveries": deliveries}))
-        if escalate:
-            events.append(_event(r, EventKind.TRANSFERRED, "system", now, {
-                "from": r.queue, "to": ESCALATIONS,
-                "reason": f"lease expired {deliveries} times (max_deliveries {max_deliveries})"}))
-    await queue_sql.requeue_expired(session, updates, now=now)
-    await queue_sql.insert_events(session, events)
-    shops = {r.shop_id for r in rows}
-    await queue_sql.notify_postgres(session, channel=NOTIFY_CHANNEL, shop_ids=shops)
-    await session.commit()
-    metrics.leases_expired([(r.shop_id, r.queue, u["b_queue"]) for r, u in zip(rows, updates, strict=True)])
+    """Put tickets whose lease ran out back in their queue, in one transaction; returns how many, and the shops
+    to wake."""
+    async with store.transaction():
+        rows = await store.expiring(now=now, limit=limit)
+        if not rows:
+            return 0, set()
+        can_escalate = await store.shops_with_queue(shop_ids={r["shop_id"] for r in rows}, name=ESCALATIONS)
+        updates: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        for r in rows:
+            # The ticket keeps opened_at, so it goes back to the very place in the claim order it had.
+            deliveries = r["deliveries"] + 1
+            escalate = deliveries >= max_deliveries and r["queue"] != ESCALATIONS and r["shop_id"] in can_escalate
+            queue = ESCALATIONS if escalate else r["queue"]
+            updates.append({"id": r["id"], "agent_id": r["assigned_agent_id"],
+                            "lease_expires_at": r["lease_expires_at"], "deliveries": deliveries, "queue": queue, "escalated": r["escalated"] or escalate})
+            events.append(_event(r, EventKind.LEASE_EXPIRED, "system", now, {
+                "agent_id": r["assigned_agent_id"], "lease_expires_at": _iso(r["lease_expires_at"]),
+                "deliveries": deliveries}))
+            if escalate:
+                events.append(_event(r, EventKind.TRANSFERRED, "system", now, {
+                    "from": r["queue"], "to": ESCALATIONS,
+                    "reason": f"lease expired {deliveries} times (max_deliveries {max_deliveries})"}))
+        await store.requeue_expired(updates, now=now)
+        await store.add_events(events)
+        shops = {r["shop_id"] for r in rows}
+        await store.notify(NOTIFY_CHANNEL, shops)
+    metrics.leases_expired([(r["shop_id"], r["queue"], u["queue"]) for r, u in zip(rows, updates, strict=True)])
     return len(rows), shops
 
 
-async def purge_idempotency_keys(session: Session, *, now: datetime, retention: timedelta,
+async def purge_idempotency_keys(keys: KeyStore, *, now: datetime, retention: timedelta,
                                  limit: int = PURGE_BATCH) -> int:
     """Forget up to `limit` Idempotency-Keys older than the retention (a later replay runs afresh); returns how many."""
-    purged = await queue_sql.purge_idempotency_keys(session, before=now - retention, limit=limit)
-    await session.commit()
-    return purged
+    return await keys.purge_keys(before=now - retention, limit=limit)
 
 
 class LeaseReaper:
@@ -522,9 +520,9 @@ class LeaseReaper:
     It also purges idempotency keys past their retention, every PURGE_SECONDS (first at start).
     """
 
-    def __init__(self, sessionmaker: SessionFactory, notifier: Notifier, *, max_deliveries: int,
+    def __init__(self, drivers: DriverConnections, notifier: Notifier, *, max_deliveries: int,
                  interval: float, key_retention: timedelta, purge_interval: float = PURGE_SECONDS) -> None:
-        self._sessionmaker = sessionmaker
+        self._drivers = drivers
         self._notifier = notifier
         self._max_deliveries = max_deliveries
         self._interval = interval
@@ -535,8 +533,8 @@ class LeaseReaper:
         """Expire every lease that has run out; returns how many."""
         total = 0
         while True:
-            async with self._sessionmaker() as session:
-                count, shops = await expire_leases(session, now=utcnow(), max_deliveries=self._max_deliveries)
+            async with claim_store(self._drivers) as store:
+                count, shops = await expire_leases(store, now=utcnow(), max_deliveries=self._max_deliveries)
             self._notifier.notify(shops)
             total += count
             if count < EXPIRY_BATCH:
@@ -546,8 +544,8 @@ class LeaseReaper:
         """Delete every idempotency key past its retention; returns how many."""
         total = 0
         while True:
-            async with self._sessionmaker() as session:
-                count = await purge_idempotency_keys(session, now=utcnow(), retention=self._key_retention)
+            async with claim_store(self._drivers) as keys:
+                count = await purge_idempotency_keys(keys, now=utcnow(), retention=self._key_retention)
             total += count
             if count < PURGE_BATCH:
                 if total:

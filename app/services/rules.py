@@ -9,11 +9,10 @@ from datetime import datetime
 from typing import Any
 
 
-from app.db import repositories as repo
-from app.db import rules as rules_sql
-from app.db.errors import ConstraintViolation, translated
+from app.db.errors import ConstraintViolation
 from app.db.models import Shop
 from app.db.session import Session
+from app.db.shops import SessionShopStore, ShopStore
 from app.domain import route as route_with_fallback
 from app.domain import TIER_NAMES
 from app.errors import Conflict, RulesetInvalid, RulesetVersionNotFound, ShopNotFound
@@ -134,8 +133,8 @@ def compile_candidate(data: Mapping[str, Any], *, name: str, version: int, queue
     return ruleset
 
 
-async def _require_shop(session: Session, shop_id: str, *, lock: bool = False) -> Shop:
-    shop = await (rules_sql.lock_shop(session, shop_id) if lock else repo.get_shop(session, shop_id))
+async def _require_shop(shops: ShopStore, shop_id: str, *, lock: bool = False) -> Shop:
+    shop = await shops.get(shop_id, lock=lock)
     if shop is None:
         raise ShopNotFound(f"no shop with id '{shop_id}'")
     return shop
@@ -143,21 +142,23 @@ async def _require_shop(session: Session, shop_id: str, *, lock: bool = False) -
 
 async def active_ruleset(session: Session, *, directory: ShopDirectory, shop_id: str) -> RulesetView:
     """The ruleset the shop triages with now, as stored in the database (not a process's cache)."""
-    shop = await _require_shop(session, shop_id)
+    shops = SessionShopStore(session)
+    shop = await _require_shop(shops, shop_id)
     version = shop.active_ruleset_version
-    ruleset = await directory.ruleset(session, shop_id, version)
+    ruleset = await directory.ruleset(shops, shop_id, version)
     if version is None:
         return RulesetView(ruleset.name, ruleset.version, "shipped", None, None, ruleset.to_mapping())
-    row = await repo.get_ruleset(session, shop_id=shop_id, version=version)
+    row = await shops.ruleset(shop_id=shop_id, version=version)
     return RulesetView(ruleset.name, ruleset.version, "shop", row.created_at if row else None,
                        row.activated_at if row else None, ruleset.to_mapping())
 
 
 async def list_versions(session: Session, *, shop_id: str) -> dict[str, Any]:
     """The shop's stored versions, newest first, and which one is active (none: the shipped default)."""
-    shop = await _require_shop(session, shop_id)
+    shops = SessionShopStore(session)
+    shop = await _require_shop(shops, shop_id)
     active = shop.active_ruleset_version
-    rows = await rules_sql.list_versions(session, shop_id=shop_id)
+    rows = await shops.versions(shop_id=shop_id)
     versions = [{"version": r.version, "name": r.name, "id": f"{r.name}@{r.version}", "created_at": r.created_at,
                  "activated_at": r.activated_at, "active": r.version == active} for r in rows]
     active_id = next((v["id"] for v in versions if v["active"]), default_ruleset().id)
@@ -177,10 +178,11 @@ def summary(ruleset: Ruleset) -> dict[str, Any]:
 
 async def validate(session: Session, *, shop_id: str, data: Mapping[str, Any]) -> dict[str, Any]:
     """Check a candidate against the schema and the shop's queues; the summary names the id it would get."""
-    await _require_shop(session, shop_id)
-    queues = await repo.queue_names(session, shop_id=shop_id)
-    version = await rules_sql.next_version(session, shop_id=shop_id)
-    await session.rollback()
+    shops = SessionShopStore(session)
+    await _require_shop(shops, shop_id)
+    queues = await shops.queue_names(shop_id=shop_id)
+    version = await shops.next_version(shop_id=shop_id)
+    await shops.rollback()
     ruleset = compile_candidate(data, name=stored_name(shop_id, data, None), version=version, queues=queues)
     return summary(ruleset)
 
@@ -188,26 +190,26 @@ async def validate(session: Session, *, shop_id: str, data: Mapping[str, Any]) -
 async def activate(session: Session, *, directory: ShopDirectory, shop_id: str, data: Mapping[str, Any],
                    name: str | None, now: datetime) -> RulesetView:
     """Store a candidate as the shop's next version and make it the active one."""
-    await _require_shop(session, shop_id)
-    queues = await repo.queue_names(session, shop_id=shop_id)
-    await session.rollback()
+    shops = SessionShopStore(session)
+    await _require_shop(shops, shop_id)
+    queues = await shops.queue_names(shop_id=shop_id)
+    await shops.rollback()
     name = stored_name(shop_id, data, name)
     compiled = compile_candidate(data, name=name, version=1, queues=queues)
     for attempt in range(_ACTIVATION_ATTEMPTS):
         try:
             # The shop row lock queues concurrent activations on PostgreSQL; the unique (shop_id, version)
             # constraint is what makes a lost race fail rather than share a number (SQLite, or no lock).
-            await _require_shop(session, shop_id, lock=True)
-            version = await rules_sql.next_version(session, shop_id=shop_id)
+            await _require_shop(shops, shop_id, lock=True)
+            version = await shops.next_version(shop_id=shop_id)
             body = {**compiled.to_mapping(), "version": version}
-            row = await rules_sql.insert_version(session, shop_id=shop_id, version=version, name=name, body=body, now=now)
-            await rules_sql.set_active_version(session, shop_id=shop_id, version=version)
+            row = await shops.add_version(shop_id=shop_id, version=version, name=name, body=body, now=now)
+            await shops.set_active_version(shop_id=shop_id, version=version)
             created_at, activated_at = row.created_at, row.activated_at
-            async with translated():
-                await session.commit()
+            await shops.commit()
             break
         except ConstraintViolation:
-            await session.rollback()
+            await shops.rollback()
             if attempt == _ACTIVATION_ATTEMPTS - 1:
                 raise Conflict("another activation of this shop's rules took the version number; retry") from None
     directory.invalidate(shop_id)
@@ -217,13 +219,14 @@ async def activate(session: Session, *, directory: ShopDirectory, shop_id: str, 
 async def rollback(session: Session, *, directory: ShopDirectory, shop_id: str, version: int | None,
                    now: datetime) -> RulesetView:
     """Make an earlier stored version, or the shipped default (None), the active ruleset again."""
-    await _require_shop(session, shop_id, lock=True)
+    shops = SessionShopStore(session)
+    await _require_shop(shops, shop_id, lock=True)
     if version is not None:
-        if not await rules_sql.version_exists(session, shop_id=shop_id, version=version):
+        if not await shops.version_exists(shop_id=shop_id, version=version):
             raise RulesetVersionNotFound(f"shop '{shop_id}' has no ruleset version {version}")
-        await rules_sql.mark_activated(session, shop_id=shop_id, version=version, now=now)
-    await rules_sql.set_active_version(session, shop_id=shop_id, version=version)
-    await session.commit()
+        await shops.mark_activated(shop_id=shop_id, version=version, now=now)
+    await shops.set_active_version(shop_id=shop_id, version=version)
+    await shops.commit()
     directory.invalidate(shop_id)
     return await active_ruleset(session, directory=directory, shop_id=shop_id)
 
@@ -257,14 +260,15 @@ def _focus(*triages: Triage) -> int:
 async def backtest(session: Session, *, directory: ShopDirectory, shop_id: str, data: Mapping[str, Any],
                    limit: int) -> dict[str, Any]:
     """Replay the shop's last `limit` inbound messages under the active ruleset and a candidate; writes nothing."""
-    shop = await _require_shop(session, shop_id)
-    queues = await repo.queue_names(session, shop_id=shop_id)
-    active = await directory.ruleset(session, shop_id, shop.active_ruleset_version)
-    version = await rules_sql.next_version(session, shop_id=shop_id)
+    shops = SessionShopStore(session)
+    shop = await _require_shop(shops, shop_id)
+    queues = await shops.queue_names(shop_id=shop_id)
+    active = await directory.ruleset(shops, shop_id, shop.active_ruleset_version)
+    version = await shops.next_version(shop_id=shop_id)
     candidate = compile_candidate(data, name=stored_name(shop_id, data, None), version=version, queues=queues)
-    rows = await rules_sql.recent_inbound(session, shop_id=shop_id, limit=limit)
+    rows = await shops.recent_inbound(shop_id=shop_id, limit=limit)
     # The replay is CPU work: end the read first so no connection (SQLite has one) waits on it.
-    await session.rollback()
+    await shops.rollback()
 
     replay = Replay()
     for index, row in enumerate(rows):

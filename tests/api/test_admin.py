@@ -148,15 +148,15 @@ async def test_rotation_keeps_old_secrets_valid_for_the_overlap(app: Any, client
     from datetime import timedelta
 
     from app.clock import utcnow
-    from app.db.repositories import valid_webhook_secrets
+    from app.db.shops import SessionShopStore
 
     shop = await new_shop()
     first = shop["webhook_secret"]
     second = (await client.post(f"/v1/shops/{shop['id']}/webhook-secrets", headers=admin_headers)).json()
     third = (await client.post(f"/v1/shops/{shop['id']}/webhook-secrets", headers=admin_headers)).json()
     async with app.state.sessionmaker() as session:
-        now = await valid_webhook_secrets(session, shop_id=shop["id"], now=utcnow())
-        later = await valid_webhook_secrets(session, shop_id=shop["id"], now=utcnow() + timedelta(hours=25))
+        now = await SessionShopStore(session).valid_secrets(shop_id=shop["id"], now=utcnow())
+        later = await SessionShopStore(session).valid_secrets(shop_id=shop["id"], now=utcnow() + timedelta(hours=25))
     assert set(now) == {first, second["webhook_secret"], third["webhook_secret"]}
     assert later == [third["webhook_secret"]]
 

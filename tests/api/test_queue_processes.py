@@ -20,7 +20,8 @@ from app.clock import utcnow
 from app.db.listen import APPLICATION_NAME, asyncpg_dsn
 from app.db.migrate import upgrade_async
 from app.db.models import Ticket, TicketEvent
-from app.db.session import create_engine, create_sessionmaker
+from app.db.claims import claim_store
+from app.db.session import DriverConnections, create_engine, create_sessionmaker
 from app.main import create_app
 from app.services.queues import RECHECK_SECONDS, expire_leases
 from tests.conftest import make_settings
@@ -193,22 +194,23 @@ async def test_expiry_run_by_many_processes_at_once_counts_each_expiry_once(back
             msgs = [message("快递三天没动了", conversation=f"c-{i}", customer=f"b-{i}") for i in range(40)]
             assert (await post_signed(http, shop["id"], shop["webhook_secret"], msgs)).status_code == 202
             engines = [create_engine(url) for _ in range(6)]
+            processes = [await DriverConnections.open(engine, url) for engine in engines]
             try:
                 for expiry in (1, 2):
                     assert all([(await claim(http, agent)).status_code == 200 for _ in range(40)])
                     later = utcnow() + timedelta(hours=expiry)
 
-                    async def reap(engine: Any, later: datetime = later) -> int:
+                    async def reap(drivers: DriverConnections, later: datetime = later) -> int:
                         # Small batches, so the processes interleave over the same expired tickets.
                         done = 0
                         while True:
-                            async with create_sessionmaker(engine)() as session:
-                                count, _ = await expire_leases(session, now=later, max_deliveries=10, limit=5)
+                            async with claim_store(drivers) as store:
+                                count, _ = await expire_leases(store, now=later, max_deliveries=10, limit=5)
                             done += count
                             if count == 0:
                                 return done
 
-                    assert sum(await asyncio.gather(*(reap(e) for e in engines))) == 40
+                    assert sum(await asyncio.gather(*(reap(d) for d in processes))) == 40
                     async with create_sessionmaker(engines[0])() as session:
                         tickets = (await session.execute(select(Ticket.status, Ticket.deliveries))).all()
                         expired = (await session.execute(
@@ -221,5 +223,7 @@ async def test_expiry_run_by_many_processes_at_once_counts_each_expiry_once(back
                     # One event per ticket per expiry, each counting one delivery.
                     assert len(numbered) == 40 and set(map(tuple, numbered.values())) == {tuple(range(1, expiry + 1))}
             finally:
+                for drivers in processes:
+                    await drivers.close()
                 for engine in engines:
                     await engine.dispose()

@@ -17,7 +17,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.clock import utcnow
-from app.db.claims import PostgresTicketStore, SharedTicketStore, TicketStore
+from app.db.claims import PostgresTicketStore, SharedTicketStore, TicketStore, reply_event
 from app.db.driver import decoded, driver
 from app.domain import EventKind, Status
 from tests.support.queues import new_agent, new_ticket
@@ -136,6 +136,23 @@ async def the_first_reply_stops_the_clock_and_later_ones_do_not(w: World) -> Non
     assert replied[0]["message_id"] == message["id"] and "within_target" in replied[0]
 
 
+async def a_replys_event_is_what_reply_event_makes_of_it(w: World) -> None:
+    # PostgresTicketStore builds the body in its statement (docs/design.md); it must equal reply_event()'s.
+    for late in (False, True):
+        ticket_id = await w.ticket("快递三天没动了")
+        now = utcnow() + timedelta(hours=1 if late else 0)
+        assert await w.claim(now=now) is not None
+        bodies = []
+        for at in (now, now + timedelta(seconds=5)):
+            stored = await w.store.reply(ticket_id=ticket_id, agent_id=w.agent["id"], now=at, lease_until=at + LEASE,
+                                         text="在的")
+            assert stored is not None
+            bodies.append(reply_event(message_id=stored[1]["id"], ticket=stored[0].state, now=at,
+                                      lease_until=at + LEASE))
+        assert [e[2] for e in await w.events(ticket_id) if e[0] == EventKind.REPLIED] == bodies
+        assert bodies[0]["within_target"] is not late and "within_target" not in bodies[1]
+
+
 async def threads_carry_the_customer_and_the_triage(w: World) -> None:
     ticket_id = await w.ticket("我要退货")
     [thread] = (await w.store.threads([ticket_id])).values()
@@ -206,18 +223,91 @@ async def a_conversation_is_found_by_the_platforms_names(w: World) -> None:
     assert not await w.store.shop_exists(shop_id="no-such-shop")
 
 
+async def an_expired_lease_is_found_and_requeued_only_as_it_was_read(w: World) -> None:
+    ticket_id = await w.ticket("我要退货")
+    now = utcnow()
+    await w.claim(now=now)
+    later = now + LEASE + timedelta(seconds=1)
+    # Other tests' tickets share the database: a limit above them all, and only this ticket looked at.
+    assert ticket_id not in [r["id"] for r in await w.store.expiring(now=now, limit=1_000_000)]  # it still runs
+    async with w.store.connected() as store, store.transaction():
+        [expired] = [r for r in await store.expiring(now=later, limit=1_000_000) if r["id"] == ticket_id]
+        assert (expired["assigned_agent_id"], expired["lease_expires_at"], expired["deliveries"]) == \
+            (w.agent["id"], now + LEASE, 0)
+        renewed = {**expired, "agent_id": expired["assigned_agent_id"], "lease_expires_at": later,
+                   "deliveries": 1, "queue": "escalations", "escalated": True}
+        await store.requeue_expired([renewed], now=later)  # names another lease: kept
+        assert (await store.ticket(ticket_id=ticket_id)).state.status == Status.ASSIGNED  # type: ignore[union-attr]
+        await store.requeue_expired([{**renewed, "lease_expires_at": expired["lease_expires_at"]}], now=later)
+        await store.add_events([{"ticket_id": ticket_id, "shop_id": w.shop["id"], "at": later,
+                                 "kind": EventKind.LEASE_EXPIRED, "actor": "system", "data": {"deliveries": 1}}])
+    stored = await w.store.ticket(ticket_id=ticket_id)
+    assert stored is not None
+    assert (stored.state.status, stored.state.queue, stored.state.deliveries, stored.state.escalated,
+            stored.state.assigned_agent_id) == (Status.QUEUED, "escalations", 1, True, None)
+    assert (await w.events(ticket_id))[-1] == (EventKind.LEASE_EXPIRED, "system", {"deliveries": 1})
+    assert await w.store.shops_with_queue(shop_ids=[w.shop["id"], "no-such-shop"], name="escalations") == \
+        {w.shop["id"]}
+    assert await w.store.shops_with_queue(shop_ids=[], name="escalations") == set()
+
+
+async def an_agents_held_tickets_are_handed_back_together(w: World) -> None:
+    first, second = await w.ticket("我要退货"), await w.ticket("快递三天没动了")
+    now = utcnow()
+    await w.claim(now=now)
+    await w.claim(now=now)
+    released = await w.store.release_all(agent_id=w.agent["id"], now=now)
+    assert sorted(r["id"] for r in released) == sorted([first, second])
+    assert {r["shop_id"] for r in released} == {w.shop["id"]}
+    assert await w.store.agent_tickets(agent_id=w.agent["id"]) == []
+    assert await w.store.release_all(agent_id=w.agent["id"], now=now) == []
+
+
+async def queue_depths_count_queued_tickets_per_queue_and_tier(w: World) -> None:
+    before = utcnow()
+    await w.ticket("我要退货")
+    await w.ticket("快递三天没动了")
+    await w.ticket("这个有货吗")
+    names = await w.store.queue_names(shop_id=w.shop["id"])
+    assert names == ["aftersale", "complaints", "escalations", "presale"]
+    rows = await w.store.queue_depths(shop_id=w.shop["id"], queues=names)
+    assert sum(r["n"] for r in rows) == 3 and {r["queue"] for r in rows} == {"aftersale", "presale"}
+    assert all(isinstance(r["opened_at"], datetime) and r["opened_at"] >= before for r in rows)
+    assert await w.store.queue_depths(shop_id=w.shop["id"], queues=["complaints"]) == []
+    assert await w.store.queue_depths(shop_id=w.shop["id"], queues=[]) == []
+
+
+async def old_idempotency_keys_are_purged_oldest_first(w: World) -> None:
+    # Ten years back, so no other key is as old; in one transaction, so no reaper purges them meanwhile.
+    ancient = utcnow() - timedelta(days=3650)
+    keys = [uuid.uuid4().hex for _ in range(3)]
+    async with w.store.connected() as store, store.transaction():
+        for age, key in enumerate(keys):
+            assert await store.reserve_key(agent_id=w.agent["id"], key=key, request_hash="h",
+                                           now=ancient - timedelta(seconds=10 - age))
+        assert await store.purge_keys(before=ancient, limit=2) == 2
+        assert [await store.key_record(agent_id=w.agent["id"], key=k) is None for k in keys] == [True, True, False]
+        assert await store.purge_keys(before=ancient, limit=10) == 1
+        assert await store.purge_keys(before=ancient, limit=10) == 0
+
+
 CASES: list[Callable[[World], Awaitable[None]]] = [
     claim_takes_the_most_urgent_ticket_with_its_event,
     claim_stops_at_the_agents_capacity,
     claim_finds_nothing_in_queues_the_agent_does_not_serve,
     only_the_holder_under_a_running_lease_writes,
     the_first_reply_stops_the_clock_and_later_ones_do_not,
+    a_replys_event_is_what_reply_event_makes_of_it,
     threads_carry_the_customer_and_the_triage,
     the_agents_tickets_are_in_claim_order,
     an_idempotency_key_is_taken_once_and_remembers_its_answer,
     an_ops_write_applies_only_to_the_ticket_as_read,
     events_come_in_pages_oldest_first,
     a_conversation_is_found_by_the_platforms_names,
+    an_expired_lease_is_found_and_requeued_only_as_it_was_read,
+    an_agents_held_tickets_are_handed_back_together,
+    queue_depths_count_queued_tickets_per_queue_and_tier,
+    old_idempotency_keys_are_purged_oldest_first,
 ]
 
 
