@@ -16,35 +16,41 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, SmallInteger, String
+from sqlalchemy.types import TypeDecorator
+
+from app.db.base import Base
 from app.db.driver import Driver, Record, decoded, json_text, placeholders
-from app.domain import Status
+from app.db.models import Customer, Message, Ticket, TicketEvent
+from app.domain import TICKET_FIELDS, Status
 
 ConversationKey = tuple[str, str, str]  # shop, platform, conversation id
 MessageKey = tuple[str, str, str]  # shop, platform, message id
 CustomerKey = tuple[str, str, str]  # shop, platform, customer id
 
-# Ticket columns with their PostgreSQL types, in TicketState order.
-TICKET_COLUMNS: dict[str, str] = {
-    "id": "text", "shop_id": "text", "platform": "text", "conversation_id": "text", "customer_id": "bigint",
-    "queue": "text", "status": "text", "tier": "smallint", "priority": "int", "primary_intent": "text",
-    "intents": "jsonb", "escalated": "boolean", "assigned_agent_id": "text", "lease_expires_at": "timestamptz",
-    "deliveries": "int", "unread": "int", "ruleset": "text", "created_at": "timestamptz",
-    "updated_at": "timestamptz", "opened_at": "timestamptz", "opened_seq": "bigint", "awaiting_since": "timestamptz",
-    "first_response_due_at": "timestamptz", "first_response_at": "timestamptz", "last_message_at": "timestamptz",
-    "resolved_at": "timestamptz", "episodes": "int",
-}
+# unnest() takes each column as an array of its base type: a domain's check (migration 0006) then runs where the
+# value is assigned, as in every other write.
+_PG_TYPES = ((BigInteger, "bigint"), (SmallInteger, "smallint"), (Integer, "int"), (Boolean, "boolean"),
+             (String, "text"), (DateTime, "timestamptz"), (JSON, "jsonb"))
+
+
+def pg_types(model: type[Base], names: Sequence[str]) -> dict[str, str]:
+    """The columns of `model` named, with their PostgreSQL base types ("text", "jsonb"...), in the order given."""
+    def base(kind: Any) -> str:
+        kind = kind.impl if isinstance(kind, TypeDecorator) else kind
+        return next(name for sa_type, name in _PG_TYPES if isinstance(kind, sa_type))
+    return {name: base(model.__table__.c[name].type) for name in names}
+
+
+# The ticket's columns in TicketState order, as app/db/models.py types them.
+TICKET_COLUMNS = pg_types(Ticket, TICKET_FIELDS)
 UPDATABLE = ("queue", "status", "tier", "priority", "primary_intent", "intents", "escalated", "deliveries", "unread",
              "ruleset", "updated_at", "opened_at", "opened_seq", "awaiting_since", "first_response_due_at",
              "first_response_at", "last_message_at", "resolved_at", "episodes")
-MESSAGE_COLUMNS: dict[str, str] = {
-    "ticket_id": "text", "shop_id": "text", "platform": "text", "external_id": "text", "direction": "text",
-    "text": "text", "sent_at": "timestamptz", "received_at": "timestamptz", "order_id": "text",
-    "primary_intent": "text", "tier": "smallint", "priority": "int", "triage": "jsonb",
-}
-EVENT_COLUMNS: dict[str, str] = {"ticket_id": "text", "shop_id": "text", "at": "timestamptz", "kind": "text",
-                                 "actor": "text", "data": "jsonb"}
-CUSTOMER_COLUMNS: dict[str, str] = {"shop_id": "text", "platform": "text", "external_id": "text", "nick": "text",
-                                    "vip_level": "smallint"}
+MESSAGE_COLUMNS = pg_types(Message, ("ticket_id", "shop_id", "platform", "external_id", "direction", "text", "sent_at",
+                                     "received_at", "order_id", "primary_intent", "tier", "priority", "triage"))
+EVENT_COLUMNS = pg_types(TicketEvent, ("ticket_id", "shop_id", "at", "kind", "actor", "data"))
+CUSTOMER_COLUMNS = pg_types(Customer, ("shop_id", "platform", "external_id", "nick", "vip_level"))
 _JSON = ("intents", "triage", "data")
 
 

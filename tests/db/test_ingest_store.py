@@ -174,3 +174,15 @@ async def test_ingest_store_contract(case: Callable[[World], Awaitable[None]], a
     shop = await new_shop()
     await case(World(app, adapter, shop["id"]))
 
+
+
+def test_the_ticket_has_one_column_list() -> None:
+    # TicketState (app/domain.py) names the columns of `tickets` in table order; the stores' column lists are
+    # derived from it and from app/db/models.py, so a column added to one and not the other fails here.
+    from app.db.ingest import TICKET_COLUMNS
+    from app.db.models import Ticket
+    from app.domain import TICKET_FIELDS
+
+    assert tuple(column.name for column in Ticket.__table__.columns) == TICKET_FIELDS == tuple(TICKET_COLUMNS)
+    assert (TICKET_COLUMNS["intents"], TICKET_COLUMNS["tier"], TICKET_COLUMNS["opened_seq"],
+            TICKET_COLUMNS["lease_expires_at"]) == ("jsonb", "smallint", "bigint", "timestamptz")
