@@ -15,26 +15,26 @@ import pytest
 from fastapi import FastAPI
 
 from app.clock import utcnow
-from app.db.driver import decoded, driver
+from app.db.driver import Driver, decoded, driver
 from app.db.ingest import IngestStore, PostgresIngestStore, SharedIngestStore
 from app.domain import EventKind, Status, TicketState
+from tests.support.rollback import rolled_back_driver
 
 
 @dataclass
 class World:
-    app: FastAPI
+    db: Driver  # inside the test's transaction, rolled back at its end (tests/support/rollback.py)
     adapter: type[SharedIngestStore]
     shop: str
 
     @asynccontextmanager
     async def group(self) -> AsyncIterator[IngestStore]:
-        """One group's transaction, committed when the block ends."""
-        async with driver(self.app.state.drivers) as db, db.transaction():
-            yield self.adapter(db)
+        """One group's transaction (nested in the test's), committed when the block ends."""
+        async with self.db.transaction():
+            yield self.adapter(self.db)
 
     async def rows(self, sql: str, *params: Any) -> list[dict[str, Any]]:
-        async with driver(self.app.state.drivers) as db:
-            return [decoded(r) for r in await db.rows(sql, *params)]
+        return [decoded(r) for r in await self.db.rows(sql, *params)]
 
     def customer(self, external_id: str, *, nick: str = "buyer", vip: int = 0) -> dict[str, Any]:
         return {"shop_id": self.shop, "platform": "taobao", "external_id": external_id, "nick": nick,
@@ -172,8 +172,18 @@ def adapter(request: pytest.FixtureRequest, database_url: str) -> type[SharedIng
 async def test_ingest_store_contract(case: Callable[[World], Awaitable[None]], adapter: type[SharedIngestStore],
                                      app: FastAPI, new_shop: Any) -> None:
     shop = await new_shop()
-    await case(World(app, adapter, shop["id"]))
+    async with rolled_back_driver(app) as db:
+        await case(World(db, adapter, shop["id"]))
 
+
+
+async def test_a_case_leaves_nothing_behind(adapter: type[SharedIngestStore], app: FastAPI, new_shop: Any) -> None:
+    shop = await new_shop()
+    async with rolled_back_driver(app) as db:
+        await finish_writes_tickets_events_and_contacts_and_drops_unused_placeholders(World(db, adapter, shop["id"]))
+    async with driver(app.state.drivers) as db:
+        for table in ("customers", "tickets", "ticket_events"):
+            assert await db.rows(f"SELECT 1 AS found FROM {table} WHERE shop_id = $1", shop["id"]) == [], table
 
 
 def test_the_ticket_has_one_column_list() -> None:

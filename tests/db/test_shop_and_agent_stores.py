@@ -1,5 +1,10 @@
 """Contract of the shop and agent stores (app/db/shops.py, app/db/agents.py): one table of cases, run against
-the session adapters on each database (the `app` fixture is one per backend)."""
+the session adapters on each database (the `app` fixture is one per backend).
+
+Each case of CASES runs in a transaction rolled back at its end (tests/support/rollback.py), a store's commit
+releasing a savepoint; the cases that post messages through the app meanwhile (CASES_WITH_THE_APP) commit, as
+the app must see what they wrote.
+"""
 
 import uuid
 from collections.abc import Awaitable, Callable
@@ -17,29 +22,30 @@ from app.db.models import Agent, Queue, Shop, WebhookSecret
 from app.db.shops import SessionShopStore
 from app.domain import EventKind, Status
 from tests.support.queues import new_ticket
+from tests.support.rollback import rolled_back_sessions
 
 
 @dataclass
 class World:
-    app: FastAPI
+    sessions: Any  # a sessionmaker
     shop: dict[str, Any]
     client: Any
 
     def shops(self) -> Any:
-        return _Session(self.app, SessionShopStore)
+        return _Session(self.sessions, SessionShopStore)
 
     def agents(self) -> Any:
-        return _Session(self.app, SessionAgentStore)
+        return _Session(self.sessions, SessionAgentStore)
 
 
 class _Session:
     """A store on a session of its own for the block."""
 
-    def __init__(self, app: FastAPI, adapter: Any) -> None:
-        self._app, self._adapter = app, adapter
+    def __init__(self, sessions: Any, adapter: Any) -> None:
+        self._sessions, self._adapter = sessions, adapter
 
     async def __aenter__(self) -> Any:
-        self._session = self._app.state.sessionmaker()
+        self._session = self._sessions()
         return self._adapter(await self._session.__aenter__())
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -196,8 +202,10 @@ CASES: list[Callable[[World], Awaitable[None]]] = [
     old_secrets_verify_until_their_end,
     queues_are_found_by_name,
     ruleset_versions_are_numbered_per_shop_and_one_is_active,
-    recent_inbound_messages_come_newest_first,
     an_agent_is_stored_with_its_queues_and_found_by_token,
+]
+CASES_WITH_THE_APP: list[Callable[[World], Awaitable[None]]] = [
+    recent_inbound_messages_come_newest_first,
     a_deactivated_agents_tickets_go_back_in_the_same_transaction,
 ]
 
@@ -205,4 +213,20 @@ CASES: list[Callable[[World], Awaitable[None]]] = [
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.__name__)
 async def test_shop_and_agent_store_contract(case: Callable[[World], Awaitable[None]], app: FastAPI, client: Any,
                                              new_shop: Any) -> None:
-    await case(World(app, await new_shop(), client))
+    shop = await new_shop()
+    async with rolled_back_sessions(app) as sessions:
+        await case(World(sessions, shop, client))
+
+
+@pytest.mark.parametrize("case", CASES_WITH_THE_APP, ids=lambda case: case.__name__)
+async def test_shop_and_agent_store_contract_beside_the_app(case: Callable[[World], Awaitable[None]], app: FastAPI,
+                                                            client: Any, new_shop: Any) -> None:
+    await case(World(app.state.sessionmaker, await new_shop(), client))
+
+
+async def test_a_case_leaves_nothing_behind(app: FastAPI, client: Any, new_shop: Any) -> None:
+    shop = await new_shop()
+    async with rolled_back_sessions(app) as sessions:
+        await an_agent_is_stored_with_its_queues_and_found_by_token(World(sessions, shop, client))
+    async with app.state.sessionmaker() as session:
+        assert await SessionAgentStore(session).get_all(shop_id=shop["id"]) == []
