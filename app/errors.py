@@ -278,3 +278,11 @@ class RulesetInvalid(AppError):
 class RulesetVersionNotFound(NotFound):
     code = "ruleset_version_not_found"
     message = "no such ruleset version"
+
+
+class TemplateInvalid(AppError):
+    """A reply template that cannot be saved; details name the entry (`body.templates[2].text.zh`)."""
+
+    status = 422
+    code = "invalid_template"
+    message = "a reply template is not valid"

@@ -258,3 +258,14 @@ class Ruleset(Base):
     body: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[datetime]
     activated_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ReplyTemplates(Base):
+    """A shop's own reply templates, the whole set as one value; no row: the shipped defaults (migration 0009)."""
+
+    __tablename__ = "reply_templates"
+
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), primary_key=True)
+    templates: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime]

@@ -25,6 +25,7 @@ class ShopInfo:
     queue_targets: dict[str, dict[str, int] | None]
     secrets: tuple[tuple[str, datetime | None], ...]
     ruleset: Ruleset
+    name: str = ""
     loaded_at: float = field(default_factory=time.monotonic)
 
     def valid_secrets(self, now: datetime) -> list[str]:
@@ -118,7 +119,7 @@ class ShopDirectory:
             ruleset = await self.ruleset(shops, shop_id, shop.active_ruleset_version)
             return ShopInfo(id=shop.id, sla_targets=dict(shop.sla_targets),
                             queue_targets={q.name: q.sla_targets for q in queues},
-                            secrets=tuple(secrets), ruleset=ruleset)
+                            secrets=tuple(secrets), ruleset=ruleset, name=shop.name)
 
 
 AGENT_CACHE_SECONDS = 5.0

@@ -38,6 +38,10 @@ MATRIX: list[tuple[str, str, Any, dict[str, Any]]] = [
     ("POST", "/v1/shops/{shop}/rules/backtest", {"ruleset": RULESET, "limit": 10}, ADMIN_ONLY),
     ("POST", "/v1/shops/{shop}/rules", {"ruleset": RULESET}, ADMIN_ONLY),
     ("POST", "/v1/shops/{shop}/rules/rollback", {"version": None}, ADMIN_ONLY),
+    ("GET", "/v1/shops/{shop}/templates", None, ADMIN_ONLY),
+    ("PUT", "/v1/shops/{shop}/templates", {"templates": [{"id": "hi", "text": {"zh": "您好{buyer_nick}"}}]}, ADMIN_ONLY),
+    ("GET", "/v1/tickets/{ticket}/suggestions", None,
+     {"admin": "2xx", "none": 401, "wrong": 401, "agent_a1": "2xx", "agent_a2": "2xx", "agent_b1": 404}),
     ("GET", "/v1/queues?shop_id={shop}", None,
      {"admin": "2xx", "none": 401, "wrong": 401, "agent_a1": "2xx", "agent_a2": "2xx", "agent_b1": 404}),
     ("POST", "/v1/triage/classify", {"text": "差评", "shop_id": "{shop}"},
@@ -77,7 +81,7 @@ async def _visible_state(client: httpx.AsyncClient, admin: dict[str, str], shop_
     """Everything an ops user can read of the shop and the held ticket, minus clocks that tick on their own."""
     reads = {}
     for path in (f"/v1/shops/{shop_id}", f"/v1/shops/{shop_id}/queues", f"/v1/shops/{shop_id}/agents",
-                 f"/v1/shops/{shop_id}/rules/versions", f"/v1/tickets/{ticket_id}"):
+                 f"/v1/shops/{shop_id}/rules/versions", f"/v1/shops/{shop_id}/templates", f"/v1/tickets/{ticket_id}"):
         response = await client.get(path, headers=admin)
         assert response.status_code == 200, response.text
         reads[path] = response.json()

@@ -61,9 +61,11 @@ def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any]) -> st
                      .map(lambda chosen: {**path_parameters, **chosen}))
 
 
-# Checks the schema cannot express: a queue the shop has, a ruleset that compiles, a time range in order, a
-# shop named with the admin token. A request failing them is well formed yet refused, with 422 naming the field.
-SEMANTIC_REFUSALS = {("unknown_queue", None), ("invalid_ruleset", None), ("range", None), ("missing", "query.shop_id")}
+# Checks the schema cannot express: a queue the shop has, a ruleset that compiles, a reply template with known
+# variables and honest wording, a time range in order, a shop named with the admin token. A request failing them
+# is well formed yet refused, with 422 naming the field.
+SEMANTIC_REFUSALS = {("unknown_queue", None), ("invalid_ruleset", None), ("invalid_template", None), ("range", None),
+                     ("missing", "query.shop_id")}
 # An Idempotency-Key already used with another request: generated keys repeat across generated bodies.
 SEMANTIC_CODES = {"idempotency_key_reused"}
 
