@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast install lint bench bench-triage bench-ingest bench-queues bench-metrics clean
+.PHONY: run demo test test-fast install lint bench bench-triage bench-ingest bench-queues bench-metrics clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -19,6 +19,10 @@ run: $(STAMP)
 	$(BIN)/triage migrate
 	$(BIN)/triage bootstrap --if-empty
 	$(BIN)/triage serve
+
+# Buyer traffic for the demo shop of a running `make run` (in a second terminal); watch it in /console.
+demo: $(STAMP)
+	$(BIN)/triage demo
 
 test: $(STAMP)
 	$(BIN)/lint-imports

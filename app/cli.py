@@ -1,4 +1,4 @@
-"""The `triage` command: serve, migrate, bootstrap, classify, evaluate."""
+"""The `triage` command: serve, migrate, bootstrap, demo, classify, evaluate, train."""
 
 import argparse
 import asyncio
@@ -94,6 +94,35 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     return asyncio.run(_bootstrap(args.if_empty))
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    import httpx
+
+    from app import demo
+
+    settings = get_settings()
+    url = args.url or f"http://{settings.host}:{settings.port}"
+    with httpx.Client(base_url=url, timeout=30) as http:
+        try:
+            secret = args.secret
+            if secret is None:
+                if settings.admin_token is None:
+                    print("give --secret (the shop's webhook secret) or set TRIAGE_ADMIN_TOKEN (make run saved it "
+                          "to .env)", file=sys.stderr)
+                    return 2
+                secret = demo.fresh_secret(http, shop_id=args.shop, admin_token=settings.admin_token.get_secret_value())
+            print(f"posting buyer messages to {url}, shop '{args.shop}', about {args.rate:g} a second "
+                  f"({'until Ctrl+C' if not args.count else f'{args.count} in all'}); watch them in {url}/console",
+                  file=sys.stderr)
+            demo.run(http, shop_id=args.shop, secret=secret, rate=args.rate, count=args.count, seed=args.seed,
+                     say=lambda line: print(line, flush=True))
+        except KeyboardInterrupt:
+            return 0
+        except (httpx.TransportError, RuntimeError) as exc:
+            print(f"triage demo: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -179,6 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     bootstrap = sub.add_parser("bootstrap", help="create the demo shop, its queues and an agent; print credentials")
     bootstrap.add_argument("--if-empty", action="store_true", help="succeed quietly when shops already exist")
     bootstrap.set_defaults(func=cmd_bootstrap)
+
+    demo = sub.add_parser("demo", help="post realistic signed buyer messages to a running service's demo shop")
+    demo.add_argument("--url", help="the service (default: http://TRIAGE_HOST:TRIAGE_PORT)")
+    demo.add_argument("--shop", default="demo", help="shop id (default: demo)")
+    demo.add_argument("--secret", help="the shop's webhook secret; without it a new one is made with the admin "
+                                       "token (the old one keeps verifying for its overlap window)")
+    demo.add_argument("--rate", type=float, default=0.5, help="messages a second on average (default: 0.5)")
+    demo.add_argument("--count", type=int, default=0, help="stop after this many messages (default: never)")
+    demo.add_argument("--seed", type=int, help="the same seed posts the same conversations in the same order")
+    demo.set_defaults(func=cmd_demo)
 
     classify = sub.add_parser("classify", help="print the triage of TEXT as JSON ('-' reads stdin)")
     classify.add_argument("text")

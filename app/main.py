@@ -14,7 +14,7 @@ from app.db.session import DriverConnections, create_engine, create_sessionmaker
 from app.errors import install_error_handlers
 from app.limits import LimitsMiddleware
 from app.middleware import RequestIdMiddleware
-from app.routers import admin, agents, health, rules, stats, templates, triage, webhooks
+from app.routers import admin, agents, health, pages, rules, stats, templates, triage, webhooks
 from app.routers.docs import with_extra_schemas
 from app.schemas.webhooks import WebhookBatch
 from app.services.directory import ShopDirectory
@@ -106,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stats.metrics_router)
     app.include_router(rules.router)
     app.include_router(templates.router)
+    app.include_router(pages.router)
     with_extra_schemas(app, WebhookBatch)
     return app
 

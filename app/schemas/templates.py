@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from app.schemas import examples as ex
 from app.schemas.base import Schema, StorableStr
@@ -32,7 +32,7 @@ class TemplateWrite(Schema):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$", examples=["logistics.tracking"])
     intent: IntentName = Field("any", description="The primary intent it answers, or `any`")
     emotion: EmotionName = Field("any", description="The buyer's emotion it fits, or `any`")
-    apology: bool = Field(False, description="Offered first to an angry or upset buyer")
+    apology: StrictBool = Field(False, description="Offered first to an angry or upset buyer")
     text: TemplateTexts = Field(description=_TEXT_DOC)
 
 
