@@ -1,5 +1,6 @@
 # The service image: migrations run at start, then `triage serve` serves, with the timeouts and limits below
-# (the settings' defaults, stated here so they can be read and changed per deployment).
+# (the settings' defaults, stated here so they can be read and changed per deployment). Loading the model once at
+# build time leaves numba's compiled feature reader in app/triage/__pycache__, so a container starts without compiling.
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -22,6 +23,7 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY app ./app
 COPY migrations ./migrations
 RUN pip install -e . \
+    && python -c "from app.triage.learned import default_model; default_model()" \
     && useradd --system --uid 10001 --home-dir /srv/triage triage \
     && chown -R triage /srv/triage
 

@@ -16,23 +16,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from math import exp
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from app.triage.features import character_strings, decode, distinct_codes, has_words, word_features
+from app.triage.features import decode, word_features
 from app.triage.model import EMOTIONS, INTENTS
+from app.triage.reader import FeatureTable, probabilities, scores
 
 N_INTENTS = len(INTENTS)
 N_EMOTIONS = len(EMOTIONS)
 URGENT_COLUMN = N_INTENTS + N_EMOTIONS
 N_COLUMNS = URGENT_COLUMN + 1
 FORMAT = 2
-# Up to this many characters the features are read as strings and looked up in a dict; longer texts go through
-# numpy, whose cost hardly grows with length (docs/triage.md, "Speed").
-SHORT_TEXT = 64
+_NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 class ModelError(ValueError):
@@ -64,23 +62,11 @@ class Prediction:
         return EMOTIONS[index], self.emotions[index]
 
 
-def _softmax(scores: list[float]) -> tuple[float, ...]:
-    # A dozen values: plain floats beat numpy's per-call overhead here.
-    top = max(scores)
-    shifted = [exp(score - top) for score in scores]
-    total = sum(shifted)
-    return tuple(value / total for value in shifted)
-
-
-def _logistic(score: float) -> float:
-    return 1.0 / (1.0 + exp(-score)) if score > -60 else 0.0
-
-
 class TextModel:
     """Feature codes and words, weights and biases of the linear heads; `version` names the exact content."""
 
     __slots__ = ("name", "codes", "words", "weights", "bias", "version", "metadata", "_pushes", "_word_list",
-                 "_characters")
+                 "_table")
 
     def __init__(self, name: str, codes: np.ndarray, words: Sequence[str], weights: np.ndarray, bias: np.ndarray,
                  metadata: dict[str, Any]) -> None:
@@ -94,8 +80,10 @@ class TextModel:
         self.codes = codes
         self.words: dict[str, int] = {word: len(codes) + index for index, word in enumerate(words)}
         self._word_list = list(words)
-        # The character features by their text too, for short messages (see `rows`).
-        self._characters: dict[str, int] = {decode(value): row for row, value in enumerate(self.codes.tolist())}
+        try:
+            self._table = FeatureTable(self.codes, self._word_list)
+        except ValueError as error:
+            raise ModelError(str(error)) from error
         # Weights are stored as float16; rounding here too makes a freshly trained model equal its loaded file.
         self.weights = np.ascontiguousarray(weights.astype(np.float16), dtype=np.float32)
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
@@ -111,45 +99,26 @@ class TextModel:
     def feature_count(self) -> int:
         return len(self.codes) + len(self.words)
 
-    def _code_rows(self, codes: np.ndarray) -> np.ndarray:
-        """Rows of the known codes among `codes` (unknown ones are skipped)."""
-        if not len(codes) or not len(self.codes):
-            return np.zeros(0, dtype=np.int64)
-        places = np.searchsorted(self.codes, codes)
-        places[places == len(self.codes)] = 0
-        return places[self.codes[places] == codes]
-
     def rows(self, text: str, signals: Sequence[str] = ()) -> np.ndarray:
         """Rows of the distinct features of a normalised text and of the rules' signals."""
-        get = self.words.get
-        extra = set(map(get, signals))
-        if len(text) <= SHORT_TEXT:
-            extra.update(map(self._characters.get, character_strings(text)))
-            if has_words(text):
-                extra.update(get(feature) for feature, _start, _end in word_features(text))
-            extra.discard(None)
-            return np.fromiter(extra, dtype=np.int64, count=len(extra))
-        # Distinct codes map to distinct rows; words and signals are made distinct by the set.
-        rows = self._code_rows(distinct_codes(text))
-        if has_words(text):
-            extra.update(get(feature) for feature, _start, _end in word_features(text))
-        extra.discard(None)
-        if extra:
-            rows = np.concatenate((rows, np.fromiter(extra, dtype=np.int64, count=len(extra))))
-        return rows
+        if signals:
+            get = self.words.get
+            known = [row for row in map(get, signals) if row is not None]
+            extra = np.array(known, dtype=np.int64) if known else _NO_ROWS
+        else:
+            extra = _NO_ROWS
+        return self._table.read(text, extra)
 
     def scores(self, rows: np.ndarray) -> list[float]:
         """Each output's score: the features are present (1) or absent, scaled by 1/sqrt(count) as in training."""
-        if not len(rows):
-            return self.bias.tolist()
-        return (self.weights[rows].sum(axis=0) * (len(rows) ** -0.5) + self.bias).tolist()
+        return scores(self.weights, self.bias, rows).tolist()
 
     def predict(self, text: str, signals: Sequence[str] = ()) -> Prediction:
         """Probabilities of every head for a normalised text and what the rules read in it (`rule_signals`)."""
         rows = self.rows(text, signals)
-        scores = self.scores(rows)
-        return Prediction(_softmax(scores[:N_INTENTS]), _softmax(scores[N_INTENTS:URGENT_COLUMN]),
-                          _logistic(scores[URGENT_COLUMN]), rows)
+        values = probabilities(self.weights, self.bias, rows, N_INTENTS, N_EMOTIONS).tolist()
+        return Prediction(tuple(values[:N_INTENTS]), tuple(values[N_INTENTS:URGENT_COLUMN]), values[URGENT_COLUMN],
+                          rows)
 
     def explain(self, text: str, intent: str, *, rows: np.ndarray | None = None,
                 limit: int = 3) -> list[tuple[str, int, int, float]]:

@@ -5,7 +5,7 @@ that head only (the shopping-review sentences carry an emotion and no intent). E
 logistic regression (scikit-learn, lbfgs, which is deterministic for a fixed input order) over binary n-gram
 features scaled by 1/sqrt(count), the scaling `TextModel.scores` applies at run time.
 
-scikit-learn is needed only here, to train; serving needs numpy alone.
+scikit-learn is needed only here, to train; serving needs numpy and numba (reader.py).
 """
 
 from __future__ import annotations

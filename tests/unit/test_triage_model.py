@@ -165,23 +165,3 @@ def test_the_corpus_rows_load_with_their_labels(tmp_path: Path) -> None:
     rows = load_rows([path])
     assert [row["text"] for row in rows] == [row["text"] for row in TINY]
     assert all(row["source"] == "rows" for row in rows)
-
-
-@given(st.text(alphabet=st.sampled_from(list("快递没到退款差评好的 abc!!？？😡★，.#\u3000\u00a0\t1234567890")), max_size=60))
-@settings(max_examples=300, deadline=None)
-def test_short_and_long_readings_find_the_same_character_features(text: str) -> None:
-    from app.triage.features import character_strings
-
-    norm = normalise(text).text
-    assert sorted(character_strings(norm)) == sorted(norm[s:s + n] for s, n in zip(
-        character_codes(norm)[1].tolist(), character_codes(norm)[2].tolist()))
-
-
-def test_short_and_long_messages_read_the_same_rows() -> None:
-    model = default_model()
-    assert model is not None
-    for text in ("亲，快递三天没动了，再不到就给差评！！", "where is my parcel?? 😡 order 12345678", "評分4.1星的店"):
-        norm = normalise(text).text
-        short = sorted(model.rows(norm).tolist())
-        long = sorted(model.rows(norm + " " * 80).tolist())
-        assert short == long

@@ -1,0 +1,304 @@
+"""The serving path of the learned model's features: one compiled pass over a text's code points.
+
+features.py defines the features (training reads them there, as strings and exact codes); this module finds the
+same features in one loop compiled by numba and sums the model's rows for them, instead of a few dozen numpy calls
+and a regular expression per message (docs/triage.md, "Speed"). `tests/unit/test_triage_reader.py` holds the two
+equal on every kind of text.
+
+A character n-gram is looked up by its exact code (features.code). A word, stem or word bigram is looked up by a
+62-bit hash of its characters (`word_key`), set apart from the codes by bit 62; `FeatureTable` refuses a model whose
+words collide, so the only possible error is an unknown word taken for a known one, about once in 10^14 words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numba import njit
+
+from app.triage.features import KINDS, NOTHING, HAN, MARK, SYMBOL, LONG_NUMBER, STEM, BASE
+
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+_WORD_FLAG = 1 << 62
+_WORD_BITS = _WORD_FLAG - 1
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_EMPTY = -1
+# Code points that words are made of, and the ones that matter to their shape.
+_A, _Z, _ZERO, _NINE, _APOSTROPHE, _DOT, _SPACE, _TAB, _TILDE = (ord(c) for c in "az09'. \t~")
+
+
+def word_key(word: str) -> int:
+    """The table key of a word feature ("refund", "~refun", "order status", "#long")."""
+    value = 0xCBF29CE484222325
+    for char in word:
+        value = ((value ^ ord(char)) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return (value & _WORD_BITS) | _WORD_FLAG
+
+
+@njit(cache=True, nogil=True)
+def _slot(key: np.int64, bits: int) -> int:
+    return np.int64((np.uint64(key) * _MIX) >> np.uint64(64 - bits))
+
+
+@njit(cache=True, nogil=True)
+def _find(keys: np.ndarray, rows: np.ndarray, bits: int, key: np.int64) -> int:
+    mask = (1 << bits) - 1
+    slot = _slot(key, bits)
+    while True:
+        found = keys[slot]
+        if found == key:
+            return rows[slot]
+        if found == _EMPTY:
+            return -1
+        slot = (slot + 1) & mask
+
+
+@njit(cache=True, nogil=True)
+def _hash_step(value: np.uint64, point: np.uint64) -> np.uint64:
+    return (value ^ point) * _FNV_PRIME
+
+
+@njit(cache=True, nogil=True)
+def _finish(value: np.uint64) -> np.int64:
+    return np.int64(value & np.uint64(_WORD_BITS)) | np.int64(_WORD_FLAG)
+
+
+@njit(cache=True, nogil=True)
+def _is_word_char(point: int) -> bool:
+    return _A <= point <= _Z or _ZERO <= point <= _NINE
+
+
+@njit(cache=True, nogil=True)
+def _is_digit(point: int) -> bool:
+    return _ZERO <= point <= _NINE
+
+
+@njit(cache=True, nogil=True)
+def _word_end(points: np.ndarray, start: int) -> tuple[int, bool]:
+    """Where the word starting at `start` ends (features._WORD), and whether it is a decimal."""
+    size = len(points)
+    if _is_digit(points[start]):
+        # A decimal first: digits, then at least one ".digits".
+        end = start
+        while end < size and _is_digit(points[end]):
+            end += 1
+        decimal_end = end
+        while decimal_end + 1 < size and points[decimal_end] == _DOT and _is_digit(points[decimal_end + 1]):
+            decimal_end += 2
+            while decimal_end < size and _is_digit(points[decimal_end]):
+                decimal_end += 1
+        if decimal_end > end:
+            return decimal_end, True
+    end = start
+    while end < size and _is_word_char(points[end]):
+        end += 1
+    if end + 1 < size and points[end] == _APOSTROPHE and _A <= points[end + 1] <= _Z:
+        end += 1
+        while end < size and _A <= points[end] <= _Z:
+            end += 1
+    return end, False
+
+
+@njit(cache=True, nogil=True)
+def _add(found: np.ndarray, count: int, seen: np.ndarray, seen_bits: int, row: int) -> int:
+    """Append a row once (seen is a small open-addressing set of rows)."""
+    if row < 0:
+        return count
+    mask = (1 << seen_bits) - 1
+    slot = _slot(np.int64(row), seen_bits)
+    while seen[slot] != _EMPTY:
+        if seen[slot] == row:
+            return count
+        slot = (slot + 1) & mask
+    seen[slot] = row
+    found[count] = row
+    return count + 1
+
+
+@njit(cache=True, nogil=True)
+def _read(points: np.ndarray, kinds: np.ndarray, keys: np.ndarray, rows: np.ndarray, bits: int,
+          extra: np.ndarray) -> np.ndarray:
+    """The distinct rows of every feature of a normalised text (as code points), then of `extra` rows."""
+    size = len(points)
+    capacity = 3 * size + len(extra) + 1
+    seen_bits = 4
+    while (1 << seen_bits) < 2 * capacity:
+        seen_bits += 1
+    seen = np.full(1 << seen_bits, _EMPTY, dtype=np.int64)
+    found = np.empty(capacity, dtype=np.int64)
+    count = 0
+    base = np.int64(BASE)
+    # Character features: each visible character, Han (and mark) pairs, Han triples.
+    previous_kind, before_kind = NOTHING, NOTHING
+    previous_point, before_point = np.int64(0), np.int64(0)
+    has_word = False
+    for index in range(size):
+        point = np.int64(points[index])
+        kind = SYMBOL if point > 0xFFFF else kinds[point]
+        shifted = point + 1
+        if kind != NOTHING:
+            count = _add(found, count, seen, seen_bits, _find(keys, rows, bits, shifted * base * base))
+            if kind == previous_kind and (kind == HAN or kind == MARK):
+                count = _add(found, count, seen, seen_bits,
+                             _find(keys, rows, bits, (previous_point * base + shifted) * base))
+                if kind == HAN and before_kind == HAN:
+                    count = _add(found, count, seen, seen_bits,
+                                 _find(keys, rows, bits, (before_point * base + previous_point) * base + shifted))
+        elif not has_word and _is_word_char(point):
+            has_word = True
+        before_kind, before_point = previous_kind, previous_point
+        previous_kind, previous_point = kind, shifted
+    if has_word:
+        count = _read_words(points, keys, rows, bits, found, count, seen, seen_bits)
+    for row in extra:
+        count = _add(found, count, seen, seen_bits, row)
+    return found[:count]
+
+
+@njit(cache=True, nogil=True)
+def _read_words(points: np.ndarray, keys: np.ndarray, rows: np.ndarray, bits: int, found: np.ndarray, count: int,
+                seen: np.ndarray, seen_bits: int) -> int:
+    """Words, stems and word bigrams, as features.word_features reads them."""
+    size = len(points)
+    index = 0
+    previous = np.uint64(0)
+    previous_end = -1
+    while index < size:
+        if not _is_word_char(points[index]):
+            index += 1
+            continue
+        end, decimal = _word_end(points, index)
+        length = end - index
+        value = _FNV_OFFSET
+        long_number = False
+        if decimal:
+            for point in "#dec":
+                value = _hash_step(value, np.uint64(ord(point)))
+        else:
+            long_number = length >= LONG_NUMBER
+            if long_number:
+                for position in range(index, end):
+                    if not _is_digit(points[position]):
+                        long_number = False
+                        break
+            if long_number:
+                for point in "#long":
+                    value = _hash_step(value, np.uint64(ord(point)))
+            else:
+                for position in range(index, end):
+                    value = _hash_step(value, np.uint64(points[position]))
+        count = _add(found, count, seen, seen_bits, _find(keys, rows, bits, _finish(value)))
+        if not decimal and not long_number and length > STEM:
+            stem = _hash_step(_FNV_OFFSET, np.uint64(_TILDE))
+            for position in range(index, index + STEM):
+                stem = _hash_step(stem, np.uint64(points[position]))
+            count = _add(found, count, seen, seen_bits, _find(keys, rows, bits, _finish(stem)))
+        if previous_end >= 0:
+            joined = True
+            for position in range(previous_end, index):
+                if points[position] != _SPACE and points[position] != _TAB:
+                    joined = False
+                    break
+            if joined:
+                pair = _hash_step(previous, np.uint64(_SPACE))
+                if decimal:
+                    for point in "#dec":
+                        pair = _hash_step(pair, np.uint64(ord(point)))
+                elif long_number:
+                    for point in "#long":
+                        pair = _hash_step(pair, np.uint64(ord(point)))
+                else:
+                    for position in range(index, end):
+                        pair = _hash_step(pair, np.uint64(points[position]))
+                count = _add(found, count, seen, seen_bits, _find(keys, rows, bits, _finish(pair)))
+        previous = value
+        previous_end = end
+        index = end
+    return count
+
+
+@njit(cache=True, nogil=True)
+def _scores(weights: np.ndarray, bias: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """Each output's score: the rows summed, scaled by 1/sqrt(their count), plus the bias."""
+    columns = weights.shape[1]
+    total = np.zeros(columns, dtype=np.float64)
+    for row in found:
+        for column in range(columns):
+            total[column] += weights[row, column]
+    scale = 1.0 / np.sqrt(len(found)) if len(found) else 0.0
+    for column in range(columns):
+        total[column] = total[column] * scale + bias[column]
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _softmax_in_place(values: np.ndarray, start: int, end: int) -> None:
+    top = values[start:end].max()
+    total = 0.0
+    for index in range(start, end):
+        values[index] = np.exp(values[index] - top)
+        total += values[index]
+    for index in range(start, end):
+        values[index] /= total
+
+
+@njit(cache=True, nogil=True)
+def _probabilities(weights: np.ndarray, bias: np.ndarray, found: np.ndarray, intents: int,
+                   emotions: int) -> np.ndarray:
+    """The heads' outputs: a softmax over the intent columns, one over the emotion columns, then a logistic."""
+    values = _scores(weights, bias, found)
+    _softmax_in_place(values, 0, intents)
+    _softmax_in_place(values, intents, intents + emotions)
+    last = intents + emotions
+    values[last] = 1.0 / (1.0 + np.exp(-values[last])) if values[last] > -60 else 0.0
+    return values
+
+
+class FeatureTable:
+    """The model's features in one open-addressing table: character codes as they are, words by `word_key`."""
+
+    __slots__ = ("keys", "rows", "bits")
+
+    def __init__(self, codes: np.ndarray, words: Sequence[str]) -> None:
+        count = len(codes) + len(words)
+        bits = 4
+        while (1 << bits) < 3 * count:
+            bits += 1
+        keys = np.full(1 << bits, _EMPTY, dtype=np.int64)
+        rows = np.zeros(1 << bits, dtype=np.int64)
+        word_keys = np.array([word_key(word) for word in words], dtype=np.int64)
+        if len(np.unique(word_keys)) != len(word_keys):
+            raise ValueError("two word features of the model share a key")
+        _fill(keys, rows, bits, np.concatenate((np.asarray(codes, dtype=np.int64), word_keys)))
+        self.keys, self.rows, self.bits = keys, rows, bits
+        # Compiles (or loads from numba's cache) the reader now, at model load, not on the first message.
+        self.read("a", np.zeros(0, dtype=np.int64))
+
+    def read(self, text: str, extra: np.ndarray) -> np.ndarray:
+        """The distinct rows of a normalised text's features, then of the `extra` rows."""
+        points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        return _read(points, KINDS, self.keys, self.rows, self.bits, extra)
+
+
+@njit(cache=True)
+def _fill(keys: np.ndarray, rows: np.ndarray, bits: int, features: np.ndarray) -> None:
+    mask = (1 << bits) - 1
+    for row in range(len(features)):
+        slot = _slot(features[row], bits)
+        while keys[slot] != _EMPTY:
+            slot = (slot + 1) & mask
+        keys[slot] = features[row]
+        rows[slot] = row
+
+
+def scores(weights: np.ndarray, bias: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """Each output's score for the rows found (see `_scores`)."""
+    return _scores(weights, bias, found)
+
+
+def probabilities(weights: np.ndarray, bias: np.ndarray, found: np.ndarray, intents: int,
+                  emotions: int) -> np.ndarray:
+    """The intents' and emotions' probabilities and urgency's, in column order (see `_probabilities`)."""
+    return _probabilities(weights, bias, found, intents, emotions)
