@@ -61,11 +61,12 @@ def code(chars: str) -> int:
 
 def decode(value: int) -> str:
     """The characters of a code."""
-    fields = []
-    for _ in range(3):
-        value, field = divmod(value, BASE)
-        fields.append(field)
-    return "".join(chr(field - 1) for field in reversed(fields) if field)
+    head, third = divmod(value, BASE)
+    first, second = divmod(head, BASE)
+    # Shorter n-grams leave their last fields 0.
+    if not second:
+        return chr(first - 1)
+    return chr(first - 1) + chr(second - 1) + (chr(third - 1) if third else "")
 
 
 def character_codes(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -89,8 +89,9 @@ class TextModel:
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
         self.metadata = metadata
         # How much each feature pushes each intent above the intents' mean: what `explain` ranks by.
+        # One contiguous row per intent: explaining an intent reads one array.
         intent_block = self.weights[:, :N_INTENTS]
-        self._pushes = np.ascontiguousarray(intent_block - intent_block.mean(axis=1, keepdims=True))
+        self._pushes = np.ascontiguousarray((intent_block - intent_block.mean(axis=1, keepdims=True)).T)
         digest = hashlib.sha256(self.weights.tobytes() + self.bias.tobytes() + self.codes.tobytes()
                                 + "\n".join(words).encode()).hexdigest()
         self.version = f"{name}@{digest[:12]}"
@@ -132,16 +133,21 @@ class TextModel:
             rows = self.rows(text)
         if not len(rows):
             return []
-        pushes = self._pushes[rows, INTENTS.index(intent)]
+        pushes = self._pushes[INTENTS.index(intent)][rows]
         # Only the strongest few can be chosen: rank those alone.
-        wanted = min(len(rows), 4 * limit)
-        top = np.argpartition(-pushes, wanted - 1)[:wanted] if wanted < len(rows) else np.arange(len(rows))
-        ranked = sorted(((float(pushes[i]), int(rows[i])) for i in top.tolist()), reverse=True)
+        wanted = 4 * limit
+        if wanted < len(rows):
+            top = np.argpartition(-pushes, wanted - 1)[:wanted]
+            pushes, rows = pushes[top], rows[top]
+        ranked = sorted(zip(pushes.tolist(), rows.tolist()), reverse=True)
+        words: list[tuple[str, int, int]] | None = None
         chosen: list[tuple[str, int, int, float]] = []
         for push, row in ranked:
             if push <= 0:
                 break
-            span = self._locate(text, row)
+            if row >= len(self.codes) and words is None:
+                words = word_features(text)
+            span = self._locate(text, row, words)
             if span is None:
                 continue  # a rule signal, not words of the text
             start, end = span
@@ -154,14 +160,14 @@ class TextModel:
         chosen.sort(key=lambda item: -item[3])
         return chosen
 
-    def _locate(self, text: str, row: int) -> tuple[int, int] | None:
-        """Where the feature of a row first occurs in a normalised text."""
+    def _locate(self, text: str, row: int, words: list[tuple[str, int, int]] | None) -> tuple[int, int] | None:
+        """Where the feature of a row first occurs in a normalised text (`words`: the text's word features)."""
         if row < len(self.codes):
             piece = decode(int(self.codes[row]))
             start = text.find(piece)
             return (start, start + len(piece)) if start >= 0 else None
         feature = self._word_list[row - len(self.codes)]
-        for word, start, end in word_features(text):
+        for word, start, end in words or ():
             if word == feature:
                 return start, end
         return None

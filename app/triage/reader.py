@@ -27,6 +27,8 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)
 _EMPTY = -1
 # Code points that words are made of, and the ones that matter to their shape.
 _A, _Z, _ZERO, _NINE, _APOSTROPHE, _DOT, _SPACE, _TAB, _TILDE = (ord(c) for c in "az09'. \t~")
+# How a word is written as a feature: its own characters, "#dec" or "#long".
+_PLAIN, _DECIMAL, _LONG = range(3)
 
 
 def word_key(word: str) -> int:
@@ -170,53 +172,51 @@ def _read_words(points: np.ndarray, keys: np.ndarray, rows: np.ndarray, bits: in
             index += 1
             continue
         end, decimal = _word_end(points, index)
-        length = end - index
-        value = _FNV_OFFSET
-        long_number = False
-        if decimal:
-            for point in "#dec":
-                value = _hash_step(value, np.uint64(ord(point)))
-        else:
-            long_number = length >= LONG_NUMBER
-            if long_number:
-                for position in range(index, end):
-                    if not _is_digit(points[position]):
-                        long_number = False
-                        break
-            if long_number:
-                for point in "#long":
-                    value = _hash_step(value, np.uint64(ord(point)))
-            else:
-                for position in range(index, end):
-                    value = _hash_step(value, np.uint64(points[position]))
+        form = _DECIMAL if decimal else _LONG if _is_long_number(points, index, end) else _PLAIN
+        value = _hash_form(_FNV_OFFSET, points, index, end, form)
         count = _add(found, count, seen, seen_bits, _find(keys, rows, bits, _finish(value)))
-        if not decimal and not long_number and length > STEM:
-            stem = _hash_step(_FNV_OFFSET, np.uint64(_TILDE))
-            for position in range(index, index + STEM):
-                stem = _hash_step(stem, np.uint64(points[position]))
+        if form == _PLAIN and end - index > STEM:
+            stem = _hash_form(_hash_step(_FNV_OFFSET, np.uint64(_TILDE)), points, index, index + STEM, _PLAIN)
             count = _add(found, count, seen, seen_bits, _find(keys, rows, bits, _finish(stem)))
-        if previous_end >= 0:
-            joined = True
-            for position in range(previous_end, index):
-                if points[position] != _SPACE and points[position] != _TAB:
-                    joined = False
-                    break
-            if joined:
-                pair = _hash_step(previous, np.uint64(_SPACE))
-                if decimal:
-                    for point in "#dec":
-                        pair = _hash_step(pair, np.uint64(ord(point)))
-                elif long_number:
-                    for point in "#long":
-                        pair = _hash_step(pair, np.uint64(ord(point)))
-                else:
-                    for position in range(index, end):
-                        pair = _hash_step(pair, np.uint64(points[position]))
-                count = _add(found, count, seen, seen_bits, _find(keys, rows, bits, _finish(pair)))
-        previous = value
-        previous_end = end
-        index = end
+        if previous_end >= 0 and _only_spaces(points, previous_end, index):
+            pair = _hash_form(_hash_step(previous, np.uint64(_SPACE)), points, index, end, form)
+            count = _add(found, count, seen, seen_bits, _find(keys, rows, bits, _finish(pair)))
+        previous, previous_end, index = value, end, end
     return count
+
+
+@njit(cache=True, nogil=True)
+def _is_long_number(points: np.ndarray, start: int, end: int) -> bool:
+    if end - start < LONG_NUMBER:
+        return False
+    for position in range(start, end):
+        if not _is_digit(points[position]):
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _hash_form(value: np.uint64, points: np.ndarray, start: int, end: int, form: int) -> np.uint64:
+    """The hash continued with a word as features.word_features writes it: "#dec", "#long" or its characters."""
+    if form == _DECIMAL:
+        for char in "#dec":
+            value = _hash_step(value, np.uint64(ord(char)))
+    elif form == _LONG:
+        for char in "#long":
+            value = _hash_step(value, np.uint64(ord(char)))
+    else:
+        for position in range(start, end):
+            value = _hash_step(value, np.uint64(points[position]))
+    return value
+
+
+@njit(cache=True, nogil=True)
+def _only_spaces(points: np.ndarray, start: int, end: int) -> bool:
+    """Whether two words are one remark: nothing but spaces and tabs between them ("order, please" is two)."""
+    for position in range(start, end):
+        if points[position] != _SPACE and points[position] != _TAB:
+            return False
+    return True
 
 
 @njit(cache=True, nogil=True)
