@@ -220,7 +220,7 @@ def _only_spaces(points: np.ndarray, start: int, end: int) -> bool:
 
 
 @njit(cache=True, nogil=True)
-def _scores(weights: np.ndarray, bias: np.ndarray, found: np.ndarray) -> np.ndarray:
+def _summed(weights: np.ndarray, bias: np.ndarray, found: np.ndarray) -> np.ndarray:
     """Each output's score: the rows summed, scaled by 1/sqrt(their count), plus the bias."""
     columns = weights.shape[1]
     total = np.zeros(columns, dtype=np.float64)
@@ -231,6 +231,13 @@ def _scores(weights: np.ndarray, bias: np.ndarray, found: np.ndarray) -> np.ndar
     for column in range(columns):
         total[column] = total[column] * scale + bias[column]
     return total
+
+
+# Called from Python only: numba's cache loses an array result's type when one compiled function is called both
+# from Python and from another compiled function ("'descr' is NULL"), so each entry point has its own.
+@njit(cache=True, nogil=True)
+def _scores(weights: np.ndarray, bias: np.ndarray, found: np.ndarray) -> np.ndarray:
+    return _summed(weights, bias, found)
 
 
 @njit(cache=True, nogil=True)
@@ -248,7 +255,7 @@ def _softmax_in_place(values: np.ndarray, start: int, end: int) -> None:
 def _probabilities(weights: np.ndarray, bias: np.ndarray, found: np.ndarray, intents: int,
                    emotions: int) -> np.ndarray:
     """The heads' outputs: a softmax over the intent columns, one over the emotion columns, then a logistic."""
-    values = _scores(weights, bias, found)
+    values = _summed(weights, bias, found)
     _softmax_in_place(values, 0, intents)
     _softmax_in_place(values, intents, intents + emotions)
     last = intents + emotions
