@@ -118,6 +118,16 @@ async def list_agents(shop_id: str, session: SessionDep, _: AdminDep) -> list[Ag
     return [AgentRead.model_validate(v.as_dict()) for v in await admin.list_agents(session, shop_id=shop_id)]
 
 
+@router.get("/{shop_id}/agents/{agent_id}/tickets", response_model=TicketList, tags=["ops: agents"],
+            summary="The tickets an agent holds",
+            description="What the agent is working on now, most urgent first, each with its thread, `unread` buyer "
+                        "messages and the `escalated` flag (the ops page's agents table). Empty when it holds none.",
+            responses=errors(401, 404))
+async def agent_tickets(shop_id: str, agent_id: str, request: Request, session: SessionDep,
+                        _: AdminDep) -> TicketList:
+    return await admin.agent_tickets(session, request.app.state.drivers, shop_id=shop_id, agent_id=agent_id)
+
+
 @router.patch("/{shop_id}/agents/{agent_id}", response_model=AgentRead, tags=["ops: agents"],
               summary="Change an agent's queues, level, capacity or deactivate it",
               description="Fields left out keep their value. Deactivating an agent stops its claims at once and "

@@ -10,7 +10,7 @@ from typing import Any
 from app.db.agents import AgentStore, SessionAgentStore
 from app.db.errors import ConstraintViolation
 from app.db.models import Agent, Queue, Shop, WebhookSecret
-from app.db.session import Session
+from app.db.session import DriverConnections, Session
 from app.db.shops import SessionShopStore, ShopStore
 from app.domain import DEFAULT_QUEUES, DEFAULT_SLA_TARGETS
 from app.errors import AgentNotFound, InvalidInput, QueueExists, QueueNotFound, ShopExists, ShopNotFound
@@ -18,7 +18,8 @@ from app.schemas.admin import AgentCreate, AgentUpdate, QueueCreate, QueueUpdate
 from app.security import hash_token, new_agent_token, new_webhook_secret
 from app.services.directory import AgentCache, ShopDirectory
 from app.services.notify import Notifier
-from app.services.queues import hand_back_all
+from app.schemas.tickets import TicketList
+from app.services.queues import hand_back_all, held_tickets
 
 
 
@@ -217,6 +218,17 @@ async def reissue_agent_token(session: Session, *, shop_id: str, agent_id: str, 
     agents.forget(agent_id)
     queues = (await store.queues(agent_ids=[agent.id]))[agent.id]
     return AgentView(agent, queues, token)
+
+
+async def agent_tickets(session: Session, drivers: DriverConnections, *, shop_id: str, agent_id: str) -> TicketList:
+    """The tickets an agent of the shop holds now, most urgent first (ops)."""
+    shops, store = stores(session)
+    await _require_shop(shops, shop_id)
+    if await store.get(shop_id=shop_id, agent_id=agent_id) is None:
+        raise AgentNotFound(f"no agent '{agent_id}' in shop '{shop_id}'")
+    # Ends the read and hands its connection back: on SQLite the driver reads on the same one connection.
+    await shops.rollback()
+    return await held_tickets(drivers, agent_id=agent_id)
 
 
 async def list_agents(session: Session, *, shop_id: str) -> list[AgentView]:

@@ -437,8 +437,13 @@ async def ticket_events(drivers: DriverConnections, *, caller: Agent | None, tic
 
 async def my_tickets(drivers: DriverConnections, *, agent: Agent) -> TicketList:
     """The tickets the agent holds, most urgent first, with unread counts and escalation flags."""
+    return await held_tickets(drivers, agent_id=agent.id)
+
+
+async def held_tickets(drivers: DriverConnections, *, agent_id: str) -> TicketList:
+    """The tickets an agent holds, most urgent first (the caller checked who may read them)."""
     async with claim_store(drivers) as store:
-        rows = await store.agent_tickets(agent_id=agent.id)
+        rows = await store.agent_tickets(agent_id=agent_id)
         views = await _views(store, rows)
     return TicketList(tickets=views)
 

@@ -8,6 +8,7 @@
   const TIERS = ["P1", "P2", "P3", "P4"];
   const BUCKETS = 12;          // points of the service-level charts over the chosen window
   const LIVE_MS = 3000;
+  const AGENTS_MS = 5000;
   const LEVELS_MS = 60000;
   let shop = null;
 
@@ -45,6 +46,9 @@
     "ops.bt.summary": { en: "{messages} messages replayed under {candidate} against {active}: {any} would change ({tickets} tickets).",
                         zh: "按 {candidate} 回放 {messages} 条消息（对照 {active}）：{any} 条会变化（涉及 {tickets} 个会话）。" },
     "ops.bt.none": { en: "No replayed message would change.", zh: "回放的消息都不会变化。" },
+    "ops.unread": { en: "{n} unread", zh: "{n} 条未读" },
+    "ops.escalated": { en: "escalated", zh: "已升级" },
+    "ops.escalated.held": { en: "Escalated while held", zh: "处理中升级" },
     "col.queue": { en: "Queue", zh: "队列" }, "col.total": { en: "Total", zh: "合计" },
     "col.oldest": { en: "Oldest wait", zh: "最长等待" }, "col.name": { en: "Name", zh: "姓名" },
     "col.queues": { en: "Queues", zh: "队列" }, "col.holding": { en: "Holding", zh: "处理中" },
@@ -126,9 +130,7 @@
     const until = new Date();
     const since = new Date(until - span);
     try {
-      const [whole, agents] = await Promise.all([call("GET", statsPath(since, until)),
-                                                 call("GET", "/v1/shops/" + encodeURIComponent(shop) + "/agents")]);
-      renderAgents(agents, whole.agents);
+      const whole = await call("GET", statsPath(since, until));
       renderLevels(whole);
       const step = span / BUCKETS;
       const buckets = await Promise.all(Array.from({ length: BUCKETS }, (_, i) =>
@@ -147,11 +149,34 @@
     }
   }
 
-  function renderAgents(agents, stats) {
-    const holding = new Map(stats.map((a) => [a.agent_id, a.holding]));
-    table($("agents"), [[t("col.name")], [t("col.queues")], [t("col.holding"), true], [t("col.capacity"), true], [t("col.active")]],
-          agents.map((a) => [a.name, a.queues.join(", "), String(holding.get(a.id) || 0), String(a.capacity),
-                             a.active ? t("yes") : t("no")]));
+  // Each agent's held tickets (GET /v1/shops/{id}/agents/{agent}/tickets), read with the live view.
+  async function refreshAgents() {
+    if (!shop) return;
+    try {
+      const agents = await call("GET", "/v1/shops/" + encodeURIComponent(shop) + "/agents");
+      const held = await Promise.all(agents.map((a) =>
+        call("GET", "/v1/shops/" + encodeURIComponent(shop) + "/agents/" + encodeURIComponent(a.id) + "/tickets")));
+      renderAgents(agents, held.map((list) => list.tickets));
+    } catch (error) {
+      if (error.status !== 401) $("error").textContent = error.message;
+    }
+  }
+
+  function heldItem(ticket) {
+    const nick = (ticket.customer && ticket.customer.nick) || ticket.conversation_id;
+    return el("li", {}, el("span", { class: "tier tier-" + ticket.tier }, ticket.tier), " ", nick, " · ", ticket.primary,
+              ticket.unread ? " · " + t("ops.unread", { n: ticket.unread }) : "",
+              ticket.escalated ? el("span", { class: "escalated" }, " ↑ " + t("ops.escalated")) : "");
+  }
+
+  function renderAgents(agents, held) {
+    table($("agents"), [[t("col.name")], [t("col.queues")], [t("col.holding")], [t("col.capacity"), true], [t("col.active")]],
+          agents.map((a, i) => [a.name, a.queues.join(", "),
+                                held[i].length ? el("ul", { class: "plain" }, held[i].map(heldItem)) : "0",
+                                held[i].length + " / " + a.capacity, a.active ? t("yes") : t("no")]));
+    const escalated = held.flat().filter((ticket) => ticket.escalated);
+    $("escalated-held").replaceChildren(...escalated.map(heldItem));
+    $("escalated-held-title").hidden = escalated.length === 0;
   }
 
   function renderLevels(stats) {
@@ -281,6 +306,7 @@
 
   function refreshAll() {
     refreshLive();
+    refreshAgents();
     refreshLevels();
     loadCandidate();
   }
@@ -289,7 +315,7 @@
     Triage.translate();
     $("lang").addEventListener("click", () => {
       Triage.setLanguage(Triage.lang === "zh" ? "en" : "zh");
-      if (shop) { refreshLive(); refreshLevels(); }
+      if (shop) { refreshLive(); refreshAgents(); refreshLevels(); }
     });
     $("signin-form").addEventListener("submit", (event) => {
       event.preventDefault();
@@ -300,6 +326,7 @@
     $("window").addEventListener("change", refreshLevels);
     $("backtest-form").addEventListener("submit", runBacktest);
     setInterval(refreshLive, LIVE_MS);
+    setInterval(refreshAgents, AGENTS_MS);
     setInterval(refreshLevels, LEVELS_MS);
     if (token.get()) signIn(token.get());
     else $("token").focus();

@@ -31,6 +31,7 @@ MATRIX: list[tuple[str, str, Any, dict[str, Any]]] = [
     ("GET", "/v1/shops/{shop}/agents", None, ADMIN_ONLY),
     ("POST", "/v1/shops/{shop}/agents", {"name": "New", "queues": ["presale"]}, ADMIN_ONLY),
     ("PATCH", "/v1/shops/{shop}/agents/{agent_a2}", {"capacity": 7}, ADMIN_ONLY),
+    ("GET", "/v1/shops/{shop}/agents/{agent_a2}/tickets", None, ADMIN_ONLY),
     ("GET", "/v1/shops/{shop}/stats", None, ADMIN_ONLY),
     ("GET", "/v1/shops/{shop}/rules", None, ADMIN_ONLY),
     ("GET", "/v1/shops/{shop}/rules/versions", None, ADMIN_ONLY),
