@@ -13,13 +13,13 @@ DATA = Path(__file__).parent / "data"
 BLIND = DATA / "blind.jsonl"
 CONVERSATIONS = DATA / "blind_conversations.jsonl"
 
-# Issue 13's bar (docs/triage.md has the figures reached); conversations one under the 36 of 40 reached.
+# Issue 13's bar (docs/triage.md has the figures reached: 37 of 40 conversations).
 MACRO_F1 = 0.88
 P1_RECALL = 0.95
 NON_P1_IN_P1 = 0.03
 NEGATION_FALSE_THREATS = 0.03
 EMOTION = 0.75
-CONVERSATIONS_RIGHT = 35
+CONVERSATIONS_RIGHT = 36
 
 
 @pytest.fixture(scope="module")
