@@ -4,7 +4,7 @@ Defined once here and imported wherever they are used. Standard library only: th
 database layer and the triage core may all import it.
 """
 
-from collections.abc import Container, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import IntEnum, StrEnum
@@ -61,6 +61,40 @@ class EventKind(StrEnum):
     RELEASED = "released"
     TRANSFERRED = "transferred"
     LEASE_EXPIRED = "lease_expired"
+
+
+class DeliveryEvent(StrEnum):
+    """What a shop's delivery endpoints can subscribe to (SPEC 9.1)."""
+
+    REPLY_CREATED = "reply.created"
+    TIER_RAISED = "ticket.tier_raised"
+    ESCALATED = "ticket.escalated"
+    SLA_BREACHED = "sla.breached"
+
+
+# An endpoint's subscriptions are stored as a bit set, so both databases test one with `mask & bit`.
+DELIVERY_EVENT_BITS: dict[str, int] = {event.value: 1 << i for i, event in enumerate(DeliveryEvent)}
+
+
+def event_mask(events: Iterable[str]) -> int:
+    """The bit set of a list of event names."""
+    mask = 0
+    for event in events:
+        mask |= DELIVERY_EVENT_BITS[event]
+    return mask
+
+
+def mask_events(mask: int) -> list[str]:
+    """The event names of a bit set, in DeliveryEvent's order."""
+    return [name for name, bit in DELIVERY_EVENT_BITS.items() if mask & bit]
+
+
+class DeliveryStatus(StrEnum):
+    """Where one event's delivery to one endpoint is."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
 
 
 # Every shop starts with these queues; routing rules point intents at the first three.

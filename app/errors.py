@@ -286,3 +286,18 @@ class TemplateInvalid(AppError):
     status = 422
     code = "invalid_template"
     message = "a reply template is not valid"
+
+
+class EndpointNotFound(NotFound):
+    code = "endpoint_not_found"
+    message = "no such delivery endpoint"
+
+
+class DeliveryNotFound(NotFound):
+    code = "delivery_not_found"
+    message = "no such delivery"
+
+
+class DeliveryNotFailed(Conflict):
+    code = "delivery_not_failed"
+    message = "only a failed delivery can be sent again"

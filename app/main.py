@@ -14,10 +14,12 @@ from app.db.session import DriverConnections, create_engine, create_sessionmaker
 from app.errors import install_error_handlers
 from app.limits import LimitsMiddleware
 from app.middleware import RequestIdMiddleware
-from app.routers import admin, agents, health, pages, rules, stats, templates, triage, webhooks
+from app.db.deliveries import DELIVERY_CHANNEL
+from app.routers import admin, agents, endpoints, health, pages, rules, stats, templates, triage, webhooks
 from app.routers.docs import with_extra_schemas
 from app.schemas.webhooks import WebhookBatch
 from app.services.directory import ShopDirectory
+from app.services.delivery import DeliveryPolicy, Relay
 from app.services.ingest import NOTIFY_CHANNEL, Ingestor
 from app.services.notify import Notifier
 from app.services.queues import LeaseReaper
@@ -40,8 +42,19 @@ arrives too slowly) or `503 service_unavailable` (the process holds its most con
 """
 
 
+def delivery_policy(settings: Settings) -> DeliveryPolicy:
+    """The relay's policy from the delivery settings (README, "Configuration")."""
+    return DeliveryPolicy(max_age=timedelta(hours=settings.delivery_max_hours),
+                          connect_timeout=settings.delivery_connect_timeout_seconds,
+                          read_timeout=settings.delivery_timeout_seconds,
+                          backoff_first=settings.delivery_backoff_seconds,
+                          backoff_max=settings.delivery_backoff_max_seconds,
+                          concurrency=settings.delivery_concurrency, allow_private=settings.delivery_allow_private)
+
+
 def start_workers(app: FastAPI, settings: Settings) -> Workers:
-    """The process's background work, started under supervision: ingest writers, lease reaper, LISTEN."""
+    """The process's background work, started under supervision: ingest writers, lease reaper, delivery relay,
+    LISTEN."""
     workers = Workers()
     writers = settings.ingest_writers or (1 if settings.is_sqlite else 3)
     app.state.ingestor = Ingestor(app.state.drivers, app.state.notifier, writers=writers)
@@ -52,11 +65,14 @@ def start_workers(app: FastAPI, settings: Settings) -> Workers:
                                    interval=min(1.0, settings.lease_seconds / 4),
                                    key_retention=timedelta(hours=settings.idempotency_retention_hours))
     workers.add("lease-reaper", app.state.reaper.run)
+    app.state.relay = Relay(app.state.drivers, app.state.notifier, policy=delivery_policy(settings))
+    workers.add("delivery-relay", app.state.relay.run)
     app.state.listener = None
     if not settings.is_sqlite:
-        # Wake-ups from other processes (ingestion, releases, expiries) arrive by LISTEN/NOTIFY.
-        app.state.listener = Listener(settings.database_url, NOTIFY_CHANNEL,
-                                      lambda shop_id: app.state.notifier.notify([shop_id]))
+        # Wake-ups from other processes (ingestion, releases, expiries; outbox events) arrive by LISTEN/NOTIFY.
+        app.state.listener = Listener(settings.database_url, {
+            NOTIFY_CHANNEL: lambda shop_id: app.state.notifier.notify([shop_id]),
+            DELIVERY_CHANNEL: app.state.notifier.outbox_written})
         workers.add("listen", app.state.listener.run)
     workers.start()
     return workers
@@ -99,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(endpoints.router)
     app.include_router(webhooks.router)
     app.include_router(triage.router)
     app.include_router(agents.router)

@@ -49,6 +49,24 @@ REQUEST_DURATION = Histogram("triage_http_request_duration_seconds", "HTTP reque
 WORKER_UP = Gauge("triage_worker_up", "1 while the background worker runs, 0 while it waits to restart or is stopped",
                   ["worker"], multiprocess_mode="livesum")
 WORKER_RESTARTS = Counter("triage_worker_restarts", "Background workers restarted after they died", ["worker"])
+# Outbound deliveries (app/services/delivery.py): endpoint ids are set by ops, one series per endpoint.
+DELIVERIES = Counter("triage_deliveries", "Deliveries finished, by endpoint and outcome (delivered, failed)",
+                     ["shop", "endpoint", "outcome"])
+DELIVERY_ATTEMPTS = Counter("triage_delivery_attempts", "Requests sent to delivery endpoints, by outcome (2xx, 4xx, "
+                            "5xx, timeout, error, refused)", ["shop", "endpoint", "outcome"])
+DELIVERY_LATENCY = Histogram("triage_delivery_latency_seconds", "From the event's commit to the endpoint's 2xx answer",
+                             ["shop", "endpoint"],
+                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600))
+
+
+def delivery_attempted(shop_id: str, endpoint_id: str, outcome: str) -> None:
+    DELIVERY_ATTEMPTS.labels(shop_id, endpoint_id, outcome).inc()
+
+
+def delivery_finished(shop_id: str, endpoint_id: str, outcome: str, seconds: float | None = None) -> None:
+    DELIVERIES.labels(shop_id, endpoint_id, outcome).inc()
+    if seconds is not None:
+        DELIVERY_LATENCY.labels(shop_id, endpoint_id).observe(seconds)
 
 
 def messages_ingested(shop_id: str, results: Iterable[Any]) -> None:
@@ -129,6 +147,17 @@ def backlog_families(rows: Iterable[Any], *, now: datetime) -> list[GaugeMetricF
         waited = 0.0 if entry["oldest"] is None else max(0.0, (now - entry["oldest"]).total_seconds())
         oldest.add_metric([shop_id, queue], round(waited, 3))
     return [depth, oldest, overdue]
+
+
+def oldest_pending_family(rows: Iterable[Any], *, now: datetime) -> GaugeMetricFamily:
+    """Per endpoint with pending deliveries, the age of its oldest one."""
+    family = GaugeMetricFamily("triage_delivery_oldest_pending_seconds",
+                               "Age of the endpoint's oldest pending delivery (endpoints with none are not listed)",
+                               labels=["shop", "endpoint"])
+    for row in rows:
+        family.add_metric([row["shop_id"], row["endpoint_id"]],
+                          round(max(0.0, (now - row["created_at"]).total_seconds()), 3))
+    return family
 
 
 def exposition(families: Sequence[GaugeMetricFamily]) -> bytes:

@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     thread_page: int = Field(50, ge=1, le=1000, description="The latest messages a ticket's answer carries; GET /v1/tickets/{id}/messages pages through the rest")
     default_agent_capacity: int = Field(5, ge=1, le=50, description="Open tickets an agent may hold unless set per agent")
     idempotency_retention_hours: float = Field(24.0, gt=0, le=24 * 365, description="How long an agent write's Idempotency-Key is remembered")
+    delivery_allow_private: bool = Field(False, description="Let delivery endpoints reach loopback, private, link-local and metadata addresses (tests and local demos only)")
+    delivery_max_hours: float = Field(24.0, gt=0, le=24 * 30, description="A delivery still not answered 2xx this long after its first attempt is failed")
+    delivery_connect_timeout_seconds: float = Field(5.0, gt=0, le=60, description="Connecting to a delivery endpoint may take this long")
+    delivery_timeout_seconds: float = Field(15.0, gt=0, le=300, description="A delivery endpoint must send its answer's head within this long after the request (each read, and the whole exchange at most twice this plus the connect timeout)")
+    delivery_backoff_seconds: float = Field(5.0, gt=0, le=3600, description="Wait before the first retry of a failed delivery; each later one waits twice as long (with jitter), up to TRIAGE_DELIVERY_BACKOFF_MAX_SECONDS")
+    delivery_backoff_max_seconds: float = Field(3600.0, gt=0, le=86_400, description="Longest wait between two attempts of one delivery (Retry-After may ask for longer)")
+    delivery_concurrency: int = Field(8, ge=1, le=256, description="Deliveries a process sends to one endpoint at once")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         "info", description="Least severe level logged, by the service and by uvicorn alike")
 

@@ -62,10 +62,16 @@ async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.
         assert (orphans, ghosts) == (0, 0), f"{orphans} events name no ticket; {ghosts} tickets held by no agent"
 
 
+# Every app of the suite may deliver any test's events (they share the run's database): all get the policy the
+# delivery tests count on. Loopback receivers are allowed; retries come fast; a hang is given up after 5 s.
+DELIVERY_TEST_SETTINGS = {"delivery_allow_private": True, "delivery_backoff_seconds": 0.2,
+                          "delivery_connect_timeout_seconds": 2.0, "delivery_timeout_seconds": 5.0}
+
+
 def make_settings(database_url: str, **overrides: Any) -> Settings:
     # /metrics gauges read afresh at each scrape, so a test sees the backlog it just made.
     return Settings(_env_file=None, database_url=database_url, admin_token=ADMIN_TOKEN,
-                    **{"metrics_cache_seconds": 0, **overrides})
+                    **{"metrics_cache_seconds": 0, **DELIVERY_TEST_SETTINGS, **overrides})
 
 
 @pytest.fixture(scope="session")

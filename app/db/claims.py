@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from app.db.deliveries import DELIVERY_CHANNEL, PENDING_DELIVERY, delivery_store_for
 from app.db.driver import Driver, Record, decoded, driver, joined, json_text, placeholders
 from app.db.session import DriverConnections, Session
-from app.domain import TICKET_FIELDS, EventKind, TicketState
+from app.domain import DELIVERY_EVENT_BITS, TICKET_FIELDS, DeliveryEvent, EventKind, TicketState
 
 _TICKET = ", ".join(TICKET_FIELDS)
 _TICKET_T = ", ".join(f"t.{c}" for c in TICKET_FIELDS)
@@ -27,6 +28,7 @@ _TICKET_C = ", ".join(f"c.{c}" for c in TICKET_FIELDS)
 CLAIM_ORDER_SQL = "tier, priority DESC, opened_at, opened_seq"
 # A message with the ticket's customer (the view shows the customer beside the thread).
 _THREAD = ("m.id, m.ticket_id, m.direction, m.text, m.sent_at, m.received_at, m.order_id, m.agent_id, m.triage, "
+           "m.delivery, "
            "c.external_id AS customer_external_id, c.platform AS customer_platform, c.nick AS customer_nick, "
            "c.vip_level AS customer_vip_level, c.contacts AS customer_contacts")
 _THREAD_FROM = "messages m JOIN tickets t ON t.id = m.ticket_id LEFT JOIN customers c ON c.id = t.customer_id"
@@ -34,7 +36,7 @@ _THREAD_FROM = "messages m JOIN tickets t ON t.id = m.ticket_id LEFT JOIN custom
 # column of ix_tickets_held.
 _HELD_COUNT = "SELECT count(*) FROM tickets WHERE assigned_agent_id = $1"
 _EVENT = "INSERT INTO ticket_events (ticket_id, shop_id, at, kind, actor, data) VALUES ($1, $2, $3, $4, $5, $6)"
-_MESSAGE = "id, ticket_id, direction, text, sent_at, received_at, order_id, agent_id, triage"
+_MESSAGE = "id, ticket_id, direction, text, sent_at, received_at, order_id, agent_id, triage, delivery"
 _THREAD_CHUNK = 400  # ids per statement, well under SQLite's parameter limit
 # "Has a holder" (the same as assigned, by the holder rule) selects ix_tickets_held, whose entries carry the
 # lease: expired ones are found in the index, without reading the table.
@@ -68,6 +70,13 @@ def reply_event(*, message_id: int, ticket: TicketState, now: datetime, lease_un
     if first and ticket.first_response_due_at is not None:
         data["within_target"] = now <= ticket.first_response_due_at
     return data
+
+
+def reply_created(ticket: TicketState, message: Record) -> dict[str, Any]:
+    """The data of a reply.created event (SPEC 9.1): what the platform needs to pass the reply to the buyer."""
+    return {"shop_id": ticket.shop_id, "platform": ticket.platform, "conversation_id": ticket.conversation_id,
+            "ticket_id": ticket.id, "message_id": message["id"], "text": message["text"],
+            "agent_id": message["agent_id"], "created_at": message["sent_at"].strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
 
 
 @functools.cache
@@ -107,7 +116,7 @@ class TicketStore(KeyStore, Protocol):
     async def write_held(self, *, ticket_id: str, agent_id: str, now: datetime, values: dict[str, Any],
                          event: tuple[str, dict[str, Any]], thread: bool = True) -> StoredTicket | None: ...
     async def reply(self, *, ticket_id: str, agent_id: str, now: datetime, lease_until: datetime,
-                    text: str) -> tuple[StoredTicket, Record] | None: ...
+                    text: str, outbox: bool = True) -> tuple[StoredTicket, Record] | None: ...
     async def ticket(self, *, ticket_id: str) -> StoredTicket | None: ...
     async def agent_tickets(self, *, agent_id: str) -> list[StoredTicket]: ...
     async def served_queues(self, *, agent_id: str) -> list[str]: ...
@@ -179,8 +188,9 @@ class SharedTicketStore:
         return held
 
     async def reply(self, *, ticket_id: str, agent_id: str, now: datetime, lease_until: datetime,
-                    text: str) -> tuple[StoredTicket, Record] | None:
-        """The holder's reply: the outbound message, the lease renewed, the first one stopping the clock."""
+                    text: str, outbox: bool = True) -> tuple[StoredTicket, Record] | None:
+        """The holder's reply: the outbound message, the lease renewed, the first one stopping the clock; with
+        `outbox`, its reply.created event for the shop's endpoints in the same transaction."""
         async with self.transaction():
             held = _stored(await self.db.row(_REPLY_UPDATE, ticket_id, agent_id, now, lease_until))
             if held is None:
@@ -192,6 +202,10 @@ class SharedTicketStore:
                 ticket.id, ticket.shop_id, ticket.platform, text, now, agent_id) or {})
             await self._event(ticket, now, EventKind.REPLIED, f"agent:{agent_id}",
                               reply_event(message_id=message["id"], ticket=ticket, now=now, lease_until=lease_until))
+            if outbox and await delivery_store_for(self.db).enqueue(
+                    shop_id=ticket.shop_id, event=DeliveryEvent.REPLY_CREATED, ticket_id=ticket.id,
+                    message_id=message["id"], data=reply_created(ticket, message), now=now):
+                message["delivery"] = dict(PENDING_DELIVERY)
         return held, message
 
     async def ticket(self, *, ticket_id: str) -> StoredTicket | None:
@@ -394,28 +408,47 @@ def _pg_held_write_sql(names: tuple[str, ...], limit: int | None) -> str:
 
 
 # Ticket, outbound message and `replied` event in one statement; the event's data is reply_event's, computed
-# from the updated row (first_response_at equals now exactly when this reply stopped the clock).
+# from the updated row (first_response_at equals now exactly when this reply stopped the clock). With the outbox,
+# the reply.created event and its deliveries too (when an endpoint of the shop takes it), and the relays' NOTIFY.
 @functools.cache
-def _pg_reply_sql(limit: int | None) -> str:
-    return _PG_REPLY + _with_thread("t.id", limit) + " FROM t, m"
+def _pg_reply_sql(limit: int | None, outbox: bool) -> str:
+    if not outbox:
+        return _PG_REPLY.format(delivery="NULL::jsonb", outbox="") + _with_thread("t.id", limit) + " FROM t, m"
+    return (_PG_REPLY.format(delivery=_PG_REPLY_DELIVERY, outbox=_PG_REPLY_OUTBOX) + _with_thread("t.id", limit)
+            + f", (SELECT count(pg_notify('{DELIVERY_CHANNEL}', '')) FROM o) AS m_notified FROM t, m")
 
+
+_REPLY_BIT = DELIVERY_EVENT_BITS[DeliveryEvent.REPLY_CREATED]
+_PG_SUBSCRIBED = f"SELECT 1 FROM delivery_endpoints e WHERE e.shop_id = {{shop}} AND e.enabled AND (e.event_mask & {_REPLY_BIT}) <> 0"
+_PG_REPLY_DELIVERY = (f"CASE WHEN EXISTS ({_PG_SUBSCRIBED.format(shop='t.shop_id')}) "
+                      f"THEN '{json_text(PENDING_DELIVERY)}'::jsonb END")
+_PG_REPLY_OUTBOX = (
+    ", o AS (INSERT INTO outbox_events (shop_id, type, ticket_id, message_id, data, created_at) "
+    "SELECT t.shop_id, 'reply.created', t.id, m.id, jsonb_build_object('shop_id', t.shop_id, 'platform', t.platform, "
+    "'conversation_id', t.conversation_id, 'ticket_id', t.id, 'message_id', m.id, 'text', m.text, 'agent_id', "
+    "m.agent_id, 'created_at', to_char(m.sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')), $3 "
+    "FROM t, m WHERE m.delivery IS NOT NULL RETURNING id, shop_id), "
+    "d AS (INSERT INTO deliveries (event_id, endpoint_id, shop_id, message_id, order_key, status, attempts, "
+    "next_attempt_at, started_at, created_at) SELECT o.id, e.id, e.shop_id, m.id, t.id, 'pending', 0, $3, $3, $3 "
+    f"FROM o, t, m, delivery_endpoints e WHERE e.shop_id = o.shop_id AND e.enabled AND (e.event_mask & {_REPLY_BIT}) <> 0)")
 
 _PG_REPLY = (
     "WITH t AS (UPDATE tickets SET updated_at = $3, lease_expires_at = $4, "
     "first_response_at = coalesce(first_response_at, $3), awaiting_since = NULL, unread = 0 "
     "WHERE id = $1 AND status = 'assigned' AND assigned_agent_id = $2 AND lease_expires_at > $3 "
     f"RETURNING {_TICKET}), "
-    "m AS (INSERT INTO messages (ticket_id, shop_id, platform, direction, text, sent_at, received_at, agent_id) "
-    f"SELECT id, shop_id, platform, 'outbound', $5, $3, $3, $2 FROM t RETURNING {_MESSAGE}), "
+    "m AS (INSERT INTO messages (ticket_id, shop_id, platform, direction, text, sent_at, received_at, agent_id, "
+    "delivery) "
+    f"SELECT id, shop_id, platform, 'outbound', $5, $3, $3, $2, {{delivery}} FROM t RETURNING {_MESSAGE}), "
     "e AS (INSERT INTO ticket_events (ticket_id, shop_id, at, kind, actor, data) "
     "SELECT t.id, t.shop_id, $3, 'replied', 'agent:' || $2, jsonb_build_object("
     "'message_id', m.id, 'first_response', t.first_response_at = $3, 'lease_expires_at', $6::text) "
     "|| CASE WHEN t.first_response_at = $3 AND t.first_response_due_at IS NOT NULL "
-    "THEN jsonb_build_object('within_target', $3 <= t.first_response_due_at) ELSE '{}'::jsonb END "
-    "FROM t, m) "
+    "THEN jsonb_build_object('within_target', $3 <= t.first_response_due_at) ELSE '{{}}'::jsonb END "
+    "FROM t, m){outbox} "
     f"SELECT {_TICKET_T}, m.id AS m_id, m.direction AS m_direction, m.text AS m_text, "
     "m.sent_at AS m_sent_at, m.received_at AS m_received_at, m.order_id AS m_order_id, "
-    "m.agent_id AS m_agent_id")
+    "m.agent_id AS m_agent_id, m.delivery AS m_delivery")
 
 
 class PostgresTicketStore(SharedTicketStore):
@@ -435,13 +468,16 @@ class PostgresTicketStore(SharedTicketStore):
                                          event[0], json_text(event[1]), *values.values()))
 
     async def reply(self, *, ticket_id: str, agent_id: str, now: datetime, lease_until: datetime,
-                    text: str) -> tuple[StoredTicket, Record] | None:
-        row = await self.db.row(_pg_reply_sql(self._thread_limit), ticket_id, agent_id, now, lease_until, text,
+                    text: str, outbox: bool = True) -> tuple[StoredTicket, Record] | None:
+        row = await self.db.row(_pg_reply_sql(self._thread_limit, outbox), ticket_id, agent_id, now, lease_until, text,
                                 lease_until.isoformat())
         if row is None:
             return None
         message = {k[2:]: row.pop(k) for k in list(row) if k.startswith("m_")}
+        message.pop("notified", None)
         message["triage"] = None
+        if isinstance(message["delivery"], str):
+            message["delivery"] = json.loads(message["delivery"])
         held = _stored(row)
         assert held is not None
         return held, message

@@ -24,9 +24,10 @@ Record = dict[str, Any]
 # Columns whose values come back from SQLite as text (times, JSON) or 0/1 (booleans).
 _TIME_COLUMNS = frozenset({"lease_expires_at", "created_at", "updated_at", "opened_at", "awaiting_since",
                            "first_response_due_at", "first_response_at", "last_message_at", "resolved_at",
-                           "sent_at", "received_at", "at"})
-_JSON_COLUMNS = frozenset({"intents", "triage", "response", "data"})
-_BOOL_COLUMNS = frozenset({"escalated", "active"})
+                           "sent_at", "received_at", "at", "previous_valid_until", "next_attempt_at",
+                           "started_at", "delivered_at"})
+_JSON_COLUMNS = frozenset({"intents", "triage", "response", "data", "delivery"})
+_BOOL_COLUMNS = frozenset({"escalated", "active", "enabled"})
 
 
 def json_text(value: Any) -> str:

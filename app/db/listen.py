@@ -1,8 +1,8 @@
-"""A dedicated PostgreSQL connection that LISTENs on a channel and hands each payload to a callback."""
+"""A dedicated PostgreSQL connection that LISTENs on channels and hands each payload to its channel's callback."""
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -18,19 +18,19 @@ def asyncpg_dsn(url: str) -> str:
 
 
 class Listener:
-    """LISTEN on `channel` outside the pool; reconnects (with backoff) when the connection is lost."""
+    """LISTEN on each channel of `channels` outside the pool, one connection for them all; reconnects (with
+    backoff) when the connection is lost."""
 
-    def __init__(self, url: str, channel: str, on_payload: Callable[[str], None], *,
+    def __init__(self, url: str, channels: Mapping[str, Callable[[str], None]], *,
                  ping_seconds: float = 5.0) -> None:
         self._dsn = asyncpg_dsn(url)
-        self._channel = channel
-        self._on_payload = on_payload
+        self._channels = dict(channels)
         self._ping_seconds = ping_seconds
         self.listening = asyncio.Event()
         self.connections = 0
 
-    def _deliver(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
-        self._on_payload(payload)
+    def _deliver(self, _connection: Any, _pid: int, channel: str, payload: str) -> None:
+        self._channels[channel](payload)
 
     async def run(self) -> None:
         """LISTEN until cancelled, run as a worker (app/workers.py); a lost connection is reopened here."""
@@ -42,7 +42,8 @@ class Listener:
                 connection = await asyncpg.connect(self._dsn, timeout=10,
                                                    server_settings={"application_name": APPLICATION_NAME})
                 connection.add_termination_listener(lambda _c: lost.set())
-                await connection.add_listener(self._channel, self._deliver)
+                for channel in self._channels:
+                    await connection.add_listener(channel, self._deliver)
                 self.connections += 1
                 self.listening.set()
                 backoff = 0.1

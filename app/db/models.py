@@ -208,6 +208,9 @@ class Message(Base):
     tier: Mapped[int | None] = mapped_column(SmallInteger, default=None)
     priority: Mapped[int | None] = mapped_column(Integer, default=None)
     triage: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=None)
+    # Outbound only: where its reply.created deliveries stand, {"status", "attempts", "last_error"} over the
+    # shop's endpoints (migration 0010); null when no endpoint took it. Kept here so threads read it for free.
+    delivery: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=None)
 
 
 class TicketEvent(Base):
@@ -269,3 +272,91 @@ class ReplyTemplates(Base):
     templates: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
     version: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime]
+
+
+class DeliveryEndpoint(Base):
+    """Where a shop wants its events delivered (SPEC 9.1)."""
+
+    __tablename__ = "delivery_endpoints"
+    __table_args__ = (Index("ix_delivery_endpoints_shop", "shop_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+    # The subscribed events as bits (app.domain.DELIVERY_EVENT_BITS).
+    event_mask: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    # Kept in the clear on purpose: signing needs the key itself. The previous one signs too until
+    # previous_valid_until, so a receiver can switch without refusing a delivery.
+    secret: Mapped[str] = mapped_column(String(128))
+    previous_secret: Mapped[str | None] = mapped_column(String(128), default=None)
+    previous_valid_until: Mapped[datetime | None] = mapped_column(default=None)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(String(500), default=None)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class OutboxEvent(Base):
+    """An event, written in the transaction of the change that caused it; its deliveries fan it out."""
+
+    __tablename__ = "outbox_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    shop_id: Mapped[str] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(40))
+    ticket_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    message_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime]
+
+
+class Delivery(Base):
+    """One event to one endpoint: pending until a 2xx, failed after TRIAGE_DELIVERY_MAX_HOURS or a 410."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status_known"),
+        # The relay's pick: pending deliveries by due time.
+        Index("ix_deliveries_due", "next_attempt_at", sqlite_where=text("status = 'pending'"),
+              postgresql_where=text("status = 'pending'")),
+        # Per-conversation order: an earlier pending delivery of the same key to the endpoint blocks a later one.
+        Index("ix_deliveries_order", "endpoint_id", "order_key", "id", sqlite_where=text("status = 'pending'"),
+              postgresql_where=text("status = 'pending'")),
+        Index("ix_deliveries_shop", "shop_id", "id"),
+        Index("ix_deliveries_message", "message_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("outbox_events.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("delivery_endpoints.id", ondelete="CASCADE"))
+    shop_id: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # The ticket, for reply.created (a conversation's replies go in order); null for events without an order.
+    order_key: Mapped[str | None] = mapped_column(String(36), default=None)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    # A relay sending it holds it until then (another process takes it only after, should that relay die).
+    locked_until: Mapped[datetime | None] = mapped_column(default=None)
+    locked_by: Mapped[str | None] = mapped_column(String(40), default=None)
+    last_status: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(String(500), default=None)
+    # Start of the current round of attempts (creation, or an ops resend): `failed` MAX_HOURS after it.
+    started_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class DeliveryAttempt(Base):
+    """Every request the relay made, with what came back."""
+
+    __tablename__ = "delivery_attempts"
+    __table_args__ = (Index("ix_delivery_attempts_delivery", "delivery_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
+    at: Mapped[datetime]
+    status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    error: Mapped[str | None] = mapped_column(String(500), default=None)
+    duration_ms: Mapped[int] = mapped_column(Integer)

@@ -111,7 +111,8 @@ async def heartbeat(ticket_id: str, request: Request, agent: CachedAgentDep, set
 async def reply(ticket_id: str, body: ReplyCreate, request: Request, agent: CachedAgentDep, settings: SettingsDep,
                 idempotency_key: IdempotencyKey = None) -> ReplyCreated:
     return await queues.reply(request.app.state.drivers, agent=agent, ticket_id=ticket_id, text=body.text, now=utcnow(),
-                              lease_seconds=settings.lease_seconds, idempotency_key=idempotency_key)
+                              lease_seconds=settings.lease_seconds, idempotency_key=idempotency_key,
+                              notifier=request.app.state.notifier)
 
 
 @router.post("/v1/tickets/{ticket_id}/resolve", response_model=TicketRead, summary="Resolve the ticket",

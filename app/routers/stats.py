@@ -91,8 +91,8 @@ def _answer(request: Request) -> CachedAnswer:
     """This process's cached /metrics answer."""
     cached: CachedAnswer | None = getattr(request.app.state, "metrics_answer", None)
     if cached is None:
-        sessionmaker = request.app.state.sessionmaker
+        sessionmaker, drivers = request.app.state.sessionmaker, request.app.state.drivers
         cached = request.app.state.metrics_answer = CachedAnswer(
-            lambda: stats.metrics_exposition(sessionmaker, now=utcnow()),
+            lambda: stats.metrics_exposition(sessionmaker, drivers=drivers, now=utcnow()),
             ttl=request.app.state.settings.metrics_cache_seconds)
     return cached

@@ -19,6 +19,13 @@ class CustomerRead(BaseModel):
     contacts: int = Field(description="Conversations this buyer opened or reopened with the shop")
 
 
+class MessageDelivery(BaseModel):
+    status: Literal["pending", "delivered", "failed"] = Field(
+        description="Over the shop's endpoints taking reply.created: pending while any is, failed if any failed")
+    attempts: int
+    last_error: str | None = None
+
+
 class MessageRead(BaseModel):
     id: int
     direction: Literal["inbound", "outbound"]
@@ -31,6 +38,8 @@ class MessageRead(BaseModel):
         None, description="Inbound only: intents with evidence, emotion, urgency, language, priority, queue, ruleset, "
                           "and priority_context: the buyer's standing the priority counted (VIP level, prior "
                           "contacts, seconds waited for an answer)")
+    delivery: MessageDelivery | None = Field(
+        None, description="Outbound only: where its reply.created deliveries stand; null when no endpoint took it")
 
 
 class TicketRead(BaseModel):

@@ -10,6 +10,12 @@ class Notifier:
 
     def __init__(self) -> None:
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        # Set when an outbox event was committed in this process (or NOTIFYed by another): the delivery relay
+        # waits on it (app/services/delivery.py).
+        self.outbox = asyncio.Event()
+
+    def outbox_written(self, _payload: str = "") -> None:
+        self.outbox.set()
 
     def notify(self, shop_ids: Iterable[str]) -> None:
         for shop_id in set(shop_ids):

@@ -71,7 +71,8 @@ def _iso(value: datetime | None) -> str | None:
 def message_view(row: Record) -> MessageRead:
     return MessageRead(id=row["id"], direction=row["direction"], text=row["text"], sent_at=row["sent_at"],
                        received_at=row["received_at"], order_id=row["order_id"], agent_id=row["agent_id"],
-                       triage=row["triage"] if row["direction"] == "inbound" else None)
+                       triage=row["triage"] if row["direction"] == "inbound" else None,
+                       delivery=row.get("delivery") if row["direction"] == "outbound" else None)
 
 
 def ticket_view(row: TicketState, messages: Sequence[Record], *, page: int | None = None) -> TicketRead:
@@ -225,8 +226,9 @@ async def heartbeat(drivers: DriverConnections, *, agent: Agent, ticket_id: str,
 
 
 async def reply(drivers: DriverConnections, *, agent: Agent, ticket_id: str, text: str, now: datetime,
-                lease_seconds: int, idempotency_key: str | None) -> ReplyCreated:
-    """Store the holder's reply; it extends the lease, and the first one stops the first-response clock."""
+                lease_seconds: int, idempotency_key: str | None, notifier: Notifier) -> ReplyCreated:
+    """Store the holder's reply; it extends the lease, and the first one stops the first-response clock. Its
+    reply.created event for the shop's endpoints commits with it, and the relay is woken."""
     lease_until = now + timedelta(seconds=lease_seconds)
 
     async def act(store: TicketStore) -> ReplyCreated:
@@ -234,6 +236,8 @@ async def reply(drivers: DriverConnections, *, agent: Agent, ticket_id: str, tex
         if stored is None:
             raise await _refusal(store, agent=agent, ticket_id=ticket_id)
         row, message = stored
+        if message.get("delivery") is not None:
+            written.append(True)
         ticket = row.state
         if ticket.first_response_at == now:
             late = ticket.first_response_due_at is not None and now > ticket.first_response_due_at
@@ -241,8 +245,12 @@ async def reply(drivers: DriverConnections, *, agent: Agent, ticket_id: str, tex
         [view] = await _views(store, [row])
         return ReplyCreated(message=message_view(message), ticket=view)
 
-    return await _write(drivers, agent=agent, key=idempotency_key, now=now, status_code=201, model=ReplyCreated,
-                        request={"op": "reply", "ticket_id": ticket_id, "text": text}, act=act)
+    written: list[bool] = []
+    answer = await _write(drivers, agent=agent, key=idempotency_key, now=now, status_code=201, model=ReplyCreated,
+                          request={"op": "reply", "ticket_id": ticket_id, "text": text}, act=act)
+    if written:
+        notifier.outbox_written()  # committed: the relay of this process goes at once
+    return answer
 
 
 def requeued() -> dict[str, Any]:

@@ -7,8 +7,9 @@ from typing import Any
 
 from app import metrics
 from app.db import stats as stats_sql
+from app.db.deliveries import delivery_store
 from app.db.errors import StoreUnavailable, translated
-from app.db.session import Row, Session
+from app.db.session import DriverConnections, Row, Session
 from app.domain import TIER_NAMES, target_seconds, tier_name
 from app.errors import InvalidInput, ShopNotFound
 from app.schemas.stats import (
@@ -132,12 +133,14 @@ async def backlog_gauges(session: Session, *, now: datetime) -> list[Any]:
     return metrics.backlog_families(rows, now=now)
 
 
-async def metrics_exposition(sessionmaker: Any, *, now: datetime) -> tuple[bytes, bool]:
-    """The Prometheus text: process metrics, and the backlog gauges read from the database now; and whether the
-    database answered."""
+async def metrics_exposition(sessionmaker: Any, *, drivers: DriverConnections, now: datetime) -> tuple[bytes, bool]:
+    """The Prometheus text: process metrics, and the backlog and delivery gauges read from the database now; and
+    whether the database answered."""
     try:
         async with sessionmaker() as session:
             families = await backlog_gauges(session, now=now)
+        async with translated(), delivery_store(drivers) as store:
+            families.append(metrics.oldest_pending_family(await store.oldest_pending(), now=now))
         metrics.GAUGE_REFRESHES.inc()
     except StoreUnavailable as exc:
         # A scrape still reports the process's own metrics while the database is away.

@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.queues import bearer, claim, new_agent, new_ticket
+from tests.support.queues import bearer, claim, eventually, new_agent, new_ticket
+from tests.support.receiver import Receiver, Reply
 
 pytestmark = pytest.mark.asyncio
 
@@ -61,6 +62,15 @@ MATRIX: list[tuple[str, str, Any, dict[str, Any]]] = [
     ("GET", "/v1/shops/{shop}/tickets?platform=taobao&conversation_id=c-{n}", None, ADMIN_ONLY),
     ("POST", "/v1/shops/{shop}/tickets/{ticket}/release", {"reason": "stuck"}, ADMIN_ONLY),
     ("POST", "/v1/shops/{shop}/tickets/{ticket}/resolve", {"reason": "spam"}, ADMIN_ONLY),
+    ("POST", "/v1/shops/{shop}/endpoints", {"url": "{receiver}/new-{n}", "events": ["sla.breached"]}, ADMIN_ONLY),
+    ("GET", "/v1/shops/{shop}/endpoints", None, ADMIN_ONLY),
+    ("GET", "/v1/shops/{shop}/endpoints/{endpoint}", None, ADMIN_ONLY),
+    ("PATCH", "/v1/shops/{shop}/endpoints/{endpoint}", {"description": "changed"}, ADMIN_ONLY),
+    ("POST", "/v1/shops/{shop}/endpoints/{endpoint}/secret", None, ADMIN_ONLY),
+    ("GET", "/v1/shops/{shop}/deliveries", None, ADMIN_ONLY),
+    ("GET", "/v1/shops/{shop}/deliveries/{delivery}", None, ADMIN_ONLY),
+    ("POST", "/v1/shops/{shop}/deliveries/{delivery}/retry", None, ADMIN_ONLY),
+    ("DELETE", "/v1/shops/{shop}/endpoints/{spare_endpoint}", None, ADMIN_ONLY),
     # Last: the admin's call replaces agent A2's token, which the cells above use.
     ("POST", "/v1/shops/{shop}/agents/{agent_a2}/token", None, ADMIN_ONLY),
 ]
@@ -82,7 +92,8 @@ async def _visible_state(client: httpx.AsyncClient, admin: dict[str, str], shop_
     """Everything an ops user can read of the shop and the held ticket, minus clocks that tick on their own."""
     reads = {}
     for path in (f"/v1/shops/{shop_id}", f"/v1/shops/{shop_id}/queues", f"/v1/shops/{shop_id}/agents",
-                 f"/v1/shops/{shop_id}/rules/versions", f"/v1/shops/{shop_id}/templates", f"/v1/tickets/{ticket_id}"):
+                 f"/v1/shops/{shop_id}/rules/versions", f"/v1/shops/{shop_id}/templates", f"/v1/tickets/{ticket_id}",
+                 f"/v1/shops/{shop_id}/endpoints", f"/v1/shops/{shop_id}/deliveries?status=failed"):
         response = await client.get(path, headers=admin)
         assert response.status_code == 200, response.text
         reads[path] = response.json()
@@ -91,8 +102,35 @@ async def _visible_state(client: httpx.AsyncClient, admin: dict[str, str], shop_
     return reads
 
 
+async def failed_delivery(client: httpx.AsyncClient, admin: dict[str, str], shop_id: str, receiver: Receiver,
+                          holder: dict[str, Any], ticket_id: str) -> dict[str, str]:
+    """An endpoint whose receiver answered 410 (so it is disabled, its delivery failed), and a spare endpoint."""
+    receiver.script("/gone", Reply(410))
+    endpoint = (await client.post(f"/v1/shops/{shop_id}/endpoints", headers=admin, json={
+        "url": receiver.url("/gone"), "events": ["reply.created"]})).json()
+    reply = await client.post(f"/v1/tickets/{ticket_id}/replies", headers=holder["headers"], json={"text": "好的"})
+    assert reply.status_code == 201, reply.text
+    found: list[Any] = []
+
+    async def failed() -> bool:
+        found[:] = (await client.get(f"/v1/shops/{shop_id}/deliveries?status=failed", headers=admin)).json()[
+            "deliveries"]
+        return bool(found)
+    await eventually(failed, timeout=15)
+    spare = (await client.post(f"/v1/shops/{shop_id}/endpoints", headers=admin, json={
+        "url": receiver.url("/spare"), "events": ["ticket.escalated"]})).json()
+    return {"endpoint": endpoint["id"], "delivery": str(found[0]["id"]), "spare_endpoint": spare["id"],
+            "receiver": receiver.url("")}
+
+
 async def test_every_cell_answers_as_it_should_and_refusals_change_nothing(
         client: httpx.AsyncClient, admin_headers: dict[str, str], new_shop: Any) -> None:
+    with Receiver() as receiver:
+        await _every_cell(client, admin_headers, new_shop, receiver)
+
+
+async def _every_cell(client: httpx.AsyncClient, admin_headers: dict[str, str], new_shop: Any,
+                      receiver: Receiver) -> None:
     shop_a, shop_b = await new_shop(), await new_shop()
     a1 = await new_agent(client, admin_headers, shop_a["id"], capacity=20)
     a2 = await new_agent(client, admin_headers, shop_a["id"])
@@ -110,10 +148,11 @@ async def test_every_cell_answers_as_it_should_and_refusals_change_nothing(
         return str(claimed.json()["id"])
 
     standing = await held_ticket()  # watched by every cell that does not act on a ticket of its own
+    outbound = await failed_delivery(client, admin_headers, shop_a["id"], receiver, a1, standing)
     wrong_cells = []
     for n, (method, template, body, expected) in enumerate(MATRIX):
         ticket_id = await held_ticket() if "{ticket}" in template else standing
-        ids = {"shop": shop_a["id"], "ticket": ticket_id, "agent_a2": a2["id"]}
+        ids = {"shop": shop_a["id"], "ticket": ticket_id, "agent_a2": a2["id"], **outbound}
         path, payload = _fill(template, ids, n), _fill(body, ids, n)
         refused = [caller for caller in CALLERS if expected[caller] != "2xx" and expected[caller] != 201]
         allowed = [caller for caller in CALLERS if caller not in refused]

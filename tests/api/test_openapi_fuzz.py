@@ -63,9 +63,10 @@ def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any]) -> st
 
 # Checks the schema cannot express: a queue the shop has, a ruleset that compiles, a reply template with known
 # variables and honest wording, a time range in order, a shop named with the admin token. A request failing them
-# is well formed yet refused, with 422 naming the field.
+# is well formed yet refused, with 422 naming the field. A delivery URL whose host does not resolve (or resolves
+# where deliveries may not go) is one too.
 SEMANTIC_REFUSALS = {("unknown_queue", None), ("invalid_ruleset", None), ("invalid_template", None), ("range", None),
-                     ("missing", "query.shop_id")}
+                     ("missing", "query.shop_id"), ("url_not_allowed", "body.url")}
 # An Idempotency-Key already used with another request: generated keys repeat across generated bodies.
 SEMANTIC_CODES = {"idempotency_key_reused"}
 
@@ -118,7 +119,9 @@ def fuzz_target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     try:
         loop.run_until_complete(upgrade_async(url))
         log = tmp_path_factory.mktemp("fuzz-log") / "service.log"
-        server = ServiceProcess(url, ADMIN_TOKEN, extra_env={"TRIAGE_LEASE_SECONDS": "60"}, log_path=log)
+        # Delivery endpoints of the fuzzed shops point at a closed port on loopback: deliveries fail and wait.
+        server = ServiceProcess(url, ADMIN_TOKEN, extra_env={"TRIAGE_LEASE_SECONDS": "60",
+                                                             "TRIAGE_DELIVERY_ALLOW_PRIVATE": "1"}, log_path=log)
         try:
             server.wait_ready()
             _populate(server.base_url)
@@ -155,10 +158,22 @@ def _populate(base_url: str) -> None:
             assert answer.status_code == 202, answer.text
             KNOWN.setdefault("ticket_id", []).extend(r["ticket_id"] for r in answer.json()["results"])
         # Agents of the first shop hold tickets, so replies, transfers and resolves can succeed.
+        held = []
         for agent in agents[:2]:
             for _ in range(2):
                 claimed = http.post("/v1/agents/me/claim", headers={"Authorization": f"Bearer {agent['token']}"})
                 assert claimed.status_code == 200, claimed.text
+                held.append((agent, claimed.json()["id"]))
+        # An endpoint of the first shop and a delivery to it, so the outbound operations reach real ones.
+        endpoint = http.post(f"/v1/shops/{shops[0]['id']}/endpoints", headers=admin, json={
+            "url": "http://127.0.0.1:9/closed", "events": ["reply.created", "ticket.escalated"]})
+        assert endpoint.status_code == 201, endpoint.text
+        agent, ticket_id = held[0]
+        assert http.post(f"/v1/tickets/{ticket_id}/replies", json={"text": "好的"},
+                         headers={"Authorization": f"Bearer {agent['token']}"}).status_code == 201
+        deliveries = http.get(f"/v1/shops/{shops[0]['id']}/deliveries", headers=admin).json()["deliveries"]
+    KNOWN["endpoint_id"] = [endpoint.json()["id"]]
+    KNOWN["delivery_id"] = [d["id"] for d in deliveries]
     KNOWN["shop_id"] = [shop["id"] for shop in shops]
     KNOWN["secret"] = [shop["webhook_secret"] for shop in shops]
     KNOWN["agent_id"] = [agent["id"] for agent in agents]

@@ -101,9 +101,9 @@ async def test_openapi_documents_every_operation_with_security(client: httpx.Asy
 
 
 def _schema_models() -> dict[str, type[BaseModel]]:
-    from app.schemas import admin, base, rules, stats, templates, tickets, triage, webhooks
+    from app.schemas import admin, base, deliveries, rules, stats, templates, tickets, triage, webhooks
 
-    return {name: value for module in (admin, base, rules, stats, templates, tickets, triage, webhooks)
+    return {name: value for module in (admin, base, deliveries, rules, stats, templates, tickets, triage, webhooks)
             for name, value in vars(module).items() if isinstance(value, type) and issubclass(value, BaseModel)}
 
 

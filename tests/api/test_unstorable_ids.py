@@ -84,7 +84,10 @@ async def world(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         agent = await new_agent(http, ADMIN, shop["id"], capacity=50)
         ticket = await new_ticket(http, shop, "包裹怎么还没到")
         assert (await claim(http, agent)).status_code == 200
+        endpoint = (await http.post(f"/v1/shops/{shop['id']}/endpoints", headers=ADMIN, json={
+            "url": "http://127.0.0.1:9/never", "events": ["sla.breached"]})).json()
         yield {"shop_id": shop["id"], "agent_id": agent["id"], "ticket_id": ticket, "name": "presale",
+               "endpoint_id": endpoint["id"], "delivery_id": "1",
                "secret": shop["webhook_secret"], "agent": agent["headers"]}
 
 

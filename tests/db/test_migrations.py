@@ -23,7 +23,8 @@ from tests.support import BACKENDS, fresh_database
 pytestmark = pytest.mark.asyncio
 
 TABLES = {"shops", "webhook_secrets", "queues", "agents", "agent_queues", "customers", "tickets", "messages",
-          "ticket_events", "idempotency_keys", "rulesets", "reply_templates"}
+          "ticket_events", "idempotency_keys", "rulesets", "reply_templates", "delivery_endpoints", "outbox_events",
+          "deliveries", "delivery_attempts"}
 
 
 async def _tables(url: str) -> set[str]:
