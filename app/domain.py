@@ -61,6 +61,7 @@ class EventKind(StrEnum):
     RELEASED = "released"
     TRANSFERRED = "transferred"
     LEASE_EXPIRED = "lease_expired"
+    SLA_BREACHED = "sla_breached"
 
 
 class DeliveryEvent(StrEnum):
@@ -87,6 +88,18 @@ def event_mask(events: Iterable[str]) -> int:
 def mask_events(mask: int) -> list[str]:
     """The event names of a bit set, in DeliveryEvent's order."""
     return [name for name, bit in DELIVERY_EVENT_BITS.items() if mask & bit]
+
+
+def rfc3339(value: datetime) -> str:
+    """A UTC time as event data carries it: 2026-11-25T08:00:00.000000Z."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def ticket_event_data(*, ticket_id: str, shop_id: str, platform: str, conversation_id: str, tier: int, priority: int,
+                      primary: str, queue: str, **more: Any) -> dict[str, Any]:
+    """The data of a ticket's outbound event (SPEC 9.1): which conversation, how urgent, where; plus `more`."""
+    return {"shop_id": shop_id, "platform": platform, "conversation_id": conversation_id, "ticket_id": ticket_id,
+            "tier": tier_name(tier), "priority": priority, "primary": primary, "queue": queue, **more}
 
 
 class DeliveryStatus(StrEnum):

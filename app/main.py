@@ -23,6 +23,7 @@ from app.services.delivery import DeliveryPolicy, Relay
 from app.services.ingest import NOTIFY_CHANNEL, Ingestor
 from app.services.notify import Notifier
 from app.services.queues import LeaseReaper
+from app.services.sla import BreachWatch
 from app.settings import Settings, get_settings
 from app.triage import default_ruleset
 from app.workers import Workers
@@ -53,8 +54,8 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
 
 
 def start_workers(app: FastAPI, settings: Settings) -> Workers:
-    """The process's background work, started under supervision: ingest writers, lease reaper, delivery relay,
-    LISTEN."""
+    """The process's background work, started under supervision: ingest writers, lease reaper, SLA watch,
+    delivery relay, LISTEN."""
     workers = Workers()
     writers = settings.ingest_writers or (1 if settings.is_sqlite else 3)
     app.state.ingestor = Ingestor(app.state.drivers, app.state.notifier, writers=writers)
@@ -65,6 +66,8 @@ def start_workers(app: FastAPI, settings: Settings) -> Workers:
                                    interval=min(1.0, settings.lease_seconds / 4),
                                    key_retention=timedelta(hours=settings.idempotency_retention_hours))
     workers.add("lease-reaper", app.state.reaper.run)
+    app.state.sla_watch = BreachWatch(app.state.drivers, app.state.notifier)
+    workers.add("sla-watch", app.state.sla_watch.run)
     app.state.relay = Relay(app.state.drivers, app.state.notifier, policy=delivery_policy(settings))
     workers.add("delivery-relay", app.state.relay.run)
     app.state.listener = None

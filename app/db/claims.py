@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from app.db.deliveries import DELIVERY_CHANNEL, PENDING_DELIVERY, delivery_store_for
+from app.db.deliveries import DELIVERY_CHANNEL, PENDING_DELIVERY, DeliveryStore, delivery_store_for
 from app.db.driver import Driver, Record, decoded, driver, joined, json_text, placeholders
 from app.db.session import DriverConnections, Session
 from app.domain import DELIVERY_EVENT_BITS, TICKET_FIELDS, DeliveryEvent, EventKind, TicketState
@@ -40,7 +40,8 @@ _MESSAGE = "id, ticket_id, direction, text, sent_at, received_at, order_id, agen
 _THREAD_CHUNK = 400  # ids per statement, well under SQLite's parameter limit
 # "Has a holder" (the same as assigned, by the holder rule) selects ix_tickets_held, whose entries carry the
 # lease: expired ones are found in the index, without reading the table.
-EXPIRING = ("SELECT id, shop_id, queue, assigned_agent_id, lease_expires_at, deliveries, escalated FROM tickets "
+EXPIRING = ("SELECT id, shop_id, queue, assigned_agent_id, lease_expires_at, deliveries, escalated, platform, "
+            "conversation_id, tier, priority, primary_intent FROM tickets "
             "WHERE assigned_agent_id IS NOT NULL AND status = 'assigned' AND lease_expires_at <= $1 "
             "ORDER BY lease_expires_at LIMIT $2")
 
@@ -110,6 +111,7 @@ class TicketStore(KeyStore, Protocol):
     thread_page: int | None  # messages a ticket's answer carries, the latest; None: the whole thread
 
     def transaction(self) -> AbstractAsyncContextManager[None]: ...
+    def outbox(self) -> DeliveryStore: ...
     async def claim(self, *, agent_id: str, shop_id: str, now: datetime, lease_until: datetime,
                     event: dict[str, Any], thread: bool = True) -> StoredTicket | None: ...
     async def agent_state(self, *, agent_id: str) -> Record | None: ...
@@ -152,6 +154,10 @@ class SharedTicketStore:
 
     def transaction(self) -> AbstractAsyncContextManager[None]:
         return self.db.transaction()
+
+    def outbox(self) -> DeliveryStore:
+        """The delivery store on this store's connection: events written in its transactions commit with them."""
+        return delivery_store_for(self.db)
 
     async def _event(self, ticket: TicketState, now: datetime, kind: str, actor: str, data: dict[str, Any]) -> None:
         await self.db.execute(_EVENT, ticket.id, ticket.shop_id, now, kind, actor, json_text(data))

@@ -324,3 +324,4 @@ async def delivery_store(drivers: DriverConnections) -> AsyncIterator[DeliverySt
     """A delivery store on one pooled driver connection."""
     async with driver(drivers) as db:
         yield delivery_store_for(db)
+

@@ -145,6 +145,10 @@ class Ticket(Base):
         # index itself. One index for both: a claim, reply or heartbeat adds one entry, not two (0007).
         Index("ix_tickets_held", "assigned_agent_id", "lease_expires_at",
               postgresql_where=text("assigned_agent_id IS NOT NULL"), sqlite_where=text("assigned_agent_id IS NOT NULL")),
+        # Open tickets still unanswered, by due time: the SLA watch finds breaches here (migration 0011).
+        Index("ix_tickets_unanswered", "first_response_due_at",
+              postgresql_where=text("first_response_at IS NULL AND status <> 'resolved'"),
+              sqlite_where=text("first_response_at IS NULL AND status <> 'resolved'")),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -360,3 +364,15 @@ class DeliveryAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer, default=None)
     error: Mapped[str | None] = mapped_column(String(500), default=None)
     duration_ms: Mapped[int] = mapped_column(Integer)
+
+
+class SlaBreach(Base):
+    """An episode whose first response passed its due time, recorded once: its key makes the sla.breached event
+    exactly once however many processes watch."""
+
+    __tablename__ = "sla_breaches"
+
+    ticket_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    opened_at: Mapped[datetime] = mapped_column(primary_key=True)
+    due_at: Mapped[datetime]
+    at: Mapped[datetime]

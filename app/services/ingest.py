@@ -18,9 +18,10 @@ from typing import Any
 from app import metrics
 from app.clock import utcnow
 from app.db import ingest as ingest_sql
+from app.db.deliveries import DeliveryStore, delivery_store_for
 from app.db.driver import Driver, driver
 from app.db.session import DriverConnections
-from app.domain import Status, TicketState, tier_name
+from app.domain import DeliveryEvent, EventKind, Status, TicketState, tier_name
 from app.errors import Unavailable
 from app.schemas.webhooks import IngestedMessage, WebhookMessage
 from app.services.directory import ShopInfo
@@ -259,9 +260,28 @@ def _answers(jobs: Sequence[IngestJob], entries: Sequence[_Entry], fresh: Sequen
     return [[r for r in job_results if r is not None] for job_results in results]
 
 
-async def ingest_group(store: ingest_sql.IngestStore, jobs: Sequence[IngestJob], *, now: datetime) -> tuple[
-        list[list[IngestedMessage]], set[str]]:
-    """Store the messages of several requests in one transaction; return each request's results and woken shops."""
+def tier_rises(applied: "_Applied") -> list[tuple[TicketState, dict[str, Any]]]:
+    """The ticket.tier_raised events of a group (SPEC 9.1): each re-rank that raised a ticket's tier."""
+    rises = []
+    for event in applied.events:
+        if event["kind"] != EventKind.RERANKED:
+            continue
+        data = event["data"]
+        if data["to"]["tier"] >= data["from"]["tier"]:  # "P1" < "P2": a higher priority inside the same tier
+            continue
+        ticket = applied.changed[event["ticket_id"]]
+        rises.append((ticket, {
+            "shop_id": ticket.shop_id, "platform": ticket.platform, "conversation_id": ticket.conversation_id,
+            "ticket_id": ticket.id, "from_tier": data["from"]["tier"], "to_tier": data["to"]["tier"],
+            "priority": data["to"]["priority"], "primary": data["to"]["primary"], "queue": ticket.queue,
+            "message_id": data["message_id"], "raised_at": event["at"].strftime("%Y-%m-%dT%H:%M:%S.%fZ")}))
+    return rises
+
+
+async def ingest_group(store: ingest_sql.IngestStore, jobs: Sequence[IngestJob], *, now: datetime,
+                       outbox: DeliveryStore | None = None) -> tuple[list[list[IngestedMessage]], set[str], int]:
+    """Store the messages of several requests in one transaction; return each request's results, the woken shops
+    and how many deliveries the group's ticket.tier_raised events made (written in the same transaction)."""
     entries = _entries(jobs)
     fresh = [e for e in entries if e.duplicate_of is None]
     customers, starters = _buyers_and_starters(fresh)
@@ -278,7 +298,12 @@ async def ingest_group(store: ingest_sql.IngestStore, jobs: Sequence[IngestJob],
         saved=[t.columns() for t in applied.changed.values()], events=applied.events,
         customers=list(customers.values()), channel=NOTIFY_CHANNEL, payloads=sorted(applied.woken),
         previous=[e.key for e in fresh if e.key not in stored_now], now=now)
-    return _answers(jobs, entries, fresh, stored_now, applied.tickets, previous), applied.woken
+    deliveries = 0
+    if outbox is not None:
+        for ticket, data in tier_rises(applied):
+            deliveries += await outbox.enqueue(shop_id=ticket.shop_id, event=DeliveryEvent.TIER_RAISED,
+                                               ticket_id=ticket.id, message_id=None, data=data, now=now)
+    return _answers(jobs, entries, fresh, stored_now, applied.tickets, previous), applied.woken, deliveries
 
 
 class _Role(Enum):
@@ -382,12 +407,14 @@ class Ingestor:
         try:
             async with driver(self._drivers) as db:
                 while True:
-                    results, woken = await self._transaction(db, group)
+                    results, woken, deliveries = await self._transaction(db, group)
                     for job, result in zip(group, results, strict=True):
                         metrics.messages_ingested(job.shop.id, result)  # counted once committed
                         if not job.done.done():
                             job.done.set_result(result)
                     self._notifier.notify(woken)
+                    if deliveries:
+                        self._notifier.outbox_written()
                     if not self._more(role):
                         return []
                     group = self._take(self._queue.get_nowait())
@@ -400,11 +427,11 @@ class Ingestor:
             raise
 
     @staticmethod
-    async def _transaction(db: Driver, group: list[IngestJob]) -> tuple[list[list[IngestedMessage]], set[str]]:
+    async def _transaction(db: Driver, group: list[IngestJob]) -> tuple[list[list[IngestedMessage]], set[str], int]:
         for attempt in range(3):
             try:
                 async with ingest_sql.ingest_transaction(db) as store:
-                    outcome = await ingest_group(store, group, now=utcnow())
+                    outcome = await ingest_group(store, group, now=utcnow(), outbox=delivery_store_for(db))
                 return outcome
             except Exception as exc:
                 # Deadlocks, serialization failures and a conversation created by another transaction meanwhile

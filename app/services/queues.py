@@ -19,7 +19,8 @@ from app.db.driver import Record
 from app.db.errors import StoreUnavailable, translated
 from app.db.models import Agent
 from app.db.session import DriverConnections
-from app.domain import ESCALATIONS, TIER_NAMES, EventKind, Status, TicketState, tier_name
+from app.domain import (ESCALATIONS, TIER_NAMES, DeliveryEvent, EventKind, Status, TicketState, rfc3339,
+                        ticket_event_data, tier_name)
 from app.errors import (
     AppError,
     AtCapacity,
@@ -313,15 +314,36 @@ async def transfer(drivers: DriverConnections, *, agent: Agent, ticket_id: str, 
                 EventKind.TRANSFERRED, {"agent_id": agent.id, "from": before.state.queue if before is not None else None,
                                 "to": queue, "reason": reason}))
             await store.notify(NOTIFY_CHANNEL, [held.state.shop_id])
+            if queue == ESCALATIONS and before is not None and before.state.queue != ESCALATIONS:
+                state = held.state
+                moved.append(await _escalated(store, {
+                    "id": state.id, "shop_id": state.shop_id, "platform": state.platform,
+                    "conversation_id": state.conversation_id, "tier": state.tier, "priority": state.priority,
+                    "primary_intent": state.primary_intent}, queue=ESCALATIONS, from_queue=before.state.queue,
+                    reason=reason, agent_id=agent.id, now=now))
         metrics.ticket_transferred(held.state.shop_id, queue)
         [view] = await _views(store, [held])
         return view
 
+    moved: list[int] = []
     answer = await _write(drivers, agent=agent, key=idempotency_key, now=now, status_code=200, model=TicketRead,
                           request={"op": "transfer", "ticket_id": ticket_id, "queue": queue, "reason": reason},
                           act=act)
     notifier.notify([agent.shop_id])
+    if any(moved):
+        notifier.outbox_written()
     return answer
+
+
+async def _escalated(store: TicketStore, ticket: Record, *, queue: str, from_queue: str, reason: str,
+                     agent_id: str | None, now: datetime) -> int:
+    """In the caller's transaction: the ticket.escalated event of a ticket moved to escalations; its deliveries."""
+    return await store.outbox().enqueue(
+        shop_id=ticket["shop_id"], event=DeliveryEvent.ESCALATED, ticket_id=ticket["id"], message_id=None, now=now,
+        data=ticket_event_data(ticket_id=ticket["id"], shop_id=ticket["shop_id"], platform=ticket["platform"],
+                               conversation_id=ticket["conversation_id"], tier=ticket["tier"],
+                               priority=ticket["priority"], primary=ticket["primary_intent"], queue=queue,
+                               from_queue=from_queue, reason=reason, agent_id=agent_id, escalated_at=rfc3339(now)))
 
 
 async def admin_resolve(drivers: DriverConnections, *, shop_id: str, ticket_id: str, reason: str | None,
@@ -489,13 +511,14 @@ async def queue_depths(drivers: DriverConnections, *, caller: Agent | None, shop
 # --- lease expiry --------------------------------------------------------------------------------------------
 
 async def expire_leases(store: TicketStore, *, now: datetime, max_deliveries: int,
-                        limit: int = EXPIRY_BATCH) -> tuple[int, set[str]]:
-    """Put tickets whose lease ran out back in their queue, in one transaction; returns how many, and the shops
-    to wake."""
+                        limit: int = EXPIRY_BATCH) -> tuple[int, set[str], bool]:
+    """Put tickets whose lease ran out back in their queue, in one transaction, those expired too often moved to
+    escalations with their ticket.escalated events; returns how many, the shops to wake and whether an event was
+    written."""
     async with store.transaction():
         rows = await store.expiring(now=now, limit=limit)
         if not rows:
-            return 0, set()
+            return 0, set(), False
         can_escalate = await store.shops_with_queue(shop_ids={r["shop_id"] for r in rows}, name=ESCALATIONS)
         updates: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
@@ -515,10 +538,15 @@ async def expire_leases(store: TicketStore, *, now: datetime, max_deliveries: in
                     "reason": f"lease expired {deliveries} times (max_deliveries {max_deliveries})"}))
         await store.requeue_expired(updates, now=now)
         await store.add_events(events)
+        escalated = [(r, u) for r, u in zip(rows, updates, strict=True)
+                     if u["queue"] == ESCALATIONS and r["queue"] != ESCALATIONS]
+        for r, u in escalated:
+            await _escalated(store, r, queue=ESCALATIONS, from_queue=r["queue"], agent_id=r["assigned_agent_id"],
+                             reason=f"lease expired {u['deliveries']} times (max_deliveries {max_deliveries})", now=now)
         shops = {r["shop_id"] for r in rows}
         await store.notify(NOTIFY_CHANNEL, shops)
     metrics.leases_expired([(r["shop_id"], r["queue"], u["queue"]) for r, u in zip(rows, updates, strict=True)])
-    return len(rows), shops
+    return len(rows), shops, bool(escalated)
 
 
 async def purge_idempotency_keys(keys: KeyStore, *, now: datetime, retention: timedelta,
@@ -547,8 +575,10 @@ class LeaseReaper:
         total = 0
         while True:
             async with claim_store(self._drivers) as store:
-                count, shops = await expire_leases(store, now=utcnow(), max_deliveries=self._max_deliveries)
+                count, shops, events = await expire_leases(store, now=utcnow(), max_deliveries=self._max_deliveries)
             self._notifier.notify(shops)
+            if events:
+                self._notifier.outbox_written()
             total += count
             if count < EXPIRY_BATCH:
                 return total

@@ -205,7 +205,7 @@ async def test_expiry_run_by_many_processes_at_once_counts_each_expiry_once(back
                         done = 0
                         while True:
                             async with claim_store(drivers) as store:
-                                count, _ = await expire_leases(store, now=later, max_deliveries=10, limit=5)
+                                count, _, _ = await expire_leases(store, now=later, max_deliveries=10, limit=5)
                             done += count
                             if count == 0:
                                 return done

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.asyncio
 
 TABLES = {"shops", "webhook_secrets", "queues", "agents", "agent_queues", "customers", "tickets", "messages",
           "ticket_events", "idempotency_keys", "rulesets", "reply_templates", "delivery_endpoints", "outbox_events",
-          "deliveries", "delivery_attempts"}
+          "deliveries", "delivery_attempts", "sla_breaches"}
 
 
 async def _tables(url: str) -> set[str]:
