@@ -72,6 +72,8 @@ def delivery_finished(shop_id: str, endpoint_id: str, outcome: str, seconds: flo
 def messages_ingested(shop_id: str, results: Iterable[Any]) -> None:
     """Count one request's committed results (IngestedMessage), new and duplicate."""
     for result in results:
+        if result.sender == "seller":
+            continue  # the shop's own message: not a buyer message, not triaged
         if result.duplicate:
             MESSAGES_DUPLICATE.labels(shop_id).inc()
         else:

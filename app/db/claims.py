@@ -28,7 +28,7 @@ _TICKET_C = ", ".join(f"c.{c}" for c in TICKET_FIELDS)
 CLAIM_ORDER_SQL = "tier, priority DESC, opened_at, opened_seq"
 # A message with the ticket's customer (the view shows the customer beside the thread).
 _THREAD = ("m.id, m.ticket_id, m.direction, m.text, m.sent_at, m.received_at, m.order_id, m.agent_id, m.triage, "
-           "m.delivery, "
+           "m.delivery, m.kind, m.content, "
            "c.external_id AS customer_external_id, c.platform AS customer_platform, c.nick AS customer_nick, "
            "c.vip_level AS customer_vip_level, c.contacts AS customer_contacts")
 _THREAD_FROM = "messages m JOIN tickets t ON t.id = m.ticket_id LEFT JOIN customers c ON c.id = t.customer_id"
@@ -36,7 +36,7 @@ _THREAD_FROM = "messages m JOIN tickets t ON t.id = m.ticket_id LEFT JOIN custom
 # column of ix_tickets_held.
 _HELD_COUNT = "SELECT count(*) FROM tickets WHERE assigned_agent_id = $1"
 _EVENT = "INSERT INTO ticket_events (ticket_id, shop_id, at, kind, actor, data) VALUES ($1, $2, $3, $4, $5, $6)"
-_MESSAGE = "id, ticket_id, direction, text, sent_at, received_at, order_id, agent_id, triage, delivery"
+_MESSAGE = "id, ticket_id, direction, text, sent_at, received_at, order_id, agent_id, triage, delivery, kind, content"
 _THREAD_CHUNK = 400  # ids per statement, well under SQLite's parameter limit
 # "Has a holder" (the same as assigned, by the holder rule) selects ix_tickets_held, whose entries carry the
 # lease: expired ones are found in the index, without reading the table.
@@ -454,7 +454,7 @@ _PG_REPLY = (
     "FROM t, m){outbox} "
     f"SELECT {_TICKET_T}, m.id AS m_id, m.direction AS m_direction, m.text AS m_text, "
     "m.sent_at AS m_sent_at, m.received_at AS m_received_at, m.order_id AS m_order_id, "
-    "m.agent_id AS m_agent_id, m.delivery AS m_delivery")
+    "m.agent_id AS m_agent_id, m.delivery AS m_delivery, m.kind AS m_kind, m.content AS m_content")
 
 
 class PostgresTicketStore(SharedTicketStore):
@@ -482,8 +482,9 @@ class PostgresTicketStore(SharedTicketStore):
         message = {k[2:]: row.pop(k) for k in list(row) if k.startswith("m_")}
         message.pop("notified", None)
         message["triage"] = None
-        if isinstance(message["delivery"], str):
-            message["delivery"] = json.loads(message["delivery"])
+        for name in ("delivery", "content"):
+            if isinstance(message[name], str):
+                message[name] = json.loads(message[name])
         held = _stored(row)
         assert held is not None
         return held, message

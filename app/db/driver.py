@@ -26,7 +26,7 @@ _TIME_COLUMNS = frozenset({"lease_expires_at", "created_at", "updated_at", "open
                            "first_response_due_at", "first_response_at", "last_message_at", "resolved_at",
                            "sent_at", "received_at", "at", "previous_valid_until", "next_attempt_at",
                            "started_at", "delivered_at"})
-_JSON_COLUMNS = frozenset({"intents", "triage", "response", "data", "delivery"})
+_JSON_COLUMNS = frozenset({"intents", "triage", "response", "data", "delivery", "content"})
 _BOOL_COLUMNS = frozenset({"escalated", "active", "enabled"})
 
 

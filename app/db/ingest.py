@@ -48,10 +48,11 @@ UPDATABLE = ("queue", "status", "tier", "priority", "primary_intent", "intents",
              "ruleset", "updated_at", "opened_at", "opened_seq", "awaiting_since", "first_response_due_at",
              "first_response_at", "last_message_at", "resolved_at", "episodes")
 MESSAGE_COLUMNS = pg_types(Message, ("ticket_id", "shop_id", "platform", "external_id", "direction", "text", "sent_at",
-                                     "received_at", "order_id", "primary_intent", "tier", "priority", "triage"))
+                                     "received_at", "order_id", "primary_intent", "tier", "priority", "triage", "kind",
+                                     "content"))
 EVENT_COLUMNS = pg_types(TicketEvent, ("ticket_id", "shop_id", "at", "kind", "actor", "data"))
 CUSTOMER_COLUMNS = pg_types(Customer, ("shop_id", "platform", "external_id", "nick", "vip_level"))
-_JSON = ("intents", "triage", "data")
+_JSON = ("intents", "triage", "data", "content")
 
 
 # What a row prepare reads stands for: a customer, a ticket made now, or a ticket that was there.

@@ -29,7 +29,10 @@ class MessageDelivery(BaseModel):
 class MessageRead(BaseModel):
     id: int
     direction: Literal["inbound", "outbound"]
-    text: str
+    kind: str = Field("text", description="text, image, video, voice, sticker, product, order or system (SPEC 9.2)")
+    text: str = Field(description="The message, or the caption of a non-text one (empty when it has none)")
+    content: dict[str, Any] | None = Field(
+        None, description="What it carries besides text: attachments (URLs and metadata), product, order, event, rating")
     sent_at: datetime
     received_at: datetime
     order_id: str | None = None

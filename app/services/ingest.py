@@ -26,8 +26,9 @@ from app.errors import Unavailable
 from app.schemas.webhooks import IngestedMessage, WebhookMessage
 from app.services.directory import ShopInfo
 from app.services.notify import Notifier
-from app.services.tickets import InboundDecision, new_ticket, receive
+from app.services.tickets import InboundDecision, new_ticket, receive, seller_opened, seller_reply
 from app.triage import PriorityContext, Triage, classify, priority_for
+from app.triage.events import classify_event, classify_media
 from app.triage.hybrid import CONTEXT_MESSAGES
 
 # A message this short that no rule understood may only make sense in its conversation.
@@ -91,9 +92,23 @@ def triage_messages(shop: ShopInfo, messages: Sequence[WebhookMessage], stored: 
         if first is not None and m.conversation_id not in stored:
             triages.append(first[index])
         else:
-            triages.append(classify(m.text, shop.ruleset, context=before[-CONTEXT_MESSAGES:]))
-        before.append(m.text)
+            triages.append(triage_one(m, shop, context=before[-CONTEXT_MESSAGES:]))
+        if m.text and m.sender == "buyer":
+            before.append(m.text)
     return triages
+
+
+def triage_one(message: WebhookMessage, shop: ShopInfo, *, context: Sequence[str]) -> Triage:
+    """A message's triage by what it carries (SPEC 9.2): a system event by the event (and its caption), a text or a
+    caption by its words, bare media as what it is."""
+    if message.sender == "seller":
+        return classify_media("seller", ruleset=shop.ruleset)  # a placeholder the pipeline routes by; never stored
+    if message.kind == "system" and message.event is not None:
+        return classify_event(message.event, rating=message.rating, caption=message.text, ruleset=shop.ruleset,
+                              context=context)
+    if message.text:
+        return classify(message.text, shop.ruleset, context=context)
+    return classify_media(message.kind, ruleset=shop.ruleset)
 
 
 def needs_context(messages: Sequence[WebhookMessage], triages: Sequence[Triage]) -> list[str]:
@@ -106,6 +121,8 @@ def needs_context(messages: Sequence[WebhookMessage], triages: Sequence[Triage])
         if message.conversation_id in seen:
             continue
         seen.add(message.conversation_id)
+        if message.kind == "system" or not message.text or message.sender == "seller":
+            continue  # an event or bare media carries its meaning without words
         if len(message.text) <= FRAGMENT_CHARACTERS and not any(
                 not evidence.rule.startswith(("model.", "context.")) for hit in triage.intents for evidence in hit.evidence):
             wanted.append(message.conversation_id)
@@ -178,10 +195,16 @@ def _decide(fresh: Sequence[_Entry], prepared: ingest_sql.Prepared, *, now: date
 
 
 def _message_row(e: _Entry, ticket_id: str, now: datetime) -> dict[str, Any]:
+    if e.message.sender == "seller":
+        return {"ticket_id": ticket_id, "shop_id": e.shop.id, "platform": e.platform, "external_id": e.message.message_id,
+                "direction": "outbound", "text": e.message.text or "", "sent_at": e.message.sent_at,
+                "received_at": now, "order_id": e.message.order_id, "primary_intent": None, "tier": None,
+                "priority": None, "triage": None, "kind": e.message.kind, "content": e.message.content()}
     priority = e.decision.priority if e.decision else 0
     return {
         "ticket_id": ticket_id, "shop_id": e.shop.id, "platform": e.platform, "external_id": e.message.message_id,
-        "direction": "inbound", "text": e.message.text, "sent_at": e.message.sent_at, "received_at": now,
+        "direction": "inbound", "text": e.message.text or "", "sent_at": e.message.sent_at, "received_at": now,
+        "kind": e.message.kind, "content": e.message.content(),
         "order_id": e.message.order_id, "primary_intent": e.triage.primary, "tier": int(e.triage.tier[1]),
         "priority": priority,
         "triage": {**e.triage.to_dict(), "priority": e.decision.priority if e.decision else e.triage.priority,
@@ -213,6 +236,9 @@ async def _open_tickets(store: ingest_sql.IngestStore, fresh: Sequence[_Entry], 
     provisional = {k: new_ticket(ticket_id=ticket_ids[k], shop=e.shop, platform=e.platform, conversation_id=k[2],
                                  customer_id=prepared.customers[e.customer][0], decision=e.decision, now=now)
                    for k, e in sorted(starters.items()) if ticket_ids[k] in created and e.decision is not None}
+    for k, ticket in provisional.items():
+        if starters[k].message.sender == "seller":
+            seller_opened(ticket, now=now)
     tickets.update(provisional)
     return _Applied(tickets, provisional)
 
@@ -224,6 +250,13 @@ def _receive_all(applied: _Applied, fresh: Sequence[_Entry], stored_now: dict[in
         if e.key not in stored_now or e.decision is None:
             continue
         ticket = applied.tickets[e.conversation]
+        if e.message.sender == "seller":
+            for kind, data in seller_reply(ticket, message_id=e.message.message_id, sent_at=e.message.sent_at,
+                                           now=now):
+                applied.events.append({"ticket_id": ticket.id, "shop_id": ticket.shop_id, "at": now, "kind": kind,
+                                       "actor": "webhook", "data": data})
+            applied.changed[ticket.id] = ticket
+            continue
         was_open = ticket.status != Status.RESOLVED and not (ticket.is_new and ticket.awaiting_since is None)
         # The message id orders tickets opened in this one commit (all at `now`) as their messages came.
         for kind, data in receive(ticket, e.decision, shop=e.shop, now=now, seq=stored_now[e.key]):
@@ -243,21 +276,32 @@ def _answers(jobs: Sequence[IngestJob], entries: Sequence[_Entry], fresh: Sequen
     results: list[list[IngestedMessage | None]] = [[None] * len(job.messages) for job in jobs]
     answers: dict[ingest_sql.MessageKey, IngestedMessage] = {}
     for e in fresh:
-        if e.key in stored_now and e.decision is not None:
+        if e.key in stored_now and e.message.sender == "seller":
+            answer = IngestedMessage(message_id=e.message.message_id, ticket_id=tickets[e.conversation].id,
+                                     duplicate=False, sender="seller", primary=None, tier=None, priority=None,
+                                     queue=None)
+        elif e.key in stored_now and e.decision is not None:
             answer = IngestedMessage(message_id=e.message.message_id, ticket_id=tickets[e.conversation].id,
                                      duplicate=False, primary=e.decision.primary, tier=e.decision.tier,
                                      priority=e.decision.priority, queue=e.triage.queue)
         else:
-            row = previous[e.key]
-            answer = IngestedMessage(message_id=e.message.message_id, ticket_id=row["ticket_id"], duplicate=True,
-                                     primary=row["primary_intent"], tier=tier_name(row["tier"]),
-                                     priority=row["priority"], queue=(row["triage"] or {}).get("queue", ""))
+            answer = _answered_before(e.message.message_id, previous[e.key])
         answers[e.key] = answer
         results[e.job][e.index] = answer
     for e in entries:
         if e.duplicate_of is not None:
             results[e.job][e.index] = answers[e.key].model_copy(update={"duplicate": True})
     return [[r for r in job_results if r is not None] for job_results in results]
+
+
+def _answered_before(message_id: str, row: dict[str, Any]) -> IngestedMessage:
+    """The answer of a message stored before (a seller's has no triage)."""
+    if row["tier"] is None:
+        return IngestedMessage(message_id=message_id, ticket_id=row["ticket_id"], duplicate=True, sender="seller",
+                               primary=None, tier=None, priority=None, queue=None)
+    return IngestedMessage(message_id=message_id, ticket_id=row["ticket_id"], duplicate=True,
+                           primary=row["primary_intent"], tier=tier_name(row["tier"]), priority=row["priority"],
+                           queue=(row["triage"] or {}).get("queue", ""))
 
 
 def tier_rises(applied: "_Applied") -> list[tuple[TicketState, dict[str, Any]]]:

@@ -70,7 +70,8 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def message_view(row: Record) -> MessageRead:
-    return MessageRead(id=row["id"], direction=row["direction"], text=row["text"], sent_at=row["sent_at"],
+    return MessageRead(id=row["id"], direction=row["direction"], kind=row.get("kind") or "text", text=row["text"],
+                       content=row.get("content"), sent_at=row["sent_at"],
                        received_at=row["received_at"], order_id=row["order_id"], agent_id=row["agent_id"],
                        triage=row["triage"] if row["direction"] == "inbound" else None,
                        delivery=row.get("delivery") if row["direction"] == "outbound" else None)

@@ -63,6 +63,7 @@ def receive(ticket: TicketState, decision: InboundDecision, *, shop: ShopInfo, n
                                                  "tier": decision.tier, "priority": decision.priority})]
     if ticket.is_new and ticket.awaiting_since is None:
         _open_episode(ticket, decision, shop, now, seq)
+        ticket.episodes = 1  # also when the seller opened the conversation in this same group (seller_opened)
         events.append((EventKind.CREATED, _snapshot(ticket)))
     elif ticket.status == Status.RESOLVED:
         # A resolved episode's urgency does not carry over: the reopened ticket is triaged afresh.
@@ -111,3 +112,30 @@ def receive(ticket: TicketState, decision: InboundDecision, *, shop: ShopInfo, n
 def _snapshot(ticket: TicketState) -> dict[str, Any]:
     return {"tier": tier_name(ticket.tier), "priority": ticket.priority, "primary": ticket.primary_intent,
             "queue": ticket.queue}
+
+
+def seller_reply(ticket: TicketState, *, message_id: str, sent_at: datetime, now: datetime) -> list[Event]:
+    """A reply the shop's staff typed on the platform (SPEC 9.2): like a console reply, it answers the buyer's
+    waiting messages and the first one of an episode stops the first-response clock, at the time the platform
+    says it was sent (within the episode, never in the future)."""
+    data: dict[str, Any] = {"message_id": message_id, "sender": "seller", "first_response": False}
+    if ticket.status != Status.RESOLVED:
+        at = max(ticket.opened_at, min(sent_at, now))
+        if ticket.first_response_at is None:
+            ticket.first_response_at = at
+            data["first_response"] = True
+            if ticket.first_response_due_at is not None:
+                data["within_target"] = at <= ticket.first_response_due_at
+        ticket.awaiting_since = None
+        ticket.unread = 0
+    ticket.last_message_at = now
+    ticket.updated_at = now
+    return [(EventKind.REPLIED, data)]
+
+
+def seller_opened(ticket: TicketState, *, now: datetime) -> None:
+    """A conversation the seller started: its ticket exists for the thread but waits in no queue (closed) until the
+    buyer writes, which opens its first episode."""
+    ticket.status = Status.RESOLVED
+    ticket.resolved_at = now
+    ticket.episodes = 0

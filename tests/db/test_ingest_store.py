@@ -47,7 +47,8 @@ class World:
         return {"ticket_id": ticket_id, "shop_id": self.shop, "platform": "taobao", "external_id": external_id,
                 "direction": "inbound", "text": text, "sent_at": now, "received_at": now, "order_id": None,
                 "primary_intent": "return_refund", "tier": 2, "priority": 500,
-                "triage": {"primary": "return_refund", "queue": "aftersale", "中文": True}}
+                "triage": {"primary": "return_refund", "queue": "aftersale", "中文": True}, "kind": "text",
+                "content": None}
 
 
 def _saved(state: dict[str, Any], customer_id: int, now: datetime, **changes: Any) -> dict[str, Any]:
