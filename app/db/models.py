@@ -216,7 +216,7 @@ class Message(Base):
     # shop's endpoints (migration 0010); null when no endpoint took it. Kept here so threads read it for free.
     delivery: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=None)
     # What the message is (SPEC 9.2: text, image, ..., system) and what it carries besides its text: attachments'
-    # URLs and metadata, a product or order card, a system event and its rating (migration 0011).
+    # URLs and metadata, a product or order card, a system event and its rating (migration 0012).
     kind: Mapped[str] = mapped_column(String(16), default="text", server_default="text")
     content: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=None)
 

@@ -3,6 +3,7 @@
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from app.schemas import examples as ex
 from app.schemas.base import Rfc3339, Schema, StorableStr, whole_number
@@ -15,6 +16,8 @@ class WebhookCustomer(Schema):
         0, description="The platform's membership level; higher ranks sooner")
 
 
+# The error type of a field that does not fit the message's kind (a rule the JSON schema does not state).
+KIND_RULE = "kind_rule"
 MessageKind = Literal["text", "image", "video", "voice", "sticker", "product", "order", "system"]
 _HTTP_URL = r"^https?://[^\s\x00]{1,2000}$"
 
@@ -68,7 +71,7 @@ class WebhookMessage(Schema):
     @classmethod
     def _text_of_a_text_message(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None and info.data.get("kind", "text") == "text":
-            raise ValueError("required for a message of kind text")
+            raise PydanticCustomError(KIND_RULE, "required for a message of kind text")
         return value
 
     @field_validator("event", mode="after")
@@ -76,14 +79,14 @@ class WebhookMessage(Schema):
     def _event_of_a_system_message(cls, value: str | None, info: ValidationInfo) -> str | None:
         kind = info.data.get("kind", "text")
         if (value is None) == (kind == "system"):
-            raise ValueError("required for a message of kind system, and only there")
+            raise PydanticCustomError(KIND_RULE, "required for a message of kind system, and only there")
         return value
 
     @field_validator("rating", mode="after")
     @classmethod
     def _rating_of_a_review(cls, value: int | None, info: ValidationInfo) -> int | None:
         if value is not None and info.data.get("event") != "review_posted":
-            raise ValueError("belongs to a system message whose event is review_posted")
+            raise PydanticCustomError(KIND_RULE, "belongs to a system message whose event is review_posted")
         return value
 
     def content(self) -> dict[str, Any] | None:

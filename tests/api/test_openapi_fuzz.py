@@ -64,9 +64,10 @@ def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any]) -> st
 # Checks the schema cannot express: a queue the shop has, a ruleset that compiles, a reply template with known
 # variables and honest wording, a time range in order, a shop named with the admin token. A request failing them
 # is well formed yet refused, with 422 naming the field. A delivery URL whose host does not resolve (or resolves
-# where deliveries may not go) is one too.
+# where deliveries may not go) is one too, and so is a webhook message field that does not fit the message's kind
+# (text without text, an event off a system message).
 SEMANTIC_REFUSALS = {("unknown_queue", None), ("invalid_ruleset", None), ("invalid_template", None), ("range", None),
-                     ("missing", "query.shop_id"), ("url_not_allowed", "body.url")}
+                     ("missing", "query.shop_id"), ("url_not_allowed", "body.url"), ("kind_rule", None)}
 # An Idempotency-Key already used with another request: generated keys repeat across generated bodies.
 SEMANTIC_CODES = {"idempotency_key_reused"}
 

@@ -1,8 +1,8 @@
 """Messages beyond text (SPEC 9.2): each message's kind, and what it carries besides its text (attachments' URLs
 and metadata, a product or order card, a system event with its rating) as JSON; triage_thread() returns both.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-02
 """
 
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0011"
-down_revision: str | None = "0010"
+revision: str = "0012"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -60,7 +60,7 @@ $$
 
 
 
-# The same functions as migration 0009's, each message with its kind and content.
+# The same functions as migration 0010's, each message with its kind and content.
 _MESSAGE_JSON = _BEFORE.replace("'delivery', m.delivery, ", "'delivery', m.delivery, 'kind', m.kind, 'content', m.content, ")
 
 
