@@ -6,7 +6,7 @@ database layer and the triage core may all import it.
 
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import IntEnum, StrEnum
 from typing import Any
 
@@ -43,6 +43,32 @@ class Status(StrEnum):
     QUEUED = "queued"
     ASSIGNED = "assigned"
     RESOLVED = "resolved"
+
+
+class Presence(StrEnum):
+    """Whether an agent is at its console: online (taking work), away (signed in, not taking work), offline."""
+
+    ONLINE = "online"
+    AWAY = "away"
+    OFFLINE = "offline"
+
+
+# Seconds of silence after which an agent is offline, unless TRIAGE_PRESENCE_TIMEOUT_SECONDS says otherwise.
+DEFAULT_PRESENCE_TIMEOUT = 120
+
+
+def presence_touch_before(now: datetime, timeout: float) -> datetime:
+    """A claim or heartbeat writes its agent's row only when the agent was last seen before this: at most every
+    tenth of the timeout (10 s at most), so a busy agent writes its row rarely and is never seen as silent."""
+    return now - timedelta(seconds=min(10.0, timeout / 10))
+
+
+def presence_at(stored: str, seen_at: datetime | None, *, online_after: datetime) -> str:
+    """An agent's presence now: what it last set (or a claim set), until it has been silent since `online_after`
+    (now minus the presence timeout); silent that long, it is offline whatever it set."""
+    if stored == Presence.OFFLINE or seen_at is None or seen_at <= online_after:
+        return Presence.OFFLINE
+    return stored
 
 
 class EventKind(StrEnum):

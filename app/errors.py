@@ -261,6 +261,16 @@ class AtCapacity(Conflict):
     message = "the agent holds as many open tickets as its capacity allows"
 
 
+class AgentAtCapacity(Conflict):
+    code = "agent_at_capacity"
+    message = "the agent named holds as many open tickets as its capacity allows"
+
+
+class AgentOffline(Conflict):
+    code = "agent_offline"
+    message = "the agent named is offline: hand tickets only to an agent at its console (online or away)"
+
+
 class IdempotencyMismatch(AppError):
     status = 422
     code = "idempotency_key_reused"

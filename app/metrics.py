@@ -18,7 +18,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
-from app.domain import TIER_NAMES, tier_name
+from app.domain import TIER_NAMES, Presence, tier_name
+
+PRESENCES = tuple(p.value for p in Presence)
 
 # The classic text format: every Prometheus version reads it.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -149,6 +151,19 @@ def backlog_families(rows: Iterable[Any], *, now: datetime) -> list[GaugeMetricF
         waited = 0.0 if entry["oldest"] is None else max(0.0, (now - entry["oldest"]).total_seconds())
         oldest.add_metric([shop_id, queue], round(waited, 3))
     return [depth, oldest, overdue]
+
+
+def presence_family(rows: Iterable[Any]) -> GaugeMetricFamily:
+    """Active agents per shop and presence now; every presence of a shop with agents is listed, 0 included."""
+    family = GaugeMetricFamily("triage_agents", "Active agents by presence now (online, away, offline)",
+                               labels=["shop", "presence"])
+    counts: dict[str, dict[str, int]] = {}
+    for row in rows:
+        counts.setdefault(row.shop_id, dict.fromkeys(PRESENCES, 0))[row.presence] += row.agents
+    for shop_id, by_presence in sorted(counts.items()):
+        for presence, agents in by_presence.items():
+            family.add_metric([shop_id, presence], agents)
+    return family
 
 
 def oldest_pending_family(rows: Iterable[Any], *, now: datetime) -> GaugeMetricFamily:

@@ -6,6 +6,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.domain import DEFAULT_PRESENCE_TIMEOUT
+
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./triage.db"
 
 
@@ -36,6 +38,7 @@ class Settings(BaseSettings):
     metrics_cache_seconds: float = Field(5.0, ge=0, le=300, description="/metrics reads the backlog gauges from the database at most this often per process")
     metrics_token: SecretStr | None = Field(None, description="Bearer token /metrics requires; unset, /metrics is open")
     thread_page: int = Field(50, ge=1, le=1000, description="The latest messages a ticket's answer carries; GET /v1/tickets/{id}/messages pages through the rest")
+    presence_timeout_seconds: int = Field(DEFAULT_PRESENCE_TIMEOUT, ge=10, le=86_400, description="An agent with no claim (a long poll's re-checks count), ticket heartbeat or presence call for this long is offline")
     default_agent_capacity: int = Field(5, ge=1, le=50, description="Open tickets an agent may hold unless set per agent")
     idempotency_retention_hours: float = Field(24.0, gt=0, le=24 * 365, description="How long an agent write's Idempotency-Key is remembered")
     delivery_allow_private: bool = Field(False, description="Let delivery endpoints reach loopback, private, link-local and metadata addresses (tests and local demos only)")

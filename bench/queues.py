@@ -52,6 +52,7 @@ from app.db.listen import asyncpg_dsn  # noqa: E402
 from app.db.migrate import upgrade_async  # noqa: E402
 from app.db.models import Agent  # noqa: E402
 from app.db.session import DriverConnections, create_engine, create_sessionmaker, is_sqlite_url  # noqa: E402
+from app.domain import DEFAULT_PRESENCE_TIMEOUT, presence_touch_before  # noqa: E402
 from app.services import queues  # noqa: E402
 from tests.support.webhooks import message, post_signed  # noqa: E402
 
@@ -318,7 +319,7 @@ async def db_statements_rate(url: str, tickets: int, consumers: int) -> float:
             lease_until = now + timedelta(seconds=120)
             row = await store.claim(agent_id=agent["id"], shop_id=shop["id"], now=now, lease_until=lease_until,
                                     event={"agent_id": agent["id"], "lease_expires_at": lease_until.isoformat()},
-                                    thread=False)
+                                    touch_before=presence_touch_before(now, DEFAULT_PRESENCE_TIMEOUT), thread=False)
             if row is None:
                 return done
             now = utcnow()

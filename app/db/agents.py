@@ -6,9 +6,10 @@ session): `commit()` ends it, and `tickets()` is the ticket store inside the sam
 """
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.db.claims import TicketStore, session_store
 from app.db.errors import translated
@@ -25,6 +26,7 @@ class AgentStore(Protocol):
     async def add(self, agent: Agent, *, queues: Sequence[str]) -> None: ...
     async def set_queues(self, agent: Agent, *, queues: Sequence[str]) -> None: ...
     async def queues(self, *, agent_ids: Sequence[str]) -> dict[str, list[str]]: ...
+    async def set_presence(self, *, agent_id: str, presence: str, now: datetime) -> tuple[str, datetime | None] | None: ...
     async def write(self) -> None: ...
     async def tickets(self) -> TicketStore: ...
     async def commit(self) -> None: ...
@@ -75,6 +77,16 @@ class SessionAgentStore:
         for agent_id, queue in rows:
             result[agent_id].append(queue)
         return result
+
+    async def set_presence(self, *, agent_id: str, presence: str, now: datetime) -> tuple[str, datetime | None] | None:
+        """The active agent's presence, set now, and committed; what is stored (presence, seen_at), or None when
+        the agent is gone or deactivated."""
+        async with translated():
+            row = (await self.session.execute(
+                update(Agent).where(Agent.id == agent_id, Agent.active.is_(True))
+                .values(presence=presence, seen_at=now).returning(Agent.presence, Agent.seen_at))).first()
+            await self.session.commit()
+        return None if row is None else (row.presence, row.seen_at)
 
     async def write(self) -> None:
         """Write the changes made to agents so far, taking their rows' locks (on PostgreSQL) until commit."""

@@ -5,7 +5,7 @@ Every agent console runs claim -> reply -> resolve in a loop, so these run hundr
 bare driver (app/db/driver.py) rather than the ORM (docs/design.md, "The hot paths run on the bare driver").
 SharedTicketStore writes each statement once, for both databases: on SQLite each write is one short BEGIN
 IMMEDIATE transaction. PostgresTicketStore replaces the operations where PostgreSQL saves round trips: a
-claim is one call of triage_claim() (migrations 0004 and 0006), a holder's write changes the ticket and
+claim is one call of triage_claim() (migrations 0004, 0006 and 0013), a holder's write changes the ticket and
 appends its event in one statement with CTEs and reads the thread in it, and wake-ups are NOTIFYs.
 """
 
@@ -113,8 +113,11 @@ class TicketStore(KeyStore, Protocol):
     def transaction(self) -> AbstractAsyncContextManager[None]: ...
     def outbox(self) -> DeliveryStore: ...
     async def claim(self, *, agent_id: str, shop_id: str, now: datetime, lease_until: datetime,
-                    event: dict[str, Any], thread: bool = True) -> StoredTicket | None: ...
+                    event: dict[str, Any], touch_before: datetime, thread: bool = True) -> StoredTicket | None: ...
     async def agent_state(self, *, agent_id: str) -> Record | None: ...
+    async def touch_agent(self, *, agent_id: str, now: datetime, touch_before: datetime,
+                          online: bool = False) -> None: ...
+    async def agent_card(self, *, agent_id: str) -> Record | None: ...
     async def write_held(self, *, ticket_id: str, agent_id: str, now: datetime, values: dict[str, Any],
                          event: tuple[str, dict[str, Any]], thread: bool = True) -> StoredTicket | None: ...
     async def reply(self, *, ticket_id: str, agent_id: str, now: datetime, lease_until: datetime,
@@ -163,8 +166,9 @@ class SharedTicketStore:
         await self.db.execute(_EVENT, ticket.id, ticket.shop_id, now, kind, actor, json_text(data))
 
     async def claim(self, *, agent_id: str, shop_id: str, now: datetime, lease_until: datetime,
-                    event: dict[str, Any], thread: bool = True) -> StoredTicket | None:
-        """Assign the agent the most urgent queued ticket of its queues, within its capacity, with the event."""
+                    event: dict[str, Any], touch_before: datetime, thread: bool = True) -> StoredTicket | None:
+        """Assign the agent the most urgent queued ticket of its queues, within its capacity, with the event; the
+        agent is online and seen now (its row written only when it was not, or not since `touch_before`)."""
         # One statement: pick, capacity test and assignment together, under SQLite's one write lock.
         sql = (f"UPDATE tickets SET status = 'assigned', assigned_agent_id = $1, lease_expires_at = $2, "
                f"updated_at = $3 WHERE id = (SELECT id FROM tickets WHERE shop_id = $4 AND status = 'queued' "
@@ -172,6 +176,7 @@ class SharedTicketStore:
                f"AND ({_HELD_COUNT}) < (SELECT capacity FROM agents WHERE id = $1 AND active) "
                f"ORDER BY {CLAIM_ORDER_SQL} LIMIT 1) AND status = 'queued' RETURNING {_TICKET}")
         async with self.transaction():
+            await self.touch_agent(agent_id=agent_id, now=now, touch_before=touch_before, online=True)
             claimed = _stored(await self.db.row(sql, agent_id, lease_until, now, shop_id))
             if claimed is not None:
                 await self._event(claimed.state, now, EventKind.CLAIMED, f"agent:{agent_id}",
@@ -182,6 +187,34 @@ class SharedTicketStore:
         """Whether the agent is active, its capacity, and how many tickets it holds."""
         row = await self.db.row(f"SELECT active, capacity, ({_HELD_COUNT}) AS held FROM agents WHERE id = $1", agent_id)
         return None if row is None else decoded(row)
+
+    async def touch_agent(self, *, agent_id: str, now: datetime, touch_before: datetime,
+                          online: bool = False) -> None:
+        """The active agent is seen now, and with `online` (a claim) online; its row is written only when that
+        changes its presence or it was last seen before `touch_before` (claims and heartbeats come many times a
+        minute)."""
+        if online:
+            await self.db.execute("UPDATE agents SET presence = 'online', seen_at = $2 WHERE id = $1 AND active "
+                                  "AND (presence <> 'online' OR seen_at IS NULL OR seen_at < $3)",
+                                  agent_id, now, touch_before)
+        else:
+            await self.db.execute("UPDATE agents SET seen_at = $2 WHERE id = $1 AND active "
+                                  "AND (seen_at IS NULL OR seen_at < $3)", agent_id, now, touch_before)
+
+    async def agent_card(self, *, agent_id: str) -> Record | None:
+        """What a hand-over to the agent needs: its shop, whether it is active, capacity, tickets held, presence
+        and last sighting, and the queues it serves (`queues`, a list). In a transaction, the agent's claims and
+        other hand-overs to it wait until this one ends (PostgreSQL: the claim's advisory lock; SQLite: the
+        write lock), and so does its deactivation (the row is read FOR SHARE)."""
+        if self.db.postgres:
+            await self.db.execute("SELECT pg_advisory_xact_lock(hashtext('triage_claim'), hashtext($1))", agent_id)
+        row = await self.db.row(f"SELECT shop_id, active, capacity, ({_HELD_COUNT}) AS held, presence, seen_at "
+                                f"FROM agents WHERE id = $1{self.db.for_share}", agent_id)
+        if row is None:
+            return None
+        row = decoded(row)
+        row["queues"] = await self.served_queues(agent_id=agent_id)
+        return row
 
     async def write_held(self, *, ticket_id: str, agent_id: str, now: datetime, values: dict[str, Any],
                          event: tuple[str, dict[str, Any]], thread: bool = True) -> StoredTicket | None:
@@ -400,7 +433,7 @@ def _with_thread(alias: str, limit: int | None) -> str:
 
 @functools.cache
 def _pg_claim_sql(limit: int | None) -> str:
-    return f"SELECT {_TICKET_C}{_with_thread('c.id', limit)} FROM triage_claim($1, $2, $3, $4, $5::text) c"
+    return f"SELECT {_TICKET_C}{_with_thread('c.id', limit)} FROM triage_claim($1, $2, $3, $4, $5::text, $6) c"
 
 
 @functools.cache
@@ -461,11 +494,11 @@ class PostgresTicketStore(SharedTicketStore):
     """One statement, one round trip, per operation where PostgreSQL allows it (docs/design.md measures them)."""
 
     async def claim(self, *, agent_id: str, shop_id: str, now: datetime, lease_until: datetime,
-                    event: dict[str, Any], thread: bool = True) -> StoredTicket | None:
-        # triage_claim(): agent lock, capacity, SKIP LOCKED pick, event, with fresh snapshots inside. thread=False:
-        # the claim alone, as bench/queues.py compares it with another queue's dequeue.
+                    event: dict[str, Any], touch_before: datetime, thread: bool = True) -> StoredTicket | None:
+        # triage_claim(): agent lock, presence, capacity, SKIP LOCKED pick, event, with fresh snapshots inside.
+        # thread=False: the claim alone, as bench/queues.py compares it with another queue's dequeue.
         return _stored(await self.db.row(_pg_claim_sql(self._thread_limit if thread else 0), agent_id, shop_id, now,
-                                         lease_until, json_text(event)))
+                                         lease_until, json_text(event), touch_before))
 
     async def write_held(self, *, ticket_id: str, agent_id: str, now: datetime, values: dict[str, Any],
                          event: tuple[str, dict[str, Any]], thread: bool = True) -> StoredTicket | None:

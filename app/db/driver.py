@@ -22,7 +22,7 @@ from app.db.session import DriverConnections
 Record = dict[str, Any]
 
 # Columns whose values come back from SQLite as text (times, JSON) or 0/1 (booleans).
-_TIME_COLUMNS = frozenset({"lease_expires_at", "created_at", "updated_at", "opened_at", "awaiting_since",
+_TIME_COLUMNS = frozenset({"seen_at", "lease_expires_at", "created_at", "updated_at", "opened_at", "awaiting_since",
                            "first_response_due_at", "first_response_at", "last_message_at", "resolved_at",
                            "sent_at", "received_at", "at", "previous_valid_until", "next_attempt_at",
                            "started_at", "delivered_at"})
@@ -71,6 +71,8 @@ class Driver(ABC):
     # Appended to a read that must hold its rows until the transaction ends; SQLite's BEGIN IMMEDIATE already
     # holds the one write lock.
     for_update = ""
+    # Appended to a read whose rows must not change (nor their holders be deactivated) until the transaction ends.
+    for_share = ""
     # Appended to a read whose rows one process at a time should take (SQLite has one writer anyway).
     skip_locked = ""
 
@@ -100,6 +102,7 @@ class PostgresDriver(Driver):
 
     postgres = True
     for_update = " FOR UPDATE"
+    for_share = " FOR SHARE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, connection: Any) -> None:

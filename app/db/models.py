@@ -74,6 +74,7 @@ class Agent(Base):
     __table_args__ = (
         CheckConstraint("capacity BETWEEN 1 AND 50", name="capacity_range"),
         CheckConstraint("level IN ('junior', 'mid', 'senior')", name="level_known"),
+        CheckConstraint("presence IN ('online', 'away', 'offline')", name="presence_known"),
         Index("ix_agents_shop", "shop_id"),
     )
 
@@ -85,6 +86,11 @@ class Agent(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime]
+    # What the agent last set, or `online` from a claim (migration 0013); app.domain.presence_at turns it offline
+    # once the agent has been silent since seen_at for the presence timeout.
+    presence: Mapped[str] = mapped_column(String(16), default="offline", server_default="offline")
+    # Its last claim, ticket heartbeat or presence call (a claim writes it at most every few seconds).
+    seen_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class AgentQueue(Base):

@@ -214,16 +214,26 @@ async def holding(session: AsyncSession, *, shop_id: str) -> dict[str, int]:
 
 
 async def shop_config(session: AsyncSession, *, shop_id: str) -> tuple[
-        dict[str, int], dict[str, dict[str, int] | None], list[tuple[str, str]]] | None:
-    """The shop's targets, its queues' targets and its agents (id, name); None for an unknown shop."""
+        dict[str, int], dict[str, dict[str, int] | None], list[Row[Any]]] | None:
+    """The shop's targets, its queues' targets and its agents (id, name, active, presence, seen_at); None for an
+    unknown shop."""
     targets = await session.scalar(select(Shop.sla_targets).where(Shop.id == shop_id))
     if targets is None:
         return None
     queues = (await session.execute(select(Queue.name, Queue.sla_targets).where(Queue.shop_id == shop_id)
                                     .order_by(Queue.name))).all()
-    agents = (await session.execute(select(Agent.id, Agent.name).where(Agent.shop_id == shop_id)
-                                    .order_by(Agent.created_at, Agent.id))).all()
-    return dict(targets), {q.name: q.sla_targets for q in queues}, [(a.id, a.name) for a in agents]
+    agents = (await session.execute(select(Agent.id, Agent.name, Agent.active, Agent.presence, Agent.seen_at)
+                                    .where(Agent.shop_id == shop_id).order_by(Agent.created_at, Agent.id))).all()
+    return dict(targets), {q.name: q.sla_targets for q in queues}, list(agents)
+
+
+async def presence_counts(session: AsyncSession, *, online_after: datetime) -> Sequence[Row[Any]]:
+    """Active agents per shop and presence now (app.domain.presence_at, in SQL): silent since `online_after` is
+    offline."""
+    presence = case((or_(Agent.presence == "offline", Agent.seen_at.is_(None), Agent.seen_at <= online_after),
+                     literal("offline", String)), else_=Agent.presence)
+    return (await session.execute(select(Agent.shop_id, presence.label("presence"), func.count().label("agents"))
+                                  .where(Agent.active.is_(True)).group_by(Agent.shop_id, presence))).all()
 
 
 async def backlog_everywhere(session: AsyncSession, *, now: datetime) -> Sequence[Row[Any]]:

@@ -23,7 +23,7 @@ from app.schemas.admin import (
     ShopRead,
     ShopUpdate,
 )
-from app.schemas.tickets import AdminTicketAction, TicketList, TicketRead
+from app.schemas.tickets import AdminTicketAction, HandOverRequest, TicketList, TicketRead
 from app.services import admin, queues
 
 router = APIRouter(prefix="/v1/shops", tags=["ops: shops"], dependencies=STRICT_QUERY)
@@ -112,10 +112,13 @@ async def create_agent(shop_id: str, body: AgentCreate, session: SessionDep, set
 
 
 @router.get("/{shop_id}/agents", response_model=list[AgentRead], tags=["ops: agents"], summary="List a shop's agents",
-            description="Agents with their queues, level, capacity and active flag; tokens are never listed.",
+            description="Agents with their queues, level, capacity, active flag and presence now (`online`, `away` "
+                        "or `offline`: what the agent set, `online` from its last claim, and `offline` once it has "
+                        "been silent for TRIAGE_PRESENCE_TIMEOUT_SECONDS or is deactivated); tokens are never listed.",
             responses=errors(401, 404))
-async def list_agents(shop_id: str, session: SessionDep, _: AdminDep) -> list[AgentRead]:
-    return [AgentRead.model_validate(v.as_dict()) for v in await admin.list_agents(session, shop_id=shop_id)]
+async def list_agents(shop_id: str, session: SessionDep, settings: SettingsDep, _: AdminDep) -> list[AgentRead]:
+    return [AgentRead.model_validate(v.as_dict()) for v in await admin.list_agents(
+        session, shop_id=shop_id, now=utcnow(), presence_timeout=settings.presence_timeout_seconds)]
 
 
 @router.get("/{shop_id}/agents/{agent_id}/tickets", response_model=TicketList, tags=["ops: agents"],
@@ -135,9 +138,10 @@ async def agent_tickets(shop_id: str, agent_id: str, request: Request, session: 
                           "delivery counted (a `released` event by `admin`); its token stops working within "
                           "seconds.", responses=errors(401, 404, 422))
 async def update_agent(shop_id: str, agent_id: str, body: AgentUpdate, request: Request, session: SessionDep,
-                       _: AdminDep) -> AgentRead:
+                       settings: SettingsDep, _: AdminDep) -> AgentRead:
     view = await admin.update_agent(session, shop_id=shop_id, agent_id=agent_id, data=body, now=utcnow(),
-                                    notifier=request.app.state.notifier, agents=agent_cache(request))
+                                    notifier=request.app.state.notifier, agents=agent_cache(request),
+                                    presence_timeout=settings.presence_timeout_seconds)
     return AgentRead.model_validate(view.as_dict())
 
 
@@ -147,8 +151,9 @@ async def update_agent(shop_id: str, agent_id: str, body: AgentUpdate, request: 
                          "old one stops working at once in this process and within 5 s in the others. The agent "
                          "keeps its id, queues, tickets and statistics.", responses=errors(401, 404))
 async def reissue_agent_token(shop_id: str, agent_id: str, request: Request, session: SessionDep,
-                              _: AdminDep) -> AgentCreated:
-    view = await admin.reissue_agent_token(session, shop_id=shop_id, agent_id=agent_id, agents=agent_cache(request))
+                              settings: SettingsDep, _: AdminDep) -> AgentCreated:
+    view = await admin.reissue_agent_token(session, shop_id=shop_id, agent_id=agent_id, agents=agent_cache(request),
+                                           now=utcnow(), presence_timeout=settings.presence_timeout_seconds)
     return AgentCreated.model_validate(view.as_dict())
 
 
@@ -199,3 +204,22 @@ async def release_ticket(shop_id: str, ticket_id: str, request: Request, _: Admi
     return await queues.admin_release(request.app.state.drivers, shop_id=shop_id, ticket_id=ticket_id,
                                       reason=body.reason if body else None, now=utcnow(),
                                       notifier=request.app.state.notifier)
+
+
+@router.post("/{shop_id}/tickets/{ticket_id}/transfer", response_model=TicketRead, tags=["ops: tickets"],
+             summary="Give a ticket to a named agent (ops)",
+             description="Hands an open ticket of the shop, queued, held or snoozed (`pending`), to the agent named: it "
+                         "is `assigned` to that agent from now, under a fresh lease of TRIAGE_LEASE_SECONDS, and a "
+                         "holder loses it at once (its later writes are `409 ticket_not_held`). The `transferred` "
+                         "event names the admin, the holder it had (`agent_id`) and `to_agent`. The agent named must "
+                         "be of the shop (`422 unknown_agent` otherwise), active (`422 agent_inactive`), not the "
+                         "holder already (`422 same_agent`) and serve the ticket's queue (`422 queue_not_served`); an "
+                         "agent that is offline is `409 agent_offline`, one at its capacity `409 agent_at_capacity`. "
+                         "A resolved ticket is `409 ticket_already_resolved`.",
+             responses=errors(401, 404, 409, 422))
+async def transfer_ticket(shop_id: str, ticket_id: str, body: HandOverRequest, request: Request,
+                          settings: SettingsDep, _: AdminDep) -> TicketRead:
+    return await queues.admin_hand_over(request.app.state.drivers, shop_id=shop_id, ticket_id=ticket_id,
+                                        to_agent=body.agent_id, reason=body.reason, now=utcnow(),
+                                        lease_seconds=settings.lease_seconds,
+                                        presence_timeout=settings.presence_timeout_seconds)

@@ -6,9 +6,11 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 
 from app.clock import utcnow
-from app.deps import STRICT_QUERY, AdminOrAgentDep, CachedAgentDep, SettingsDep
+from app.deps import STRICT_QUERY, AdminOrAgentDep, CachedAgentDep, SessionDep, SettingsDep
 from app.routers.docs import errors
 from app.schemas.tickets import (
+    AgentPresence,
+    PresenceUpdate,
     QueueList,
     ReleaseRequest,
     ReplyCreate,
@@ -19,7 +21,7 @@ from app.schemas.tickets import (
     TicketRead,
     TransferRequest,
 )
-from app.services import queues
+from app.services import presence, queues
 
 router = APIRouter(tags=["agents"], dependencies=STRICT_QUERY)
 
@@ -38,14 +40,16 @@ _HELD = ("Only the agent holding the ticket under a running lease may do this: o
                          "oldest first) with a lease of TRIAGE_LEASE_SECONDS (default 120 s). With `wait`, the call "
                          "waits up to that many seconds for a ticket to arrive and answers as soon as one does; "
                          "`204` when none arrived. `409 at_capacity` when the agent holds as many open tickets as "
-                         "its capacity.",
+                         "its capacity. A claim, answered or not, makes the agent `online`; while it waits, its "
+                         "looks at the queues keep it online.",
              responses={200: {"description": "The claimed ticket with its messages, triage evidence and lease"},
                         204: {"description": "No ticket arrived within `wait` seconds"}, **errors(401, 409, 422)})
 async def claim(request: Request, agent: CachedAgentDep, settings: SettingsDep,
                 wait: Annotated[float, Query(ge=0, le=30, description="Seconds to wait for work (long poll)")] = 0
                 ) -> TicketRead | Response:
     ticket = await queues.claim(request.app.state.drivers, agent=agent, notifier=request.app.state.notifier, wait=wait,
-                                lease_seconds=settings.lease_seconds, clock=utcnow, gone=request.is_disconnected)
+                                lease_seconds=settings.lease_seconds, presence_timeout=settings.presence_timeout_seconds,
+                                clock=utcnow, gone=request.is_disconnected)
     return ticket if ticket is not None else Response(status_code=204)
 
 
@@ -96,11 +100,13 @@ async def ticket_events(ticket_id: str, request: Request, caller: AdminOrAgentDe
 
 
 @router.post("/v1/tickets/{ticket_id}/heartbeat", response_model=TicketRead, summary="Extend the lease",
-             description="Renews the lease to TRIAGE_LEASE_SECONDS from now. " + _HELD,
+             description="Renews the lease to TRIAGE_LEASE_SECONDS from now; the agent counts as seen (its "
+                         "presence stays what it set). " + _HELD,
              responses=errors(401, 404, 409))
 async def heartbeat(ticket_id: str, request: Request, agent: CachedAgentDep, settings: SettingsDep) -> TicketRead:
     return await queues.heartbeat(request.app.state.drivers, agent=agent, ticket_id=ticket_id, now=utcnow(),
-                                  lease_seconds=settings.lease_seconds)
+                                  lease_seconds=settings.lease_seconds,
+                                  presence_timeout=settings.presence_timeout_seconds)
 
 
 @router.post("/v1/tickets/{ticket_id}/replies", status_code=201, response_model=ReplyCreated,
@@ -134,15 +140,50 @@ async def release(ticket_id: str, request: Request, agent: CachedAgentDep,
                                 now=utcnow(), notifier=request.app.state.notifier, idempotency_key=idempotency_key)
 
 
-@router.post("/v1/tickets/{ticket_id}/transfer", response_model=TicketRead, summary="Transfer to another queue",
-             description="Queues the ticket in another queue of the shop, keeping its age (it is not sent to the "
-                         "back). Transferring to `escalations` flags it escalated. An unknown queue is `422`. "
-                         + _HELD,
+@router.post("/v1/tickets/{ticket_id}/transfer", response_model=TicketRead,
+             summary="Transfer to another queue or to a named agent",
+             description="With `queue`: queues the ticket in another queue of the shop, keeping its age (it is not "
+                         "sent to the back); transferring to `escalations` flags it escalated; an unknown queue is "
+                         "`422 unknown_queue`. With `agent_id`: hands the ticket to that agent of the shop, who holds "
+                         "it from now under a fresh lease (a `transferred` event with `to_agent`); the agent named "
+                         "must be of the shop (`422 unknown_agent`), active (`422 agent_inactive`), another agent "
+                         "(`422 same_agent`) and serve the ticket's queue (`422 queue_not_served`), and be online or "
+                         "away (`409 agent_offline`) with room under its capacity (`409 agent_at_capacity`). Exactly "
+                         "one of `queue` and `agent_id` (`422` otherwise). " + _HELD,
              responses=errors(401, 404, 409, 422))
 async def transfer(ticket_id: str, body: TransferRequest, request: Request, agent: CachedAgentDep,
-                   idempotency_key: IdempotencyKey = None) -> TicketRead:
-    return await queues.transfer(request.app.state.drivers, agent=agent, ticket_id=ticket_id, queue=body.queue, reason=body.reason,
-                                 now=utcnow(), notifier=request.app.state.notifier, idempotency_key=idempotency_key)
+                   settings: SettingsDep, idempotency_key: IdempotencyKey = None) -> TicketRead:
+    if body.agent_id is not None:
+        return await queues.hand_over(request.app.state.drivers, agent=agent, ticket_id=ticket_id,
+                                      to_agent=body.agent_id, reason=body.reason, now=utcnow(),
+                                      lease_seconds=settings.lease_seconds,
+                                      presence_timeout=settings.presence_timeout_seconds,
+                                      idempotency_key=idempotency_key)
+    assert body.queue is not None  # the model requires one of the two
+    return await queues.transfer(request.app.state.drivers, agent=agent, ticket_id=ticket_id, queue=body.queue,
+                                 reason=body.reason, now=utcnow(), notifier=request.app.state.notifier,
+                                 idempotency_key=idempotency_key)
+
+
+@router.get("/v1/agents/me/presence", response_model=AgentPresence, summary="The agent's presence",
+            description="`online`, `away` or `offline` now, what the agent last set, when it was last seen and when "
+                        "silence makes it offline.", responses=errors(401))
+async def my_presence(agent: CachedAgentDep, session: SessionDep, settings: SettingsDep) -> AgentPresence:
+    return await presence.read_presence(session, agent=agent, now=utcnow(), timeout=settings.presence_timeout_seconds)
+
+
+@router.put("/v1/agents/me/presence", response_model=AgentPresence, summary="Set the agent's presence",
+            description="`online`: at the console and taking work; tickets held for it as a buyer's last agent (sticky "
+                        "owner) wait for it. `away`: at the console, not taking work; such tickets do not wait for it. "
+                        "`offline`: gone. Every call also counts as being seen: an agent with no claim, ticket "
+                        "heartbeat or presence call for TRIAGE_PRESENCE_TIMEOUT_SECONDS (120 unless changed) is "
+                        "offline until it acts again, so a console repeats this call while it is open. A claim makes "
+                        "the agent `online`. The tickets it holds stay with it whatever it sets.",
+            responses=errors(401, 422))
+async def set_presence(body: PresenceUpdate, request: Request, agent: CachedAgentDep, session: SessionDep,
+                       settings: SettingsDep) -> AgentPresence:
+    return await presence.set_presence(session, agent=agent, status=body.status, now=utcnow(),
+                                       timeout=settings.presence_timeout_seconds, notifier=request.app.state.notifier)
 
 
 @router.get("/v1/queues", response_model=QueueList, tags=["agents", "ops: queues"], summary="Queue depths",

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from app.clock import utcnow
-from app.deps import STRICT_QUERY, AdminDep, SessionDep
+from app.deps import STRICT_QUERY, AdminDep, SessionDep, SettingsDep
 from app.errors import Unauthorized
 from app.metrics import CONTENT_TYPE, CachedAnswer
 from app.routers.docs import errors
@@ -42,7 +42,8 @@ three episodes.
 * **agent** of an episode: the agent who replied first; else the agent who resolved it; else the
   agent holding it now. Episodes nobody handled appear under their queue and tier only.
 * **backlog / depth / oldest_wait_seconds**: queued tickets now (not in the range), and the age of
-  the oldest queued episode. **holding**: tickets an agent holds now.
+  the oldest queued episode. **holding**: tickets an agent holds now. **presence**: the agent's now
+  (`online`, `away`, `offline`), as `GET /v1/shops/{shop_id}/agents` shows it.
 
 `since` and `until` are RFC 3339 times with a zone (default: the 24 hours before now); the range
 must be non-empty and at most 92 days (`422` otherwise).
@@ -51,7 +52,7 @@ must be non-empty and at most 92 days (`422` otherwise).
 
 @router.get("/{shop_id}/stats", response_model=ShopStats, summary="Service levels of a shop",
             description=DEFINITIONS, responses=errors(401, 404, 422))
-async def shop_stats(shop_id: str, session: SessionDep, _: AdminDep,
+async def shop_stats(shop_id: str, session: SessionDep, settings: SettingsDep, _: AdminDep,
                      since: Annotated[Rfc3339 | None, Query(
                          description="Start of the range (inclusive), RFC 3339",
                          examples=["2026-11-24T00:00:00Z"])] = None,
@@ -60,14 +61,15 @@ async def shop_stats(shop_id: str, session: SessionDep, _: AdminDep,
                          examples=["2026-11-25T00:00:00Z"])] = None) -> ShopStats:
     now = utcnow()
     start, end = stats.stats_range(since=since, until=until, now=now)
-    return await stats.shop_stats(session, shop_id=shop_id, since=start, until=end, now=now)
+    return await stats.shop_stats(session, shop_id=shop_id, since=start, until=end, now=now,
+                                  presence_timeout=settings.presence_timeout_seconds)
 
 
 METRICS = """
 Prometheus text format (0.0.4). No token, unless `TRIAGE_METRICS_TOKEN` is set: then a bearer token equal
 to it is required (`401` otherwise). Counters and histograms are this process's, or every
-process's when `PROMETHEUS_MULTIPROC_DIR` is set; the `triage_queue_*` and
-`triage_first_response_overdue` gauges are read from the database, so any process answers the same values.
+process's when `PROMETHEUS_MULTIPROC_DIR` is set; the `triage_queue_*`, `triage_first_response_overdue` and
+`triage_agents` (active agents per shop and presence) gauges are read from the database, so any process answers the same values.
 Each process makes this answer at most once per `TRIAGE_METRICS_CACHE_SECONDS` (5 s unless changed) however
 many scrape, concurrent scrapes sharing one: every value is at most that old. Labels stay bounded: shop ids, queue names, tiers, intents, error codes,
 route templates (never raw paths).
@@ -93,6 +95,7 @@ def _answer(request: Request) -> CachedAnswer:
     if cached is None:
         sessionmaker, drivers = request.app.state.sessionmaker, request.app.state.drivers
         cached = request.app.state.metrics_answer = CachedAnswer(
-            lambda: stats.metrics_exposition(sessionmaker, drivers=drivers, now=utcnow()),
+            lambda: stats.metrics_exposition(sessionmaker, drivers=drivers, now=utcnow(),
+                                             presence_timeout=request.app.state.settings.presence_timeout_seconds),
             ttl=request.app.state.settings.metrics_cache_seconds)
     return cached

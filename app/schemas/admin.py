@@ -118,6 +118,10 @@ class AgentRead(ReadSchema):
     capacity: int
     active: bool
     created_at: datetime
+    presence: Literal["online", "away", "offline"] = Field(
+        description="Now: what the agent set (or online from a claim), offline once silent for "
+                    "TRIAGE_PRESENCE_TIMEOUT_SECONDS")
+    seen_at: datetime | None = Field(description="Its last claim, ticket heartbeat or presence call")
 
     model_config = ReadSchema.model_config | ex.examples(ex.AGENT)
 
@@ -125,5 +129,5 @@ class AgentRead(ReadSchema):
 class AgentCreated(AgentRead):
     token: str = Field(description="Shown this once; only its hash is stored", examples=["agt_3q2n..."])
 
-    model_config = ReadSchema.model_config | ex.examples({**ex.AGENT,
+    model_config = ReadSchema.model_config | ex.examples({**ex.AGENT, "presence": "offline", "seen_at": None,
                                                           "token": "agt_ZyGWMrhF2mpmYsSA2sNfVP1ZwzXAXWr2dcl5pivM2kA"})

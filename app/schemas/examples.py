@@ -67,7 +67,11 @@ QUEUE = {"name": "aftersale", "description": "Logistics, returns and refunds, qu
          "price protection", "sla_targets": {"P1": 15, "P2": 25, "P3": 40, "P4": 60}, "sla_override": True,
          "created_at": "2026-11-24T10:00:00Z"}
 AGENT = {"id": AGENT_ID, "shop_id": SHOP_ID, "name": "Lin", "queues": ["aftersale", "complaints", "presale"],
-         "level": "senior", "capacity": 5, "active": True, "created_at": "2026-11-24T10:05:00Z"}
+         "level": "senior", "capacity": 5, "active": True, "created_at": "2026-11-24T10:05:00Z",
+         "presence": "online", "seen_at": "2026-11-25T08:00:06.480Z"}
+OTHER_AGENT_ID = "0d4b8e2f-7a61-4c3e-8b95-1f2e3d4c5b6a"
+PRESENCE = {"agent_id": AGENT_ID, "presence": "online", "set": "online", "seen_at": "2026-11-25T08:00:06.480Z",
+            "offline_at": "2026-11-25T08:02:06.480Z"}
 
 # A day of the demo shop in which only logistics questions (aftersale, P3) came in: every queue and tier is
 # listed, as the service lists them, the idle ones with nothing measured.
@@ -88,7 +92,7 @@ STATS: dict[str, Any] = {
     "tiers": [{**(_LEVELS if tier == "P3" else _IDLE), "tier": tier, "first_response_target_seconds": target,
                "depth": 2 if tier == "P3" else 0, "oldest_wait_seconds": 12.6 if tier == "P3" else None}
               for tier, target in SLA_TARGETS.items()],
-    "agents": [{**_LEVELS, "agent_id": AGENT_ID, "name": "Lin", "holding": 2}],
+    "agents": [{**_LEVELS, "agent_id": AGENT_ID, "name": "Lin", "holding": 2, "presence": "online"}],
 }
 QUEUES = {"shop_id": SHOP_ID, "queues": [
     {"name": "aftersale", **_BACKLOG}, {"name": "complaints", **_EMPTY}, {"name": "presale", **_EMPTY}]}

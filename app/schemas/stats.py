@@ -55,6 +55,8 @@ class AgentStats(ServiceLevels):
     agent_id: str
     name: str | None = Field(description="Null for an agent that no longer exists")
     holding: int = Field(description="Tickets the agent holds now")
+    presence: Literal["online", "away", "offline"] = Field(
+        description="Now (offline for an agent that no longer exists or is deactivated)")
 
 
 class ShopStats(BaseModel):

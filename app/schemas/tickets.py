@@ -1,9 +1,9 @@
 """Tickets, replies and queues as agent consoles see them (README, "Agent consoles")."""
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from app.schemas import examples as ex
 from app.schemas.base import QueueName, Schema, StorableStr
@@ -136,11 +136,62 @@ class AdminTicketAction(Schema):
     model_config = Schema.model_config | ex.examples({"reason": "spam"}, {"reason": "console stuck on it"})
 
 
+def _one_target(schema: dict[str, Any]) -> None:
+    schema["examples"] = [{"queue": "complaints", "reason": "needs a senior agent"},
+                          {"agent_id": ex.OTHER_AGENT_ID, "reason": "she served this buyer yesterday"}]
+    # Exactly one of the two, as the validator below requires; the one left out has no value (not even null).
+    schema["oneOf"] = [{"required": ["queue"]}, {"required": ["agent_id"]}]
+    for name in ("queue", "agent_id"):
+        schema["properties"][name].pop("default", None)
+
+
+AgentId = Annotated[StorableStr, Field(min_length=1, max_length=36, examples=[ex.OTHER_AGENT_ID])]
+
+
 class TransferRequest(Schema):
-    queue: QueueName
+    # Either may be left out, not sent as null: the schema says so (oneOf below), and the model holds to it.
+    queue: QueueName = Field(None, description="Queue the ticket in another queue of the shop, keeping its age")  # type: ignore[assignment]
+    agent_id: AgentId = Field(None, description="Hand the ticket to this agent of the shop, who holds it from "  # type: ignore[assignment]
+                                                "now")
     reason: StorableStr = Field("", max_length=500, examples=["needs a senior agent"])
 
-    model_config = Schema.model_config | ex.examples({"queue": "complaints", "reason": "needs a senior agent"})
+    model_config = Schema.model_config | {"json_schema_extra": _one_target}
+
+    @model_validator(mode="after")
+    def _exactly_one_target(self) -> "TransferRequest":
+        if (self.queue is None) == (self.agent_id is None):
+            raise ValueError("give exactly one of queue and agent_id")
+        return self
+
+
+class HandOverRequest(Schema):
+    agent_id: AgentId = Field(description="The agent of the shop who holds the ticket from now")
+    reason: StorableStr | None = Field(None, max_length=500, examples=["served this buyer yesterday"])
+
+    model_config = Schema.model_config | ex.examples({"agent_id": ex.OTHER_AGENT_ID, "reason": "served this buyer yesterday"})
+
+
+PresenceStatus = Literal["online", "away", "offline"]
+
+
+class PresenceUpdate(Schema):
+    status: PresenceStatus = Field(description="online: taking work (and sticky tickets); away: at the console, not "
+                                               "offered sticky tickets; offline: gone")
+
+    model_config = Schema.model_config | ex.examples({"status": "online"}, {"status": "away"})
+
+
+class AgentPresence(BaseModel):
+    agent_id: str
+    presence: PresenceStatus = Field(description="Now: what the agent set (or online from a claim), or offline once "
+                                                 "it has been silent for TRIAGE_PRESENCE_TIMEOUT_SECONDS")
+    set: PresenceStatus = Field(description="What the agent last set, or online from its last claim")
+    seen_at: datetime | None = Field(description="Its last claim, ticket heartbeat or presence call (claims and "
+                                                 "heartbeats are written every few seconds at most)")
+    offline_at: datetime | None = Field(description="When silence makes it offline unless it acts again; null while "
+                                                    "offline")
+
+    model_config = ex.examples(ex.PRESENCE)
 
 
 class QueueDepth(BaseModel):

@@ -12,15 +12,22 @@ from app.db.errors import ConstraintViolation
 from app.db.models import Agent, Queue, Shop, WebhookSecret
 from app.db.session import DriverConnections, Session
 from app.db.shops import SessionShopStore, ShopStore
-from app.domain import DEFAULT_QUEUES, DEFAULT_SLA_TARGETS
+from app.domain import DEFAULT_PRESENCE_TIMEOUT, DEFAULT_QUEUES, DEFAULT_SLA_TARGETS, Presence
 from app.errors import AgentNotFound, InvalidInput, QueueExists, QueueNotFound, ShopExists, ShopNotFound
 from app.schemas.admin import AgentCreate, AgentUpdate, QueueCreate, QueueUpdate, ShopCreate, ShopUpdate
 from app.security import hash_token, new_agent_token, new_webhook_secret
 from app.services.directory import AgentCache, ShopDirectory
 from app.services.notify import Notifier
 from app.schemas.tickets import TicketList
+from app.services.presence import presence_now
 from app.services.queues import hand_back_all, held_tickets
 
+
+def _presence(agent: Agent, *, now: datetime, timeout: int) -> str:
+    """What the list shows: a deactivated agent is offline whatever it last set."""
+    if not agent.active:
+        return Presence.OFFLINE
+    return presence_now(agent.presence, agent.seen_at, now=now, timeout=timeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,12 +35,13 @@ class AgentView:
     agent: Agent
     queues: list[str]
     token: str | None = None
+    presence: str = Presence.OFFLINE
 
     def as_dict(self) -> dict[str, Any]:
         a = self.agent
         data: dict[str, Any] = {"id": a.id, "shop_id": a.shop_id, "name": a.name, "queues": self.queues,
                                 "level": a.level, "capacity": a.capacity, "active": a.active,
-                                "created_at": a.created_at}
+                                "created_at": a.created_at, "presence": self.presence, "seen_at": a.seen_at}
         if self.token is not None:
             data["token"] = self.token
         return data
@@ -167,14 +175,15 @@ async def create_agent(session: Session, *, shop_id: str, data: AgentCreate, now
     token = new_agent_token()
     agent = Agent(id=str(uuid.uuid4()), shop_id=shop_id, name=data.name, level=data.level,
                   capacity=data.capacity or default_capacity, token_hash=hash_token(token), active=True,
-                  created_at=now)
+                  created_at=now, presence=Presence.OFFLINE, seen_at=None)
     await agents.add(agent, queues=data.queues)
     await agents.commit()
     return AgentView(agent, sorted(set(data.queues)), token)
 
 
 async def update_agent(session: Session, *, shop_id: str, agent_id: str, data: AgentUpdate, now: datetime,
-                       notifier: Notifier, agents: AgentCache) -> AgentView:
+                       notifier: Notifier, agents: AgentCache,
+                       presence_timeout: int = DEFAULT_PRESENCE_TIMEOUT) -> AgentView:
     """Change the agent; deactivating it hands the tickets it holds back to their queues at once, waking waiting
     claimers, and drops it from this process's agent cache."""
     shops, store = stores(session)
@@ -202,10 +211,11 @@ async def update_agent(session: Session, *, shop_id: str, agent_id: str, data: A
     if data.active is False:
         agents.forget(agent_id)
     queues = (await store.queues(agent_ids=[agent.id]))[agent.id]
-    return AgentView(agent, queues)
+    return AgentView(agent, queues, presence=_presence(agent, now=now, timeout=presence_timeout))
 
 
-async def reissue_agent_token(session: Session, *, shop_id: str, agent_id: str, agents: AgentCache) -> AgentView:
+async def reissue_agent_token(session: Session, *, shop_id: str, agent_id: str, agents: AgentCache, now: datetime,
+                              presence_timeout: int = DEFAULT_PRESENCE_TIMEOUT) -> AgentView:
     """A new bearer token for the agent (shown this once); the old one stops verifying (in this process at once)."""
     shops, store = stores(session)
     await _require_shop(shops, shop_id)
@@ -217,7 +227,7 @@ async def reissue_agent_token(session: Session, *, shop_id: str, agent_id: str, 
     await store.commit()
     agents.forget(agent_id)
     queues = (await store.queues(agent_ids=[agent.id]))[agent.id]
-    return AgentView(agent, queues, token)
+    return AgentView(agent, queues, token, presence=_presence(agent, now=now, timeout=presence_timeout))
 
 
 async def agent_tickets(session: Session, drivers: DriverConnections, *, shop_id: str, agent_id: str) -> TicketList:
@@ -231,13 +241,14 @@ async def agent_tickets(session: Session, drivers: DriverConnections, *, shop_id
     return await held_tickets(drivers, agent_id=agent_id)
 
 
-async def list_agents(session: Session, *, shop_id: str) -> list[AgentView]:
-    """The shop's agents with their queues."""
+async def list_agents(session: Session, *, shop_id: str, now: datetime,
+                      presence_timeout: int = DEFAULT_PRESENCE_TIMEOUT) -> list[AgentView]:
+    """The shop's agents with their queues and presence now."""
     shops, store = stores(session)
     await _require_shop(shops, shop_id)
     agents = await store.get_all(shop_id=shop_id)
     queues = await store.queues(agent_ids=[a.id for a in agents])
-    return [AgentView(a, queues[a.id]) for a in agents]
+    return [AgentView(a, queues[a.id], presence=_presence(a, now=now, timeout=presence_timeout)) for a in agents]
 
 
 async def list_shops(session: Session) -> Sequence[Shop]:

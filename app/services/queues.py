@@ -19,9 +19,12 @@ from app.db.driver import Record
 from app.db.errors import StoreUnavailable, translated
 from app.db.models import Agent
 from app.db.session import DriverConnections
-from app.domain import (ESCALATIONS, TIER_NAMES, DeliveryEvent, EventKind, Status, TicketState, rfc3339,
-                        ticket_event_data, tier_name)
+from app.domain import (DEFAULT_PRESENCE_TIMEOUT, ESCALATIONS, TIER_NAMES, DeliveryEvent, EventKind, Presence,
+                        Status, TicketState, presence_at, presence_touch_before, rfc3339, ticket_event_data,
+                        tier_name)
 from app.errors import (
+    AgentAtCapacity,
+    AgentOffline,
     AppError,
     AtCapacity,
     Conflict,
@@ -129,11 +132,14 @@ async def _refusal(store: TicketStore, *, agent: Agent, ticket_id: str) -> AppEr
 
 # --- claim ---------------------------------------------------------------------------------------------------
 
-async def claim_once(store: TicketStore, *, agent: Agent, now: datetime, lease_seconds: int) -> TicketRead | None:
-    """Claim the most urgent ticket of the agent's queues now, atomically; None when there is none."""
+async def claim_once(store: TicketStore, *, agent: Agent, now: datetime, lease_seconds: int,
+                     presence_timeout: int = DEFAULT_PRESENCE_TIMEOUT) -> TicketRead | None:
+    """Claim the most urgent ticket of the agent's queues now, atomically; None when there is none. Either way the
+    agent is online from now."""
     lease_until = now + timedelta(seconds=lease_seconds)
     row = await store.claim(agent_id=agent.id, shop_id=agent.shop_id, now=now, lease_until=lease_until,
-                            event={"agent_id": agent.id, "lease_expires_at": _iso(lease_until)})
+                            event={"agent_id": agent.id, "lease_expires_at": _iso(lease_until)},
+                            touch_before=presence_touch_before(now, presence_timeout))
     if row is None:
         # No ticket: the claim itself enforced activity and capacity; this read only chooses the answer.
         state = await store.agent_state(agent_id=agent.id)
@@ -149,9 +155,10 @@ async def claim_once(store: TicketStore, *, agent: Agent, now: datetime, lease_s
 
 
 async def claim(drivers: DriverConnections, *, agent: Agent, notifier: Notifier, wait: float, lease_seconds: int,
-                clock: Callable[[], datetime] = utcnow,
+                presence_timeout: int = DEFAULT_PRESENCE_TIMEOUT, clock: Callable[[], datetime] = utcnow,
                 gone: Callable[[], Awaitable[bool]] | None = None) -> TicketRead | None:
-    """Claim the next ticket, waiting up to `wait` seconds for one to arrive (long poll); None if none did."""
+    """Claim the next ticket, waiting up to `wait` seconds for one to arrive (long poll); None if none did. Each
+    look at the queues keeps the agent online."""
     deadline = time.monotonic() + wait
     # Subscribe before the first look, so a ticket queued between that look and the wait still wakes us.
     wake = notifier.subscribe(agent.shop_id)
@@ -160,7 +167,8 @@ async def claim(drivers: DriverConnections, *, agent: Agent, notifier: Notifier,
             wake.clear()
             # No connection is held between attempts: each one is its own short transaction.
             async with claim_store(drivers) as store:
-                ticket = await claim_once(store, agent=agent, now=clock(), lease_seconds=lease_seconds)
+                ticket = await claim_once(store, agent=agent, now=clock(), lease_seconds=lease_seconds,
+                                          presence_timeout=presence_timeout)
             if ticket is not None:
                 return ticket
             remaining = deadline - time.monotonic()
@@ -212,14 +220,15 @@ async def _held_write(store: TicketStore, *, agent: Agent, ticket_id: str, now: 
 
 
 async def heartbeat(drivers: DriverConnections, *, agent: Agent, ticket_id: str, now: datetime,
-                    lease_seconds: int) -> TicketRead:
-    """Extend the holder's lease."""
+                    lease_seconds: int, presence_timeout: int = DEFAULT_PRESENCE_TIMEOUT) -> TicketRead:
+    """Extend the holder's lease; the agent is seen (its presence stays what it set)."""
     lease_until = now + timedelta(seconds=lease_seconds)
 
     async def act(store: TicketStore) -> TicketRead:
         row = await _held_write(store, agent=agent, ticket_id=ticket_id, now=now,
                                 values={"lease_expires_at": lease_until},
                                 event=(EventKind.LEASE_EXTENDED, {"lease_expires_at": _iso(lease_until)}))
+        await store.touch_agent(agent_id=agent.id, now=now, touch_before=presence_touch_before(now, presence_timeout))
         [view] = await _views(store, [row])
         return view
 
@@ -334,6 +343,98 @@ async def transfer(drivers: DriverConnections, *, agent: Agent, ticket_id: str, 
     if any(moved):
         notifier.outbox_written()
     return answer
+
+
+def _hand_over_refusal(card: Record | None, *, to_agent: str, shop_id: str, queue: str, holder: str | None,
+                       online_after: datetime) -> AppError | None:
+    """Why the agent named may not take the ticket now, or None: unknown, the holder itself, deactivated, not
+    serving the ticket's queue (422), offline or at capacity (409)."""
+    def invalid(kind: str, reason: str) -> InvalidInput:
+        return InvalidInput(f"body.agent_id: {reason}", details=[
+            {"field": "body.agent_id", "reason": reason, "type": kind}])
+
+    if card is None or card["shop_id"] != shop_id:
+        return invalid("unknown_agent", "no such agent in this shop")
+    if to_agent == holder:
+        return invalid("same_agent", "the agent named already holds the ticket")
+    if not card["active"]:
+        return invalid("agent_inactive", "the agent named is deactivated")
+    if queue not in card["queues"]:
+        return invalid("queue_not_served", f"the agent named does not serve the ticket's queue '{queue}'")
+    if presence_at(card["presence"], card["seen_at"], online_after=online_after) == Presence.OFFLINE:
+        return AgentOffline(details={"agent_id": to_agent, "presence": Presence.OFFLINE})
+    if card["held"] >= card["capacity"]:
+        return AgentAtCapacity(f"the agent named holds {card['held']} open tickets, its capacity is {card['capacity']}",
+                               details={"agent_id": to_agent, "held": card["held"], "capacity": card["capacity"]})
+    return None
+
+
+def _handed_over(*, giver: str | None, to_agent: str, queue: str, reason: str | None,
+                 lease_until: datetime) -> dict[str, Any]:
+    # `from` and `to` name the queue, which a hand-over keeps (statistics follow a ticket's queue by them).
+    return {"agent_id": giver, "to_agent": to_agent, "from": queue, "to": queue, "reason": reason,
+            "lease_expires_at": _iso(lease_until)}
+
+
+async def hand_over(drivers: DriverConnections, *, agent: Agent, ticket_id: str, to_agent: str, reason: str,
+                    now: datetime, lease_seconds: int, presence_timeout: int,
+                    idempotency_key: str | None) -> TicketRead:
+    """The holder hands its ticket to another agent of the shop, who holds it from now under a fresh lease."""
+    lease_until = now + timedelta(seconds=lease_seconds)
+
+    async def act(store: TicketStore) -> TicketRead:
+        async with store.transaction():
+            # The target's lock first (its claims and hand-overs wait), then the ticket's: the order of every claim.
+            card = await store.agent_card(agent_id=to_agent)
+            before = await store.ticket(ticket_id=ticket_id)
+            ticket = before.state if before is not None else None
+            if (ticket is None or ticket.status != Status.ASSIGNED or ticket.assigned_agent_id != agent.id
+                    or ticket.lease_expires_at is None or ticket.lease_expires_at <= now):
+                raise await _refusal(store, agent=agent, ticket_id=ticket_id)
+            refused = _hand_over_refusal(card, to_agent=to_agent, shop_id=agent.shop_id, queue=ticket.queue,
+                                         holder=agent.id, online_after=now - timedelta(seconds=presence_timeout))
+            if refused is not None:
+                raise refused
+            held = await _held_write(store, agent=agent, ticket_id=ticket_id, now=now,
+                                     values={"assigned_agent_id": to_agent, "lease_expires_at": lease_until},
+                                     event=(EventKind.TRANSFERRED, _handed_over(
+                                         giver=agent.id, to_agent=to_agent, queue=ticket.queue, reason=reason,
+                                         lease_until=lease_until)))
+        [view] = await _views(store, [held])
+        return view
+
+    return await _write(drivers, agent=agent, key=idempotency_key, now=now, status_code=200, model=TicketRead,
+                        request={"op": "transfer", "ticket_id": ticket_id, "agent_id": to_agent, "reason": reason},
+                        act=act)
+
+
+async def admin_hand_over(drivers: DriverConnections, *, shop_id: str, ticket_id: str, to_agent: str,
+                          reason: str | None, now: datetime, lease_seconds: int, presence_timeout: int) -> TicketRead:
+    """Ops give an open ticket (queued, held or snoozed) to a named agent of the shop, who holds it from now under
+    a fresh lease; a holder loses it at once."""
+    lease_until = now + timedelta(seconds=lease_seconds)
+    async with claim_store(drivers) as store:
+        if not await store.shop_exists(shop_id=shop_id):
+            raise ShopNotFound(f"no shop with id '{shop_id}'")
+        async with store.transaction():
+            card = await store.agent_card(agent_id=to_agent)
+            ticket = await store.shop_ticket(shop_id=shop_id, ticket_id=ticket_id)
+            if ticket is None:
+                raise TicketNotFound(f"no ticket '{ticket_id}' in shop '{shop_id}'")
+            if ticket.status == Status.RESOLVED:
+                raise TicketAlreadyResolved()
+            refused = _hand_over_refusal(card, to_agent=to_agent, shop_id=shop_id, queue=ticket.queue,
+                                         holder=ticket.assigned_agent_id,
+                                         online_after=now - timedelta(seconds=presence_timeout))
+            if refused is not None:
+                raise refused
+            data = {**_handed_over(giver=ticket.assigned_agent_id, to_agent=to_agent, queue=ticket.queue,
+                                   reason=reason, lease_until=lease_until), "status_before": ticket.status}
+            values = {"status": Status.ASSIGNED, "assigned_agent_id": to_agent, "lease_expires_at": lease_until}
+            if not await store.write_as_read(ticket=ticket, values=values, now=now,
+                                             event=(EventKind.TRANSFERRED, "admin", data)):
+                raise Conflict("the ticket changed meanwhile; read it and try again")
+            return await _read(store, caller=None, ticket_id=ticket_id)
 
 
 async def _escalated(store: TicketStore, ticket: Record, *, queue: str, from_queue: str, reason: str,

@@ -10,7 +10,7 @@ from app.db import stats as stats_sql
 from app.db.deliveries import delivery_store
 from app.db.errors import StoreUnavailable, translated
 from app.db.session import DriverConnections, Row, Session
-from app.domain import TIER_NAMES, target_seconds, tier_name
+from app.domain import DEFAULT_PRESENCE_TIMEOUT, TIER_NAMES, Presence, presence_at, target_seconds, tier_name
 from app.errors import InvalidInput, ShopNotFound
 from app.schemas.stats import (
     AgentStats,
@@ -73,7 +73,7 @@ def _backlog(rows: list[Row[Any]], now: datetime) -> Backlog:
 
 
 async def shop_stats(session: Session, *, shop_id: str, since: datetime, until: datetime,
-                     now: datetime) -> ShopStats:
+                     now: datetime, presence_timeout: int = DEFAULT_PRESENCE_TIMEOUT) -> ShopStats:
     """Per shop, queue, tier and agent: the service levels of episodes opened in [since, until), and the backlog now."""
     config = await stats_sql.shop_config(session, shop_id=shop_id)
     if config is None:
@@ -92,7 +92,7 @@ async def shop_stats(session: Session, *, shop_id: str, since: datetime, until: 
         overall=OverallStats(**_levels(levels.get(("overall", ""))), backlog=_backlog(backlog, now)),
         queues=_queue_stats(levels, backlog, queue_targets, now),
         tiers=[_tier_stats(tier, levels, backlog, shop_targets, now) for tier in TIER_NAMES],
-        agents=_agent_stats(levels, agents, holding),
+        agents=_agent_stats(levels, agents, holding, online_after=now - timedelta(seconds=presence_timeout)),
     )
 
 
@@ -114,13 +114,16 @@ def _tier_stats(tier: str, levels: dict[tuple[str, str], Row[Any]], backlog: lis
                      oldest_wait_seconds=_wait(min((r.oldest for r in queued), default=None), now))
 
 
-def _agent_stats(levels: dict[tuple[str, str], Row[Any]], agents: list[tuple[str, str]],
-                 holding: dict[str, int]) -> list[AgentStats]:
+def _agent_stats(levels: dict[tuple[str, str], Row[Any]], agents: list[Row[Any]], holding: dict[str, int], *,
+                 online_after: datetime) -> list[AgentStats]:
     """The shop's agents in their order, then any other agent that episodes or held tickets name."""
-    names = dict(agents)
-    agent_ids = [a for a, _ in agents] + sorted({key for dim, key in levels if dim == "agent" and key not in names}
-                                               | {a for a in holding if a not in names})
+    names = {a.id: a.name for a in agents}
+    presence = {a.id: presence_at(a.presence, a.seen_at, online_after=online_after) if a.active else Presence.OFFLINE
+                for a in agents}
+    agent_ids = [a.id for a in agents] + sorted({key for dim, key in levels if dim == "agent" and key not in names}
+                                                | {a for a in holding if a not in names})
     return [AgentStats(agent_id=agent_id, name=names.get(agent_id), holding=holding.get(agent_id, 0),
+                       presence=presence.get(agent_id, Presence.OFFLINE),  # type: ignore[arg-type]
                        **_levels(levels.get(("agent", agent_id))))
             for agent_id in agent_ids]
 
@@ -133,12 +136,17 @@ async def backlog_gauges(session: Session, *, now: datetime) -> list[Any]:
     return metrics.backlog_families(rows, now=now)
 
 
-async def metrics_exposition(sessionmaker: Any, *, drivers: DriverConnections, now: datetime) -> tuple[bytes, bool]:
-    """The Prometheus text: process metrics, and the backlog and delivery gauges read from the database now; and
-    whether the database answered."""
+async def metrics_exposition(sessionmaker: Any, *, drivers: DriverConnections, now: datetime,
+                             presence_timeout: int = DEFAULT_PRESENCE_TIMEOUT) -> tuple[bytes, bool]:
+    """The Prometheus text: process metrics, and the backlog, presence and delivery gauges read from the database
+    now; and whether the database answered."""
     try:
         async with sessionmaker() as session:
             families = await backlog_gauges(session, now=now)
+            async with translated():
+                counts = await stats_sql.presence_counts(session, online_after=now - timedelta(seconds=presence_timeout))
+                await session.rollback()
+            families.append(metrics.presence_family(counts))
         async with translated(), delivery_store(drivers) as store:
             families.append(metrics.oldest_pending_family(await store.oldest_pending(), now=now))
         metrics.GAUGE_REFRESHES.inc()

@@ -22,6 +22,7 @@ RULESET = {"intents": {"presale": {"base": 150, "rules": [{"id": "zh.presale.sto
 # (method, path template, body, expected status per caller). {shop} is shop A, {ticket} A's ticket held by A1.
 ADMIN_ONLY = {"admin": "2xx", "none": 401, "wrong": 401, "agent_a1": 401, "agent_a2": 401, "agent_b1": 401}
 HOLDER_ONLY = {"admin": 401, "none": 401, "wrong": 401, "agent_a1": "2xx", "agent_a2": 409, "agent_b1": 404}
+AGENT_SELF = {"admin": 401, "none": 401, "wrong": 401, "agent_a1": "2xx", "agent_a2": "2xx", "agent_b1": "2xx"}
 MATRIX: list[tuple[str, str, Any, dict[str, Any]]] = [
     ("GET", "/v1/shops/{shop}", None, ADMIN_ONLY),
     ("PATCH", "/v1/shops/{shop}", {"name": "Renamed"}, ADMIN_ONLY),
@@ -57,6 +58,11 @@ MATRIX: list[tuple[str, str, Any, dict[str, Any]]] = [
     ("POST", "/v1/tickets/{ticket}/heartbeat", None, HOLDER_ONLY),
     ("POST", "/v1/tickets/{ticket}/replies", {"text": "亲，马上处理"}, {**HOLDER_ONLY, "agent_a1": 201}),
     ("POST", "/v1/tickets/{ticket}/transfer", {"queue": "complaints", "reason": "senior"}, HOLDER_ONLY),
+    ("GET", "/v1/agents/me/presence", None, AGENT_SELF),
+    # A2 online (the cell after hands it a ticket, which only an agent at its console may take).
+    ("PUT", "/v1/agents/me/presence", {"status": "online"}, AGENT_SELF),
+    ("POST", "/v1/tickets/{ticket}/transfer", {"agent_id": "{agent_a2}", "reason": "her buyer"}, HOLDER_ONLY),
+    ("POST", "/v1/shops/{shop}/tickets/{ticket}/transfer", {"agent_id": "{agent_a2}"}, ADMIN_ONLY),
     ("POST", "/v1/tickets/{ticket}/release", {"reason": "shift end"}, HOLDER_ONLY),
     ("POST", "/v1/tickets/{ticket}/resolve", None, HOLDER_ONLY),
     ("GET", "/v1/shops/{shop}/tickets?platform=taobao&conversation_id=c-{n}", None, ADMIN_ONLY),
@@ -89,7 +95,8 @@ def _matches(expected: Any, status: int) -> bool:
 
 
 async def _visible_state(client: httpx.AsyncClient, admin: dict[str, str], shop_id: str, ticket_id: str) -> Any:
-    """Everything an ops user can read of the shop and the held ticket, minus clocks that tick on their own."""
+    """Everything an ops user can read of the shop and the held ticket, minus clocks that tick on their own (an
+    agent's presence turns offline with time alone; its `seen_at` changes only when it acts)."""
     reads = {}
     for path in (f"/v1/shops/{shop_id}", f"/v1/shops/{shop_id}/queues", f"/v1/shops/{shop_id}/agents",
                  f"/v1/shops/{shop_id}/rules/versions", f"/v1/shops/{shop_id}/templates", f"/v1/tickets/{ticket_id}",
@@ -97,6 +104,8 @@ async def _visible_state(client: httpx.AsyncClient, admin: dict[str, str], shop_
         response = await client.get(path, headers=admin)
         assert response.status_code == 200, response.text
         reads[path] = response.json()
+    reads[f"/v1/shops/{shop_id}/agents"] = [{k: v for k, v in agent.items() if k != "presence"}
+                                            for agent in reads[f"/v1/shops/{shop_id}/agents"]]
     rules = (await client.get(f"/v1/shops/{shop_id}/rules", headers=admin)).json()
     reads["active"] = (rules["name"], rules["version"])
     return reads

@@ -25,6 +25,7 @@ from tests.support import ADMIN_TOKEN
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 LEASE = timedelta(seconds=120)
+TOUCH = timedelta(seconds=10)
 
 
 class OnDemand:
@@ -61,7 +62,7 @@ class World:
         agent = agent or self.agent
         now = now or utcnow()
         return await self.store.claim(agent_id=agent["id"], shop_id=self.shop["id"], now=now, lease_until=now + LEASE,
-                                      event={"agent_id": agent["id"]})
+                                      event={"agent_id": agent["id"]}, touch_before=now - TOUCH)
 
     async def events(self, ticket_id: str) -> list[tuple[str, str, dict[str, Any]]]:
         async with self.store.connected() as store:
@@ -291,7 +292,44 @@ async def old_idempotency_keys_are_purged_oldest_first(w: World) -> None:
         assert await store.purge_keys(before=ancient, limit=10) == 0
 
 
+async def a_claim_makes_its_agent_online_writing_its_row_only_when_stale(w: World) -> None:
+    async def seen() -> tuple[str, datetime | None]:
+        card = await w.store.agent_card(agent_id=w.agent["id"])
+        return card["presence"], card["seen_at"]
+
+    assert await seen() == ("offline", None)
+    first = utcnow()
+    assert await w.claim(now=first) is None  # nothing queued: seen all the same
+    assert await seen() == ("online", first)
+    assert await w.claim(now=first + TOUCH / 2) is None
+    assert await seen() == ("online", first)  # seen lately: the row is not written again
+    later = first + TOUCH + timedelta(seconds=1)
+    assert await w.claim(now=later) is None
+    assert await seen() == ("online", later)
+    # A heartbeat's touch refreshes the sighting and keeps what the agent set; a claim sets it online again.
+    async with w.store.connected() as store:
+        await store.db.execute("UPDATE agents SET presence = 'away' WHERE id = $1", w.agent["id"])
+    beat = later + TOUCH * 2
+    await w.store.touch_agent(agent_id=w.agent["id"], now=beat, touch_before=beat - TOUCH)
+    assert await seen() == ("away", beat)
+    assert await w.claim(now=beat + timedelta(seconds=1)) is None
+    assert await seen() == ("online", beat + timedelta(seconds=1))
+
+
+async def an_agents_card_has_what_a_hand_over_checks(w: World) -> None:
+    for text in ("我要退货", "快递三天没动了"):
+        await w.ticket(text)
+    now = utcnow()
+    assert await w.claim(now=now) is not None
+    card = await w.store.agent_card(agent_id=w.agent["id"])
+    assert card == {"shop_id": w.shop["id"], "active": True, "capacity": 2, "held": 1, "presence": "online",
+                    "seen_at": now, "queues": ["aftersale", "complaints", "presale"]}
+    assert await w.store.agent_card(agent_id="no-such-agent") is None
+
+
 CASES: list[Callable[[World], Awaitable[None]]] = [
+    a_claim_makes_its_agent_online_writing_its_row_only_when_stale,
+    an_agents_card_has_what_a_hand_over_checks,
     claim_takes_the_most_urgent_ticket_with_its_event,
     claim_stops_at_the_agents_capacity,
     claim_finds_nothing_in_queues_the_agent_does_not_serve,
