@@ -8,6 +8,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.clock import utcnow
 from tests.support.clock import freeze
 from tests.support.queues import claim, new_agent, new_ticket
 
@@ -45,7 +46,7 @@ async def gauge(client: httpx.AsyncClient, shop_id: str) -> dict[str, float]:
 async def test_an_agent_sets_its_presence_and_everyone_sees_it(client: httpx.AsyncClient,
                                                                admin_headers: dict[str, str], new_shop: Any,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = freeze(monkeypatch)
+    clock = freeze(monkeypatch, utcnow())
     shop = await new_shop()
     lin, wu, ma = [await new_agent(client, admin_headers, shop["id"]) for _ in range(3)]
     assert {a["presence"] for a in (await listed(client, admin_headers, shop["id"])).values()} == {"offline"}
@@ -79,16 +80,16 @@ async def test_a_claim_makes_an_agent_online_and_silence_makes_it_offline(client
                                                                           admin_headers: dict[str, str],
                                                                           new_shop: Any,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = freeze(monkeypatch)
+    clock = freeze(monkeypatch, utcnow())
     shop = await new_shop()
     lin = await new_agent(client, admin_headers, shop["id"])
     assert (await put_presence(client, lin, "away")).status_code == 200
     assert (await claim(client, lin)).status_code == 204  # nothing queued: the claim still counts
     assert (await listed(client, admin_headers, shop["id"]))[lin["id"]]["presence"] == "online"
 
-    clock.advance(seconds=TIMEOUT - 1)
+    clock.advance(TIMEOUT - 1)
     assert (await listed(client, admin_headers, shop["id"]))[lin["id"]]["presence"] == "online"
-    clock.advance(seconds=1)  # silent for the whole timeout
+    clock.advance(1)  # silent for the whole timeout
     assert (await listed(client, admin_headers, shop["id"]))[lin["id"]]["presence"] == "offline"
     assert await in_stats(client, admin_headers, shop["id"]) == {lin["id"]: "offline"}
     assert await gauge(client, shop["id"]) == {"online": 0, "away": 0, "offline": 1}
@@ -97,9 +98,9 @@ async def test_a_claim_makes_an_agent_online_and_silence_makes_it_offline(client
     await new_ticket(client, shop, "我要退货")
     ticket = (await claim(client, lin)).json()
     assert (await put_presence(client, lin, "away")).status_code == 200
-    clock.advance(seconds=TIMEOUT - 5)
+    clock.advance(TIMEOUT - 5)
     assert (await client.post(f"/v1/tickets/{ticket['id']}/heartbeat", headers=lin["headers"])).status_code == 200
-    clock.advance(seconds=10)
+    clock.advance(10)
     agent = (await listed(client, admin_headers, shop["id"]))[lin["id"]]
     assert agent["presence"] == "away"
 

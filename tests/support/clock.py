@@ -1,41 +1,34 @@
-"""A frozen clock for the whole service: every module of `app` that reads app.clock.utcnow reads it instead.
+"""A frozen clock for the service under test: every module that reads `app.clock.utcnow` for ingestion, claims,
+replies, the SLA watch, the lease reaper and the statistics reads this one instead, moved only by the test."""
 
-The webhook signature check keeps the real clock: the platform signs with its own, and a frozen service clock
-days ahead would refuse every request as stale. Background workers (the lease reaper among them) read the frozen
-clock too, as they would read a real one.
-"""
-
-import sys
 from datetime import datetime, timedelta
 
 import pytest
 
-import app.clock
-
-# What a platform's signature is checked against: transport, not the service's notion of time.
-REAL_CLOCK_MODULES = frozenset({"app.services.webhooks"})
+# The modules whose `utcnow` the frozen clock replaces. Webhook signatures keep the real clock (a platform signs with
+# it), and so does the delivery relay (its retries wait in real time).
+FROZEN_MODULES = ("app.services.ingest", "app.services.sla", "app.services.queues", "app.routers.agents",
+                  "app.routers.stats", "app.routers.admin")
 
 
 class FrozenClock:
-    """A clock that stands still until told to move."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
+    def __init__(self, at: datetime) -> None:
+        self.now = at
 
     def __call__(self) -> datetime:
         return self.now
 
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
+    def set(self, at: datetime) -> None:
+        self.now = at
+
+    def advance(self, seconds: float) -> datetime:
+        self.now += timedelta(seconds=seconds)
         return self.now
 
 
-def freeze(monkeypatch: pytest.MonkeyPatch, start: datetime | None = None) -> FrozenClock:
-    """Freeze the service's clock at `start` (default: now) until the test ends."""
-    clock = FrozenClock(start or app.clock.utcnow())
-    real = app.clock.utcnow
-    for name, module in list(sys.modules.items()):
-        if (name == "app" or name.startswith("app.")) and name not in REAL_CLOCK_MODULES \
-                and getattr(module, "utcnow", None) is real:
-            monkeypatch.setattr(module, "utcnow", clock)
+def freeze(monkeypatch: pytest.MonkeyPatch, at: datetime) -> FrozenClock:
+    """Freeze the service's clock at `at` until the test ends."""
+    clock = FrozenClock(at)
+    for module in FROZEN_MODULES:
+        monkeypatch.setattr(f"{module}.utcnow", clock)
     return clock
