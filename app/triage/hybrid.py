@@ -41,6 +41,9 @@ CONTEXT_MESSAGES = 3
 P1_INTENTS = frozenset(intent for intent in INTENTS if TIERS[intent] == "P1")
 NON_P1_INTENTS = frozenset(INTENTS) - P1_INTENTS
 _POSITIVE = EMOTIONS.index("positive")
+_FOUND = {intent: f"R:{intent}" for intent in INTENTS}
+_NEGATED = {intent: f"N:{intent}" for intent in INTENTS}
+_CUES = tuple(f"C:{kind}" for kind in ("angry", "negative", "positive", "urgent"))
 _PRECEDENCE = {intent: index for index, intent in enumerate(INTENTS)}
 
 # A pasted platform notice: 【淘宝】, 【京东】... up to the end of its sentence. Its boilerplate (退款, 价格保护申请,
@@ -86,11 +89,12 @@ def _explained(model: TextModel, intent: str, norm: str, text: str, origin: tupl
 def rule_signals(intents: list[str], negated: frozenset[str], cues: list[int], *, masked: bool = False) -> list[str]:
     """The rules' reading as model features: "R:<intent>" found, "N:<intent>" found negated, "C:<cue kind>", and
     "M:mask" when a mask covered words of the message."""
-    signals = [f"R:{intent}" for intent in intents]
+    signals = [_FOUND[intent] for intent in intents]
     if masked:
         signals.append("M:mask")
-    signals.extend(f"N:{intent}" for intent in negated)
-    signals.extend(f"C:{kind}" for kind, count in zip(("angry", "negative", "positive", "urgent"), cues) if count)
+    if negated:
+        signals.extend(_NEGATED[intent] for intent in negated)
+    signals.extend(cue for cue, count in zip(_CUES, cues) if count)
     return signals
 
 
@@ -135,12 +139,10 @@ def _tier_and_intent(hits: list[IntentHit], prediction: Prediction, refused: fro
     between complaint and rights_protection is still surely P1), then the best intent of the chosen side. Praise
     of the service ("客服回复好快") shares its words with complaints, and a threat is never glad; words a mask took
     away ("给一星期", "4.1星") are not a threat unless the model is all but certain."""
-    p1_mass = sum(prediction.intent_probability(intent) for intent in P1_INTENTS - refused)
+    p1_mass = sum(prediction.intent_probability(intent) for intent in P1_INTENTS if intent not in refused)
     strong = P1_STRONG_MASKED if masked else P1_STRONG
-    if p1_mass >= strong and not glad:
-        intent, probability = prediction.best_intent(exclude=refused | NON_P1_INTENTS)
-    else:
-        intent, probability = prediction.best_intent(exclude=refused | P1_INTENTS)
+    side = NON_P1_INTENTS if p1_mass >= strong and not glad else P1_INTENTS
+    intent, probability = prediction.best_intent(exclude=refused | side if refused else side)
     if intent == "other" and hits and probability < OTHER_OVER_RULES:
         # The rules named something and the model only leans towards "nothing": the rules' reading stands.
         return hits[0].intent

@@ -23,7 +23,7 @@ import numpy as np
 
 from app.triage.features import decode, word_features
 from app.triage.model import EMOTIONS, INTENTS
-from app.triage.reader import FeatureTable, probabilities, scores
+from app.triage.reader import FeatureTable, scores
 
 N_INTENTS = len(INTENTS)
 N_EMOTIONS = len(EMOTIONS)
@@ -31,6 +31,9 @@ URGENT_COLUMN = N_INTENTS + N_EMOTIONS
 N_COLUMNS = URGENT_COLUMN + 1
 FORMAT = 2
 _NO_ROWS = np.zeros(0, dtype=np.int64)
+_INTENT_INDEX = {intent: index for index, intent in enumerate(INTENTS)}
+# The rules' readings that recur are few (a few hundred in the corpus): their rows are kept, up to this many.
+_SIGNAL_CACHE = 4096
 
 
 class ModelError(ValueError):
@@ -48,7 +51,7 @@ class Prediction:
     rows: np.ndarray
 
     def intent_probability(self, intent: str) -> float:
-        return self.intents[INTENTS.index(intent)]
+        return self.intents[_INTENT_INDEX[intent]]
 
     def best_intent(self, *, exclude: frozenset[str] = frozenset()) -> tuple[str, float]:
         best, probability = "other", -1.0
@@ -66,7 +69,7 @@ class TextModel:
     """Feature codes and words, weights and biases of the linear heads; `version` names the exact content."""
 
     __slots__ = ("name", "codes", "words", "weights", "bias", "version", "metadata", "_pushes", "_word_list",
-                 "_table")
+                 "_table", "_signal_rows")
 
     def __init__(self, name: str, codes: np.ndarray, words: Sequence[str], weights: np.ndarray, bias: np.ndarray,
                  metadata: dict[str, Any]) -> None:
@@ -88,6 +91,7 @@ class TextModel:
         self.weights = np.ascontiguousarray(weights.astype(np.float16), dtype=np.float32)
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
         self.metadata = metadata
+        self._signal_rows: dict[tuple[str, ...], np.ndarray] = {}
         # How much each feature pushes each intent above the intents' mean: what `explain` ranks by.
         # One contiguous row per intent: explaining an intent reads one array.
         intent_block = self.weights[:, :N_INTENTS]
@@ -102,13 +106,20 @@ class TextModel:
 
     def rows(self, text: str, signals: Sequence[str] = ()) -> np.ndarray:
         """Rows of the distinct features of a normalised text and of the rules' signals."""
-        if signals:
-            get = self.words.get
-            known = [row for row in map(get, signals) if row is not None]
+        return self._table.read(text, self._rows_of_signals(signals))
+
+    def _rows_of_signals(self, signals: Sequence[str]) -> np.ndarray:
+        if not signals:
+            return _NO_ROWS
+        key = tuple(signals)
+        extra = self._signal_rows.get(key)
+        if extra is None:
+            known = [row for row in map(self.words.get, key) if row is not None]
             extra = np.array(known, dtype=np.int64) if known else _NO_ROWS
-        else:
-            extra = _NO_ROWS
-        return self._table.read(text, extra)
+            if len(self._signal_rows) >= _SIGNAL_CACHE:
+                self._signal_rows.clear()
+            self._signal_rows[key] = extra
+        return extra
 
     def scores(self, rows: np.ndarray) -> list[float]:
         """Each output's score: the features are present (1) or absent, scaled by 1/sqrt(count) as in training."""
@@ -116,8 +127,9 @@ class TextModel:
 
     def predict(self, text: str, signals: Sequence[str] = ()) -> Prediction:
         """Probabilities of every head for a normalised text and what the rules read in it (`rule_signals`)."""
-        rows = self.rows(text, signals)
-        values = probabilities(self.weights, self.bias, rows, N_INTENTS, N_EMOTIONS).tolist()
+        rows, outputs = self._table.predict(text, self._rows_of_signals(signals), self.weights, self.bias, N_INTENTS,
+                                            N_EMOTIONS)
+        values = outputs.tolist()
         return Prediction(tuple(values[:N_INTENTS]), tuple(values[N_INTENTS:URGENT_COLUMN]), values[URGENT_COLUMN],
                           rows)
 

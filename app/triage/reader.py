@@ -123,6 +123,22 @@ def _add(found: np.ndarray, count: int, seen: np.ndarray, seen_bits: int, row: i
 def _read(points: np.ndarray, kinds: np.ndarray, keys: np.ndarray, rows: np.ndarray, bits: int,
           extra: np.ndarray) -> np.ndarray:
     """The distinct rows of every feature of a normalised text (as code points), then of `extra` rows."""
+    return _rows_of(points, kinds, keys, rows, bits, extra)
+
+
+# Reading and summing in one call: each call from Python into compiled code costs about as much as summing a
+# short message's rows.
+@njit(cache=True, nogil=True)
+def _predict(points: np.ndarray, kinds: np.ndarray, keys: np.ndarray, rows: np.ndarray, bits: int,
+             extra: np.ndarray, weights: np.ndarray, bias: np.ndarray, intents: int,
+             emotions: int) -> tuple[np.ndarray, np.ndarray]:
+    found = _rows_of(points, kinds, keys, rows, bits, extra)
+    return found, _probabilities(weights, bias, found, intents, emotions)
+
+
+@njit(cache=True, nogil=True)
+def _rows_of(points: np.ndarray, kinds: np.ndarray, keys: np.ndarray, rows: np.ndarray, bits: int,
+             extra: np.ndarray) -> np.ndarray:
     size = len(points)
     capacity = 3 * size + len(extra) + 1
     seen_bits = 4
@@ -253,7 +269,7 @@ def _softmax_in_place(values: np.ndarray, start: int, end: int) -> None:
 
 @njit(cache=True, nogil=True)
 def _probabilities(weights: np.ndarray, bias: np.ndarray, found: np.ndarray, intents: int,
-                   emotions: int) -> np.ndarray:
+                      emotions: int) -> np.ndarray:
     """The heads' outputs: a softmax over the intent columns, one over the emotion columns, then a logistic."""
     values = _summed(weights, bias, found)
     _softmax_in_place(values, 0, intents)
@@ -282,11 +298,19 @@ class FeatureTable:
         self.keys, self.rows, self.bits = keys, rows, bits
         # Compiles (or loads from numba's cache) the reader now, at model load, not on the first message.
         self.read("a", np.zeros(0, dtype=np.int64))
+        self.predict("", np.zeros(0, dtype=np.int64), np.zeros((1, 3), dtype=np.float32),
+                     np.zeros(3, dtype=np.float32), 1, 1)
 
     def read(self, text: str, extra: np.ndarray) -> np.ndarray:
         """The distinct rows of a normalised text's features, then of the `extra` rows."""
         points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
         return _read(points, KINDS, self.keys, self.rows, self.bits, extra)
+
+    def predict(self, text: str, extra: np.ndarray, weights: np.ndarray, bias: np.ndarray, intents: int,
+                emotions: int) -> tuple[np.ndarray, np.ndarray]:
+        """The rows `read` finds and the heads' outputs for them (`_probabilities`), in one compiled call."""
+        points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        return _predict(points, KINDS, self.keys, self.rows, self.bits, extra, weights, bias, intents, emotions)
 
 
 @njit(cache=True)
@@ -304,8 +328,3 @@ def scores(weights: np.ndarray, bias: np.ndarray, found: np.ndarray) -> np.ndarr
     """Each output's score for the rows found (see `_scores`)."""
     return _scores(weights, bias, found)
 
-
-def probabilities(weights: np.ndarray, bias: np.ndarray, found: np.ndarray, intents: int,
-                  emotions: int) -> np.ndarray:
-    """The intents' and emotions' probabilities and urgency's, in column order (see `_probabilities`)."""
-    return _probabilities(weights, bias, found, intents, emotions)
