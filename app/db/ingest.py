@@ -406,15 +406,29 @@ async def ingest_transaction(db: Driver) -> AsyncIterator[IngestStore]:
 async def open_episode_texts(db: Driver, conversations: Sequence[ConversationKey], *,
                              limit: int) -> dict[ConversationKey, list[str]]:
     """The latest `limit` buyer messages of each conversation's open episode, oldest first; a conversation with no
-    open ticket has none. Read by the (ticket, id) message index, one conversation at a time: only fragments that
-    the triage cannot read alone ask for them."""
+    open ticket has none. Read by the (ticket, id) message index: only fragments that the triage cannot read alone
+    ask for them. PostgreSQL reads every conversation in one statement (a round trip each cost more than the
+    triage they serve); SQLite, in the process, one conversation at a time."""
     found: dict[ConversationKey, list[str]] = {}
+    if db.postgres:
+        rows = await db.rows(_EPISODE_TEXTS_SQL, *_key_columns(conversations), limit)
+        for row in rows:
+            key = conversations[row["n"] - 1]
+            found.setdefault(key, []).append(row["text"])
+        return found
     for key in conversations:
-        rows = await db.rows(
-            "SELECT m.text FROM tickets t JOIN messages m ON m.ticket_id = t.id"
-            " WHERE t.shop_id = $1 AND t.platform = $2 AND t.conversation_id = $3 AND t.status <> 'resolved'"
-            " AND m.direction = 'inbound' AND m.received_at >= t.opened_at ORDER BY m.id DESC LIMIT $4",
-            *key, limit)
+        rows = await db.rows(f"SELECT m.text FROM {_OPEN_EPISODE_MESSAGES} AND t.shop_id = $1 AND t.platform = $2"
+                             " AND t.conversation_id = $3 ORDER BY m.id DESC LIMIT $4", *key, limit)
         if rows:
             found[key] = [row["text"] for row in reversed(rows)]
     return found
+
+
+_OPEN_EPISODE_MESSAGES = ("tickets t JOIN messages m ON m.ticket_id = t.id WHERE t.status <> 'resolved'"
+                          " AND m.direction = 'inbound' AND m.received_at >= t.opened_at")
+_EPISODE_TEXTS_SQL = (
+    "SELECT k.n, x.text FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY"
+    " AS k(shop_id, platform, conversation_id, n)"
+    f" CROSS JOIN LATERAL (SELECT m.id, m.text FROM {_OPEN_EPISODE_MESSAGES} AND t.shop_id = k.shop_id"
+    " AND t.platform = k.platform AND t.conversation_id = k.conversation_id ORDER BY m.id DESC LIMIT $4) x"
+    " ORDER BY k.n, x.id")

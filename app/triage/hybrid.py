@@ -78,7 +78,7 @@ def notice_spans(norm: str) -> list[tuple[int, int]]:
 def _explained(model: TextModel, intent: str, norm: str, text: str, origin: tuple[int, ...] | None,
                rule: str, prediction: Prediction) -> tuple[Evidence, ...]:
     evidence = []
-    for _feature, start, end, _push in model.explain(norm, intent, rows=prediction.rows):
+    for _feature, start, end, _push in model.explain(norm, intent, prediction=prediction):
         if origin is not None:
             start, end = origin[start], origin[end - 1] + 1
         evidence.append(Evidence(rule, start, end, text[start:end]))

@@ -21,9 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from app.triage.features import decode, word_features
 from app.triage.model import EMOTIONS, INTENTS
-from app.triage.reader import FeatureTable, scores
+from app.triage.reader import FeatureTable, scores, strongest
 
 N_INTENTS = len(INTENTS)
 N_EMOTIONS = len(EMOTIONS)
@@ -47,8 +46,10 @@ class Prediction:
     intents: tuple[float, ...]
     emotions: tuple[float, ...]
     urgent: float
-    # The model's rows of the features found, for `TextModel.explain`.
+    # The model's rows of the features found and the [start, end) of each one's first occurrence in the text
+    # ((-1, -1) for the rules' signals), for `TextModel.explain`.
     rows: np.ndarray
+    spans: np.ndarray
 
     def intent_probability(self, intent: str) -> float:
         return self.intents[_INTENT_INDEX[intent]]
@@ -68,8 +69,8 @@ class Prediction:
 class TextModel:
     """Feature codes and words, weights and biases of the linear heads; `version` names the exact content."""
 
-    __slots__ = ("name", "codes", "words", "weights", "bias", "version", "metadata", "_pushes", "_word_list",
-                 "_table", "_signal_rows")
+    __slots__ = ("name", "codes", "words", "weights", "bias", "version", "metadata", "_pushes", "_table",
+                 "_signal_rows")
 
     def __init__(self, name: str, codes: np.ndarray, words: Sequence[str], weights: np.ndarray, bias: np.ndarray,
                  metadata: dict[str, Any]) -> None:
@@ -82,9 +83,8 @@ class TextModel:
         self.name = name
         self.codes = codes
         self.words: dict[str, int] = {word: len(codes) + index for index, word in enumerate(words)}
-        self._word_list = list(words)
         try:
-            self._table = FeatureTable(self.codes, self._word_list)
+            self._table = FeatureTable(self.codes, list(words))
         except ValueError as error:
             raise ModelError(str(error)) from error
         # Weights are stored as float16; rounding here too makes a freshly trained model equal its loaded file.
@@ -127,62 +127,26 @@ class TextModel:
 
     def predict(self, text: str, signals: Sequence[str] = ()) -> Prediction:
         """Probabilities of every head for a normalised text and what the rules read in it (`rule_signals`)."""
-        rows, outputs = self._table.predict(text, self._rows_of_signals(signals), self.weights, self.bias, N_INTENTS,
-                                            N_EMOTIONS)
+        rows, spans, outputs = self._table.predict(text, self._rows_of_signals(signals), self.weights, self.bias,
+                                                   N_INTENTS, N_EMOTIONS)
         values = outputs.tolist()
         return Prediction(tuple(values[:N_INTENTS]), tuple(values[N_INTENTS:URGENT_COLUMN]), values[URGENT_COLUMN],
-                          rows)
+                          rows, spans)
 
-    def explain(self, text: str, intent: str, *, rows: np.ndarray | None = None,
+    def explain(self, text: str, intent: str, *, prediction: Prediction | None = None,
                 limit: int = 3) -> list[tuple[str, int, int, float]]:
         """The features of the text that pushed `intent` most above the other intents, strongest first, each with
         the span of the normalised text it was read from (its first occurrence).
 
         A feature's push is its weight for the intent minus its mean weight over all intents, so a feature that
-        raises every intent alike (a common character) explains nothing. `rows` are the prediction's, when known.
+        raises every intent alike (a common character) explains nothing. `prediction` is the text's, when known.
         """
-        if rows is None:
-            rows = self.rows(text)
-        if not len(rows):
-            return []
-        pushes = self._pushes[INTENTS.index(intent)][rows]
-        # Only the strongest few can be chosen: rank those alone.
-        wanted = 4 * limit
-        if wanted < len(rows):
-            top = np.argpartition(-pushes, wanted - 1)[:wanted]
-            pushes, rows = pushes[top], rows[top]
-        ranked = sorted(zip(pushes.tolist(), rows.tolist()), reverse=True)
-        words: list[tuple[str, int, int]] | None = None
-        chosen: list[tuple[str, int, int, float]] = []
-        for push, row in ranked:
-            if push <= 0:
-                break
-            if row >= len(self.codes) and words is None:
-                words = word_features(text)
-            span = self._locate(text, row, words)
-            if span is None:
-                continue  # a rule signal, not words of the text
-            start, end = span
-            # A bigram inside an already chosen trigram adds nothing to the explanation.
-            if any(start >= low and end <= high for _text, low, high, _push in chosen):
-                continue
-            chosen.append((text[start:end], start, end, round(push, 3)))
-            if len(chosen) == limit:
-                break
-        chosen.sort(key=lambda item: -item[3])
+        if prediction is None:
+            prediction = self.predict(text)
+        chosen = [(text[start:end], start, end, round(push, 3))
+                  for start, end, push in strongest(self._pushes[_INTENT_INDEX[intent]], prediction.rows,
+                                                    prediction.spans, limit)]
         return chosen
-
-    def _locate(self, text: str, row: int, words: list[tuple[str, int, int]] | None) -> tuple[int, int] | None:
-        """Where the feature of a row first occurs in a normalised text (`words`: the text's word features)."""
-        if row < len(self.codes):
-            piece = decode(int(self.codes[row]))
-            start = text.find(piece)
-            return (start, start + len(piece)) if start >= 0 else None
-        feature = self._word_list[row - len(self.codes)]
-        for word, start, end in words or ():
-            if word == feature:
-                return start, end
-        return None
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()

@@ -104,8 +104,9 @@ def _word_end(points: np.ndarray, start: int) -> tuple[int, bool]:
 
 
 @njit(cache=True, nogil=True)
-def _add(found: np.ndarray, count: int, seen: np.ndarray, seen_bits: int, row: int) -> int:
-    """Append a row once (seen is a small open-addressing set of rows)."""
+def _add(found: np.ndarray, spans: np.ndarray, count: int, seen: np.ndarray, seen_bits: int, row: int, start: int,
+         end: int) -> int:
+    """Append a row once, with the span of its first occurrence (seen is a small open-addressing set of rows)."""
     if row < 0:
         return count
     mask = (1 << seen_bits) - 1
@@ -116,6 +117,8 @@ def _add(found: np.ndarray, count: int, seen: np.ndarray, seen_bits: int, row: i
         slot = (slot + 1) & mask
     seen[slot] = row
     found[count] = row
+    spans[count, 0] = start
+    spans[count, 1] = end
     return count + 1
 
 
@@ -123,7 +126,7 @@ def _add(found: np.ndarray, count: int, seen: np.ndarray, seen_bits: int, row: i
 def _read(points: np.ndarray, kinds: np.ndarray, keys: np.ndarray, rows: np.ndarray, bits: int,
           extra: np.ndarray) -> np.ndarray:
     """The distinct rows of every feature of a normalised text (as code points), then of `extra` rows."""
-    return _rows_of(points, kinds, keys, rows, bits, extra)
+    return _rows_of(points, kinds, keys, rows, bits, extra)[0]
 
 
 # Reading and summing in one call: each call from Python into compiled code costs about as much as summing a
@@ -131,14 +134,15 @@ def _read(points: np.ndarray, kinds: np.ndarray, keys: np.ndarray, rows: np.ndar
 @njit(cache=True, nogil=True)
 def _predict(points: np.ndarray, kinds: np.ndarray, keys: np.ndarray, rows: np.ndarray, bits: int,
              extra: np.ndarray, weights: np.ndarray, bias: np.ndarray, intents: int,
-             emotions: int) -> tuple[np.ndarray, np.ndarray]:
-    found = _rows_of(points, kinds, keys, rows, bits, extra)
-    return found, _probabilities(weights, bias, found, intents, emotions)
+             emotions: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    found, spans = _rows_of(points, kinds, keys, rows, bits, extra)
+    return found, spans, _probabilities(weights, bias, found, intents, emotions)
 
 
 @njit(cache=True, nogil=True)
 def _rows_of(points: np.ndarray, kinds: np.ndarray, keys: np.ndarray, rows: np.ndarray, bits: int,
-             extra: np.ndarray) -> np.ndarray:
+             extra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows, each with the [start, end) of its first occurrence in the text ((-1, -1) for `extra`)."""
     size = len(points)
     capacity = 3 * size + len(extra) + 1
     seen_bits = 4
@@ -146,6 +150,7 @@ def _rows_of(points: np.ndarray, kinds: np.ndarray, keys: np.ndarray, rows: np.n
         seen_bits += 1
     seen = np.full(1 << seen_bits, _EMPTY, dtype=np.int64)
     found = np.empty(capacity, dtype=np.int64)
+    spans = np.empty((capacity, 2), dtype=np.int64)
     count = 0
     base = np.int64(BASE)
     # Character features: each visible character, Han (and mark) pairs, Han triples.
@@ -157,32 +162,34 @@ def _rows_of(points: np.ndarray, kinds: np.ndarray, keys: np.ndarray, rows: np.n
         kind = SYMBOL if point > 0xFFFF else kinds[point]
         shifted = point + 1
         if kind != NOTHING:
-            count = _add(found, count, seen, seen_bits, _find(keys, rows, bits, shifted * base * base))
+            count = _add(found, spans, count, seen, seen_bits, _find(keys, rows, bits, shifted * base * base),
+                         index, index + 1)
             if kind == previous_kind and (kind == HAN or kind == MARK):
-                count = _add(found, count, seen, seen_bits,
-                             _find(keys, rows, bits, (previous_point * base + shifted) * base))
+                count = _add(found, spans, count, seen, seen_bits,
+                             _find(keys, rows, bits, (previous_point * base + shifted) * base), index - 1, index + 1)
                 if kind == HAN and before_kind == HAN:
-                    count = _add(found, count, seen, seen_bits,
-                                 _find(keys, rows, bits, (before_point * base + previous_point) * base + shifted))
+                    count = _add(found, spans, count, seen, seen_bits,
+                                 _find(keys, rows, bits, (before_point * base + previous_point) * base + shifted),
+                                 index - 2, index + 1)
         elif not has_word and _is_word_char(point):
             has_word = True
         before_kind, before_point = previous_kind, previous_point
         previous_kind, previous_point = kind, shifted
     if has_word:
-        count = _read_words(points, keys, rows, bits, found, count, seen, seen_bits)
+        count = _read_words(points, keys, rows, bits, found, spans, count, seen, seen_bits)
     for row in extra:
-        count = _add(found, count, seen, seen_bits, row)
-    return found[:count]
+        count = _add(found, spans, count, seen, seen_bits, row, -1, -1)
+    return found[:count], spans[:count]
 
 
 @njit(cache=True, nogil=True)
-def _read_words(points: np.ndarray, keys: np.ndarray, rows: np.ndarray, bits: int, found: np.ndarray, count: int,
-                seen: np.ndarray, seen_bits: int) -> int:
+def _read_words(points: np.ndarray, keys: np.ndarray, rows: np.ndarray, bits: int, found: np.ndarray,
+                spans: np.ndarray, count: int, seen: np.ndarray, seen_bits: int) -> int:
     """Words, stems and word bigrams, as features.word_features reads them."""
     size = len(points)
     index = 0
     previous = np.uint64(0)
-    previous_end = -1
+    previous_start = previous_end = -1
     while index < size:
         if not _is_word_char(points[index]):
             index += 1
@@ -190,14 +197,15 @@ def _read_words(points: np.ndarray, keys: np.ndarray, rows: np.ndarray, bits: in
         end, decimal = _word_end(points, index)
         form = _DECIMAL if decimal else _LONG if _is_long_number(points, index, end) else _PLAIN
         value = _hash_form(_FNV_OFFSET, points, index, end, form)
-        count = _add(found, count, seen, seen_bits, _find(keys, rows, bits, _finish(value)))
+        count = _add(found, spans, count, seen, seen_bits, _find(keys, rows, bits, _finish(value)), index, end)
         if form == _PLAIN and end - index > STEM:
             stem = _hash_form(_hash_step(_FNV_OFFSET, np.uint64(_TILDE)), points, index, index + STEM, _PLAIN)
-            count = _add(found, count, seen, seen_bits, _find(keys, rows, bits, _finish(stem)))
+            count = _add(found, spans, count, seen, seen_bits, _find(keys, rows, bits, _finish(stem)), index, end)
         if previous_end >= 0 and _only_spaces(points, previous_end, index):
             pair = _hash_form(_hash_step(previous, np.uint64(_SPACE)), points, index, end, form)
-            count = _add(found, count, seen, seen_bits, _find(keys, rows, bits, _finish(pair)))
-        previous, previous_end, index = value, end, end
+            count = _add(found, spans, count, seen, seen_bits, _find(keys, rows, bits, _finish(pair)),
+                         previous_start, end)
+        previous, previous_start, previous_end, index = value, index, end, end
     return count
 
 
@@ -279,6 +287,45 @@ def _probabilities(weights: np.ndarray, bias: np.ndarray, found: np.ndarray, int
     return values
 
 
+@njit(cache=True, nogil=True)
+def _strongest(pushes: np.ndarray, rows: np.ndarray, spans: np.ndarray, limit: int) -> np.ndarray:
+    """Up to `limit` spans of the text whose features pushed most, strongest first, as rows of (start, end, push).
+
+    Candidates are taken in order of push (then row, higher first), at most 4 * limit of them: a candidate with no
+    push left, or read from no span (a rule signal), or inside an already chosen span, is passed over."""
+    count = len(rows)
+    taken = np.zeros(count, dtype=np.bool_)
+    chosen = np.empty((limit, 3), dtype=np.float64)
+    found = 0
+    for _ in range(min(count, 4 * limit)):
+        best = -1
+        for index in range(count):
+            if taken[index]:
+                continue
+            if best < 0 or pushes[rows[index]] > pushes[rows[best]] or (
+                    pushes[rows[index]] == pushes[rows[best]] and rows[index] > rows[best]):
+                best = index
+        taken[best] = True
+        push = pushes[rows[best]]
+        if push <= 0:
+            break
+        start, end = spans[best, 0], spans[best, 1]
+        if start < 0:
+            continue
+        inside = False
+        for other in range(found):
+            if start >= chosen[other, 0] and end <= chosen[other, 1]:
+                inside = True
+                break
+        if inside:
+            continue
+        chosen[found, 0], chosen[found, 1], chosen[found, 2] = start, end, push
+        found += 1
+        if found == limit:
+            break
+    return chosen[:found]
+
+
 class FeatureTable:
     """The model's features in one open-addressing table: character codes as they are, words by `word_key`."""
 
@@ -300,6 +347,7 @@ class FeatureTable:
         self.read("a", np.zeros(0, dtype=np.int64))
         self.predict("", np.zeros(0, dtype=np.int64), np.zeros((1, 3), dtype=np.float32),
                      np.zeros(3, dtype=np.float32), 1, 1)
+        strongest(np.zeros(1, dtype=np.float32), np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.int64), 1)
 
     def read(self, text: str, extra: np.ndarray) -> np.ndarray:
         """The distinct rows of a normalised text's features, then of the `extra` rows."""
@@ -307,8 +355,9 @@ class FeatureTable:
         return _read(points, KINDS, self.keys, self.rows, self.bits, extra)
 
     def predict(self, text: str, extra: np.ndarray, weights: np.ndarray, bias: np.ndarray, intents: int,
-                emotions: int) -> tuple[np.ndarray, np.ndarray]:
-        """The rows `read` finds and the heads' outputs for them (`_probabilities`), in one compiled call."""
+                emotions: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rows `read` finds, the span of each one's first occurrence ((-1, -1) for `extra`) and the heads'
+        outputs for them (`_probabilities`), in one compiled call."""
         points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
         return _predict(points, KINDS, self.keys, self.rows, self.bits, extra, weights, bias, intents, emotions)
 
@@ -328,3 +377,8 @@ def scores(weights: np.ndarray, bias: np.ndarray, found: np.ndarray) -> np.ndarr
     """Each output's score for the rows found (see `_scores`)."""
     return _scores(weights, bias, found)
 
+
+
+def strongest(pushes: np.ndarray, rows: np.ndarray, spans: np.ndarray, limit: int) -> list[tuple[int, int, float]]:
+    """The spans whose features pushed most (see `_strongest`), as (start, end, push)."""
+    return [(int(start), int(end), push) for start, end, push in _strongest(pushes, rows, spans, limit).tolist()]

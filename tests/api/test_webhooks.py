@@ -534,10 +534,19 @@ async def test_a_fragment_is_triaged_in_its_conversation(app: FastAPI, client: h
         message("付款扣了两次钱", conversation="c-both"), message("订单只有一个", conversation="c-both")])
     assert [r["primary"] for r in together.json()["results"]] == ["payment_order", "payment_order"]
 
+    # Several fragments of one request, each read after its own conversation's stored messages.
+    for text, conversation in (("付款扣了两次钱", "c-x1"), ("快递三天没动了", "c-x2")):
+        assert (await post_signed(client, shop["id"], shop["webhook_secret"],
+                                  [message(text, conversation=conversation)])).status_code == 202
+    mixed = await post_signed(client, shop["id"], shop["webhook_secret"], [
+        message("还是没动", conversation="c-x3"), message("还是没动", conversation="c-x2"),
+        message("订单只有一个", conversation="c-x1")])
+    assert [r["primary"] for r in mixed.json()["results"]] == ["other", "logistics", "payment_order"]
+
     async with app.state.sessionmaker() as session:
         stored = (await session.execute(select(Message.triage).where(Message.shop_id == shop["id"],
                                                                       Message.text == "订单只有一个"))).scalars().all()
-    assert len(stored) == 2
+    assert len(stored) == 3
     for triage in stored:
         evidence = triage["intents"][0]["evidence"][0]
         assert evidence["rule"] == "context.payment_order" and evidence["text"] == "订单只有一个"
