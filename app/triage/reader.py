@@ -45,13 +45,13 @@ def _slot(key: np.int64, bits: int) -> int:
 
 
 @njit(cache=True, nogil=True)
-def _find(keys: np.ndarray, rows: np.ndarray, bits: int, key: np.int64) -> int:
+def _find(table: np.ndarray, bits: int, key: np.int64) -> int:
     mask = (1 << bits) - 1
     slot = _slot(key, bits)
     while True:
-        found = keys[slot]
+        found = table[2 * slot]
         if found == key:
-            return rows[slot]
+            return table[2 * slot + 1]
         if found == _EMPTY:
             return -1
         slot = (slot + 1) & mask
@@ -123,24 +123,24 @@ def _add(found: np.ndarray, spans: np.ndarray, count: int, seen: np.ndarray, see
 
 
 @njit(cache=True, nogil=True)
-def _read(points: np.ndarray, kinds: np.ndarray, keys: np.ndarray, rows: np.ndarray, bits: int,
+def _read(points: np.ndarray, kinds: np.ndarray, table: np.ndarray, bits: int,
           extra: np.ndarray) -> np.ndarray:
     """The distinct rows of every feature of a normalised text (as code points), then of `extra` rows."""
-    return _rows_of(points, kinds, keys, rows, bits, extra)[0]
+    return _rows_of(points, kinds, table, bits, extra)[0]
 
 
 # Reading and summing in one call: each call from Python into compiled code costs about as much as summing a
 # short message's rows.
 @njit(cache=True, nogil=True)
-def _predict(points: np.ndarray, kinds: np.ndarray, keys: np.ndarray, rows: np.ndarray, bits: int,
+def _predict(points: np.ndarray, kinds: np.ndarray, table: np.ndarray, bits: int,
              extra: np.ndarray, weights: np.ndarray, bias: np.ndarray, intents: int,
              emotions: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    found, spans = _rows_of(points, kinds, keys, rows, bits, extra)
+    found, spans = _rows_of(points, kinds, table, bits, extra)
     return found, spans, _probabilities(weights, bias, found, intents, emotions)
 
 
 @njit(cache=True, nogil=True)
-def _rows_of(points: np.ndarray, kinds: np.ndarray, keys: np.ndarray, rows: np.ndarray, bits: int,
+def _rows_of(points: np.ndarray, kinds: np.ndarray, table: np.ndarray, bits: int,
              extra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct rows, each with the [start, end) of its first occurrence in the text ((-1, -1) for `extra`)."""
     size = len(points)
@@ -162,28 +162,28 @@ def _rows_of(points: np.ndarray, kinds: np.ndarray, keys: np.ndarray, rows: np.n
         kind = SYMBOL if point > 0xFFFF else kinds[point]
         shifted = point + 1
         if kind != NOTHING:
-            count = _add(found, spans, count, seen, seen_bits, _find(keys, rows, bits, shifted * base * base),
+            count = _add(found, spans, count, seen, seen_bits, _find(table, bits, shifted * base * base),
                          index, index + 1)
             if kind == previous_kind and (kind == HAN or kind == MARK):
                 count = _add(found, spans, count, seen, seen_bits,
-                             _find(keys, rows, bits, (previous_point * base + shifted) * base), index - 1, index + 1)
+                             _find(table, bits, (previous_point * base + shifted) * base), index - 1, index + 1)
                 if kind == HAN and before_kind == HAN:
                     count = _add(found, spans, count, seen, seen_bits,
-                                 _find(keys, rows, bits, (before_point * base + previous_point) * base + shifted),
+                                 _find(table, bits, (before_point * base + previous_point) * base + shifted),
                                  index - 2, index + 1)
         elif not has_word and _is_word_char(point):
             has_word = True
         before_kind, before_point = previous_kind, previous_point
         previous_kind, previous_point = kind, shifted
     if has_word:
-        count = _read_words(points, keys, rows, bits, found, spans, count, seen, seen_bits)
+        count = _read_words(points, table, bits, found, spans, count, seen, seen_bits)
     for row in extra:
         count = _add(found, spans, count, seen, seen_bits, row, -1, -1)
     return found[:count], spans[:count]
 
 
 @njit(cache=True, nogil=True)
-def _read_words(points: np.ndarray, keys: np.ndarray, rows: np.ndarray, bits: int, found: np.ndarray,
+def _read_words(points: np.ndarray, table: np.ndarray, bits: int, found: np.ndarray,
                 spans: np.ndarray, count: int, seen: np.ndarray, seen_bits: int) -> int:
     """Words, stems and word bigrams, as features.word_features reads them."""
     size = len(points)
@@ -197,13 +197,13 @@ def _read_words(points: np.ndarray, keys: np.ndarray, rows: np.ndarray, bits: in
         end, decimal = _word_end(points, index)
         form = _DECIMAL if decimal else _LONG if _is_long_number(points, index, end) else _PLAIN
         value = _hash_form(_FNV_OFFSET, points, index, end, form)
-        count = _add(found, spans, count, seen, seen_bits, _find(keys, rows, bits, _finish(value)), index, end)
+        count = _add(found, spans, count, seen, seen_bits, _find(table, bits, _finish(value)), index, end)
         if form == _PLAIN and end - index > STEM:
             stem = _hash_form(_hash_step(_FNV_OFFSET, np.uint64(_TILDE)), points, index, index + STEM, _PLAIN)
-            count = _add(found, spans, count, seen, seen_bits, _find(keys, rows, bits, _finish(stem)), index, end)
+            count = _add(found, spans, count, seen, seen_bits, _find(table, bits, _finish(stem)), index, end)
         if previous_end >= 0 and _only_spaces(points, previous_end, index):
             pair = _hash_form(_hash_step(previous, np.uint64(_SPACE)), points, index, end, form)
-            count = _add(found, spans, count, seen, seen_bits, _find(keys, rows, bits, _finish(pair)),
+            count = _add(found, spans, count, seen, seen_bits, _find(table, bits, _finish(pair)),
                          previous_start, end)
         previous, previous_start, previous_end, index = value, index, end, end
     return count
@@ -327,22 +327,26 @@ def _strongest(pushes: np.ndarray, rows: np.ndarray, spans: np.ndarray, limit: i
 
 
 class FeatureTable:
-    """The model's features in one open-addressing table: character codes as they are, words by `word_key`."""
+    """The model's features in one open-addressing table: character codes as they are, words by `word_key`.
 
-    __slots__ = ("keys", "rows", "bits")
+    Each slot is a key and its row side by side (`table[2 * slot]`, `table[2 * slot + 1]`): a lookup touches one
+    cache line, not one in a key array and another in a row array. In the service a message's few hundred lookups
+    find the table cold, after the request's other work, so lines touched are what a lookup costs."""
+
+    __slots__ = ("table", "bits")
 
     def __init__(self, codes: np.ndarray, words: Sequence[str]) -> None:
         count = len(codes) + len(words)
+        # At most two thirds full: an absent key's probe run stays short.
         bits = 4
-        while (1 << bits) < 3 * count:
+        while (1 << bits) * 2 < 3 * count:
             bits += 1
-        keys = np.full(1 << bits, _EMPTY, dtype=np.int64)
-        rows = np.zeros(1 << bits, dtype=np.int64)
+        table = np.full(2 << bits, _EMPTY, dtype=np.int64)
         word_keys = np.array([word_key(word) for word in words], dtype=np.int64)
         if len(np.unique(word_keys)) != len(word_keys):
             raise ValueError("two word features of the model share a key")
-        _fill(keys, rows, bits, np.concatenate((np.asarray(codes, dtype=np.int64), word_keys)))
-        self.keys, self.rows, self.bits = keys, rows, bits
+        _fill(table, bits, np.concatenate((np.asarray(codes, dtype=np.int64), word_keys)))
+        self.table, self.bits = table, bits
         # Compiles (or loads from numba's cache) the reader now, at model load, not on the first message.
         self.read("a", np.zeros(0, dtype=np.int64))
         self.predict("", np.zeros(0, dtype=np.int64), np.zeros((1, 3), dtype=np.float32),
@@ -352,25 +356,25 @@ class FeatureTable:
     def read(self, text: str, extra: np.ndarray) -> np.ndarray:
         """The distinct rows of a normalised text's features, then of the `extra` rows."""
         points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        return _read(points, KINDS, self.keys, self.rows, self.bits, extra)
+        return _read(points, KINDS, self.table, self.bits, extra)
 
     def predict(self, text: str, extra: np.ndarray, weights: np.ndarray, bias: np.ndarray, intents: int,
                 emotions: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The rows `read` finds, the span of each one's first occurrence ((-1, -1) for `extra`) and the heads'
         outputs for them (`_probabilities`), in one compiled call."""
         points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        return _predict(points, KINDS, self.keys, self.rows, self.bits, extra, weights, bias, intents, emotions)
+        return _predict(points, KINDS, self.table, self.bits, extra, weights, bias, intents, emotions)
 
 
 @njit(cache=True)
-def _fill(keys: np.ndarray, rows: np.ndarray, bits: int, features: np.ndarray) -> None:
+def _fill(table: np.ndarray, bits: int, features: np.ndarray) -> None:
     mask = (1 << bits) - 1
     for row in range(len(features)):
         slot = _slot(features[row], bits)
-        while keys[slot] != _EMPTY:
+        while table[2 * slot] != _EMPTY:
             slot = (slot + 1) & mask
-        keys[slot] = features[row]
-        rows[slot] = row
+        table[2 * slot] = features[row]
+        table[2 * slot + 1] = row
 
 
 def scores(weights: np.ndarray, bias: np.ndarray, found: np.ndarray) -> np.ndarray:
