@@ -116,12 +116,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(LimitsMiddleware, max_body_bytes=settings.max_request_bytes,
                        max_header_bytes=settings.max_header_bytes, max_headers=settings.max_headers)
     app.add_middleware(RequestIdMiddleware)
+    # Routes are matched in order: the hot paths (webhooks, then the agents' work) first.
+    app.include_router(webhooks.router)
+    app.include_router(agents.router)
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(endpoints.router)
-    app.include_router(webhooks.router)
     app.include_router(triage.router)
-    app.include_router(agents.router)
     app.include_router(stats.router)
     app.include_router(stats.metrics_router)
     app.include_router(rules.router)
