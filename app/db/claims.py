@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from app.db.deliveries import DELIVERY_CHANNEL, PENDING_DELIVERY, DeliveryStore, delivery_store_for
+from app.db.deliveries import DELIVERY_CHANNEL, PENDING_DELIVERY, PG_HEAD, DeliveryStore, delivery_store_for
 from app.db.driver import Driver, Record, decoded, driver, joined, json_text, placeholders
 from app.db.session import DriverConnections, Session
 from app.domain import DELIVERY_EVENT_BITS, TICKET_FIELDS, DeliveryEvent, EventKind, TicketState
@@ -467,8 +467,9 @@ _PG_REPLY_OUTBOX = (
     "'conversation_id', t.conversation_id, 'ticket_id', t.id, 'message_id', m.id, 'text', m.text, 'agent_id', "
     "m.agent_id, 'created_at', to_char(m.sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')), $3 "
     "FROM t, m WHERE m.delivery IS NOT NULL RETURNING id, shop_id), "
-    "d AS (INSERT INTO deliveries (event_id, endpoint_id, shop_id, message_id, order_key, status, attempts, "
-    "next_attempt_at, started_at, created_at) SELECT o.id, e.id, e.shop_id, m.id, t.id, 'pending', 0, $3, $3, $3 "
+    "d AS (INSERT INTO deliveries (event_id, endpoint_id, shop_id, message_id, order_key, status, head, attempts, "
+    "next_attempt_at, started_at, created_at) SELECT o.id, e.id, e.shop_id, m.id, t.id, 'pending', "
+    f"{PG_HEAD.format(key='t.id')}, 0, $3, $3, $3 "
     f"FROM o, t, m, delivery_endpoints e WHERE e.shop_id = o.shop_id AND e.enabled AND (e.event_mask & {_REPLY_BIT}) <> 0)")
 
 _PG_REPLY = (

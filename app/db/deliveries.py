@@ -1,18 +1,23 @@
 """The delivery store: shops' delivery endpoints, the transactional outbox, deliveries and their attempts.
 
 Same shape as the ticket store (app/db/claims.py): SharedDeliveryStore writes each statement once for both
-databases; PostgresDeliveryStore replaces only what a PostgreSQL feature earns: the relay's pick takes rows
-with FOR UPDATE SKIP LOCKED (SQLite's one write lock already serialises the pick), an event and its
-deliveries are one statement, and a new event NOTIFYs the relays of every process.
+databases; PostgresDeliveryStore replaces only what a PostgreSQL feature earns: the relay's pick walks the
+endpoints with pending heads and takes each one's due ones with FOR UPDATE SKIP LOCKED (SQLite's one write lock
+already serialises the pick), an event and its deliveries are one statement, a batch of attempts is recorded with
+arrays, and a new event NOTIFYs the relays of every process.
 
-A delivery is picked when it is pending, due, not held by a live relay, its endpoint enabled and not busy in
-the picking process, and (reply.created) no earlier delivery of its conversation to that endpoint is still
-pending: a conversation's replies go out in order, one at a time.
+A conversation's reply.created deliveries to an endpoint form a line: only its head (`head`, migration 0013) may
+be picked, and the next one becomes the head when the head is delivered or failed, so its replies go out in
+order, one at a time. Events without an order are always heads. Whoever writes a delivery of a line, records its
+head's end or resends it first takes the conversation's lock (`_lock_orders`; SQLite: the write lock), then reads
+with a fresh snapshot: so no line is left without a head, nor given two. A delivery is picked when it is a pending
+head, due, not held by a live relay, its endpoint enabled and with room in the picking process.
 """
 
 import functools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -31,29 +36,42 @@ _DELIVERY = ("d.id, d.event_id, d.endpoint_id, d.shop_id, d.message_id, d.status
 _SUBSCRIBED = "shop_id = $1 AND enabled AND (event_mask & $2) <> 0"
 EVENT_INSERT = ("INSERT INTO outbox_events (shop_id, type, ticket_id, message_id, data, created_at) "
                 "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
-# One delivery per enabled endpoint subscribed to the event's type; reply.created is ordered by its ticket.
+# One delivery per enabled endpoint subscribed to the event's type; reply.created is ordered by its ticket, and
+# `{head}` says whether it is the head of its line (SQLite: the write lock is held, a plain read will do).
 DELIVERIES_INSERT = (
-    "INSERT INTO deliveries (event_id, endpoint_id, shop_id, message_id, order_key, status, attempts, "
+    "INSERT INTO deliveries (event_id, endpoint_id, shop_id, message_id, order_key, status, head, attempts, "
     "next_attempt_at, started_at, created_at) "
     "SELECT o.id, e.id, e.shop_id, o.message_id, CASE WHEN o.type = 'reply.created' THEN o.ticket_id END, "
-    "'pending', 0, o.created_at, o.created_at, o.created_at FROM outbox_events o "
+    "'pending', {head}, 0, o.created_at, o.created_at, o.created_at FROM outbox_events o "
     "JOIN delivery_endpoints e ON e.shop_id = o.shop_id AND e.enabled AND (e.event_mask & $2) <> 0 "
     "WHERE o.id = $1")
-# What the relay may pick but for time, `{busy}` naming the endpoints the picking process has no room for.
-_PICKABLE = (
-    "d.status = 'pending' AND {busy} AND EXISTS (SELECT 1 FROM delivery_endpoints e WHERE e.id = d.endpoint_id AND e.enabled) "
-    "AND (d.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.endpoint_id = d.endpoint_id "
-    "AND p.order_key = d.order_key AND p.status = 'pending' AND p.id < d.id))")
+_SQLITE_HEAD = ("(o.type <> 'reply.created' OR NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.endpoint_id = e.id "
+                "AND p.order_key = o.ticket_id AND p.status = 'pending'))")
+# Pending heads of enabled endpoints; `{busy}` names the endpoints the picking process has no room for.
+_READY = ("d.status = 'pending' AND d.head AND {busy} "
+          "AND EXISTS (SELECT 1 FROM delivery_endpoints e WHERE e.id = d.endpoint_id AND e.enabled)")
 _DUE = "d.next_attempt_at <= $1 AND (d.locked_until IS NULL OR d.locked_until <= $1)"
 _CLAIM = ("UPDATE deliveries SET locked_until = $2, locked_by = $3 WHERE id IN (SELECT d.id FROM deliveries d "
-          f"WHERE {_DUE} AND {{pickable}} ORDER BY d.next_attempt_at, d.id LIMIT $5{{lock}}) RETURNING id")
-_CLAIMED = ("SELECT d.id, d.endpoint_id, d.shop_id, d.attempts, d.started_at, d.message_id, o.id AS event_id, o.type, o.data, "
-            "o.created_at, e.url, e.secret, e.previous_secret, e.previous_valid_until FROM deliveries d "
+          f"WHERE {_DUE} AND {{ready}} ORDER BY d.next_attempt_at, d.id LIMIT $5) RETURNING id")
+_CLAIMED_COLUMNS = ("d.id, d.endpoint_id, d.shop_id, d.attempts, d.started_at, d.message_id, d.order_key, "
+                    "o.id AS event_id, o.type, o.data, o.created_at, e.url, e.secret, e.previous_secret, "
+                    "e.previous_valid_until")
+_CLAIMED = (f"SELECT {_CLAIMED_COLUMNS} FROM deliveries d "
             "JOIN outbox_events o ON o.id = d.event_id JOIN delivery_endpoints e ON e.id = d.endpoint_id "
             "WHERE d.id IN ({ids}) ORDER BY d.id")
-# When the relay should look next: the earliest due time among deliveries it could pick but for the time.
+# When the relay should look next: the earliest due time among heads it could pick but for the time.
 _NEXT_DUE = ("SELECT min(CASE WHEN d.locked_until IS NOT NULL AND d.locked_until > d.next_attempt_at "
-             "THEN d.locked_until ELSE d.next_attempt_at END) AS due FROM deliveries d WHERE {pickable}")
+             "THEN d.locked_until ELSE d.next_attempt_at END) AS due FROM deliveries d WHERE {ready}")
+# An attempt's outcome, written only while this relay holds the delivery.
+_RECORD = ("UPDATE deliveries SET status = $3, attempts = attempts + 1, next_attempt_at = $4, last_status = $5, "
+           "last_error = $6, delivered_at = $7, locked_until = NULL, locked_by = NULL "
+           "WHERE id = $1 AND locked_by = $2 RETURNING id, endpoint_id, order_key, message_id, status")
+_ATTEMPT = "INSERT INTO delivery_attempts (delivery_id, at, status_code, error, duration_ms) VALUES ($1, $2, $3, $4, $5)"
+# The line's earliest pending delivery becomes its head (ix_deliveries_order finds it).
+_PROMOTE = ("UPDATE deliveries SET head = $3 WHERE id = (SELECT min(p.id) FROM deliveries p WHERE p.endpoint_id = $1 "
+            "AND p.order_key = $2 AND p.status = 'pending')")
+_SUMMARY_ROWS = ("SELECT message_id, status, attempts, last_error FROM deliveries WHERE message_id IN ({ids}) "
+                 "ORDER BY message_id, id")
 
 
 def _endpoint(row: Record | None) -> Record | None:
@@ -74,6 +92,20 @@ def message_delivery(rows: Sequence[Record]) -> dict[str, Any] | None:
     return summary
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One attempt of a delivery and the delivery's state after it."""
+
+    delivery_id: int
+    order_key: str | None
+    at: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+    status: str  # DeliveryStatus
+    next_attempt_at: datetime
+
+
 class DeliveryStore(Protocol):
     """The seam of the delivery aggregate: endpoints, outbox events and their deliveries with attempts.
 
@@ -87,10 +119,10 @@ class DeliveryStore(Protocol):
     async def delete_endpoint(self, *, shop_id: str, endpoint_id: str) -> bool: ...
     async def enqueue(self, *, shop_id: str, event: str, ticket_id: str | None, message_id: int | None,
                       data: dict[str, Any], now: datetime) -> int: ...
-    async def claim(self, *, now: datetime, lock_until: datetime, token: str, busy: Sequence[str],
+    async def claim(self, *, now: datetime, lock_until: datetime, token: str, rooms: Mapping[str, int], room: int,
                     limit: int) -> list[Record]: ...
-    async def unlock(self, *, ids: Sequence[int], token: str) -> None: ...
-    async def record(self, *, delivery_id: int, token: str, at: datetime, outcome: dict[str, Any]) -> Record | None: ...
+    async def record(self, *, token: str, outcomes: Sequence[Outcome], disable: Sequence[tuple[str, str]],
+                     now: datetime) -> list[Record]: ...
     async def disable_endpoint(self, *, endpoint_id: str, reason: str, now: datetime) -> None: ...
     async def next_due(self, *, busy: Sequence[str]) -> datetime | None: ...
     async def deliveries(self, *, shop_id: str, status: str | None, endpoint_id: str | None, before: int | None,
@@ -153,7 +185,7 @@ class SharedDeliveryStore:
                 return 0
             row = await self.db.row(EVENT_INSERT, shop_id, event, ticket_id, message_id, json_text(data), now)
             assert row is not None
-            created = await self.db.rows(DELIVERIES_INSERT + " RETURNING id", row["id"], bit)
+            created = await self.db.rows(DELIVERIES_INSERT.format(head=_SQLITE_HEAD) + " RETURNING id", row["id"], bit)
             if message_id is not None and event == DeliveryEvent.REPLY_CREATED:
                 await self.db.execute("UPDATE messages SET delivery = $2 WHERE id = $1", message_id,
                                       json_text(PENDING_DELIVERY))
@@ -163,51 +195,70 @@ class SharedDeliveryStore:
         # SQLite has no arrays: the busy endpoints travel as one JSON text.
         return f"d.endpoint_id NOT IN (SELECT value FROM json_each(${n}))", json_text(list(busy))
 
-    def _lock(self) -> str:
-        return ""  # SQLite: the pick and the update are one statement under the one write lock
-
-    async def claim(self, *, now: datetime, lock_until: datetime, token: str, busy: Sequence[str],
+    async def claim(self, *, now: datetime, lock_until: datetime, token: str, rooms: Mapping[str, int], room: int,
                     limit: int) -> list[Record]:
-        """Hold up to `limit` pickable deliveries for this relay until `lock_until`; each with its event and its
-        endpoint's url and secrets."""
-        condition, busy_param = self._busy(busy, 4)
-        sql = _CLAIM.format(pickable=_PICKABLE.format(busy=condition), lock=self._lock())
-        ids = [r["id"] for r in await self.db.rows(sql, now, lock_until, token, busy_param, limit)]
+        """Hold up to `limit` due heads for this relay until `lock_until`, up to `room` of each endpoint but those
+        `rooms` names (with their room in this process); each with its event and its endpoint's url and secrets."""
+        # SQLite: one pick in due order over every endpoint with any room; the relay keeps what exceeds an
+        # endpoint's room until it has room (the pick is one statement under the write lock).
+        condition, busy_param = self._busy([e for e, n in rooms.items() if n <= 0], 4)
+        ids = [r["id"] for r in await self.db.rows(_CLAIM.format(ready=_READY.format(busy=condition)), now,
+                                                    lock_until, token, busy_param, limit)]
         if not ids:
             return []
         rows = await self.db.rows(_CLAIMED.format(ids=placeholders(1, len(ids))), *ids)
         return [decoded(r) for r in rows]
 
-    async def unlock(self, *, ids: Sequence[int], token: str) -> None:
-        """Give back deliveries this relay held but will not send now."""
-        if ids:
-            await self.db.execute(f"UPDATE deliveries SET locked_until = NULL, locked_by = NULL "
-                                  f"WHERE locked_by = $1 AND id IN ({placeholders(2, len(ids))})", token, *ids)
-
-    async def record(self, *, delivery_id: int, token: str, at: datetime, outcome: dict[str, Any]) -> Record | None:
-        """The attempt, and the delivery's new state if this relay still held it (None otherwise). `outcome`:
-        status_code, error, duration_ms, status, next_attempt_at."""
+    async def record(self, *, token: str, outcomes: Sequence[Outcome], disable: Sequence[tuple[str, str]],
+                     now: datetime) -> list[Record]:
+        """In one transaction: every attempt, the new state of each delivery this relay still held (those are
+        returned), the next delivery of each line whose head is done made its head, the messages' delivery
+        summaries, and the endpoints in `disable` (id, reason) disabled."""
         async with self.transaction():
-            await self.db.execute("INSERT INTO delivery_attempts (delivery_id, at, status_code, error, duration_ms) "
-                                  "VALUES ($1, $2, $3, $4, $5)", delivery_id, at, outcome["status_code"],
-                                  outcome["error"], outcome["duration_ms"])
-            delivered = at if outcome["status"] == DeliveryStatus.DELIVERED else None
-            row = await self.db.row(
-                "UPDATE deliveries SET status = $3, attempts = attempts + 1, next_attempt_at = $4, last_status = $5, "
-                "last_error = $6, delivered_at = $7, locked_until = NULL, locked_by = NULL "
-                "WHERE id = $1 AND locked_by = $2 RETURNING id, message_id, attempts, status",
-                delivery_id, token, outcome["status"], outcome["next_attempt_at"], outcome["status_code"],
-                outcome["error"], delivered)
-            if row is not None and row["message_id"] is not None:
-                await self._sum_up_message(row["message_id"])
-        return row
+            await self._lock_orders(sorted({o.order_key for o in outcomes if o.order_key is not None}))
+            recorded = await self._record(token, outcomes)
+            done = sorted({(r["endpoint_id"], r["order_key"]) for r in recorded
+                           if r["order_key"] is not None and r["status"] != DeliveryStatus.PENDING})
+            if done:
+                await self._promote(done)
+            messages = sorted({r["message_id"] for r in recorded if r["message_id"] is not None})
+            if messages:
+                await self._sum_up_messages(messages)
+            for endpoint_id, reason in disable:
+                await self.disable_endpoint(endpoint_id=endpoint_id, reason=reason, now=now)
+        return recorded
 
-    async def _sum_up_message(self, message_id: int) -> None:
-        rows = await self.db.rows("SELECT status, attempts, last_error FROM deliveries WHERE message_id = $1 "
-                                  "ORDER BY id", message_id)
-        summary = message_delivery(rows)
-        await self.db.execute("UPDATE messages SET delivery = $2 WHERE id = $1", message_id,
-                              None if summary is None else json_text(summary))
+    async def _lock_orders(self, keys: Sequence[str]) -> None:
+        """Hold the conversations' locks to the end of the transaction (SQLite: the write lock already does)."""
+        return None
+
+    async def _record(self, token: str, outcomes: Sequence[Outcome]) -> list[Record]:
+        recorded = []
+        for o in outcomes:
+            # The attempt happened even when another relay took the delivery over meanwhile; not when it was deleted.
+            await self.db.execute(_ATTEMPT.replace("VALUES ($1, $2, $3, $4, $5)", "SELECT $1, $2, $3, $4, $5 WHERE "
+                                                   "EXISTS (SELECT 1 FROM deliveries WHERE id = $1)"),
+                                  o.delivery_id, o.at, o.status_code, o.error, o.duration_ms)
+            row = await self.db.row(_RECORD, o.delivery_id, token, o.status, o.next_attempt_at, o.status_code, o.error,
+                                    o.at if o.status == DeliveryStatus.DELIVERED else None)
+            if row is not None:
+                recorded.append(row)
+        return recorded
+
+    async def _promote(self, lines: Sequence[tuple[str, str]]) -> None:
+        for endpoint_id, order_key in lines:
+            await self.db.execute(_PROMOTE, endpoint_id, order_key, True)
+
+    async def _sum_up_messages(self, message_ids: Sequence[int]) -> None:
+        rows = await self.db.rows(_SUMMARY_ROWS.format(ids=placeholders(1, len(message_ids))), *message_ids)
+        by_message: dict[int, list[Record]] = {}
+        for row in rows:
+            by_message.setdefault(row["message_id"], []).append(row)
+        await self._write_summaries([(m, message_delivery(by_message.get(m, []))) for m in message_ids])
+
+    async def _write_summaries(self, summaries: Sequence[tuple[int, dict[str, Any] | None]]) -> None:
+        await self.db.execute_many("UPDATE messages SET delivery = $2 WHERE id = $1",
+                                   [(m, None if s is None else json_text(s)) for m, s in summaries])
 
     async def disable_endpoint(self, *, endpoint_id: str, reason: str, now: datetime) -> None:
         """Stop delivering to the endpoint (its receiver answered 410 Gone); PATCH enabled=true resumes."""
@@ -215,9 +266,9 @@ class SharedDeliveryStore:
                               "WHERE id = $1", endpoint_id, False, reason, now)
 
     async def next_due(self, *, busy: Sequence[str]) -> datetime | None:
-        """When the earliest delivery this relay could pick becomes due (or its holder's lock runs out)."""
+        """When the earliest head this relay could pick becomes due (or its holder's lock runs out)."""
         condition, busy_param = self._busy(busy, 1)
-        row = await self.db.row(_NEXT_DUE.format(pickable=_PICKABLE.format(busy=condition)), busy_param)
+        row = await self.db.row(_NEXT_DUE.format(ready=_READY.format(busy=condition)), busy_param)
         due = None if row is None else row["due"]
         if isinstance(due, str):  # SQLite's text
             return decoded({"at": due})["at"]  # type: ignore[no-any-return]
@@ -255,12 +306,21 @@ class SharedDeliveryStore:
         """A failed delivery pending again, due now, with a new round of TRIAGE_DELIVERY_MAX_HOURS; None when the
         shop has no failed delivery of that id."""
         async with self.transaction():
+            found = await self.db.row("SELECT order_key FROM deliveries WHERE id = $1 AND shop_id = $2 "
+                                      "AND status = 'failed'", delivery_id, shop_id)
+            if found is None:
+                return None
+            if found["order_key"] is not None:
+                await self._lock_orders([found["order_key"]])
+            # The head of its line again unless a delivery of its conversation is pending; then it goes next.
             row = await self.db.row(
                 "UPDATE deliveries SET status = 'pending', next_attempt_at = $3, started_at = $3, locked_until = NULL, "
-                "locked_by = NULL WHERE id = $1 AND shop_id = $2 AND status = 'failed' RETURNING id, message_id",
-                delivery_id, shop_id, now)
+                "locked_by = NULL, head = (order_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries p "
+                "WHERE p.endpoint_id = deliveries.endpoint_id AND p.order_key = deliveries.order_key "
+                "AND p.status = 'pending')) WHERE id = $1 AND shop_id = $2 AND status = 'failed' "
+                "RETURNING id, message_id", delivery_id, shop_id, now)
             if row is not None and row["message_id"] is not None:
-                await self._sum_up_message(row["message_id"])
+                await self._sum_up_messages([row["message_id"]])
         return row
 
     async def oldest_pending(self) -> list[Record]:
@@ -275,30 +335,69 @@ class SharedDeliveryStore:
         return None
 
 
+# Whether a new delivery to endpoint `e` is the head of its line, on PostgreSQL: triage_delivery_head() takes the
+# conversation's lock and reads with a fresh snapshot (migration 0013).
+PG_HEAD = "triage_delivery_head(e.id, {key})"
+_ORDER_KEY = "CASE WHEN o.type = 'reply.created' THEN o.ticket_id END"
+
+
 @functools.cache
 def _pg_enqueue_sql() -> str:
     # The event only when an endpoint takes it, its deliveries, the message's state and the wake-up: one statement.
     return ("WITH o AS (INSERT INTO outbox_events (shop_id, type, ticket_id, message_id, data, created_at) "
             "SELECT $1::text, $3::text, $4::text, $5::bigint, $6::jsonb, $7::timestamptz WHERE EXISTS "
             f"(SELECT 1 FROM delivery_endpoints WHERE {_SUBSCRIBED}) RETURNING *), "
-            "d AS (INSERT INTO deliveries (event_id, endpoint_id, shop_id, message_id, order_key, status, attempts, "
-            "next_attempt_at, started_at, created_at) SELECT o.id, e.id, e.shop_id, o.message_id, "
-            "CASE WHEN o.type = 'reply.created' THEN o.ticket_id END, 'pending', 0, o.created_at, o.created_at, "
-            "o.created_at FROM o JOIN delivery_endpoints e ON e.shop_id = o.shop_id AND e.enabled "
+            "d AS (INSERT INTO deliveries (event_id, endpoint_id, shop_id, message_id, order_key, status, head, "
+            "attempts, next_attempt_at, started_at, created_at) SELECT o.id, e.id, e.shop_id, o.message_id, "
+            f"{_ORDER_KEY}, 'pending', {PG_HEAD.format(key=_ORDER_KEY)}, 0, o.created_at, "
+            "o.created_at, o.created_at FROM o JOIN delivery_endpoints e ON e.shop_id = o.shop_id AND e.enabled "
             "AND (e.event_mask & $2) <> 0 RETURNING id) "
             f"SELECT (SELECT count(*) FROM d) AS created, (SELECT count(pg_notify('{DELIVERY_CHANNEL}', '')) FROM o) "
             "AS notified")
 
 
+# The pick: the endpoints with pending heads, one after another along ix_deliveries_ready (a skip scan: one index
+# probe per endpoint, however many deliveries each has waiting), then each enabled one's due heads in due order,
+# as many as its room ($5, or its own in $4/$6), skipping those another relay is taking. $7 caps the whole pick.
+_PG_CLAIM = (
+    "WITH RECURSIVE lines (endpoint_id) AS ("
+    "(SELECT d.endpoint_id FROM deliveries d WHERE d.status = 'pending' AND d.head ORDER BY d.endpoint_id LIMIT 1) "
+    "UNION ALL SELECT (SELECT d.endpoint_id FROM deliveries d WHERE d.status = 'pending' AND d.head "
+    "AND d.endpoint_id > l.endpoint_id ORDER BY d.endpoint_id LIMIT 1) FROM lines l WHERE l.endpoint_id IS NOT NULL), "
+    "rooms AS (SELECT l.endpoint_id, coalesce(r.room, $5) AS room FROM lines l "
+    "JOIN delivery_endpoints e ON e.id = l.endpoint_id AND e.enabled "
+    "LEFT JOIN unnest($4::text[], $6::int[]) AS r (endpoint_id, room) ON r.endpoint_id = l.endpoint_id), "
+    "picked AS (SELECT p.id FROM rooms r CROSS JOIN LATERAL (SELECT d.id FROM deliveries d "
+    f"WHERE d.endpoint_id = r.endpoint_id AND d.status = 'pending' AND d.head AND {_DUE} "
+    "ORDER BY d.next_attempt_at LIMIT r.room FOR UPDATE OF d SKIP LOCKED) p WHERE r.room > 0 LIMIT $7), "
+    "held AS (UPDATE deliveries d SET locked_until = $2, locked_by = $3 FROM picked WHERE d.id = picked.id "
+    "RETURNING d.*) "
+    f"SELECT {_CLAIMED_COLUMNS} FROM held d JOIN outbox_events o ON o.id = d.event_id "
+    "JOIN delivery_endpoints e ON e.id = d.endpoint_id ORDER BY d.id")
+# A batch of attempts: the attempt rows, and the state of the deliveries this relay still holds.
+_PG_RECORD = (
+    "WITH r AS (SELECT * FROM unnest($2::bigint[], $3::timestamptz[], $4::int[], $5::text[], $6::int[], $7::text[], "
+    "$8::timestamptz[]) AS r (id, at, code, error, duration_ms, status, next_at)), "
+    "a AS (INSERT INTO delivery_attempts (delivery_id, at, status_code, error, duration_ms) "
+    "SELECT r.id, r.at, r.code, r.error, r.duration_ms FROM r WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = r.id)) "
+    "UPDATE deliveries d SET status = r.status, attempts = d.attempts + 1, next_attempt_at = r.next_at, "
+    "last_status = r.code, last_error = r.error, delivered_at = CASE WHEN r.status = 'delivered' THEN r.at END, "
+    "locked_until = NULL, locked_by = NULL FROM r WHERE d.id = r.id AND d.locked_by = $1 "
+    "RETURNING d.id, d.endpoint_id, d.order_key, d.message_id, d.status")
+_PG_PROMOTE = (
+    "UPDATE deliveries d SET head = true FROM unnest($1::text[], $2::text[]) AS l (endpoint_id, order_key) "
+    "WHERE d.id = (SELECT min(p.id) FROM deliveries p WHERE p.endpoint_id = l.endpoint_id "
+    "AND p.order_key = l.order_key AND p.status = 'pending')")
+# The conversations' locks, in one order for every transaction that takes several (no deadlock between two).
+_PG_LOCK_ORDERS = ("SELECT count(pg_advisory_xact_lock(hashtext('triage_delivery_order'), h)) AS locked FROM "
+                   "(SELECT DISTINCT hashtext(k) AS h FROM unnest($1::text[]) AS k ORDER BY 1) s")
+
+
 class PostgresDeliveryStore(SharedDeliveryStore):
-    """SKIP LOCKED picks, one-statement events and NOTIFY wake-ups."""
+    """The skip-scan pick with SKIP LOCKED, attempts recorded as arrays, one-statement events, NOTIFY wake-ups."""
 
     def _busy(self, busy: Sequence[str], n: int) -> tuple[str, Any]:
         return f"d.endpoint_id <> ALL(${n}::text[])", list(busy)
-
-    def _lock(self) -> str:
-        # Relays of other processes skip what this one is picking instead of waiting for it.
-        return " FOR UPDATE OF d SKIP LOCKED"
 
     async def enqueue(self, *, shop_id: str, event: str, ticket_id: str | None, message_id: int | None,
                       data: dict[str, Any], now: datetime) -> int:
@@ -309,6 +408,28 @@ class PostgresDeliveryStore(SharedDeliveryStore):
             await self.db.execute("UPDATE messages SET delivery = $2::jsonb WHERE id = $1", message_id,
                                   json_text(PENDING_DELIVERY))
         return created
+
+    async def claim(self, *, now: datetime, lock_until: datetime, token: str, rooms: Mapping[str, int], room: int,
+                    limit: int) -> list[Record]:
+        rows = await self.db.rows(_PG_CLAIM, now, lock_until, token, list(rooms), room, list(rooms.values()), limit)
+        return [decoded(r) for r in rows]
+
+    async def _lock_orders(self, keys: Sequence[str]) -> None:
+        if keys:
+            await self.db.execute(_PG_LOCK_ORDERS, list(keys))
+
+    async def _record(self, token: str, outcomes: Sequence[Outcome]) -> list[Record]:
+        columns = list(zip(*((o.delivery_id, o.at, o.status_code, o.error, o.duration_ms, o.status, o.next_attempt_at)
+                             for o in outcomes), strict=True))
+        return await self.db.rows(_PG_RECORD, token, *map(list, columns)) if outcomes else []
+
+    async def _promote(self, lines: Sequence[tuple[str, str]]) -> None:
+        await self.db.execute(_PG_PROMOTE, [e for e, _ in lines], [k for _, k in lines])
+
+    async def _write_summaries(self, summaries: Sequence[tuple[int, dict[str, Any] | None]]) -> None:
+        await self.db.execute("UPDATE messages m SET delivery = s.delivery::jsonb FROM unnest($1::bigint[], $2::text[]) "
+                              "AS s (id, delivery) WHERE m.id = s.id", [m for m, _ in summaries],
+                              [None if s is None else json_text(s) for _, s in summaries])
 
     async def notify(self) -> None:
         await self.db.execute(f"SELECT pg_notify('{DELIVERY_CHANNEL}', '')")

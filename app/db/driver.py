@@ -27,7 +27,7 @@ _TIME_COLUMNS = frozenset({"seen_at", "lease_expires_at", "created_at", "updated
                            "sent_at", "received_at", "at", "previous_valid_until", "next_attempt_at",
                            "started_at", "delivered_at"})
 _JSON_COLUMNS = frozenset({"intents", "triage", "response", "data", "delivery", "content"})
-_BOOL_COLUMNS = frozenset({"escalated", "active", "enabled"})
+_BOOL_COLUMNS = frozenset({"escalated", "active", "enabled", "head"})
 
 
 def json_text(value: Any) -> str:

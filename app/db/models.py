@@ -331,10 +331,10 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status_known"),
-        # The relay's pick: pending deliveries by due time.
-        Index("ix_deliveries_due", "next_attempt_at", sqlite_where=text("status = 'pending'"),
-              postgresql_where=text("status = 'pending'")),
-        # Per-conversation order: an earlier pending delivery of the same key to the endpoint blocks a later one.
+        # The relay's pick: pending heads of their lines, per endpoint by due time (migration 0013).
+        Index("ix_deliveries_ready", "endpoint_id", "next_attempt_at", sqlite_where=text("status = 'pending' AND head"),
+              postgresql_where=text("status = 'pending' AND head")),
+        # Per-conversation order: the pending deliveries of a conversation to an endpoint, the earliest first.
         Index("ix_deliveries_order", "endpoint_id", "order_key", "id", sqlite_where=text("status = 'pending'"),
               postgresql_where=text("status = 'pending'")),
         Index("ix_deliveries_shop", "shop_id", "id"),
@@ -349,6 +349,8 @@ class Delivery(Base):
     # The ticket, for reply.created (a conversation's replies go in order); null for events without an order.
     order_key: Mapped[str | None] = mapped_column(String(36), default=None)
     status: Mapped[str] = mapped_column(String(16))
+    # The next of its conversation to go to the endpoint (always, without an order_key): only heads are picked.
+    head: Mapped[bool] = mapped_column(Boolean, default=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
     # A relay sending it holds it until then (another process takes it only after, should that relay die).

@@ -1,13 +1,20 @@
 """The delivery relay (SPEC 9.1, README "Integrating a platform"): every process runs one, as a worker.
 
-It picks due deliveries from the outbox (app/db/deliveries.py), holds each under a lock that outlasts the
-longest exchange, sends it signed the Standard Webhooks way with a `webhook-id` that never changes for an
-event, and records the attempt. At least once: a delivery is marked delivered only after its 2xx, so a relay
-that dies mid-send leaves it to be picked again when its lock runs out. A slow endpoint holds at most
-`concurrency` sends of this process; the others' deliveries are picked meanwhile.
+Three parts meet in one event loop (docs/design.md, "The relay's hot loop"):
 
-It sleeps until the earliest due delivery, and wakes at once when an event is committed in this process
-(Notifier.outbox) or NOTIFYed by another (LISTEN triage_delivery, app/main.py).
+- the pick takes due heads from the outbox (app/db/deliveries.py) in one statement, for every endpoint with room,
+  and holds them under a lock that outlasts the longest exchange. It runs when woken: an event committed in this
+  process (Notifier.outbox), NOTIFYed by another (LISTEN triage_delivery, app/main.py), or attempts recorded (room
+  again, and the next reply of a conversation may be a head now); never more often than PICK_INTERVAL, so a burst
+  of wake-ups makes one pick of many. Asleep, it waits for the earliest due retry.
+- each endpoint has a lane: at most `concurrency` sends at once over its own pool of kept-alive connections, and
+  as many picked ones waiting; a slow endpoint fills only its own lane.
+- the recorder writes every finished attempt in one transaction per batch (at most one batch per
+  RECORD_INTERVAL), then wakes the pick.
+
+At least once: a delivery is marked delivered only after its 2xx is recorded, so a relay that dies mid-send (or
+whose record fails) leaves it to be picked again when its lock runs out. No delivery is sent after its lock has
+less than an exchange left, so two processes never send one attempt at once.
 """
 
 import asyncio
@@ -15,19 +22,21 @@ import email.utils
 import logging
 import random
 import secrets
+import ssl
 import time
-from collections import Counter
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpcore
 import httpx
 import orjson
 
 from app import metrics
 from app.clock import utcnow
-from app.db.deliveries import delivery_store
+from app.db.deliveries import Outcome, delivery_store
 from app.db.driver import Record
 from app.db.errors import StoreUnavailable, translated
 from app.db.session import DriverConnections
@@ -37,14 +46,24 @@ from app.services.notify import Notifier
 
 log = logging.getLogger("app.delivery")
 
-BATCH = 100  # deliveries picked per statement
-MAX_IN_FLIGHT = 512  # sends of one process at once, over all endpoints
+BATCH = 256  # deliveries picked per statement at most
+MAX_HELD = 2048  # deliveries one process holds at once (sending or waiting in their lane), over all endpoints
+LANE_DEPTH = 2  # a lane holds up to this many times `concurrency`: the next sends are picked before room frees
+PICK_INTERVAL = 0.005  # seconds at least between two picks
+RECORD_INTERVAL = 0.005  # seconds at least between two batches of recorded attempts
+RECORD_BATCH = 1000  # attempts recorded per transaction at most
+# Sends are out: the pick looks again after this at the latest (their records wake it sooner), for retries due.
+BUSY_RECHECK_SECONDS = 1.0
 # With no due delivery in sight the relay still looks this often: a NOTIFY lost while LISTEN reconnected, or
 # (SQLite) an event committed by another process, costs at most this long.
 IDLE_RECHECK_SECONDS = 30.0
 SQLITE_IDLE_RECHECK_SECONDS = 5.0
+LANE_IDLE_SECONDS = 60.0  # an endpoint's connections are closed after this long without a send
+KEEPALIVE_SECONDS = 5.0  # an idle kept-alive connection is closed after this long
 ERROR_TEXT = 300
 ANSWER_READ_LIMIT = 64 * 1024  # bytes of an endpoint's answer read (and dropped) before the connection is closed
+HTTP_ERRORS = (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol,
+               httpcore.ConnectionNotAvailable, httpcore.ProxyError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,144 +161,260 @@ def request_of(item: Record, *, now: datetime) -> tuple[bytes, dict[str, str]]:
                   "content-type": "application/json", "user-agent": "triage-delivery/1"}
 
 
-def new_client(policy: DeliveryPolicy) -> httpx.AsyncClient:
-    """The relay's HTTP client: no redirects, no environment proxies, bounded connect and read."""
-    timeout = httpx.Timeout(policy.read_timeout, connect=policy.connect_timeout)
-    limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=64)
-    return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False, trust_env=False)
+def new_pool(policy: DeliveryPolicy, ssl_context: ssl.SSLContext | None = None) -> httpcore.AsyncConnectionPool:
+    """One endpoint's HTTP/1.1 connections: as many as its sends at once, kept alive, each opened only to an
+    address the egress guard accepts at that moment; no proxies from the environment, no redirects followed.
+
+    httpcore is httpx's own transport; the relay calls it without httpx's client on top, whose cookie jar, auth
+    and redirect handling a webhook sender must not use and which cost more CPU per request than the relay's
+    own work (docs/design.md)."""
+    return httpcore.AsyncConnectionPool(
+        ssl_context=ssl_context or httpx.create_ssl_context(), max_connections=policy.concurrency,
+        max_keepalive_connections=policy.concurrency, keepalive_expiry=KEEPALIVE_SECONDS, retries=0,
+        network_backend=egress.GuardedNetwork(allow_private=policy.allow_private))
 
 
-async def send(client: httpx.AsyncClient, item: Record, *, policy: DeliveryPolicy, now: datetime) -> Answer:
-    """One attempt: the URL checked again against what its name resolves to now, then the request to the checked
-    address. The answer's body is read only up to ANSWER_READ_LIMIT, and dropped."""
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def send(pool: httpcore.AsyncConnectionPool, item: Record, *, policy: DeliveryPolicy, now: datetime) -> Answer:
+    """One attempt over the endpoint's pool (a new connection is checked against what the name resolves to
+    then). The answer's body is read only up to ANSWER_READ_LIMIT, and dropped."""
     body, headers = request_of(item, now=now)
+    timeouts = {"connect": policy.connect_timeout, "read": policy.read_timeout, "write": policy.read_timeout,
+                "pool": policy.read_timeout}
     try:
-        target = await egress.check(item["url"], allow_private=policy.allow_private)
+        async with asyncio.timeout(policy.exchange_timeout), pool.stream(
+                "POST", item["url"], headers=list(headers.items()), content=body,
+                extensions={"timeout": timeouts}) as response:
+            # Read a little of the answer, so a short one leaves the connection for reuse; never more.
+            read = 0
+            async for chunk in response.aiter_stream():
+                read += len(chunk)
+                if read > ANSWER_READ_LIMIT:
+                    break
     except egress.UnsafeUrl as refused:
         return Answer(error=f"refused: {refused}"[:ERROR_TEXT], kind="refused")
-    headers["host"] = target.host
-    extensions = {"sni_hostname": target.host.rsplit(":", 1)[0].strip("[]")}
-    try:
-        async with asyncio.timeout(policy.exchange_timeout):
-            request = client.build_request("POST", target.url, content=body, headers=headers, extensions=extensions)
-            response = await client.send(request, stream=True)
-            try:
-                # Read a little of the answer, so a short one leaves the connection for reuse; never more.
-                read = 0
-                async for chunk in response.aiter_raw():
-                    read += len(chunk)
-                    if read > ANSWER_READ_LIMIT:
-                        break
-            finally:
-                await response.aclose()
-    except (TimeoutError, httpx.TimeoutException) as exc:
+    except (TimeoutError, httpcore.TimeoutException) as exc:
         return Answer(error=f"timeout ({type(exc).__name__})", kind="timeout")
-    except httpx.HTTPError as exc:
+    except HTTP_ERRORS as exc:
         return Answer(error=f"{type(exc).__name__}: {exc}"[:ERROR_TEXT], kind="error")
-    code = response.status_code
-    return Answer(status_code=code, retry_after=response.headers.get("retry-after"), kind=f"{code // 100}xx")
+    code = response.status
+    return Answer(status_code=code, retry_after=_header(response.headers, b"retry-after"), kind=f"{code // 100}xx")
+
+
+class Lane:
+    """One endpoint's sends in this process: up to `concurrency` at once, the picked ones waiting their turn."""
+
+    __slots__ = ("pool", "waiting", "sending", "last_used")
+
+    def __init__(self, pool: httpcore.AsyncConnectionPool) -> None:
+        self.pool = pool
+        self.waiting: deque[Record] = deque()
+        self.sending = 0
+        self.last_used = time.monotonic()
+
+    @property
+    def held(self) -> int:
+        return self.sending + len(self.waiting)
+
+
+@dataclass(slots=True)
+class Finished:
+    """A sent attempt waiting to be recorded."""
+
+    item: Record
+    answer: Answer
+    at: datetime
+    duration_ms: int
 
 
 class Relay:
-    """Picks and sends due deliveries until cancelled; run as the `delivery-relay` worker (app/workers.py)."""
+    """Picks, sends and records deliveries until cancelled; run as the `delivery-relay` worker (app/workers.py)."""
 
     def __init__(self, drivers: DriverConnections, notifier: Notifier, *, policy: DeliveryPolicy,
-                 client_factory: Callable[[DeliveryPolicy], httpx.AsyncClient] = new_client) -> None:
+                 pool_factory: Callable[[DeliveryPolicy, ssl.SSLContext | None], httpcore.AsyncConnectionPool]
+                 = new_pool) -> None:
         self._drivers = drivers
         self._notifier = notifier
         self.policy = policy
-        self._client_factory = client_factory
-        self._in_flight: Counter[str] = Counter()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._pool_factory = pool_factory
+        self._lanes: dict[str, Lane] = {}
+        self._sends: set[asyncio.Task[None]] = set()
+        self._finished: list[Finished] = []
+        self._to_record = asyncio.Event()
+        self._ssl: ssl.SSLContext | None = None
         self._idle = SQLITE_IDLE_RECHECK_SECONDS if not drivers.postgres else IDLE_RECHECK_SECONDS
+        self._lane_room = LANE_DEPTH * policy.concurrency
         self.token = ""
 
-    def _busy(self) -> list[str]:
-        return [endpoint for endpoint, n in self._in_flight.items() if n >= self.policy.concurrency]
-
     async def run(self) -> None:
-        """The relay's loop: pick, start the sends, sleep until the next due one or a wake-up."""
+        """The pick loop, with the recorder beside it."""
         # A new token per run: a restarted relay does not mistake the locks of its dead predecessor for its own.
         self.token = f"relay-{secrets.token_hex(8)}"
-        async with self._client_factory(self.policy) as client:
-            try:
-                while True:
-                    self._notifier.outbox.clear()
-                    if not await self._pick(client):
-                        await self._sleep()
-            finally:
-                for task in self._tasks:
-                    task.cancel()
-                await asyncio.gather(*self._tasks, return_exceptions=True)
-                self._in_flight.clear()
+        recorder = asyncio.create_task(self._recorder())
+        try:
+            last_pick = 0.0
+            while True:
+                wait = last_pick + PICK_INTERVAL - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                self._notifier.outbox.clear()
+                last_pick = time.monotonic()
+                picked, asked = await self._pick()
+                if picked and picked == asked:
+                    continue  # as many as it asked for: more may be due
+                await self._sleep(busy=picked > 0 or bool(self._sends))
+                self._close_idle_lanes()
+        finally:
+            await self._stop(recorder)
 
-    async def _pick(self, client: httpx.AsyncClient) -> int:
-        room = MAX_IN_FLIGHT - sum(self._in_flight.values())
-        if room <= 0:
-            return 0
+    async def _pick(self) -> tuple[int, int]:
+        """Pick for every endpoint with room in this process; how many were picked, of how many asked for."""
+        held = sum(lane.held for lane in self._lanes.values())
+        limit = min(BATCH, MAX_HELD - held)
+        if limit <= 0:
+            return 0, 0
+        # Endpoints with less than a whole lane free say how much they have; the others take a whole lane.
+        rooms = {endpoint: max(0, self._lane_room - lane.held) for endpoint, lane in self._lanes.items() if lane.held}
         now = utcnow()
         async with translated(), delivery_store(self._drivers) as store:
-            items = await store.claim(now=now, lock_until=now + self.policy.lock, token=self.token,
-                                      busy=self._busy(), limit=min(BATCH, room))
-            # An endpoint gets no more sends than its room in this process; the rest go back at once.
-            surplus = []
-            for item in items:
-                if self._in_flight[item["endpoint_id"]] >= self.policy.concurrency:
-                    surplus.append(item["id"])
-                    continue
-                self._in_flight[item["endpoint_id"]] += 1
-                task = asyncio.create_task(self._deliver(client, item))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            await store.unlock(ids=surplus, token=self.token)
-        return len(items) - len(surplus)
+            items = await store.claim(now=now, lock_until=now + self.policy.lock, token=self.token, rooms=rooms,
+                                      room=self._lane_room, limit=limit)
+        # Sent only while the lock has an exchange left (the lock's length from the monotonic clock).
+        deadline = time.monotonic() + (self.policy.lock.total_seconds() - self.policy.exchange_timeout)
+        started = set()
+        for item in items:
+            item["send_before"] = deadline
+            lane = self._lanes.get(item["endpoint_id"])
+            if lane is None:
+                if self._ssl is None:
+                    self._ssl = httpx.create_ssl_context()
+                lane = self._lanes[item["endpoint_id"]] = Lane(self._pool_factory(self.policy, self._ssl))
+            lane.waiting.append(item)
+            started.add(item["endpoint_id"])
+        for endpoint in started:
+            self._start(self._lanes[endpoint])
+        return len(items), limit
 
-    async def _sleep(self) -> None:
-        async with translated(), delivery_store(self._drivers) as store:
-            due = await store.next_due(busy=self._busy())
-        wait = self._idle if due is None else (due - utcnow()).total_seconds()
-        if wait <= 0:
-            wait = 0.05  # due but held by another relay's pick that is committing now
+    def _start(self, lane: Lane) -> None:
+        while lane.sending < self.policy.concurrency and lane.waiting:
+            item = lane.waiting.popleft()
+            if time.monotonic() > item["send_before"]:
+                # Waited so long (behind a slow endpoint) that its lock could run out mid-send: left for a pick after.
+                log.info("delivery %s: its hold is running out before its turn; left to a later pick", item["id"])
+                continue
+            lane.sending += 1
+            task = asyncio.create_task(self._send(lane, item))
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
+
+    async def _send(self, lane: Lane, item: Record) -> None:
         try:
-            await asyncio.wait_for(self._notifier.outbox.wait(), timeout=min(wait, self._idle))
+            started = time.monotonic()
+            answer = await send(lane.pool, item, policy=self.policy, now=utcnow())
+            self._finished.append(Finished(item, answer, utcnow(), int((time.monotonic() - started) * 1000)))
+            self._to_record.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Not recorded: its lock runs out and it goes again (at least once).
+            log.exception("delivery %s failed unexpectedly", item["id"])
+        finally:
+            lane.sending -= 1
+            lane.last_used = time.monotonic()
+            self._start(lane)
+
+    async def _sleep(self, *, busy: bool) -> None:
+        if busy:
+            wait = BUSY_RECHECK_SECONDS
+        else:
+            async with translated(), delivery_store(self._drivers) as store:
+                due = await store.next_due(busy=[e for e, lane in self._lanes.items() if lane.held >= self._lane_room])
+            wait = self._idle if due is None else min(self._idle, (due - utcnow()).total_seconds())
+            if wait <= 0:
+                wait = 0.05  # due but held by another relay's pick that is committing now
+        try:
+            await asyncio.wait_for(self._notifier.outbox.wait(), timeout=wait)
         except TimeoutError:
             pass
 
-    async def _deliver(self, client: httpx.AsyncClient, item: Record) -> None:
-        try:
-            started = time.monotonic()
-            answer = await send(client, item, policy=self.policy, now=utcnow())
-            duration_ms = int((time.monotonic() - started) * 1000)
-            await self._record(item, answer, duration_ms)
-        except asyncio.CancelledError:
-            raise
-        except StoreUnavailable as exc:
-            # Sent but not recorded: the lock runs out and the delivery goes again (at least once).
-            log.warning("delivery %s: attempt not recorded (%s)", item["id"], exc)
-        except Exception:
-            log.exception("delivery %s failed unexpectedly", item["id"])
-        finally:
-            self._in_flight[item["endpoint_id"]] -= 1
-            if self._in_flight[item["endpoint_id"]] <= 0:
-                del self._in_flight[item["endpoint_id"]]
-            self._notifier.outbox.set()  # room again, and maybe the conversation's next reply is pickable
+    async def _recorder(self) -> None:
+        last = 0.0
+        while True:
+            await self._to_record.wait()
+            wait = last + RECORD_INTERVAL - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._to_record.clear()
+            batch, self._finished = self._finished[:RECORD_BATCH], self._finished[RECORD_BATCH:]
+            if self._finished:
+                self._to_record.set()
+            last = time.monotonic()
+            await self._record(batch)
+            self._notifier.outbox.set()  # room again, and maybe the next reply of a conversation is a head now
 
-    async def _record(self, item: Record, answer: Answer, duration_ms: int) -> None:
-        now = utcnow()
-        result = outcome(answer, item=item, now=now, duration_ms=duration_ms, policy=self.policy)
-        shop_id = item["shop_id"]
-        async with translated(), delivery_store(self._drivers) as store:
-            async with store.transaction():
-                recorded = await store.record(delivery_id=item["id"], token=self.token, at=now, outcome=result)
-                if answer.status_code == 410:
-                    await store.disable_endpoint(endpoint_id=item["endpoint_id"], now=now,
-                                                 reason=f"the receiver answered 410 Gone at {now.isoformat()}")
-        metrics.delivery_attempted(shop_id, item["endpoint_id"], answer.kind)
-        if recorded is None:
-            log.warning("delivery %s: lock lost before its attempt was recorded", item["id"])
+    async def _record(self, batch: list[Finished]) -> None:
+        outcomes, disable = [], []
+        for done in batch:
+            item = done.item
+            result = outcome(done.answer, item=item, now=done.at, duration_ms=done.duration_ms, policy=self.policy)
+            outcomes.append(Outcome(delivery_id=item["id"], order_key=item["order_key"], at=done.at,
+                                    status_code=result["status_code"], error=result["error"],
+                                    duration_ms=done.duration_ms, status=result["status"],
+                                    next_attempt_at=result["next_attempt_at"]))
+            if done.answer.status_code == 410:
+                disable.append((item["endpoint_id"], f"the receiver answered 410 Gone at {done.at.isoformat()}"))
+        try:
+            async with translated(), delivery_store(self._drivers) as store:
+                recorded = {r["id"]: r["status"] for r in await store.record(token=self.token, outcomes=outcomes,
+                                                                              disable=disable, now=utcnow())}
+        except StoreUnavailable as exc:
+            # Sent but not recorded: their locks run out and they go again (at least once).
+            log.warning("%d attempts not recorded (%s)", len(batch), exc)
             return
-        if result["status"] == DeliveryStatus.DELIVERED:
-            metrics.delivery_finished(shop_id, item["endpoint_id"], "delivered",
-                                      (now - item["created_at"]).total_seconds())
-        elif result["status"] == DeliveryStatus.FAILED:
-            metrics.delivery_finished(shop_id, item["endpoint_id"], "failed")
+        except Exception:
+            log.exception("%d attempts not recorded", len(batch))
+            return
+        for done in batch:
+            item = done.item
+            shop_id, endpoint_id = item["shop_id"], item["endpoint_id"]
+            metrics.delivery_attempted(shop_id, endpoint_id, done.answer.kind)
+            status = recorded.get(item["id"])
+            if status is None:
+                log.warning("delivery %s: lock lost before its attempt was recorded", item["id"])
+            elif status == DeliveryStatus.DELIVERED:
+                metrics.delivery_finished(shop_id, endpoint_id, "delivered", (done.at - item["created_at"]).total_seconds())
+            elif status == DeliveryStatus.FAILED:
+                metrics.delivery_finished(shop_id, endpoint_id, "failed")
+
+    def _close_idle_lanes(self) -> None:
+        idle_since = time.monotonic() - LANE_IDLE_SECONDS
+        for endpoint, lane in list(self._lanes.items()):
+            if not lane.held and lane.last_used < idle_since:
+                del self._lanes[endpoint]
+                task = asyncio.create_task(lane.pool.aclose())
+                self._sends.add(task)
+                task.add_done_callback(self._sends.discard)
+
+    async def _stop(self, recorder: asyncio.Task[None]) -> None:
+        """Stop sending; record what was sent (briefly: the rest go again once their locks run out)."""
+        for task in self._sends:
+            task.cancel()
+        await asyncio.gather(*self._sends, return_exceptions=True)
+        recorder.cancel()
+        await asyncio.gather(recorder, return_exceptions=True)
+        finished, self._finished = self._finished, []
+        if finished:
+            try:
+                async with asyncio.timeout(5):
+                    await self._record(finished)
+            except TimeoutError:
+                pass
+        for lane in self._lanes.values():
+            await lane.pool.aclose()
+        self._lanes.clear()

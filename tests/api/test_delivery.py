@@ -3,9 +3,14 @@ deliveries with stable ids, retries, Retry-After, 410, a hanging receiver beside
 
 import asyncio
 import json
+import shutil
+import socket
+import ssl
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -280,12 +285,51 @@ async def test_the_address_is_checked_again_when_connecting(receiver: Receiver) 
     item = {"type": "reply.created", "created_at": delivery.utcnow(), "data": {}, "event_id": 1,
             "secret": "whsec_" + "A" * 32, "previous_secret": None, "previous_valid_until": None,
             "url": receiver.url("/never")}
-    async with delivery.new_client(DeliveryPolicy()) as http:
-        answer = await delivery.send(http, item, policy=DeliveryPolicy(allow_private=False), now=delivery.utcnow())
+    guarded, allowing = DeliveryPolicy(allow_private=False), DeliveryPolicy(allow_private=True)
+    async with delivery.new_pool(guarded) as pool:
+        answer = await delivery.send(pool, item, policy=guarded, now=delivery.utcnow())
         assert answer.kind == "refused" and "127.0.0.1" in (answer.error or "")
-        allowed = await delivery.send(http, item, policy=DeliveryPolicy(allow_private=True), now=delivery.utcnow())
+    async with delivery.new_pool(allowing) as pool:
+        allowed = await delivery.send(pool, item, policy=allowing, now=delivery.utcnow())
         assert allowed.status_code == 200
     assert len(receiver.at("/never")) == 1  # only the allowed one arrived
+
+
+@pytest.fixture(scope="module")
+def localhost_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for the name localhost (made by openssl, valid a day)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a certificate")
+    if socket.getaddrinfo("localhost", 0, type=socket.SOCK_STREAM)[0][4][0] != "127.0.0.1":
+        pytest.skip("localhost does not resolve to 127.0.0.1 first here")
+    folder = tmp_path_factory.mktemp("tls")
+    certificate, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(certificate)],
+                   check=True, capture_output=True)
+    return certificate, key
+
+
+async def test_https_connects_to_the_checked_address_and_verifies_the_name(
+        localhost_certificate: tuple[Path, Path]) -> None:
+    certificate, _ = localhost_certificate
+    policy = DeliveryPolicy(allow_private=True)
+    with Receiver(tls=localhost_certificate) as receiver:
+        item = {"type": "reply.created", "created_at": delivery.utcnow(), "data": {}, "event_id": 3,
+                "secret": "whsec_" + "A" * 32, "previous_secret": None, "previous_valid_until": None,
+                "url": f"https://localhost:{receiver.port}/secure"}
+        trusting = ssl.create_default_context(cafile=str(certificate))
+        async with delivery.new_pool(policy, trusting) as pool:
+            answers = [await delivery.send(pool, item, policy=policy, now=delivery.utcnow()) for _ in range(2)]
+            # The certificate names localhost, not the address the name resolved to.
+            by_address = await delivery.send(pool, {**item, "url": f"https://127.0.0.1:{receiver.port}/secure"},
+                                             policy=policy, now=delivery.utcnow())
+        async with delivery.new_pool(policy) as pool:  # the system's authorities do not know this certificate
+            untrusted = await delivery.send(pool, item, policy=policy, now=delivery.utcnow())
+        arrived = receiver.at("/secure")
+    assert [a.status_code for a in answers] == [200, 200]
+    assert by_address.kind == untrusted.kind == "error" and "certificate" in (untrusted.error or "").lower()
+    assert len(arrived) == 2 and arrived[0].headers["host"] == f"localhost:{receiver.port}"
 
 
 async def test_redirects_are_not_followed(receiver: Receiver) -> None:
@@ -294,8 +338,8 @@ async def test_redirects_are_not_followed(receiver: Receiver) -> None:
             "secret": "whsec_" + "A" * 32, "previous_secret": None, "previous_valid_until": None,
             "url": receiver.url("/moved")}
     policy = DeliveryPolicy(allow_private=True)
-    async with delivery.new_client(policy) as http:
-        answer = await delivery.send(http, item, policy=policy, now=delivery.utcnow())
+    async with delivery.new_pool(policy) as pool:
+        answer = await delivery.send(pool, item, policy=policy, now=delivery.utcnow())
     assert answer.status_code == 307 and receiver.at("/elsewhere") == []
     result = delivery.outcome(answer, item={"attempts": 0, "started_at": delivery.utcnow()},
                               now=delivery.utcnow(), duration_ms=1, policy=policy)

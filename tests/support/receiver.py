@@ -5,10 +5,12 @@ event loop of the service under test.
 """
 
 import http.server
+import ssl
 import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from app.services import signing
@@ -32,7 +34,8 @@ class Reply:
 class Receiver:
     """`url(path)` to point an endpoint at; `script(path, Reply, ...)` for the next answers there (then 200)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: tuple[Path, Path] | None = None) -> None:
+        """`tls`: a certificate and its key to answer HTTPS with."""
         self.received: list[Received] = []
         self._scripts: dict[str, deque[Reply]] = defaultdict(deque)
         self._lock = threading.Lock()
@@ -69,6 +72,10 @@ class Receiver:
                 pass  # a client that gave up on a hang closed its end: nothing to report
 
         self._server = Server(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
