@@ -269,6 +269,20 @@ def _committed(created_at: str) -> float:
     return datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp()
 
 
+def sampling(service: ServiceProcess, path: str | None) -> subprocess.Popen[bytes] | None:
+    """py-spy (pip install py-spy; not a dependency of the project) sampling the service into `path`, if given."""
+    if not path:
+        return None
+    return subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(service.process.pid),
+                             "--format", "raw", "--output", path, "--nonblocking"], stdout=subprocess.DEVNULL)
+
+
+def stop_sampling(spy: subprocess.Popen[bytes] | None) -> None:
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=60)
+
+
 async def run(url: str, receiver: Receiver, *, endpoints: int, rate: float, seconds: float, backlog: int,
               conversations: int, profile: str | None) -> dict[str, Any]:
     env = {"TRIAGE_DELIVERY_ALLOW_PRIVATE": "1", "TRIAGE_LEASE_SECONDS": "3600", "TRIAGE_LOG_LEVEL": "warning"}
@@ -286,9 +300,11 @@ async def run(url: str, receiver: Receiver, *, endpoints: int, rate: float, seco
             # Steady: replies at `rate`, delivered as they come.
             await receiver.reset(http)
             count = int(rate * seconds)
+            spy = sampling(service, profile and f"{profile}-{endpoints}-steady.txt")
             cpu = cpu_seconds(service.process.pid)
             produced = await produce(url, held, rate=rate, count=count)
             notes = await arrivals(receiver, count * endpoints, timeout=120)
+            stop_sampling(spy)
             service_cpu = cpu_seconds(service.process.pid) - cpu
             answered = notes["notes"].values()
             latencies = [(at - _committed(created)) * 1000 for created, at in answered]
@@ -307,16 +323,10 @@ async def run(url: str, receiver: Receiver, *, endpoints: int, rate: float, seco
         service = ServiceProcess(url, ADMIN_TOKEN, extra_env=env, log_path=logs / f"bench-delivery-{os.getpid()}-2.log")
         try:
             await service.ready()
-            spy = None
-            if profile:  # py-spy (not a dependency of the project: pip install py-spy) samples the service meanwhile
-                spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
-                                        str(service.process.pid), "--format", "raw", "--output", f"{profile}-{endpoints}.txt",
-                                        "--nonblocking"], stdout=subprocess.DEVNULL)
+            spy = sampling(service, profile and f"{profile}-{endpoints}-drain.txt")
             cpu, receiver_cpu = cpu_seconds(service.process.pid), cpu_seconds(receiver.process.pid)
             notes = await arrivals(receiver, backlog * endpoints, timeout=600)
-            if spy is not None:
-                spy.send_signal(signal.SIGINT)
-                spy.wait(timeout=60)
+            stop_sampling(spy)
             service_cpu = cpu_seconds(service.process.pid) - cpu
             receiver_cpu = cpu_seconds(receiver.process.pid) - receiver_cpu
         finally:
@@ -337,7 +347,8 @@ def main() -> None:
     parser.add_argument("--endpoints", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--backlog", type=int, default=3000, help="replies committed before the drain")
     parser.add_argument("--conversations", type=int, default=200, help="held tickets the replies go to, in turn")
-    parser.add_argument("--profile", help="py-spy samples of the service during the drain (collapsed stacks) to PROFILE-N.txt")
+    parser.add_argument("--profile", help="py-spy samples of the service (collapsed stacks) to PROFILE-N-steady.txt "
+                        "and PROFILE-N-drain.txt")
     parser.add_argument("--receiver", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.receiver:

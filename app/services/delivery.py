@@ -49,8 +49,8 @@ log = logging.getLogger("app.delivery")
 BATCH = 256  # deliveries picked per statement at most
 MAX_HELD = 2048  # deliveries one process holds at once (sending or waiting in their lane), over all endpoints
 LANE_DEPTH = 2  # a lane holds up to this many times `concurrency`: the next sends are picked before room frees
-PICK_INTERVAL = 0.005  # seconds at least between two picks
-RECORD_INTERVAL = 0.005  # seconds at least between two batches of recorded attempts
+PICK_INTERVAL = 0.010  # seconds at least between two picks
+RECORD_INTERVAL = 0.010  # seconds at least between two batches of recorded attempts
 RECORD_BATCH = 1000  # attempts recorded per transaction at most
 # Sends are out: the pick looks again after this at the latest (their records wake it sooner), for retries due.
 BUSY_RECHECK_SECONDS = 1.0
@@ -123,7 +123,7 @@ class Answer:
 
 
 def outcome(answer: Answer, *, item: Record, now: datetime, duration_ms: int, policy: DeliveryPolicy) -> dict[str, Any]:
-    """The delivery's state after this attempt (DeliveryStore.record's `outcome`)."""
+    """The delivery's state after this attempt: status_code, error, duration_ms, status, next_attempt_at."""
     code = answer.status_code
     result: dict[str, Any] = {"status_code": code, "error": answer.error, "duration_ms": duration_ms,
                               "next_attempt_at": now, "status": DeliveryStatus.PENDING}
