@@ -6,7 +6,7 @@ endpoints with pending heads and takes each one's due ones with FOR UPDATE SKIP 
 already serialises the pick), an event and its deliveries are one statement, a batch of attempts is recorded with
 arrays, and a new event NOTIFYs the relays of every process.
 
-A conversation's reply.created deliveries to an endpoint form a line: only its head (`head`, migration 0013) may
+A conversation's reply.created deliveries to an endpoint form a line: only its head (`head`, migration 0014) may
 be picked, and the next one becomes the head when the head is delivered or failed, so its replies go out in
 order, one at a time. Events without an order are always heads. Whoever writes a delivery of a line, records its
 head's end or resends it first takes the conversation's lock (`_lock_orders`; SQLite: the write lock), then reads
@@ -336,7 +336,7 @@ class SharedDeliveryStore:
 
 
 # Whether a new delivery to endpoint `e` is the head of its line, on PostgreSQL: triage_delivery_head() takes the
-# conversation's lock and reads with a fresh snapshot (migration 0013).
+# conversation's lock and reads with a fresh snapshot (migration 0014).
 PG_HEAD = "triage_delivery_head(e.id, {key})"
 _ORDER_KEY = "CASE WHEN o.type = 'reply.created' THEN o.ticket_id END"
 

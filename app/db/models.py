@@ -331,7 +331,7 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status_known"),
-        # The relay's pick: pending heads of their lines, per endpoint by due time (migration 0013).
+        # The relay's pick: pending heads of their lines, per endpoint by due time (migration 0014).
         Index("ix_deliveries_ready", "endpoint_id", "next_attempt_at", sqlite_where=text("status = 'pending' AND head"),
               postgresql_where=text("status = 'pending' AND head")),
         # Per-conversation order: the pending deliveries of a conversation to an endpoint, the earliest first.

@@ -11,8 +11,8 @@ lock and read on the writing side, called from the statement that writes the del
 ix_deliveries_ready replaces ix_deliveries_due: pending heads by endpoint and due time, walked one endpoint after
 another by the pick (a skip scan) and read in due order within each.
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-03
 """
 
@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0013"
-down_revision: str | None = "0012"
+revision: str = "0014"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
