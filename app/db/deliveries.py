@@ -66,7 +66,9 @@ _NEXT_DUE = ("SELECT min(CASE WHEN d.locked_until IS NOT NULL AND d.locked_until
 _RECORD = ("UPDATE deliveries SET status = $3, attempts = attempts + 1, next_attempt_at = $4, last_status = $5, "
            "last_error = $6, delivered_at = $7, locked_until = NULL, locked_by = NULL "
            "WHERE id = $1 AND locked_by = $2 RETURNING id, endpoint_id, order_key, message_id, status")
-_ATTEMPT = "INSERT INTO delivery_attempts (delivery_id, at, status_code, error, duration_ms) VALUES ($1, $2, $3, $4, $5)"
+# The attempt happened even when another relay took the delivery over meanwhile; not when the delivery was deleted.
+_ATTEMPT = ("INSERT INTO delivery_attempts (delivery_id, at, status_code, error, duration_ms) "
+            "SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = $1)")
 # The line's earliest pending delivery becomes its head (ix_deliveries_order finds it).
 _PROMOTE = ("UPDATE deliveries SET head = $3 WHERE id = (SELECT min(p.id) FROM deliveries p WHERE p.endpoint_id = $1 "
             "AND p.order_key = $2 AND p.status = 'pending')")
@@ -235,10 +237,7 @@ class SharedDeliveryStore:
     async def _record(self, token: str, outcomes: Sequence[Outcome]) -> list[Record]:
         recorded = []
         for o in outcomes:
-            # The attempt happened even when another relay took the delivery over meanwhile; not when it was deleted.
-            await self.db.execute(_ATTEMPT.replace("VALUES ($1, $2, $3, $4, $5)", "SELECT $1, $2, $3, $4, $5 WHERE "
-                                                   "EXISTS (SELECT 1 FROM deliveries WHERE id = $1)"),
-                                  o.delivery_id, o.at, o.status_code, o.error, o.duration_ms)
+            await self.db.execute(_ATTEMPT, o.delivery_id, o.at, o.status_code, o.error, o.duration_ms)
             row = await self.db.row(_RECORD, o.delivery_id, token, o.status, o.next_attempt_at, o.status_code, o.error,
                                     o.at if o.status == DeliveryStatus.DELIVERED else None)
             if row is not None:
