@@ -93,7 +93,10 @@ def wrk(url: str, script: Path, data: Path, *, connections: int = 32, seconds: i
         raise SystemExit("wrk is needed: apt-get install wrk")
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url,
                           "--", str(data)], capture_output=True, text=True, check=True).stdout
-    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    # wrk pads a latency in whole seconds ("1.24s "): the trailing blanks are allowed.
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
+    if "50" not in latency or "99" not in latency:
+        raise SystemExit(f"wrk printed no latency distribution for {url}:\n{out}")
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return WrkResult(requests=int(re.search(r"^\s*(\d+) requests in", out, re.M).group(1)),  # type: ignore[union-attr]

@@ -67,7 +67,7 @@ def measure(target: str, base_url: str, url_path: str, secret: str, batch: int, 
     raise SystemExit(f"{target}, batch {batch}: wrk kept outrunning its request file")
 
 
-def bench_backend(backend: str, seconds: int) -> dict[tuple[str, int], dict[str, float]]:
+def bench_backend(backend: str, seconds: int, *, rules_only: bool = False) -> dict[tuple[str, int], dict[str, float]]:
     results: dict[tuple[str, int], dict[str, float]] = {}
     with database(backend) as url, tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -80,6 +80,14 @@ def bench_backend(backend: str, seconds: int) -> dict[tuple[str, int], dict[str,
             shop = httpx.post(f"{service.url}/v1/shops", json={"id": shop_id, "name": "Bench"},
                               headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
             secret = shop["webhook_secret"]
+            if rules_only:
+                # The shipped rules without the learned model: what the service costs beside its triage model.
+                ruleset = httpx.get(f"{service.url}/v1/shops/{shop_id}/rules",
+                                    headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()["body"]
+                activated = httpx.post(f"{service.url}/v1/shops/{shop_id}/rules",
+                                       json={"ruleset": {**ruleset, "model": "none"}, "name": "rules-only"},
+                                       headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+                activated.raise_for_status()
             for batch in (1, 20):
                 results[("service", batch)] = measure("service", service.url, f"/v1/shops/{shop_id}/webhooks/messages",
                                                       secret, batch, seconds, tmp, 3000 if batch == 1 else 600)
@@ -101,12 +109,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgres"])
+    parser.add_argument("--rules-only", action="store_true",
+                        help="the bench shop triages with the shipped rules alone (its ruleset's model: none)")
     args = parser.parse_args()
     print(f"wrk -t1 -c32 -d{args.seconds}s, one uvicorn worker (uvloop, httptools); messages/s, latency in ms")
     print(f"{'database':9} {'batch':>5} {'target':8} {'req/s':>9} {'msg/s':>9} {'p50':>7} {'p99':>7} {'errors':>6}"
           f"  {'vs durable':>10} {'vs bare':>8}")
     for backend in args.backends:
-        results = bench_backend(backend, args.seconds)
+        results = bench_backend(backend, args.seconds, rules_only=args.rules_only)
         for batch in (1, 20):
             durable, bare = results[("durable", batch)], results[("bare", batch)]
             for target in ("service", "durable", "bare"):

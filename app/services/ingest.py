@@ -393,7 +393,8 @@ class Ingestor:
     async def submit(self, shop: ShopInfo, platform: str, messages: Sequence[WebhookMessage]) -> list[IngestedMessage]:
         """Store one request's messages; returns after they are committed."""
         triages = triage_messages(shop, messages)
-        wanted = needs_context(messages, triages)
+        # Only the learned model reads a fragment in its conversation: the rules alone have no use for the context.
+        wanted = needs_context(messages, triages) if shop.ruleset.model is not None else []
         if wanted:
             async with driver(self._drivers) as db:
                 stored = await ingest_sql.open_episode_texts(db, [(shop.id, platform, c) for c in wanted],
