@@ -88,6 +88,7 @@ class EventKind(StrEnum):
     TRANSFERRED = "transferred"
     LEASE_EXPIRED = "lease_expired"
     SLA_BREACHED = "sla_breached"
+    AUTO_REPLIED = "auto_replied"
 
 
 class DeliveryEvent(StrEnum):
@@ -135,6 +136,10 @@ class DeliveryStatus(StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"
 
+
+# The off-hours reply's mark on its message (`messages.content`) and in its reply.created event: an answer the service
+# sent by itself, which neither stops the first-response clock nor ends a buyer's round.
+AUTO_REPLY_MARK = {"auto_reply": "off_hours"}
 
 # Every shop starts with these queues; routing rules point intents at the first three.
 DEFAULT_QUEUES: dict[str, str] = {

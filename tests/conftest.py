@@ -92,12 +92,18 @@ def admin_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
+# Open every minute of every day: a test about anything but service hours gets the same due times whatever the
+# hour it runs at. The hours' own tests ask for the defaults (`always_open=False`) and freeze the clock.
+ALWAYS_OPEN = {"shifts": [{"name": "all", "start": "00:00", "end": "24:00"}], "holidays": None}
+
+
 @pytest.fixture
 def new_shop(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> Callable[..., Awaitable[dict[str, Any]]]:
     """Create a shop with a unique id (tests share one database per run) and return the answer."""
 
-    async def create(**fields: Any) -> dict[str, Any]:
-        body = {"id": f"shop-{uuid.uuid4().hex[:10]}", "name": "Test shop", **fields}
+    async def create(*, always_open: bool = True, **fields: Any) -> dict[str, Any]:
+        body = {"id": f"shop-{uuid.uuid4().hex[:10]}", "name": "Test shop", **(ALWAYS_OPEN if always_open else {}),
+                **fields}
         response = await client.post("/v1/shops", json=body, headers=admin_headers)
         assert response.status_code == 201, response.text
         return response.json()

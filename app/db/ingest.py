@@ -127,6 +127,10 @@ class IngestStore(Protocol):
         """Every write after the lock; returns the stored messages the `previous` keys name."""
         ...
 
+    async def insert_auto_replies(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Store outbound messages the service sends by itself (the off-hours reply), in order; each as stored."""
+        ...
+
 
 def _columns(spec: dict[str, str]) -> str:
     return ", ".join(spec)
@@ -260,6 +264,11 @@ _SAVE = (f"UPDATE tickets SET {', '.join(f'{c} = ${i + 2}' for i, c in enumerate
 _LOG = f"INSERT INTO ticket_events ({_columns(EVENT_COLUMNS)}) VALUES ({placeholders(1, len(EVENT_COLUMNS))})"
 
 
+_AUTO_REPLY = ("INSERT INTO messages (ticket_id, shop_id, platform, direction, text, sent_at, received_at, kind, "
+               "content) VALUES ($1, $2, $3, 'outbound', $4, $5, $5, 'text', $6) "
+               "RETURNING id, ticket_id, text, sent_at, agent_id")
+
+
 class SharedIngestStore:
     """Ingestion written once on the driver: multi-row VALUES with RETURNING, and the rest row by row in one call.
 
@@ -328,6 +337,15 @@ class SharedIngestStore:
         rows = await self._each_chunk(previous, lambda n: _PREVIOUS_READ + f"(VALUES {_row_placeholders(n, 3)})",
                                       lambda k: k)
         return {(r["shop_id"], r["platform"], r["external_id"]): decoded(r) for r in rows}
+
+    async def insert_auto_replies(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        # One statement each: only episodes opened while their shop is closed have one, so this is off the busy path.
+        stored = []
+        for m in messages:
+            row = await self.db.row(_AUTO_REPLY, m["ticket_id"], m["shop_id"], m["platform"], m["text"], m["sent_at"],
+                                    json_text(m["content"]))
+            stored.append(decoded(row or {}))
+        return stored
 
 
 @functools.cache

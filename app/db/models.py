@@ -1,5 +1,6 @@
 """Tables of the service. Every invariant the API promises that a database can hold is a constraint here."""
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +23,15 @@ from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
 
 from app.db.base import Base, JSONType
+from app.hours import DEFAULT_SHIFTS, DEFAULT_TIMEZONE
+
+
+def default_shifts() -> list[dict[str, Any]]:
+    return [shift.as_dict() for shift in DEFAULT_SHIFTS]
+
+
+# What shops made before migration 0015 get, and the column's default.
+DEFAULT_SHIFTS_JSON = json.dumps(default_shifts(), separators=(",", ":"))
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -45,6 +55,16 @@ class Shop(Base):
     sla_targets: Mapped[dict[str, Any]] = mapped_column(JSONType)
     active_ruleset_version: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime]
+    # Service hours (app/hours.py, migration 0015): shifts as [{"name", "start", "end", "days"}], closed dates as
+    # ISO dates, holidays "CN" or null for none.
+    timezone: Mapped[str] = mapped_column(String(64), default=DEFAULT_TIMEZONE, server_default=DEFAULT_TIMEZONE)
+    shifts: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=lambda: default_shifts(),
+                                                         server_default=DEFAULT_SHIFTS_JSON)
+    # No server default here, though the column has one (migration 0015): the ORM would leave out a None and let
+    # the database's "CN" in, where None means no holidays.
+    holidays: Mapped[str | None] = mapped_column(String(8))
+    closed_dates: Mapped[list[str]] = mapped_column(JSONType, default=list, server_default="[]")
+    off_hours_reply: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class WebhookSecret(Base):
@@ -91,6 +111,8 @@ class Agent(Base):
     presence: Mapped[str] = mapped_column(String(16), default="offline", server_default="offline")
     # Its last claim, ticket heartbeat or presence call (a claim writes it at most every few seconds).
     seen_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Names of the shop's shifts the agent works (coverage); null: every shift (migration 0015).
+    shifts: Mapped[list[str] | None] = mapped_column(JSONType, default=None)
 
 
 class AgentQueue(Base):

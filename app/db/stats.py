@@ -87,6 +87,10 @@ def _episodes(*, shop_id: str, since: datetime, until: datetime) -> Any:
     # "P1" < "P2" as text: the minimum is the most urgent tier the episode reached.
     tier = (select(func.min(tier_text)).where(inside(ev), ev.c.kind.in_([*EPISODE_STARTS, "reranked"]))
             .scalar_subquery())
+    # Seconds from the start to the due time, counted in open hours when it was set (app/services/tickets.py);
+    # the tightest one a raised tier gave. Episodes written before the trail kept it have none.
+    due_in = (select(func.min(ev.c.data["due_in"].as_float()))
+              .where(inside(ev), ev.c.kind.in_([*EPISODE_STARTS, "reranked"])).scalar_subquery())
     moved_to = case((ev.c.kind.in_(EPISODE_STARTS), ev.c.data["queue"].as_string()),
                     else_=ev.c.data["to"].as_string())
     last_queue = (select(moved_to).where(inside(ev), ev.c.kind.in_(QUEUE_MOVES))
@@ -100,6 +104,7 @@ def _episodes(*, shop_id: str, since: datetime, until: datetime) -> Any:
         # The running episode's state is on the ticket row itself; finished ones only in the trail.
         case((current, T.c.queue), else_=last_queue).label("queue"),
         tier.label("tier"),
+        due_in.label("due_in"),
         fr.c.at.label("first_response_at"),
         case((fr.c.actor.like("agent:%"), func.substr(fr.c.actor, 7)), else_=null()).label("responder"),
         case((fr.c.data["within_target"].as_boolean().is_(False), 1), else_=0).label("answered_late"),
@@ -121,9 +126,11 @@ def _facts(postgres: bool, episodes: Any, *, as_of: datetime, shop_targets: Mapp
     first_response = _seconds(postgres, ep.opened_at, ep.first_response_at)
     resolution = _seconds(postgres, ep.opened_at, ep.resolved_at)
     as_of_value = literal(as_of, type_=E.c.at.type)
-    target = _target(ep.queue, ep.tier, shop_targets=shop_targets, queue_targets=queue_targets)
+    target = func.coalesce(ep.due_in, _target(ep.queue, ep.tier, shop_targets=shop_targets,
+                                              queue_targets=queue_targets))
     unanswered_overdue = or_(
-        # The running episode has its due time; a finished one is measured against the configured target.
+        # The running episode has its due time; a finished one its due time as the trail kept it (in open hours),
+        # or, written before the trail kept it, the configured target.
         and_(ep.current, ep.due_at < as_of_value, or_(ep.resolved_at.is_(None), ep.due_at < ep.resolved_at)),
         and_(~ep.current, resolution > target, _seconds(postgres, ep.opened_at, as_of_value) > target))
     breached = case((ep.first_response_at.is_not(None), ep.answered_late), (unanswered_overdue, 1), else_=0)

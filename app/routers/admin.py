@@ -42,22 +42,31 @@ async def create_shop(body: ShopCreate, session: SessionDep, _: AdminDep) -> Sho
             description="Every shop with its first-response targets; secrets are never listed.",
             responses=errors(401))
 async def list_shops(session: SessionDep, _: AdminDep) -> list[ShopRead]:
-    return [ShopRead.model_validate(s) for s in await admin.list_shops(session)]
+    return [ShopRead.model_validate(admin.shop_view(s)) for s in await admin.list_shops(session)]
 
 
 @router.get("/{shop_id}", response_model=ShopRead, summary="Read a shop",
-            description="The shop's name and first-response targets per tier; the secret is never shown again.",
+            description="The shop's name, first-response targets per tier and service hours; the secret is never "
+                        "shown again.",
             responses=errors(401, 404))
 async def read_shop(shop_id: str, session: SessionDep, _: AdminDep) -> ShopRead:
-    return ShopRead.model_validate(await admin.require_shop(session, shop_id))
+    return ShopRead.model_validate(admin.shop_view(await admin.require_shop(session, shop_id)))
 
 
-@router.patch("/{shop_id}", response_model=ShopRead, summary="Rename a shop or change its first-response targets",
+@router.patch("/{shop_id}", response_model=ShopRead,
+              summary="Rename a shop, change its first-response targets or its service hours",
               description="Fields left out keep their value. Targets are seconds per tier (P1 20, P2 30, P3 40, "
-                          "P4 60 by default); they apply to tickets opened from now on.",
+                          "P4 60 by default); they apply to tickets opened from now on. Service hours: `timezone` "
+                          "(IANA), `shifts`, `holidays` (`CN` or null), `closed_dates`, `off_hours_reply`; first-"
+                          "response due times count open seconds only, from tickets opened (or re-ranked) after "
+                          "the change. A value the schema allows but the hours cannot take (25:00, an unknown time "
+                          "zone, a shift that starts when it ends, a name, shift or date given twice) is `422` "
+                          "with type `shop_hours` naming the field; nothing of the request is stored then.",
               responses=errors(401, 404, 422))
-async def update_shop(shop_id: str, body: ShopUpdate, session: SessionDep, _: AdminDep) -> ShopRead:
-    return ShopRead.model_validate(await admin.update_shop(session, shop_id=shop_id, data=body))
+async def update_shop(shop_id: str, body: ShopUpdate, request: Request, session: SessionDep,
+                      _: AdminDep) -> ShopRead:
+    shop = await admin.update_shop(session, shop_id=shop_id, data=body, directory=request.app.state.directory)
+    return ShopRead.model_validate(admin.shop_view(shop))
 
 
 @router.post("/{shop_id}/webhook-secrets", status_code=201, response_model=SecretRotated,

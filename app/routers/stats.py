@@ -28,13 +28,16 @@ three episodes.
   opened before it counts).
 * **first_response**: seconds from the episode's start (when the service received its first unanswered
   buyer message; the platform's `sent_at` is another clock, and a late delivery is no agent's delay) to the
-  first agent reply; mean, p50, p90 (continuous percentiles, interpolated), over answered episodes.
+  first agent reply, wall-clock (a night message answered at the opening counts the night); mean, p50, p90
+  (continuous percentiles, interpolated), over answered episodes. The shop's off-hours reply is no agent reply.
 * **reply_rate**: episodes with at least one agent reply / episodes received.
-* **sla_breaches**: episodes whose first reply came later than their first-response target, or
-  that were still unanswered and unresolved when the target passed, judged at `until` (or now, if
-  earlier). The target is that of the episode's most urgent tier (the shop's targets, or the
-  queue's own), so it tightens when a later message raises the tier. An episode resolved without a
-  reply before its target is no breach.
+* **sla_breaches**: episodes whose first reply came after their due time, or that were still
+  unanswered and unresolved when it passed, judged at `until` (or now, if earlier). The due time is
+  the target of the episode's most urgent tier (the shop's targets, or the queue's own) counted in the
+  shop's **open hours only** (its shifts, holidays and closed dates, in its time zone): a message at
+  02:00 with a 60 s target is due at the opening plus 60 s. It tightens when a later message raises
+  the tier. An episode resolved without a reply before its due time is no breach. The same due time
+  drives the `sla.breached` event, `triage_first_response_overdue` and `triage_sla_breaches_total`.
 * **resolution**: seconds from the episode's start to its resolution; mean, p50, p90 over
   resolved episodes.
 * **queue and tier** of an episode: its most urgent tier, and the queue it is in now or was in

@@ -1,7 +1,7 @@
 """The one schema base and the field types shared by every request model."""
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from annotated_types import Ge, Le
@@ -68,6 +68,18 @@ def _in_utc(value: datetime) -> datetime:
 
 
 Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_in_utc)]
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _iso_date(value: Any) -> Any:
+    # pydantic would also take a number (days or seconds since 1970) or a date-time at midnight.
+    if not isinstance(value, str) or not _ISO_DATE.match(value):
+        raise ValueError("must be a date as YYYY-MM-DD")
+    return value
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 
 
 class Schema(BaseModel):

@@ -61,13 +61,18 @@ EVENTS = [
      "data": {"agent_id": AGENT_ID}},
 ]
 
+SHIFTS = [{"name": "day", "start": "09:00", "end": "18:00", "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]},
+          {"name": "evening", "start": "15:00", "end": "24:00",
+           "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]}]
+OFF_HOURS_REPLY = "亲，客服上班时间为每天 9:00-24:00，您的消息我们已收到，上班后第一时间回复您"
 SHOP = {"id": SHOP_ID, "name": "Demo shop", "sla_targets": SLA_TARGETS, "active_ruleset_version": None,
-        "created_at": "2026-11-24T10:00:00Z"}
+        "timezone": "Asia/Shanghai", "shifts": SHIFTS, "holidays": "CN", "holiday_data_until": "2026-12-31",
+        "closed_dates": ["2026-12-31"], "off_hours_reply": OFF_HOURS_REPLY, "created_at": "2026-11-24T10:00:00Z"}
 QUEUE = {"name": "aftersale", "description": "Logistics, returns and refunds, quality, false advertising, "
          "price protection", "sla_targets": {"P1": 15, "P2": 25, "P3": 40, "P4": 60}, "sla_override": True,
          "created_at": "2026-11-24T10:00:00Z"}
 AGENT = {"id": AGENT_ID, "shop_id": SHOP_ID, "name": "Lin", "queues": ["aftersale", "complaints", "presale"],
-         "level": "senior", "capacity": 5, "active": True, "created_at": "2026-11-24T10:05:00Z",
+         "level": "senior", "capacity": 5, "active": True, "shifts": ["day"], "created_at": "2026-11-24T10:05:00Z",
          "presence": "online", "seen_at": "2026-11-25T08:00:06.480Z"}
 OTHER_AGENT_ID = "0d4b8e2f-7a61-4c3e-8b95-1f2e3d4c5b6a"
 PRESENCE = {"agent_id": AGENT_ID, "presence": "online", "set": "online", "seen_at": "2026-11-25T08:00:06.480Z",

@@ -32,7 +32,8 @@ class MessageRead(BaseModel):
     kind: str = Field("text", description="text, image, video, voice, sticker, product, order or system (SPEC 9.2)")
     text: str = Field(description="The message, or the caption of a non-text one (empty when it has none)")
     content: dict[str, Any] | None = Field(
-        None, description="What it carries besides text: attachments (URLs and metadata), product, order, event, rating")
+        None, description="What it carries besides text: attachments (URLs and metadata), product, order, event, "
+                          "rating; `{\"auto_reply\": \"off_hours\"}` on the shop's off-hours reply")
     sent_at: datetime
     received_at: datetime
     order_id: str | None = None
@@ -82,7 +83,8 @@ class TicketEventRead(BaseModel):
     id: int = Field(description="Increasing in the order the events happened")
     at: datetime
     kind: str = Field(examples=["claimed"], description="message_received, created, reopened, reranked, routed, "
-                      "escalated, claimed, lease_extended, replied, resolved, released, transferred, lease_expired")
+                      "escalated, claimed, lease_extended, replied, resolved, released, transferred, lease_expired, "
+                      "sla_breached, auto_replied (the off-hours reply)")
     actor: str = Field(description="`webhook`, `agent:<id>`, `admin` or `system`", examples=["webhook"])
     data: dict[str, Any] = Field(description="What changed, by kind (tiers, queues, agent, lease, reason)")
 

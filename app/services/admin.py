@@ -9,9 +9,10 @@ from typing import Any
 
 from app.db.agents import AgentStore, SessionAgentStore
 from app.db.errors import ConstraintViolation
-from app.db.models import Agent, Queue, Shop, WebhookSecret
+from app.db.models import Agent, Queue, Shop, WebhookSecret, default_shifts
 from app.db.session import DriverConnections, Session
 from app.db.shops import SessionShopStore, ShopStore
+from app import hours
 from app.domain import DEFAULT_PRESENCE_TIMEOUT, DEFAULT_QUEUES, DEFAULT_SLA_TARGETS, Presence
 from app.errors import AgentNotFound, InvalidInput, QueueExists, QueueNotFound, ShopExists, ShopNotFound
 from app.schemas.admin import AgentCreate, AgentUpdate, QueueCreate, QueueUpdate, ShopCreate, ShopUpdate
@@ -40,16 +41,30 @@ class AgentView:
     def as_dict(self) -> dict[str, Any]:
         a = self.agent
         data: dict[str, Any] = {"id": a.id, "shop_id": a.shop_id, "name": a.name, "queues": self.queues,
-                                "level": a.level, "capacity": a.capacity, "active": a.active,
+                                "level": a.level, "capacity": a.capacity, "active": a.active, "shifts": a.shifts,
                                 "created_at": a.created_at, "presence": self.presence, "seen_at": a.seen_at}
         if self.token is not None:
             data["token"] = self.token
         return data
 
 
+# A new shop's hours unless its request gives them (the columns' defaults, spelled out for the ORM object).
+_HOURS_DEFAULTS: dict[str, Any] = {"timezone": hours.DEFAULT_TIMEZONE, "holidays": hours.CN, "closed_dates": [],
+                                   "off_hours_reply": None}
+
+
 def stores(session: Session) -> tuple[ShopStore, AgentStore]:
     """The shop and agent stores of one unit of work."""
     return SessionShopStore(session), SessionAgentStore(session)
+
+
+def shop_view(shop: Shop) -> dict[str, Any]:
+    """A shop as ops read it: its settings, and how far its holiday calendar's data goes."""
+    calendar = hours.holiday_calendar(shop.holidays)
+    return {"id": shop.id, "name": shop.name, "sla_targets": shop.sla_targets,
+            "active_ruleset_version": shop.active_ruleset_version, "timezone": shop.timezone, "shifts": shop.shifts,
+            "holidays": shop.holidays, "holiday_data_until": None if calendar is None else calendar.last,
+            "closed_dates": shop.closed_dates, "off_hours_reply": shop.off_hours_reply, "created_at": shop.created_at}
 
 
 async def require_shop(session: Session, shop_id: str) -> Shop:
@@ -70,7 +85,8 @@ async def create_shop(session: Session, *, data: ShopCreate, now: datetime) -> t
     if await shops.get(data.id) is not None:
         raise ShopExists(f"a shop with id '{data.id}' exists")
     targets = data.sla_targets.model_dump() if data.sla_targets else dict(DEFAULT_SLA_TARGETS)
-    shop = Shop(id=data.id, name=data.name, sla_targets=targets, created_at=now)
+    shop = Shop(id=data.id, name=data.name, sla_targets=targets, created_at=now,
+                **{**_HOURS_DEFAULTS, "shifts": default_shifts(), **data.hours_values()})
     secret = new_webhook_secret()
     try:
         await shops.add(shop, secret=WebhookSecret(shop_id=shop.id, secret=secret, created_at=now),
@@ -84,15 +100,19 @@ async def create_shop(session: Session, *, data: ShopCreate, now: datetime) -> t
     return shop, secret
 
 
-async def update_shop(session: Session, *, shop_id: str, data: ShopUpdate) -> Shop:
-    """Rename the shop or change its targets."""
+async def update_shop(session: Session, *, shop_id: str, data: ShopUpdate, directory: ShopDirectory) -> Shop:
+    """Rename the shop, or change its targets or its hours (this process reads the shop afresh at once, the others
+    within their shop cache's TTL)."""
     shops = SessionShopStore(session)
     shop = await _require_shop(shops, shop_id)
     if data.name is not None:
         shop.name = data.name
     if data.sla_targets is not None:
         shop.sla_targets = data.sla_targets.model_dump()
+    for name, value in data.hours_values().items():
+        setattr(shop, name, value)
     await shops.commit()
+    directory.invalidate(shop_id)
     return shop
 
 
@@ -166,16 +186,29 @@ async def _check_queues(shops: ShopStore, *, shop_id: str, queues: Sequence[str]
         raise InvalidInput(f"invalid fields: {', '.join(d['field'] for d in details)}", details=details)
 
 
+def _check_shifts(shop: Shop, shifts: Sequence[str] | None) -> list[str] | None:
+    """The agent's shifts as stored (sorted, once each); each must be one of the shop's."""
+    if shifts is None:
+        return None
+    known = {shift["name"] for shift in shop.shifts}
+    details = [{"field": f"body.shifts[{i}]", "reason": "no such shift in this shop", "type": "unknown_shift"}
+               for i, name in enumerate(shifts) if name not in known]
+    if details:
+        raise InvalidInput(f"invalid fields: {', '.join(d['field'] for d in details)}", details=details)
+    return sorted(set(shifts))
+
+
 async def create_agent(session: Session, *, shop_id: str, data: AgentCreate, now: datetime,
                        default_capacity: int) -> AgentView:
     """Create an agent; the token is returned this once and stored only as a hash."""
     shops, agents = stores(session)
-    await _require_shop(shops, shop_id)
+    shop = await _require_shop(shops, shop_id)
     await _check_queues(shops, shop_id=shop_id, queues=data.queues)
+    shifts = _check_shifts(shop, data.shifts)
     token = new_agent_token()
     agent = Agent(id=str(uuid.uuid4()), shop_id=shop_id, name=data.name, level=data.level,
                   capacity=data.capacity or default_capacity, token_hash=hash_token(token), active=True,
-                  created_at=now, presence=Presence.OFFLINE, seen_at=None)
+                  created_at=now, presence=Presence.OFFLINE, seen_at=None, shifts=shifts)
     await agents.add(agent, queues=data.queues)
     await agents.commit()
     return AgentView(agent, sorted(set(data.queues)), token)
@@ -187,10 +220,12 @@ async def update_agent(session: Session, *, shop_id: str, agent_id: str, data: A
     """Change the agent; deactivating it hands the tickets it holds back to their queues at once, waking waiting
     claimers, and drops it from this process's agent cache."""
     shops, store = stores(session)
-    await _require_shop(shops, shop_id)
+    shop = await _require_shop(shops, shop_id)
     agent = await store.get(shop_id=shop_id, agent_id=agent_id)
     if agent is None:
         raise AgentNotFound(f"no agent '{agent_id}' in shop '{shop_id}'")
+    if "shifts" in data.model_fields_set:
+        agent.shifts = _check_shifts(shop, data.shifts)
     deactivating = data.active is False and agent.active
     for field in ("name", "level", "capacity", "active"):
         value = getattr(data, field)

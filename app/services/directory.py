@@ -1,10 +1,11 @@
 """Short-lived, per-process caches: what the webhook path needs to know about a shop, and agents by token."""
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 
@@ -13,6 +14,7 @@ from app.db.models import Agent
 from app.db.session import SessionFactory
 from app.db.shops import SessionShopStore, ShopStore
 from app.domain import first_response_target, route
+from app.hours import Shift, ShopHours, holiday_calendar, zone
 from app.triage import Ruleset, default_ruleset
 
 log = logging.getLogger("app.directory")
@@ -26,6 +28,8 @@ class ShopInfo:
     secrets: tuple[tuple[str, datetime | None], ...]
     ruleset: Ruleset
     name: str = ""
+    hours: ShopHours = field(default_factory=ShopHours.always_open)
+    off_hours_reply: str | None = None
     loaded_at: float = field(default_factory=time.monotonic)
 
     def valid_secrets(self, now: datetime) -> list[str]:
@@ -39,6 +43,30 @@ class ShopInfo:
         return first_response_target(shop_targets=self.sla_targets, queue_targets=self.queue_targets.get(queue),
                                      tier=tier)
 
+    def first_response_due(self, start: datetime, *, queue: str, tier: str) -> datetime:
+        """When a first response is due for an episode that started at `start`: the target counted in open seconds
+        (a start outside hours counts from the next opening)."""
+        seconds = self.first_response_target(queue=queue, tier=tier)
+        due = self.hours.add_open_seconds(start, seconds)
+        # None when the shop's hours do not add up to the target within the search horizon (a minute a week, say):
+        # the wall clock decides then.
+        return start + timedelta(seconds=seconds) if due is None else due
+
+
+HoursKey = tuple[str, str, str | None, str]
+
+
+def hours_key(shop: Any) -> HoursKey:
+    """What a shop's hours depend on, as one hashable value."""
+    return (shop.timezone, json.dumps(shop.shifts, sort_keys=True), shop.holidays, json.dumps(shop.closed_dates))
+
+
+def shop_hours(key: HoursKey) -> ShopHours:
+    """A shop's hours from its stored settings (`hours_key`)."""
+    timezone, shifts, holidays, closed = key
+    return ShopHours(tz=zone(timezone), shifts=[Shift.from_dict(s) for s in json.loads(shifts)],
+                     holidays=holiday_calendar(holidays), closed=[date.fromisoformat(d) for d in json.loads(closed)])
+
 
 class ShopDirectory:
     """Shops by id, re-read after `ttl` seconds, or at once when a secret does not verify."""
@@ -51,6 +79,8 @@ class ShopDirectory:
         self._loading: dict[str, asyncio.Future[ShopInfo | None]] = {}
         self._refreshing: dict[str, asyncio.Task[ShopInfo | None]] = {}
         self._generations: dict[str, int] = {}
+        # Kept across reloads while the settings hold, so each day's open spans are worked out once.
+        self._hours: dict[str, tuple[HoursKey, ShopHours]] = {}
 
     def invalidate(self, shop_id: str) -> None:
         """Forget the shop now; a reload already running may have read the old state, so it refills nothing."""
@@ -119,7 +149,15 @@ class ShopDirectory:
             ruleset = await self.ruleset(shops, shop_id, shop.active_ruleset_version)
             return ShopInfo(id=shop.id, sla_targets=dict(shop.sla_targets),
                             queue_targets={q.name: q.sla_targets for q in queues},
-                            secrets=tuple(secrets), ruleset=ruleset, name=shop.name)
+                            secrets=tuple(secrets), ruleset=ruleset, name=shop.name, hours=self._shop_hours(shop),
+                            off_hours_reply=shop.off_hours_reply)
+
+    def _shop_hours(self, shop: Any) -> ShopHours:
+        key = hours_key(shop)
+        cached = self._hours.get(shop.id)
+        if cached is None or cached[0] != key:
+            cached = self._hours[shop.id] = (key, shop_hours(key))
+        return cached[1]
 
 
 AGENT_CACHE_SECONDS = 5.0

@@ -21,7 +21,8 @@ from app.db import ingest as ingest_sql
 from app.db.deliveries import DeliveryStore, delivery_store_for
 from app.db.driver import Driver, driver
 from app.db.session import DriverConnections
-from app.domain import DeliveryEvent, EventKind, Status, TicketState, tier_name
+from app.db.claims import reply_created
+from app.domain import AUTO_REPLY_MARK, DeliveryEvent, EventKind, Status, TicketState, rfc3339, tier_name
 from app.errors import Unavailable
 from app.schemas.webhooks import IngestedMessage, WebhookMessage
 from app.services.directory import ShopInfo
@@ -304,6 +305,31 @@ def _answered_before(message_id: str, row: dict[str, Any]) -> IngestedMessage:
                            queue=(row["triage"] or {}).get("queue", ""))
 
 
+async def _off_hours_replies(store: ingest_sql.IngestStore, applied: _Applied, shops: Mapping[str, ShopInfo], *,
+                             now: datetime) -> list[tuple[TicketState, dict[str, Any]]]:
+    """The shop's off-hours reply to each episode this group opened while its shop is closed, stored as outbound
+    messages with an `auto_replied` event; an episode opens once, so it gets one. Whether a shop is open is its
+    cached hours' answer (app/hours.py), no query."""
+    opened = [event for event in applied.events if event["kind"] in (EventKind.CREATED, EventKind.REOPENED)]
+    wanted = []
+    for event in opened:
+        shop = shops[event["shop_id"]]
+        if shop.off_hours_reply and not shop.hours.is_open(now):
+            wanted.append((applied.changed[event["ticket_id"]], shop))
+    if not wanted:
+        return []
+    stored = await store.insert_auto_replies([
+        {"ticket_id": ticket.id, "shop_id": ticket.shop_id, "platform": ticket.platform, "text": shop.off_hours_reply,
+         "sent_at": now, "content": AUTO_REPLY_MARK} for ticket, shop in wanted])
+    for (ticket, shop), message in zip(wanted, stored, strict=True):
+        opens = shop.hours.next_opening(now)
+        applied.events.append({"ticket_id": ticket.id, "shop_id": ticket.shop_id, "at": now,
+                               "kind": EventKind.AUTO_REPLIED, "actor": "system",
+                               "data": {"message_id": message["id"], **AUTO_REPLY_MARK,
+                                        "opens_at": None if opens is None else rfc3339(opens)}})
+    return [(ticket, message) for (ticket, _), message in zip(wanted, stored, strict=True)]
+
+
 def tier_rises(applied: "_Applied") -> list[tuple[TicketState, dict[str, Any]]]:
     """The ticket.tier_raised events of a group (SPEC 9.1): each re-rank that raised a ticket's tier."""
     rises = []
@@ -336,6 +362,7 @@ async def ingest_group(store: ingest_sql.IngestStore, jobs: Sequence[IngestJob],
     stored_now = await store.insert_messages([_message_row(e, prepared.tickets[e.conversation], now) for e in fresh])
     applied = await _open_tickets(store, fresh, prepared, starters, stored_now, now=now)
     _receive_all(applied, fresh, stored_now, customers, now=now)
+    auto_replies = await _off_hours_replies(store, applied, {e.shop.id: e.shop for e in fresh}, now=now)
     previous = await store.finish(
         # A provisional ticket that received nothing (its only message was a duplicate) is not kept.
         deleted=[t.id for t in applied.provisional.values() if t.id not in applied.changed],
@@ -347,6 +374,10 @@ async def ingest_group(store: ingest_sql.IngestStore, jobs: Sequence[IngestJob],
         for ticket, data in tier_rises(applied):
             deliveries += await outbox.enqueue(shop_id=ticket.shop_id, event=DeliveryEvent.TIER_RAISED,
                                                ticket_id=ticket.id, message_id=None, data=data, now=now)
+        for ticket, message in auto_replies:
+            deliveries += await outbox.enqueue(shop_id=ticket.shop_id, event=DeliveryEvent.REPLY_CREATED,
+                                               ticket_id=ticket.id, message_id=message["id"],
+                                               data={**reply_created(ticket, message), **AUTO_REPLY_MARK}, now=now)
     return _answers(jobs, entries, fresh, stored_now, applied.tickets, previous), applied.woken, deliveries
 
 

@@ -2,7 +2,7 @@
 passed in."""
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from app.domain import ESCALATIONS, EventKind, Status, TicketState, tier_name, tier_number
@@ -53,8 +53,7 @@ def _open_episode(ticket: TicketState, decision: InboundDecision, shop: ShopInfo
     ticket.first_response_at = None
     ticket.resolved_at = None
     ticket.unread = 0
-    ticket.first_response_due_at = now + timedelta(seconds=shop.first_response_target(queue=ticket.queue,
-                                                                                       tier=decision.tier))
+    ticket.first_response_due_at = shop.first_response_due(now, queue=ticket.queue, tier=decision.tier)
 
 
 def receive(ticket: TicketState, decision: InboundDecision, *, shop: ShopInfo, now: datetime, seq: int) -> list[Event]:
@@ -78,9 +77,9 @@ def receive(ticket: TicketState, decision: InboundDecision, *, shop: ShopInfo, n
         ticket.priority = decision.priority
         ticket.primary_intent = decision.primary
         ticket.ruleset = decision.ruleset
-        events.append((EventKind.RERANKED, {"from": before, "to": {"tier": decision.tier, "priority": decision.priority,
-                                                            "primary": decision.primary},
-                                    "message_id": decision.message_id}))
+        reranked = {"from": before, "to": {"tier": decision.tier, "priority": decision.priority,
+                                           "primary": decision.primary}, "message_id": decision.message_id}
+        events.append((EventKind.RERANKED, reranked))
         if tier_rose and ticket.status == Status.ASSIGNED:
             ticket.escalated = True
             events.append((EventKind.ESCALATED, {"from_tier": before["tier"], "to_tier": decision.tier,
@@ -94,10 +93,10 @@ def receive(ticket: TicketState, decision: InboundDecision, *, shop: ShopInfo, n
                 ticket.queue = route
         # After any re-route: the queue the ticket now waits in sets its target.
         if tier_rose and ticket.first_response_at is None and ticket.awaiting_since is not None:
-            tighter = ticket.opened_at + timedelta(seconds=shop.first_response_target(queue=ticket.queue,
-                                                                                      tier=decision.tier))
+            tighter = shop.first_response_due(ticket.opened_at, queue=ticket.queue, tier=decision.tier)
             if ticket.first_response_due_at is None or tighter < ticket.first_response_due_at:
                 ticket.first_response_due_at = tighter
+                reranked["due_in"] = _due_in(ticket)
     for intent in decision.intents:
         if intent not in ticket.intents:
             ticket.intents.append(intent)
@@ -111,7 +110,15 @@ def receive(ticket: TicketState, decision: InboundDecision, *, shop: ShopInfo, n
 
 def _snapshot(ticket: TicketState) -> dict[str, Any]:
     return {"tier": tier_name(ticket.tier), "priority": ticket.priority, "primary": ticket.primary_intent,
-            "queue": ticket.queue}
+            "queue": ticket.queue, "due_in": _due_in(ticket)}
+
+
+def _due_in(ticket: TicketState) -> float | None:
+    """Seconds from the episode's start to its due time, as the trail keeps it: the statistics judge a finished
+    episode by it, since the due time counts open hours only and the ticket row keeps only the current episode's."""
+    if ticket.first_response_due_at is None:
+        return None
+    return round((ticket.first_response_due_at - ticket.opened_at).total_seconds(), 3)
 
 
 def seller_reply(ticket: TicketState, *, message_id: str, sent_at: datetime, now: datetime) -> list[Event]:

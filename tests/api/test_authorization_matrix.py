@@ -26,6 +26,9 @@ AGENT_SELF = {"admin": 401, "none": 401, "wrong": 401, "agent_a1": "2xx", "agent
 MATRIX: list[tuple[str, str, Any, dict[str, Any]]] = [
     ("GET", "/v1/shops/{shop}", None, ADMIN_ONLY),
     ("PATCH", "/v1/shops/{shop}", {"name": "Renamed"}, ADMIN_ONLY),
+    ("PATCH", "/v1/shops/{shop}", {"timezone": "Asia/Shanghai", "holidays": None, "closed_dates": ["2026-12-31"],
+                                   "shifts": [{"name": "all", "start": "00:00", "end": "24:00"}],
+                                   "off_hours_reply": "休息中"}, ADMIN_ONLY),
     ("POST", "/v1/shops/{shop}/webhook-secrets", None, ADMIN_ONLY),
     ("GET", "/v1/shops/{shop}/queues", None, ADMIN_ONLY),
     ("POST", "/v1/shops/{shop}/queues", {"name": "vip-{n}"}, ADMIN_ONLY),
@@ -33,6 +36,7 @@ MATRIX: list[tuple[str, str, Any, dict[str, Any]]] = [
     ("GET", "/v1/shops/{shop}/agents", None, ADMIN_ONLY),
     ("POST", "/v1/shops/{shop}/agents", {"name": "New", "queues": ["presale"]}, ADMIN_ONLY),
     ("PATCH", "/v1/shops/{shop}/agents/{agent_a2}", {"capacity": 7}, ADMIN_ONLY),
+    ("PATCH", "/v1/shops/{shop}/agents/{agent_a2}", {"shifts": ["all"]}, ADMIN_ONLY),
     ("GET", "/v1/shops/{shop}/agents/{agent_a2}/tickets", None, ADMIN_ONLY),
     ("GET", "/v1/shops/{shop}/stats", None, ADMIN_ONLY),
     ("GET", "/v1/shops/{shop}/rules", None, ADMIN_ONLY),
