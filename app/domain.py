@@ -156,6 +156,8 @@ ESCALATIONS = "escalations"
 # First-response targets in seconds per tier of a new shop; a tier a shop's targets leave out gets the last.
 DEFAULT_SLA_TARGETS: dict[str, int] = {"P1": 20, "P2": 30, "P3": 40, "P4": 60}
 DEFAULT_TARGET_SECONDS = 60
+# A buyer round's response time counts at most this (an unanswered round counts this), as the platforms measure it.
+ROUND_CAP_SECONDS = 600
 
 
 def route(routes: Mapping[str, str], intent: str, *, queues: Container[str]) -> str:

@@ -31,9 +31,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Agent, Queue, Shop, Ticket, TicketEvent
+from app.db.models import Agent, Message, Queue, Shop, Ticket, TicketEvent
 from app.db.session import is_postgres
-from app.domain import DEFAULT_TARGET_SECONDS, TIER_NAMES, EventKind, Status, target_seconds
+from app.domain import DEFAULT_TARGET_SECONDS, ROUND_CAP_SECONDS, TIER_NAMES, EventKind, Status, target_seconds
 
 E = TicketEvent.__table__
 T = Ticket.__table__
@@ -100,7 +100,7 @@ def _episodes(*, shop_id: str, since: datetime, until: datetime) -> Any:
     resolver = (select(ev.c.data["agent_id"].as_string()).where(inside(ev), ev.c.kind == EventKind.RESOLVED)
                 .order_by(ev.c.id).limit(1).scalar_subquery())
     return (select(
-        starts.c.ticket_id, starts.c.opened_at, current.label("current"),
+        starts.c.ticket_id, starts.c.opened_at, current.label("current"), T.c.customer_id,
         # The running episode's state is on the ticket row itself; finished ones only in the trail.
         case((current, T.c.queue), else_=last_queue).label("queue"),
         tier.label("tier"),
@@ -135,7 +135,7 @@ def _facts(postgres: bool, episodes: Any, *, as_of: datetime, shop_targets: Mapp
         and_(~ep.current, resolution > target, _seconds(postgres, ep.opened_at, as_of_value) > target))
     breached = case((ep.first_response_at.is_not(None), ep.answered_late), (unanswered_overdue, 1), else_=0)
     return select(
-        ep.queue, ep.tier,
+        ep.ticket_id, ep.opened_at, ep.resolved_at, ep.customer_id, ep.queue, ep.tier,
         # Whoever answered first owns the episode; else whoever resolved it; else whoever holds it now.
         func.coalesce(ep.responder, ep.resolver, ep.holder).label("agent_id"),
         first_response.label("first_response"),
@@ -146,16 +146,19 @@ def _facts(postgres: bool, episodes: Any, *, as_of: datetime, shop_targets: Mapp
     ).cte("facts")
 
 
-def _keyed(facts: Any) -> Any:
+def _keyed(facts: Any, columns: Sequence[str], *, agent: Any = None) -> Any:
+    """Each row of `facts` once per dimension it counts in: overall, its queue, its tier, its agent (if any)."""
+    agent = facts.c.agent_id if agent is None else agent
+
     def keyed(dimension: str, key: Any, *where: Any) -> Any:
         return select(literal(dimension, String).label("dimension"), cast(key, String).label("key"),
-                      facts.c.first_response, facts.c.replied, facts.c.breached, facts.c.resolution).where(*where)
+                      *(facts.c[c] for c in columns)).where(*where)
 
     return union_all(
         keyed("overall", literal("", String)),
         keyed("queue", facts.c.queue),
         keyed("tier", facts.c.tier),
-        keyed("agent", facts.c.agent_id, facts.c.agent_id.is_not(None)),
+        keyed("agent", agent, agent.is_not(None)),
     ).subquery("keyed")
 
 
@@ -171,39 +174,121 @@ def _sqlite_percentile(value: Any, rank: Any, count: Any, fraction: float) -> Co
 
 
 def _aggregates(source: Any) -> list[Any]:
-    return [source.c.dimension, source.c.key, func.count().label("received"),
+    # A buyer is a customer; one with several episodes counts once, as replied if any of them was.
+    return [func.count().label("received"),
             func.sum(source.c.replied).label("replied"), func.sum(source.c.breached).label("breached"),
             func.count(source.c.first_response).label("answered"),
             func.avg(source.c.first_response).label("first_response_mean"),
             func.count(source.c.resolution).label("resolved"),
-            func.avg(source.c.resolution).label("resolution_mean")]
+            func.avg(source.c.resolution).label("resolution_mean"),
+            func.count(func.distinct(source.c.customer_id)).label("buyers"),
+            func.count(func.distinct(case((source.c.replied == 1, source.c.customer_id)))).label("buyers_replied")]
 
 
-async def service_levels(session: AsyncSession, *, shop_id: str, since: datetime, until: datetime,
-                         as_of: datetime, shop_targets: Mapping[str, int],
-                         queue_targets: Mapping[str, Mapping[str, int] | None]) -> Sequence[Row[Any]]:
-    """Aggregates per (dimension, key) of the episodes opened in [since, until)."""
-    postgres = is_postgres(session)
-    facts = _facts(postgres, _episodes(shop_id=shop_id, since=since, until=until), as_of=as_of,
-                   shop_targets=shop_targets, queue_targets=queue_targets)
-    keyed = _keyed(facts)
+def _round_aggregates(source: Any) -> list[Any]:
+    return [func.count(source.c.round_response).label("rounds"),
+            func.avg(source.c.round_response).label("round_response_mean"),
+            func.sum(source.c.unanswered).label("unanswered")]
+
+
+def _grouped(postgres: bool, keyed: Any, measures: Sequence[str], aggregates: Any) -> Any:
+    """One row per (dimension, key): `aggregates` of its rows, and p50 and p90 of each measure."""
     if postgres:
         percentiles = [func.percentile_cont(fraction).within_group(keyed.c[m]).label(f"{m}_{name}")
-                       for m in MEASURES for name, fraction in PERCENTILES.items()]
-        stmt = select(*_aggregates(keyed), *percentiles).group_by(keyed.c.dimension, keyed.c.key)
-        return (await session.execute(stmt)).all()
+                       for m in measures for name, fraction in PERCENTILES.items()]
+        return (select(keyed.c.dimension, keyed.c.key, *aggregates(keyed), *percentiles)
+                .group_by(keyed.c.dimension, keyed.c.key))
     # SQLite has no ordered-set aggregates: rank each measure within its group, then interpolate.
     group = [keyed.c.dimension, keyed.c.key]
     ranked = select(
         keyed,
         *[func.row_number().over(partition_by=[*group, keyed.c[m].is_(None)], order_by=keyed.c[m]).label(f"{m}_rank")
-          for m in MEASURES],
-        *[func.count(keyed.c[m]).over(partition_by=group).label(f"{m}_n") for m in MEASURES],
+          for m in measures],
+        *[func.count(keyed.c[m]).over(partition_by=group).label(f"{m}_n") for m in measures],
     ).subquery("ranked")
     percentiles = [_sqlite_percentile(ranked.c[m], ranked.c[f"{m}_rank"], ranked.c[f"{m}_n"], fraction)
-                   .label(f"{m}_{name}") for m in MEASURES for name, fraction in PERCENTILES.items()]
-    stmt = select(*_aggregates(ranked), *percentiles).group_by(ranked.c.dimension, ranked.c.key)
-    return (await session.execute(stmt)).all()
+                   .label(f"{m}_{name}") for m in measures for name, fraction in PERCENTILES.items()]
+    return (select(ranked.c.dimension, ranked.c.key, *aggregates(ranked), *percentiles)
+            .group_by(ranked.c.dimension, ranked.c.key))
+
+
+def _least(postgres: bool, a: Any, b: Any) -> ColumnElement[Any]:
+    return func.least(a, b) if postgres else func.min(a, b)
+
+
+def _rounds(postgres: bool, facts: Any, *, shop_id: str, since: datetime, as_of: datetime) -> Any:
+    """Per buyer round of the episodes in `facts`: its response time, capped, and whether it went unanswered.
+
+    A round is the buyer messages after a reply (or the episode's start) up to the next agent or seller reply. The
+    shop's messages and episode starts since `since` are read as one stream per ticket, in the order they happened
+    (a start before the message that opened it); a running count of replies and starts numbers the rounds, and a
+    running latest start says whose episode each message is. The off-hours reply is left out: it answers nobody.
+    """
+    M = Message.__table__
+    order_key = literal_column
+    messages = select(
+        M.c.ticket_id, M.c.received_at.label("at"), order_key("1").label("rank"), M.c.id.label("seq"),
+        case((M.c.direction == "inbound", order_key("'buyer'")), else_=order_key("'reply'")).label("item"),
+        M.c.agent_id,
+        # A seller's message is answered when the platform says it was sent (never after it arrived here).
+        _least(postgres, M.c.sent_at, M.c.received_at).label("reply_at"),
+    ).where(M.c.shop_id == shop_id, M.c.received_at >= since,
+            or_(M.c.direction == "inbound", M.c.content["auto_reply"].as_string().is_(None)))
+    starts = select(
+        E.c.ticket_id, E.c.at, order_key("0"), E.c.id, order_key("'start'"), null(), null(),
+    ).where(E.c.shop_id == shop_id, E.c.kind.in_([literal_column(f"'{kind}'") for kind in EPISODE_STARTS]),
+            E.c.at >= since)
+    stream = union_all(messages, starts).subquery("stream")
+    s = stream.c
+    order = [s.at, s.rank, s.seq]
+    ranked = select(
+        s.ticket_id, s.at, s.item, s.agent_id, s.reply_at,
+        func.coalesce(func.sum(case((s.item == "buyer", 0), else_=1))
+                      .over(partition_by=s.ticket_id, order_by=order, rows=(None, -1)), 0).label("round_no"),
+        func.max(case((s.item == "start", s.at))).over(partition_by=s.ticket_id, order_by=order, rows=(None, 0))
+        .label("episode"),
+    ).subquery("numbered")
+    r = ranked.c
+    # Every row of a round shares its number; so does the reply or start that ends it (counted after it).
+    rounds = (select(
+        r.ticket_id,
+        func.min(case((r.item == "buyer", r.at))).label("started"),
+        func.max(case((r.item == "buyer", r.episode))).label("episode"),
+        func.min(case((r.item == "reply", r.reply_at))).label("reply_at"),
+        func.max(case((r.item == "reply", r.agent_id))).label("replier"),
+        func.max(case((r.item == "start", 1), else_=0)).label("cut"),
+    ).group_by(r.ticket_id, r.round_no).having(func.count(case((r.item == "buyer", 1))) > 0).subquery("rounds"))
+    cap = literal(float(ROUND_CAP_SECONDS))
+    answered = _seconds(postgres, rounds.c.started, rounds.c.reply_at)
+    waited = _seconds(postgres, rounds.c.started, literal(as_of, type_=E.c.at.type))
+    f = facts.c
+    # Unanswered: the episode ended (a new one started, or it was resolved) with no reply, or the cap has passed
+    # with none; a round still waiting under the cap is not counted yet.
+    response = case(
+        (rounds.c.reply_at.is_not(None), case((answered > cap, cap), (answered < 0, 0.0), else_=answered)),
+        (or_(rounds.c.cut == 1, f.resolved_at.is_not(None), waited >= cap), cap),
+        else_=null())
+    return select(
+        f.queue, f.tier, func.coalesce(rounds.c.replier, f.agent_id).label("agent_id"),
+        cast(response, Float).label("round_response"),
+        case((and_(rounds.c.reply_at.is_(None), response.is_not(None)), 1), else_=0).label("unanswered"),
+    ).select_from(rounds.join(facts, and_(f.ticket_id == rounds.c.ticket_id, f.opened_at == rounds.c.episode))
+                  ).cte("round_facts")
+
+
+async def service_levels(session: AsyncSession, *, shop_id: str, since: datetime, until: datetime,
+                         as_of: datetime, shop_targets: Mapping[str, int],
+                         queue_targets: Mapping[str, Mapping[str, int] | None]) -> tuple[
+        Sequence[Row[Any]], Sequence[Row[Any]]]:
+    """Aggregates per (dimension, key) of the episodes opened in [since, until), and of their buyer rounds."""
+    postgres = is_postgres(session)
+    facts = _facts(postgres, _episodes(shop_id=shop_id, since=since, until=until), as_of=as_of,
+                   shop_targets=shop_targets, queue_targets=queue_targets)
+    episodes = _keyed(facts, ("first_response", "replied", "breached", "resolution", "customer_id"))
+    levels = (await session.execute(_grouped(postgres, episodes, MEASURES, _aggregates))).all()
+    round_facts = _rounds(postgres, facts, shop_id=shop_id, since=since, as_of=as_of)
+    rounds = _keyed(round_facts, ("round_response", "unanswered"))
+    return levels, (await session.execute(_grouped(postgres, rounds, ("round_response",), _round_aggregates))).all()
 
 
 async def backlog(session: AsyncSession, *, shop_id: str) -> Sequence[Row[Any]]:

@@ -13,6 +13,7 @@ from app.schemas.admin import (
     AgentCreated,
     AgentRead,
     AgentUpdate,
+    CoverageRead,
     QueueCreate,
     QueueRead,
     QueueUpdate,
@@ -23,6 +24,7 @@ from app.schemas.admin import (
     ShopRead,
     ShopUpdate,
 )
+from app.schemas.base import IsoDate
 from app.schemas.tickets import AdminTicketAction, HandOverRequest, TicketList, TicketRead
 from app.services import admin, queues
 
@@ -128,6 +130,20 @@ async def create_agent(shop_id: str, body: AgentCreate, session: SessionDep, set
 async def list_agents(shop_id: str, session: SessionDep, settings: SettingsDep, _: AdminDep) -> list[AgentRead]:
     return [AgentRead.model_validate(v.as_dict()) for v in await admin.list_agents(
         session, shop_id=shop_id, now=utcnow(), presence_timeout=settings.presence_timeout_seconds)]
+
+
+@router.get("/{shop_id}/coverage", response_model=CoverageRead, tags=["ops: agents"],
+            summary="Which queues each shift covers on a date",
+            description="For each of the shop's shifts on `date` (a date in the shop's time zone): whether it runs "
+                        "(public holidays and closed dates run none; an adjusted working day runs the working days' "
+                        "shifts), when, and per queue the active agents serving it who work that shift (an agent "
+                        "with `shifts: null` works every shift); `gaps` lists the shop's queues nobody covers. "
+                        "`date` between 2000-01-01 and 2100-12-31 (`422` otherwise).",
+            responses=errors(401, 404, 422))
+async def coverage(shop_id: str, session: SessionDep, _: AdminDep,
+                   day: Annotated[IsoDate, Query(alias="date", description="A local date, YYYY-MM-DD",
+                                                 examples=["2026-11-26"])]) -> CoverageRead:
+    return CoverageRead.model_validate(await admin.coverage(session, shop_id=shop_id, day=day))
 
 
 @router.get("/{shop_id}/agents/{agent_id}/tickets", response_model=TicketList, tags=["ops: agents"],

@@ -40,6 +40,17 @@ three episodes.
   drives the `sla.breached` event, `triage_first_response_overdue` and `triage_sla_breaches_total`.
 * **resolution**: seconds from the episode's start to its resolution; mean, p50, p90 over
   resolved episodes.
+* **round_response** (平均响应时间): every buyer **round** of these episodes, from its first buyer
+  message to the next agent reply or seller message (a seller's at its `sent_at`), in seconds, capped
+  at 600; a round the episode ended without answering (resolved, or a new episode began), or still
+  waiting after 600 s, counts 600 and is `unanswered`; one still waiting under 600 s is not counted
+  yet. A round is the buyer messages after a reply (or the episode's start) up to the next reply;
+  the shop's off-hours reply answers no round. Wall-clock seconds: a night round answered at the
+  opening counts 600. mean, p50, p90 over the rounds counted. Its queue and tier are its episode's;
+  its agent the one who answered it, else the episode's.
+* **buyers_received / buyers_replied / buyer_reply_rate** (reply rate per buyer): distinct buyers of
+  these episodes, those with at least one episode that got a reply, and their ratio; per agent, the
+  buyers of the agent's episodes.
 * **queue and tier** of an episode: its most urgent tier, and the queue it is in now or was in
   when resolved (after any re-routing or transfer).
 * **agent** of an episode: the agent who replied first; else the agent who resolved it; else the

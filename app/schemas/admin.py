@@ -3,7 +3,7 @@
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from app import hours
@@ -265,3 +265,39 @@ class AgentCreated(AgentRead):
 
     model_config = ReadSchema.model_config | ex.examples({**ex.AGENT, "presence": "offline", "seen_at": None,
                                                           "token": "agt_ZyGWMrhF2mpmYsSA2sNfVP1ZwzXAXWr2dcl5pivM2kA"})
+
+
+class AgentBrief(BaseModel):
+    id: str
+    name: str
+
+
+class QueueCoverage(BaseModel):
+    queue: str = Field(examples=["aftersale"])
+    agents: list[AgentBrief] = Field(description="Active agents serving the queue who work this shift")
+
+
+class ShiftCoverage(BaseModel):
+    name: str = Field(examples=["evening"])
+    start: str = Field(examples=["15:00"])
+    end: str = Field(examples=["24:00"])
+    runs: bool = Field(description="Whether the shift runs on this date (not on a holiday, a closed date, or a weekday "
+                                   "it leaves out)")
+    opens_at: datetime | None = Field(description="When it starts on this date, in UTC; null when it does not run")
+    closes_at: datetime | None
+    covered: list[QueueCoverage] = Field(description="Queues with at least one active agent on this shift")
+    gaps: list[str] = Field(description="The shop's queues nobody covers on this shift (empty when it does not run)")
+
+
+class CoverageRead(BaseModel):
+    shop_id: str
+    date: date
+    timezone: str
+    day: Literal["ordinary", "holiday", "adjusted_workday", "closed"] = Field(
+        description="What the date is for the shop: a public holiday (no shift runs), an adjusted working day (the "
+                    "working days' shifts run), a closed date, or an ordinary day (each shift on its weekdays)")
+    holiday_data: bool | None = Field(description="Whether the holiday calendar has data for this date; null without "
+                                                  "a calendar")
+    shifts: list[ShiftCoverage]
+
+    model_config = ex.examples(ex.COVERAGE)

@@ -78,14 +78,30 @@ OTHER_AGENT_ID = "0d4b8e2f-7a61-4c3e-8b95-1f2e3d4c5b6a"
 PRESENCE = {"agent_id": AGENT_ID, "presence": "online", "set": "online", "seen_at": "2026-11-25T08:00:06.480Z",
             "offline_at": "2026-11-25T08:02:06.480Z"}
 
+_LIN = {"id": AGENT_ID, "name": "Lin"}
+COVERAGE = {"shop_id": SHOP_ID, "date": "2026-11-26", "timezone": "Asia/Shanghai", "day": "ordinary",
+            "holiday_data": True, "shifts": [
+                {"name": "day", "start": "09:00", "end": "18:00", "runs": True, "opens_at": "2026-11-26T01:00:00Z",
+                 "closes_at": "2026-11-26T10:00:00Z",
+                 "covered": [{"queue": "aftersale", "agents": [_LIN]}, {"queue": "presale", "agents": [_LIN]}],
+                 "gaps": ["complaints", "escalations"]},
+                {"name": "evening", "start": "15:00", "end": "24:00", "runs": True,
+                 "opens_at": "2026-11-26T07:00:00Z", "closes_at": "2026-11-26T16:00:00Z",
+                 "covered": [{"queue": "presale", "agents": [{"id": "0b7e4a52-8f0d-4c1e-a5b3-6d2f9e8c7a14",
+                                                              "name": "Wang"}]}],
+                 "gaps": ["aftersale", "complaints", "escalations"]}]}
+
 # A day of the demo shop in which only logistics questions (aftersale, P3) came in: every queue and tier is
 # listed, as the service lists them, the idle ones with nothing measured.
 _NOTHING = {"count": 0, "mean": None, "p50": None, "p90": None}
 _IDLE = {"conversations_received": 0, "replied": 0, "reply_rate": None, "first_response": _NOTHING,
-         "sla_breaches": 0, "resolution": _NOTHING}
+         "sla_breaches": 0, "resolution": _NOTHING, "round_response": {**_NOTHING, "unanswered": 0},
+         "buyers_received": 0, "buyers_replied": 0, "buyer_reply_rate": None}
 _LEVELS = {"conversations_received": 40, "replied": 38, "reply_rate": 0.95,
            "first_response": {"count": 38, "mean": 18.5, "p50": 15.0, "p90": 41.2}, "sla_breaches": 4,
-           "resolution": {"count": 36, "mean": 312.4, "p50": 240.0, "p90": 655.0}}
+           "resolution": {"count": 36, "mean": 312.4, "p50": 240.0, "p90": 655.0},
+           "round_response": {"count": 96, "mean": 42.3, "p50": 21.0, "p90": 95.5, "unanswered": 2},
+           "buyers_received": 37, "buyers_replied": 36, "buyer_reply_rate": 0.973}
 _EMPTY = {"depth": {"P1": 0, "P2": 0, "P3": 0, "P4": 0}, "total": 0, "oldest_wait_seconds": None}
 _BACKLOG = {"depth": {"P1": 0, "P2": 0, "P3": 2, "P4": 0}, "total": 2, "oldest_wait_seconds": 12.6}
 STATS: dict[str, Any] = {

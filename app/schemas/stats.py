@@ -17,15 +17,27 @@ class Durations(BaseModel):
     p90: float | None = Field(description="90th percentile, seconds (continuous percentile)", examples=[41.2])
 
 
+class RoundDurations(Durations):
+    count: int = Field(description="Buyer rounds measured: answered ones, and unanswered ones counted at the cap")
+    unanswered: int = Field(description="Of those, rounds no agent or seller answered (counted as 600 s each)")
+
+
 class ServiceLevels(BaseModel):
     conversations_received: int = Field(description="Episodes (new or reopened conversations) opened in the range")
     replied: int = Field(description="Of those, episodes with at least one agent reply")
     reply_rate: float | None = Field(description="replied / conversations_received; null when none was received",
                                      examples=[0.95])
     first_response: Durations
-    sla_breaches: int = Field(description="Episodes answered later than their first-response target, or unanswered "
-                                          "past it")
+    sla_breaches: int = Field(description="Episodes answered after their due time (counted in the shop's open hours), "
+                                          "or unanswered past it")
     resolution: Durations
+    round_response: RoundDurations = Field(
+        description="Per-round response time (平均响应时间), seconds: every buyer round of these episodes to the next "
+                    "agent or seller reply, capped at 600 s; an unanswered round counts 600 s")
+    buyers_received: int = Field(description="Distinct buyers of these episodes")
+    buyers_replied: int = Field(description="Of those, buyers with at least one episode that got a reply")
+    buyer_reply_rate: float | None = Field(description="buyers_replied / buyers_received; null when none was received",
+                                           examples=[0.97])
 
 
 class Backlog(BaseModel):

@@ -3,7 +3,7 @@
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 
@@ -17,6 +17,7 @@ from app.domain import DEFAULT_PRESENCE_TIMEOUT, DEFAULT_QUEUES, DEFAULT_SLA_TAR
 from app.errors import AgentNotFound, InvalidInput, QueueExists, QueueNotFound, ShopExists, ShopNotFound
 from app.schemas.admin import AgentCreate, AgentUpdate, QueueCreate, QueueUpdate, ShopCreate, ShopUpdate
 from app.security import hash_token, new_agent_token, new_webhook_secret
+from app.services import directory
 from app.services.directory import AgentCache, ShopDirectory
 from app.services.notify import Notifier
 from app.schemas.tickets import TicketList
@@ -284,6 +285,38 @@ async def list_agents(session: Session, *, shop_id: str, now: datetime,
     agents = await store.get_all(shop_id=shop_id)
     queues = await store.queues(agent_ids=[a.id for a in agents])
     return [AgentView(a, queues[a.id], presence=_presence(a, now=now, timeout=presence_timeout)) for a in agents]
+
+
+# Dates coverage answers for: wide, and clear of the ends of the calendar where a time zone's offset overflows.
+COVERAGE_DATES = (date(2000, 1, 1), date(2100, 12, 31))
+
+
+async def coverage(session: Session, *, shop_id: str, day: date) -> dict[str, Any]:
+    """Per shift of the shop on `day` (a local date): whether it runs, and which queues have an active agent working
+    it, and which have none."""
+    if not COVERAGE_DATES[0] <= day <= COVERAGE_DATES[1]:
+        raise InvalidInput("date must be between 2000-01-01 and 2100-12-31", details=[
+            {"field": "query.date", "reason": "must be between 2000-01-01 and 2100-12-31", "type": "range"}])
+    shops, store = stores(session)
+    shop = await _require_shop(shops, shop_id)
+    queues = [q.name for q in await shops.queues(shop_id=shop_id)]
+    agents = [a for a in await store.get_all(shop_id=shop_id) if a.active]
+    served = await store.queues(agent_ids=[a.id for a in agents])
+    shop_hours = directory.shop_hours(directory.hours_key(shop))
+    running = {shift.name for shift in shop_hours.shifts_on(day)}
+    calendar = shop_hours.holidays
+    shifts = []
+    for shift in shop_hours.shifts:
+        runs = shift.name in running
+        opens, closes = shop_hours.shift_span(shift, day) if runs else (None, None)
+        working = [a for a in agents if a.shifts is None or shift.name in a.shifts]
+        covered = [{"queue": q, "agents": [{"id": a.id, "name": a.name} for a in working if q in served[a.id]]}
+                   for q in queues] if runs else []
+        shifts.append({**shift.as_dict(), "runs": runs, "opens_at": opens, "closes_at": closes,
+                       "covered": [c for c in covered if c["agents"]],
+                       "gaps": [c["queue"] for c in covered if not c["agents"]]})
+    return {"shop_id": shop_id, "date": day, "timezone": shop.timezone, "day": shop_hours.day_kind(day).value,
+            "holiday_data": None if calendar is None else calendar.first <= day <= calendar.last, "shifts": shifts}
 
 
 async def list_shops(session: Session) -> Sequence[Shop]:

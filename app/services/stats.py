@@ -18,6 +18,7 @@ from app.schemas.stats import (
     Durations,
     OverallStats,
     QueueStats,
+    RoundDurations,
     ShopStats,
     TierStats,
 )
@@ -44,19 +45,31 @@ def _round(value: Any) -> float | None:
     return None if value is None else round(float(value), 3)
 
 
-def _levels(row: Row[Any] | None) -> dict[str, Any]:
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _levels(row: Row[Any] | None, rounds: Row[Any] | None) -> dict[str, Any]:
+    empty = Durations(count=0, mean=None, p50=None, p90=None)
+    round_response = RoundDurations(count=0, mean=None, p50=None, p90=None, unanswered=0) if rounds is None else \
+        RoundDurations(count=rounds.rounds, mean=_round(rounds.round_response_mean),
+                       p50=_round(rounds.round_response_p50), p90=_round(rounds.round_response_p90),
+                       unanswered=int(rounds.unanswered or 0))
     if row is None:
-        empty = Durations(count=0, mean=None, p50=None, p90=None)
         return {"conversations_received": 0, "replied": 0, "reply_rate": None, "first_response": empty,
-                "sla_breaches": 0, "resolution": empty}
+                "sla_breaches": 0, "resolution": empty, "round_response": round_response, "buyers_received": 0,
+                "buyers_replied": 0, "buyer_reply_rate": None}
     return {
         "conversations_received": row.received, "replied": int(row.replied or 0),
-        "reply_rate": round(int(row.replied or 0) / row.received, 4) if row.received else None,
+        "reply_rate": _rate(int(row.replied or 0), row.received),
         "first_response": Durations(count=row.answered, mean=_round(row.first_response_mean),
                                     p50=_round(row.first_response_p50), p90=_round(row.first_response_p90)),
         "sla_breaches": int(row.breached or 0),
         "resolution": Durations(count=row.resolved, mean=_round(row.resolution_mean),
                                 p50=_round(row.resolution_p50), p90=_round(row.resolution_p90)),
+        "round_response": round_response,
+        "buyers_received": row.buyers, "buyers_replied": row.buyers_replied,
+        "buyer_reply_rate": _rate(row.buyers_replied, row.buyers),
     }
 
 
@@ -80,51 +93,58 @@ async def shop_stats(session: Session, *, shop_id: str, since: datetime, until: 
         await session.rollback()
         raise ShopNotFound(f"no shop with id '{shop_id}'")
     shop_targets, queue_targets, agents = config
-    rows = await stats_sql.service_levels(session, shop_id=shop_id, since=since, until=until, as_of=min(until, now),
-                                   shop_targets=shop_targets, queue_targets=queue_targets)
+    rows, round_rows = await stats_sql.service_levels(
+        session, shop_id=shop_id, since=since, until=until, as_of=min(until, now), shop_targets=shop_targets,
+        queue_targets=queue_targets)
     backlog = list(await stats_sql.backlog(session, shop_id=shop_id))
     holding = await stats_sql.holding(session, shop_id=shop_id)
     await session.rollback()
 
     levels = {(row.dimension, row.key): row for row in rows}
+    rounds = {(row.dimension, row.key): row for row in round_rows}
     return ShopStats(
         shop_id=shop_id, since=since, until=until, generated_at=now,
-        overall=OverallStats(**_levels(levels.get(("overall", ""))), backlog=_backlog(backlog, now)),
-        queues=_queue_stats(levels, backlog, queue_targets, now),
-        tiers=[_tier_stats(tier, levels, backlog, shop_targets, now) for tier in TIER_NAMES],
-        agents=_agent_stats(levels, agents, holding, online_after=now - timedelta(seconds=presence_timeout)),
+        overall=OverallStats(**_levels(levels.get(("overall", "")), rounds.get(("overall", ""))),
+                             backlog=_backlog(backlog, now)),
+        queues=_queue_stats(levels, rounds, backlog, queue_targets, now),
+        tiers=[_tier_stats(tier, levels, rounds, backlog, shop_targets, now) for tier in TIER_NAMES],
+        agents=_agent_stats(levels, rounds, agents, holding, online_after=now - timedelta(seconds=presence_timeout)),
     )
 
 
-def _queue_stats(levels: dict[tuple[str, str], Row[Any]], backlog: list[Row[Any]],
-                 queue_targets: dict[str, Any], now: datetime) -> list[QueueStats]:
+Levels = dict[tuple[str, str], Row[Any]]
+
+
+def _queue_stats(levels: Levels, rounds: Levels, backlog: list[Row[Any]], queue_targets: dict[str, Any],
+                 now: datetime) -> list[QueueStats]:
     """Every queue of the shop, and any other that episodes or the backlog name."""
     names = sorted(set(queue_targets) | {key for dim, key in levels if dim == "queue"} | {row.queue for row in backlog})
-    return [QueueStats(queue=name, **_levels(levels.get(("queue", name))),
+    return [QueueStats(queue=name, **_levels(levels.get(("queue", name)), rounds.get(("queue", name))),
                        backlog=_backlog([r for r in backlog if r.queue == name], now))
             for name in names]
 
 
-def _tier_stats(tier: str, levels: dict[tuple[str, str], Row[Any]], backlog: list[Row[Any]],
-                shop_targets: dict[str, Any], now: datetime) -> TierStats:
+def _tier_stats(tier: str, levels: Levels, rounds: Levels, backlog: list[Row[Any]], shop_targets: dict[str, Any],
+                now: datetime) -> TierStats:
     queued = [r for r in backlog if tier_name(r.tier) == tier]
-    return TierStats(tier=tier, **_levels(levels.get(("tier", tier))),  # type: ignore[arg-type]
+    return TierStats(tier=tier, **_levels(levels.get(("tier", tier)), rounds.get(("tier", tier))),  # type: ignore[arg-type]
                      first_response_target_seconds=target_seconds(shop_targets, tier),
                      depth=sum(r.depth for r in queued),
                      oldest_wait_seconds=_wait(min((r.oldest for r in queued), default=None), now))
 
 
-def _agent_stats(levels: dict[tuple[str, str], Row[Any]], agents: list[Row[Any]], holding: dict[str, int], *,
+def _agent_stats(levels: Levels, rounds: Levels, agents: list[Row[Any]], holding: dict[str, int], *,
                  online_after: datetime) -> list[AgentStats]:
-    """The shop's agents in their order, then any other agent that episodes or held tickets name."""
+    """The shop's agents in their order, then any other agent that episodes, rounds or held tickets name."""
     names = {a.id: a.name for a in agents}
     presence = {a.id: presence_at(a.presence, a.seen_at, online_after=online_after) if a.active else Presence.OFFLINE
                 for a in agents}
-    agent_ids = [a.id for a in agents] + sorted({key for dim, key in levels if dim == "agent" and key not in names}
+    agent_ids = [a.id for a in agents] + sorted({key for dim, key in (*levels, *rounds)
+                                                 if dim == "agent" and key not in names}
                                                 | {a for a in holding if a not in names})
     return [AgentStats(agent_id=agent_id, name=names.get(agent_id), holding=holding.get(agent_id, 0),
                        presence=presence.get(agent_id, Presence.OFFLINE),  # type: ignore[arg-type]
-                       **_levels(levels.get(("agent", agent_id))))
+                       **_levels(levels.get(("agent", agent_id)), rounds.get(("agent", agent_id))))
             for agent_id in agent_ids]
 
 

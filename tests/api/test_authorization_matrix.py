@@ -39,6 +39,7 @@ MATRIX: list[tuple[str, str, Any, dict[str, Any]]] = [
     ("PATCH", "/v1/shops/{shop}/agents/{agent_a2}", {"shifts": ["all"]}, ADMIN_ONLY),
     ("GET", "/v1/shops/{shop}/agents/{agent_a2}/tickets", None, ADMIN_ONLY),
     ("GET", "/v1/shops/{shop}/stats", None, ADMIN_ONLY),
+    ("GET", "/v1/shops/{shop}/coverage?date=2026-11-19", None, ADMIN_ONLY),
     ("GET", "/v1/shops/{shop}/rules", None, ADMIN_ONLY),
     ("GET", "/v1/shops/{shop}/rules/versions", None, ADMIN_ONLY),
     ("POST", "/v1/shops/{shop}/rules/validate", {"ruleset": RULESET}, ADMIN_ONLY),
