@@ -182,7 +182,7 @@ class ShopHours:
     keep for as long as the settings hold.
     """
 
-    __slots__ = ("tz", "shifts", "holidays", "closed", "_days")
+    __slots__ = ("tz", "shifts", "holidays", "closed", "_days", "_last")
 
     def __init__(self, *, tz: ZoneInfo, shifts: Sequence[Shift], holidays: HolidayCalendar | None,
                  closed: Iterable[date] = ()) -> None:
@@ -191,6 +191,8 @@ class ShopHours:
         self.holidays = holidays
         self.closed = frozenset(closed)
         self._days: dict[date, tuple[Span, ...]] = {}
+        # The open span last found: webhooks arrive in time order, so the next one most often falls in it too.
+        self._last: Span = (datetime.max.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
 
     @classmethod
     def always_open(cls) -> "ShopHours":
@@ -263,7 +265,13 @@ class ShopHours:
 
     def is_open(self, instant: datetime) -> bool:
         """Whether the shop is open at `instant`."""
-        return any(start <= instant < end for start, end in self.day_spans(self.local_date(instant)))
+        if self._last[0] <= instant < self._last[1]:
+            return True
+        for span in self.day_spans(self.local_date(instant)):
+            if span[0] <= instant < span[1]:
+                self._last = span
+                return True
+        return False
 
     def next_opening(self, instant: datetime) -> datetime | None:
         """`instant` when open, else the next time the shop opens; None when it does not within HORIZON_DAYS."""
@@ -273,6 +281,8 @@ class ShopHours:
         """The instant by which `seconds` of open time have passed since `instant` (a time outside hours starts
         counting at the next opening); None when the shop does not open enough within HORIZON_DAYS."""
         left = timedelta(seconds=seconds)
+        if self.is_open(instant) and instant + left <= self._last[1]:
+            return instant + left
         for start, end in self.spans_from(instant):
             if left <= end - start:
                 return start + left
