@@ -141,6 +141,12 @@ class DeliveryStatus(StrEnum):
 # sent by itself, which neither stops the first-response clock nor ends a buyer's round.
 AUTO_REPLY_MARK = {"auto_reply": "off_hours"}
 
+# Hours a queued ticket's conversation may stay silent before the auto-close worker resolves it, unless the shop
+# sets its own (0: never).
+DEFAULT_AUTO_CLOSE_HOURS = 72
+# The actor of what the service does by itself (lease expiry, auto-close, SLA breaches) in a ticket's trail.
+SYSTEM_ACTOR = "system"
+
 # Every shop starts with these queues; routing rules point intents at the first three.
 DEFAULT_QUEUES: dict[str, str] = {
     "presale": "Consulting before purchase: stock, size, price, payment and order questions",

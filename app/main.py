@@ -18,6 +18,7 @@ from app.db.deliveries import DELIVERY_CHANNEL
 from app.routers import admin, agents, endpoints, health, pages, rules, stats, templates, triage, webhooks
 from app.routers.docs import with_extra_schemas
 from app.schemas.webhooks import WebhookBatch
+from app.services.autoclose import AutoCloser
 from app.services.directory import ShopDirectory
 from app.services.delivery import DeliveryPolicy, Relay
 from app.services.ingest import NOTIFY_CHANNEL, Ingestor
@@ -55,7 +56,7 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
 
 def start_workers(app: FastAPI, settings: Settings) -> Workers:
     """The process's background work, started under supervision: ingest writers, lease reaper, SLA watch,
-    delivery relay, LISTEN."""
+    auto-close, delivery relay, LISTEN."""
     workers = Workers()
     writers = settings.ingest_writers or (1 if settings.is_sqlite else 3)
     app.state.ingestor = Ingestor(app.state.drivers, app.state.notifier, writers=writers)
@@ -68,6 +69,8 @@ def start_workers(app: FastAPI, settings: Settings) -> Workers:
     workers.add("lease-reaper", app.state.reaper.run)
     app.state.sla_watch = BreachWatch(app.state.drivers, app.state.notifier)
     workers.add("sla-watch", app.state.sla_watch.run)
+    app.state.auto_closer = AutoCloser(app.state.drivers)
+    workers.add("auto-close", app.state.auto_closer.run)
     app.state.relay = Relay(app.state.drivers, app.state.notifier, policy=delivery_policy(settings))
     workers.add("delivery-relay", app.state.relay.run)
     app.state.listener = None

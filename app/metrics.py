@@ -35,6 +35,8 @@ WEBHOOK_REJECTIONS = Counter("triage_webhook_rejections", "Webhook requests refu
 CLAIMS = Counter("triage_claims", "Tickets claimed by agents", ["shop", "queue"])
 LEASE_EXPIRIES = Counter("triage_lease_expiries", "Leases that ran out, putting the ticket back in its queue",
                          ["shop", "queue"])
+AUTO_CLOSED = Counter("triage_tickets_auto_closed", "Queued tickets resolved by the auto-close worker after their "
+                      "conversation was silent for the shop's auto_close_after_hours", ["shop", "queue"])
 TRANSFERS = Counter("triage_transfers", "Tickets moved to another queue by an agent or by lease expiry",
                     ["shop", "to_queue"])
 FIRST_RESPONSE = Histogram("triage_first_response_seconds", "From episode start to the first agent reply",
@@ -96,6 +98,10 @@ def leases_expired(moves: Iterable[tuple[str, str, str]]) -> None:
         LEASE_EXPIRIES.labels(shop_id, from_queue).inc()
         if to_queue != from_queue:
             TRANSFERS.labels(shop_id, to_queue).inc()
+
+
+def tickets_auto_closed(shop_id: str, queue: str, count: int) -> None:
+    AUTO_CLOSED.labels(shop_id, queue).inc(count)
 
 
 def ticket_transferred(shop_id: str, to_queue: str) -> None:

@@ -99,11 +99,12 @@ ALWAYS_OPEN = {"shifts": [{"name": "all", "start": "00:00", "end": "24:00"}], "h
 
 @pytest.fixture
 def new_shop(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> Callable[..., Awaitable[dict[str, Any]]]:
-    """Create a shop with a unique id (tests share one database per run) and return the answer."""
+    """Create a shop with a unique id (tests share one database per run) and return the answer. Its silent tickets
+    stay open unless the test sets auto_close_after_hours: a test that moves the clock days ahead meets no closer."""
 
     async def create(*, always_open: bool = True, **fields: Any) -> dict[str, Any]:
         body = {"id": f"shop-{uuid.uuid4().hex[:10]}", "name": "Test shop", **(ALWAYS_OPEN if always_open else {}),
-                **fields}
+                "auto_close_after_hours": 0, **fields}
         response = await client.post("/v1/shops", json=body, headers=admin_headers)
         assert response.status_code == 201, response.text
         return response.json()

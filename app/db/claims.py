@@ -45,6 +45,12 @@ EXPIRING = ("SELECT id, shop_id, queue, assigned_agent_id, lease_expires_at, del
             "WHERE assigned_agent_id IS NOT NULL AND status = 'assigned' AND lease_expires_at <= $1 "
             "ORDER BY lease_expires_at LIMIT $2")
 
+# The auto-close worker's pick: an episode starts at or before its last message, so a silent ticket's episode began
+# before the cut-off too, and the pick reads only the queue's entries of ix_tickets_queued older than it.
+QUIET = ("SELECT id, shop_id, queue, platform, conversation_id, tier, priority, primary_intent, opened_at, "
+         "last_message_at FROM tickets WHERE shop_id = $1 AND queue = $2 AND status = 'queued' AND opened_at <= $3 "
+         "AND last_message_at <= $3 ORDER BY opened_at LIMIT $4")
+
 
 @dataclass(slots=True)
 class StoredTicket:
@@ -142,6 +148,10 @@ class TicketStore(KeyStore, Protocol):
     async def add_events(self, events: Sequence[Record]) -> None: ...
     async def release_all(self, *, agent_id: str, now: datetime) -> list[Record]: ...
     async def notify(self, channel: str, shop_ids: Iterable[str]) -> None: ...
+    async def auto_close_queues(self) -> list[Record]: ...
+    async def quiet_tickets(self, *, shop_id: str, queue: str, before: datetime, limit: int,
+                            lock: bool = True) -> list[Record]: ...
+    async def close_quiet(self, tickets: Sequence[Record], *, now: datetime) -> None: ...
 
 
 class SharedTicketStore:
@@ -408,6 +418,25 @@ class SharedTicketStore:
         """Wake other processes' waiting claimers at commit; SQLite has no NOTIFY (they find the work at their
         periodic re-check)."""
         return None
+
+    async def auto_close_queues(self) -> list[Record]:
+        """Every queue of the shops that close silent tickets, with the shop's `hours`."""
+        return await self.db.rows(
+            "SELECT q.shop_id, q.name AS queue, s.auto_close_after_hours AS hours FROM queues q "
+            "JOIN shops s ON s.id = q.shop_id WHERE s.auto_close_after_hours > 0 ORDER BY q.shop_id, q.name")
+
+    async def quiet_tickets(self, *, shop_id: str, queue: str, before: datetime, limit: int,
+                            lock: bool = True) -> list[Record]:
+        """The queue's queued tickets whose conversation has been silent since before `before`, oldest episode
+        first; with `lock`, locked on PostgreSQL, skipping rows a claim, an ingestion or another closer holds."""
+        rows = await self.db.rows(QUIET + (self.db.skip_locked if lock else ""), shop_id, queue, before, limit)
+        return [decoded(r) for r in rows]
+
+    async def close_quiet(self, tickets: Sequence[Record], *, now: datetime) -> None:
+        """Resolve tickets quiet_tickets picked (and locked) in this transaction."""
+        await self.db.execute_many(
+            "UPDATE tickets SET status = 'resolved', resolved_at = $2, updated_at = $2 WHERE id = $1 "
+            "AND status = 'queued'", [[t["id"], now] for t in tickets])
 
 
 @functools.cache

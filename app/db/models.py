@@ -23,6 +23,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
 
 from app.db.base import Base, JSONType
+from app.domain import DEFAULT_AUTO_CLOSE_HOURS
 from app.hours import DEFAULT_SHIFTS, DEFAULT_TIMEZONE
 
 
@@ -48,6 +49,9 @@ def _domain(base: TypeEngine[Any], name: str, check: str) -> TypeEngine[Any]:
 
 class Shop(Base):
     __tablename__ = "shops"
+    # SQLite would copy the table to add a check to it (migration 0016); the API holds the range there.
+    __table_args__ = (CheckConstraint("auto_close_after_hours BETWEEN 0 AND 8760",
+                                      name="auto_close_range").ddl_if(dialect="postgresql"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -65,6 +69,9 @@ class Shop(Base):
     holidays: Mapped[str | None] = mapped_column(String(8))
     closed_dates: Mapped[list[str]] = mapped_column(JSONType, default=list, server_default="[]")
     off_hours_reply: Mapped[str | None] = mapped_column(Text, default=None)
+    # A queued ticket silent this long is resolved by the auto-close worker; 0: never (migration 0016).
+    auto_close_after_hours: Mapped[int] = mapped_column(Integer, default=DEFAULT_AUTO_CLOSE_HOURS,
+                                                        server_default=str(DEFAULT_AUTO_CLOSE_HOURS))
 
 
 class WebhookSecret(Base):
@@ -174,6 +181,10 @@ class Ticket(Base):
         Index("ix_tickets_held", "assigned_agent_id", "lease_expires_at",
               postgresql_where=text("assigned_agent_id IS NOT NULL"), sqlite_where=text("assigned_agent_id IS NOT NULL")),
         # Open tickets still unanswered, by due time: the SLA watch finds breaches here (migration 0011).
+        # Queued tickets only, by shop, queue and episode start: a queue's oldest wait is its first entry, and the
+        # auto-close worker reads each queue's episodes opened before its cut-off here (migration 0016).
+        Index("ix_tickets_queued", "shop_id", "queue", "opened_at",
+              postgresql_where=text("status = 'queued'"), sqlite_where=text("status = 'queued'")),
         Index("ix_tickets_unanswered", "first_response_due_at",
               postgresql_where=text("first_response_at IS NULL AND status <> 'resolved'"),
               sqlite_where=text("first_response_at IS NULL AND status <> 'resolved'")),

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Agent, Message, Queue, Shop, Ticket, TicketEvent
 from app.db.session import is_postgres
-from app.domain import DEFAULT_TARGET_SECONDS, ROUND_CAP_SECONDS, TIER_NAMES, EventKind, Status, target_seconds
+from app.domain import DEFAULT_TARGET_SECONDS, ROUND_CAP_SECONDS, SYSTEM_ACTOR, TIER_NAMES, EventKind, Status, target_seconds
 
 E = TicketEvent.__table__
 T = Ticket.__table__
@@ -99,6 +99,9 @@ def _episodes(*, shop_id: str, since: datetime, until: datetime) -> Any:
                       .order_by(ev.c.id).limit(1).scalar_subquery())
     resolver = (select(ev.c.data["agent_id"].as_string()).where(inside(ev), ev.c.kind == EventKind.RESOLVED)
                 .order_by(ev.c.id).limit(1).scalar_subquery())
+    # Closed by the auto-close worker (app/services/autoclose.py): the buyer went silent, nobody resolved it.
+    closer = (select(ev.c.actor).where(inside(ev), ev.c.kind == EventKind.RESOLVED)
+              .order_by(ev.c.id).limit(1).scalar_subquery())
     return (select(
         starts.c.ticket_id, starts.c.opened_at, current.label("current"), T.c.customer_id,
         # The running episode's state is on the ticket row itself; finished ones only in the trail.
@@ -110,6 +113,7 @@ def _episodes(*, shop_id: str, since: datetime, until: datetime) -> Any:
         case((fr.c.data["within_target"].as_boolean().is_(False), 1), else_=0).label("answered_late"),
         case((current, T.c.resolved_at), else_=resolved_event).label("resolved_at"),
         resolver.label("resolver"),
+        closer.label("closer"),
         case((current, T.c.assigned_agent_id), else_=null()).label("holder"),
         case((current, T.c.first_response_due_at), else_=null()).label("due_at"))
         .select_from(starts.join(T, T.c.id == starts.c.ticket_id)
@@ -125,6 +129,7 @@ def _facts(postgres: bool, episodes: Any, *, as_of: datetime, shop_targets: Mapp
     ep = episodes.c
     first_response = _seconds(postgres, ep.opened_at, ep.first_response_at)
     resolution = _seconds(postgres, ep.opened_at, ep.resolved_at)
+    auto_closed = and_(ep.resolved_at.is_not(None), ep.closer == SYSTEM_ACTOR)
     as_of_value = literal(as_of, type_=E.c.at.type)
     target = func.coalesce(ep.due_in, _target(ep.queue, ep.tier, shop_targets=shop_targets,
                                               queue_targets=queue_targets))
@@ -141,7 +146,9 @@ def _facts(postgres: bool, episodes: Any, *, as_of: datetime, shop_targets: Mapp
         first_response.label("first_response"),
         case((ep.first_response_at.is_not(None), 1), else_=0).label("replied"),
         breached.label("breached"),
-        resolution.label("resolution"),
+        # An auto-closed episode is no resolution: it is counted apart.
+        case((auto_closed, null()), else_=resolution).label("resolution"),
+        case((auto_closed, 1), else_=0).label("auto_closed"),
     # A CTE read by all four groupings is computed once (both databases materialise a CTE used twice).
     ).cte("facts")
 
@@ -181,6 +188,7 @@ def _aggregates(source: Any) -> list[Any]:
             func.avg(source.c.first_response).label("first_response_mean"),
             func.count(source.c.resolution).label("resolved"),
             func.avg(source.c.resolution).label("resolution_mean"),
+            func.sum(source.c.auto_closed).label("auto_closed"),
             func.count(func.distinct(source.c.customer_id)).label("buyers"),
             func.count(func.distinct(case((source.c.replied == 1, source.c.customer_id)))).label("buyers_replied")]
 
@@ -284,7 +292,7 @@ async def service_levels(session: AsyncSession, *, shop_id: str, since: datetime
     postgres = is_postgres(session)
     facts = _facts(postgres, _episodes(shop_id=shop_id, since=since, until=until), as_of=as_of,
                    shop_targets=shop_targets, queue_targets=queue_targets)
-    episodes = _keyed(facts, ("first_response", "replied", "breached", "resolution", "customer_id"))
+    episodes = _keyed(facts, ("first_response", "replied", "breached", "resolution", "auto_closed", "customer_id"))
     levels = (await session.execute(_grouped(postgres, episodes, MEASURES, _aggregates))).all()
     round_facts = _rounds(postgres, facts, shop_id=shop_id, since=since, as_of=as_of)
     rounds = _keyed(round_facts, ("round_response", "unanswered"))

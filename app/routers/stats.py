@@ -38,8 +38,10 @@ three episodes.
   02:00 with a 60 s target is due at the opening plus 60 s. It tightens when a later message raises
   the tier. An episode resolved without a reply before its due time is no breach. The same due time
   drives the `sla.breached` event, `triage_first_response_overdue` and `triage_sla_breaches_total`.
-* **resolution**: seconds from the episode's start to its resolution; mean, p50, p90 over
-  resolved episodes.
+* **resolution**: seconds from the episode's start to its resolution by an agent or ops; mean, p50, p90
+  over those episodes.
+* **auto_closed**: episodes the service closed itself, queued while the buyer was silent for the shop's
+  `auto_close_after_hours`; counted here, not as resolutions, and owned by no agent for that.
 * **round_response** (平均响应时间): every buyer **round** of these episodes, from its first buyer
   message to the next agent reply or seller message (a seller's at its `sent_at`), in seconds, capped
   at 600; a round the episode ended without answering (resolved, or a new episode began), or still

@@ -18,6 +18,10 @@ ClockTime = Annotated[str, Field(pattern=r"^[0-9]{2}:[0-9]{2}$", examples=["09:0
 # zone, two shifts of one name).
 HOURS_ERROR = "shop_hours"
 
+AUTO_CLOSE = ("Hours a queued ticket's conversation may stay silent (no buyer message, nor a seller message on the "
+              "platform) before the service resolves it, with a `resolved` event by `system`; 0 never (default 72)")
+AutoCloseHours = whole_number(0, 8760)
+
 
 def _hours_error(reason: str) -> PydanticCustomError:
     return PydanticCustomError(HOURS_ERROR, reason)
@@ -123,6 +127,7 @@ class ShopCreate(ShopHoursFields):
     id: Slug
     name: StorableStr = Field(min_length=1, max_length=200, examples=["Demo shop"])
     sla_targets: SlaTargets | None = None
+    auto_close_after_hours: AutoCloseHours | None = Field(None, description=AUTO_CLOSE)  # type: ignore[valid-type]
 
     model_config = Schema.model_config | ex.examples({"id": ex.SHOP_ID, "name": "Demo shop",
                                                       "sla_targets": ex.SLA_TARGETS})
@@ -131,12 +136,14 @@ class ShopCreate(ShopHoursFields):
 class ShopUpdate(ShopHoursFields):
     name: StorableStr | None = Field(None, min_length=1, max_length=200)
     sla_targets: SlaTargets | None = None
+    auto_close_after_hours: AutoCloseHours | None = Field(None, description=AUTO_CLOSE)  # type: ignore[valid-type]
 
     model_config = Schema.model_config | ex.examples(
         {"sla_targets": {"P1": 15, "P2": 30, "P3": 40, "P4": 60}},
         {"timezone": "Asia/Shanghai", "shifts": [{"name": "day", "start": "09:00", "end": "18:00"},
                                                  {"name": "evening", "start": "15:00", "end": "24:00"}],
-         "holidays": "CN", "closed_dates": ["2026-12-31"], "off_hours_reply": ex.OFF_HOURS_REPLY})
+         "holidays": "CN", "closed_dates": ["2026-12-31"], "off_hours_reply": ex.OFF_HOURS_REPLY},
+        {"auto_close_after_hours": 48})
 
 
 class ShopCreated(Schema):
@@ -168,6 +175,7 @@ class ShopRead(ReadSchema):
                     "adjusted working days) until the service's holiday data is updated. Null without holidays")
     closed_dates: list[date]
     off_hours_reply: str | None
+    auto_close_after_hours: int = Field(description=AUTO_CLOSE, examples=[72])
     created_at: datetime
 
     model_config = ReadSchema.model_config | ex.examples(ex.SHOP)

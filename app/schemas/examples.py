@@ -67,7 +67,8 @@ SHIFTS = [{"name": "day", "start": "09:00", "end": "18:00", "days": ["mon", "tue
 OFF_HOURS_REPLY = "亲，客服上班时间为每天 9:00-24:00，您的消息我们已收到，上班后第一时间回复您"
 SHOP = {"id": SHOP_ID, "name": "Demo shop", "sla_targets": SLA_TARGETS, "active_ruleset_version": None,
         "timezone": "Asia/Shanghai", "shifts": SHIFTS, "holidays": "CN", "holiday_data_until": "2026-12-31",
-        "closed_dates": ["2026-12-31"], "off_hours_reply": OFF_HOURS_REPLY, "created_at": "2026-11-24T10:00:00Z"}
+        "closed_dates": ["2026-12-31"], "off_hours_reply": OFF_HOURS_REPLY,
+        "auto_close_after_hours": 72, "created_at": "2026-11-24T10:00:00Z"}
 QUEUE = {"name": "aftersale", "description": "Logistics, returns and refunds, quality, false advertising, "
          "price protection", "sla_targets": {"P1": 15, "P2": 25, "P3": 40, "P4": 60}, "sla_override": True,
          "created_at": "2026-11-24T10:00:00Z"}
@@ -95,11 +96,11 @@ COVERAGE = {"shop_id": SHOP_ID, "date": "2026-11-26", "timezone": "Asia/Shanghai
 # listed, as the service lists them, the idle ones with nothing measured.
 _NOTHING = {"count": 0, "mean": None, "p50": None, "p90": None}
 _IDLE = {"conversations_received": 0, "replied": 0, "reply_rate": None, "first_response": _NOTHING,
-         "sla_breaches": 0, "resolution": _NOTHING, "round_response": {**_NOTHING, "unanswered": 0},
+         "sla_breaches": 0, "resolution": _NOTHING, "auto_closed": 0, "round_response": {**_NOTHING, "unanswered": 0},
          "buyers_received": 0, "buyers_replied": 0, "buyer_reply_rate": None}
 _LEVELS = {"conversations_received": 40, "replied": 38, "reply_rate": 0.95,
            "first_response": {"count": 38, "mean": 18.5, "p50": 15.0, "p90": 41.2}, "sla_breaches": 4,
-           "resolution": {"count": 36, "mean": 312.4, "p50": 240.0, "p90": 655.0},
+           "resolution": {"count": 35, "mean": 312.4, "p50": 240.0, "p90": 655.0}, "auto_closed": 1,
            "round_response": {"count": 96, "mean": 42.3, "p50": 21.0, "p90": 95.5, "unanswered": 2},
            "buyers_received": 37, "buyers_replied": 36, "buyer_reply_rate": 0.973}
 _EMPTY = {"depth": {"P1": 0, "P2": 0, "P3": 0, "P4": 0}, "total": 0, "oldest_wait_seconds": None}

@@ -30,7 +30,9 @@ class ServiceLevels(BaseModel):
     first_response: Durations
     sla_breaches: int = Field(description="Episodes answered after their due time (counted in the shop's open hours), "
                                           "or unanswered past it")
-    resolution: Durations
+    resolution: Durations = Field(description="Episodes resolved by an agent or ops; auto-closed ones are not in it")
+    auto_closed: int = Field(description="Episodes the service resolved after the buyer went silent for the shop's "
+                                         "auto_close_after_hours (not resolutions)")
     round_response: RoundDurations = Field(
         description="Per-round response time (平均响应时间), seconds: every buyer round of these episodes to the next "
                     "agent or seller reply, capped at 600 s; an unanswered round counts 600 s")

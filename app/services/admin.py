@@ -13,7 +13,8 @@ from app.db.models import Agent, Queue, Shop, WebhookSecret, default_shifts
 from app.db.session import DriverConnections, Session
 from app.db.shops import SessionShopStore, ShopStore
 from app import hours
-from app.domain import DEFAULT_PRESENCE_TIMEOUT, DEFAULT_QUEUES, DEFAULT_SLA_TARGETS, Presence
+from app.domain import (DEFAULT_AUTO_CLOSE_HOURS, DEFAULT_PRESENCE_TIMEOUT, DEFAULT_QUEUES, DEFAULT_SLA_TARGETS,
+                        Presence)
 from app.errors import AgentNotFound, InvalidInput, QueueExists, QueueNotFound, ShopExists, ShopNotFound
 from app.schemas.admin import AgentCreate, AgentUpdate, QueueCreate, QueueUpdate, ShopCreate, ShopUpdate
 from app.security import hash_token, new_agent_token, new_webhook_secret
@@ -65,7 +66,8 @@ def shop_view(shop: Shop) -> dict[str, Any]:
     return {"id": shop.id, "name": shop.name, "sla_targets": shop.sla_targets,
             "active_ruleset_version": shop.active_ruleset_version, "timezone": shop.timezone, "shifts": shop.shifts,
             "holidays": shop.holidays, "holiday_data_until": None if calendar is None else calendar.last,
-            "closed_dates": shop.closed_dates, "off_hours_reply": shop.off_hours_reply, "created_at": shop.created_at}
+            "closed_dates": shop.closed_dates, "off_hours_reply": shop.off_hours_reply,
+            "auto_close_after_hours": shop.auto_close_after_hours, "created_at": shop.created_at}
 
 
 async def require_shop(session: Session, shop_id: str) -> Shop:
@@ -87,6 +89,8 @@ async def create_shop(session: Session, *, data: ShopCreate, now: datetime) -> t
         raise ShopExists(f"a shop with id '{data.id}' exists")
     targets = data.sla_targets.model_dump() if data.sla_targets else dict(DEFAULT_SLA_TARGETS)
     shop = Shop(id=data.id, name=data.name, sla_targets=targets, created_at=now,
+                auto_close_after_hours=DEFAULT_AUTO_CLOSE_HOURS if data.auto_close_after_hours is None
+                else data.auto_close_after_hours,
                 **{**_HOURS_DEFAULTS, "shifts": default_shifts(), **data.hours_values()})
     secret = new_webhook_secret()
     try:
@@ -102,8 +106,8 @@ async def create_shop(session: Session, *, data: ShopCreate, now: datetime) -> t
 
 
 async def update_shop(session: Session, *, shop_id: str, data: ShopUpdate, directory: ShopDirectory) -> Shop:
-    """Rename the shop, or change its targets or its hours (this process reads the shop afresh at once, the others
-    within their shop cache's TTL)."""
+    """Rename the shop, or change its targets, its hours or when its silent tickets close (this process reads the
+    shop afresh at once, the others within their shop cache's TTL)."""
     shops = SessionShopStore(session)
     shop = await _require_shop(shops, shop_id)
     if data.name is not None:
@@ -112,6 +116,8 @@ async def update_shop(session: Session, *, shop_id: str, data: ShopUpdate, direc
         shop.sla_targets = data.sla_targets.model_dump()
     for name, value in data.hours_values().items():
         setattr(shop, name, value)
+    if data.auto_close_after_hours is not None:
+        shop.auto_close_after_hours = data.auto_close_after_hours
     await shops.commit()
     directory.invalidate(shop_id)
     return shop

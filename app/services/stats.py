@@ -57,8 +57,8 @@ def _levels(row: Row[Any] | None, rounds: Row[Any] | None) -> dict[str, Any]:
                        unanswered=int(rounds.unanswered or 0))
     if row is None:
         return {"conversations_received": 0, "replied": 0, "reply_rate": None, "first_response": empty,
-                "sla_breaches": 0, "resolution": empty, "round_response": round_response, "buyers_received": 0,
-                "buyers_replied": 0, "buyer_reply_rate": None}
+                "sla_breaches": 0, "resolution": empty, "auto_closed": 0, "round_response": round_response,
+                "buyers_received": 0, "buyers_replied": 0, "buyer_reply_rate": None}
     return {
         "conversations_received": row.received, "replied": int(row.replied or 0),
         "reply_rate": _rate(int(row.replied or 0), row.received),
@@ -67,6 +67,7 @@ def _levels(row: Row[Any] | None, rounds: Row[Any] | None) -> dict[str, Any]:
         "sla_breaches": int(row.breached or 0),
         "resolution": Durations(count=row.resolved, mean=_round(row.resolution_mean),
                                 p50=_round(row.resolution_p50), p90=_round(row.resolution_p90)),
+        "auto_closed": int(row.auto_closed or 0),
         "round_response": round_response,
         "buyers_received": row.buyers, "buyers_replied": row.buyers_replied,
         "buyer_reply_rate": _rate(row.buyers_replied, row.buyers),

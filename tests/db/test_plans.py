@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.clock import utcnow
-from app.db.claims import EXPIRING
+from app.db.claims import EXPIRING, QUIET
 from app.db.driver import driver
 from app.db.stats import backlog_everywhere_statement
 
@@ -64,3 +64,11 @@ async def test_the_reaper_finds_expired_leases_in_the_held_index(app: FastAPI) -
     lines = await plan_text(app, EXPIRING + skip_locked, datetime.now().astimezone(), 500)
     assert not whole_table_reads(lines), "\n".join(lines)
     assert any("ix_tickets_held" in line for line in lines), "\n".join(lines)
+
+
+async def test_the_auto_close_pick_reads_the_queued_index(app: FastAPI) -> None:
+    async with driver(app.state.drivers) as db:
+        skip_locked = db.skip_locked
+    lines = await plan_text(app, QUIET + skip_locked, "s", "presale", datetime.now().astimezone(), 500)
+    assert not whole_table_reads(lines), "\n".join(lines)
+    assert any("ix_tickets_queued" in line for line in lines), "\n".join(lines)

@@ -327,6 +327,30 @@ async def an_agents_card_has_what_a_hand_over_checks(w: World) -> None:
     assert await w.store.agent_card(agent_id="no-such-agent") is None
 
 
+async def silent_queued_tickets_are_picked_by_queue_and_closed_once(w: World) -> None:
+    # The shop closes nothing (the suite's shops): the store's pick is asked directly, with a cut-off.
+    quiet = await w.ticket("我要退货")
+    talking = await w.ticket("快递三天没动了")
+    held = await w.ticket("我要退款，质量太差了")
+    queued_at = (await w.store.ticket(ticket_id=quiet)).state.last_message_at  # type: ignore[union-attr]
+    async with w.store.connected() as store:
+        await store.db.execute("UPDATE tickets SET last_message_at = $2 WHERE id = $1", talking,
+                               queued_at + timedelta(seconds=5))
+    await w.claim(now=queued_at)  # the most urgent of the three is held now
+    claimed = (await w.store.agent_tickets(agent_id=w.agent["id"]))[0].state.id
+    cut_off = queued_at + timedelta(seconds=1)
+    picked = await w.store.quiet_tickets(shop_id=w.shop["id"], queue="aftersale", before=cut_off, limit=10)
+    assert [r["id"] for r in picked] == [t for t in (quiet, held) if t != claimed]
+    assert await w.store.quiet_tickets(shop_id=w.shop["id"], queue="presale", before=cut_off, limit=10) == []
+    assert w.shop["id"] not in {q["shop_id"] for q in await w.store.auto_close_queues()}
+    async with w.store.connected() as store, store.transaction():
+        rows = await store.quiet_tickets(shop_id=w.shop["id"], queue="aftersale", before=cut_off, limit=10)
+        await store.close_quiet(rows, now=cut_off)
+    assert [(await w.store.ticket(ticket_id=t)).state.status for t in (quiet, talking, claimed)] == [  # type: ignore[union-attr]
+        Status.RESOLVED, Status.QUEUED, Status.ASSIGNED]
+    assert await w.store.quiet_tickets(shop_id=w.shop["id"], queue="aftersale", before=cut_off, limit=10) == []
+
+
 CASES: list[Callable[[World], Awaitable[None]]] = [
     a_claim_makes_its_agent_online_writing_its_row_only_when_stale,
     an_agents_card_has_what_a_hand_over_checks,
@@ -346,6 +370,7 @@ CASES: list[Callable[[World], Awaitable[None]]] = [
     an_agents_held_tickets_are_handed_back_together,
     queue_depths_count_queued_tickets_per_queue_and_tier,
     old_idempotency_keys_are_purged_oldest_first,
+    silent_queued_tickets_are_picked_by_queue_and_closed_once,
 ]
 
 

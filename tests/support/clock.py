@@ -7,8 +7,8 @@ import pytest
 
 # The modules whose `utcnow` the frozen clock replaces. Webhook signatures keep the real clock (a platform signs with
 # it), and so does the delivery relay (its retries wait in real time).
-FROZEN_MODULES = ("app.services.ingest", "app.services.sla", "app.services.queues", "app.routers.agents",
-                  "app.routers.stats", "app.routers.admin")
+FROZEN_MODULES = ("app.services.ingest", "app.services.sla", "app.services.queues", "app.services.autoclose",
+                  "app.routers.agents", "app.routers.stats", "app.routers.admin")
 
 
 class FrozenClock:

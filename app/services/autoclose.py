@@ -1,0 +1,82 @@
+"""Stale work closes itself (README, "Auto-close"): a queued ticket whose conversation has been silent for its shop's
+`auto_close_after_hours` is resolved, with a `resolved` event by `system`.
+
+Every process runs the `auto-close` worker. Its pick locks what it closes and skips what another process (a closer,
+a claim, an ingestion) has locked, and closes only tickets still queued, so each ticket is closed once; a buyer
+message arriving meanwhile waits for the close and then reopens the ticket as a new episode.
+"""
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+
+from app import metrics
+from app.clock import utcnow
+from app.db.claims import claim_store
+from app.db.errors import StoreUnavailable, translated
+from app.db.session import DriverConnections
+from app.domain import SYSTEM_ACTOR, EventKind, rfc3339
+
+log = logging.getLogger("app.autoclose")
+
+BATCH = 500
+INTERVAL_SECONDS = 60.0
+REASON = "auto_close"
+
+
+async def close_quiet(drivers: DriverConnections, *, now: datetime, limit: int = BATCH) -> dict[tuple[str, str], int]:
+    """Resolve every queued ticket silent past its shop's hours; how many per (shop, queue)."""
+    closed: dict[tuple[str, str], int] = {}
+    async with claim_store(drivers) as store:
+        for queue in await store.auto_close_queues():
+            shop_id, name, hours = queue["shop_id"], queue["queue"], queue["hours"]
+            before = now - timedelta(hours=hours)
+            while True:
+                # A look first, outside a transaction: most queues have nothing to close, and on SQLite a look
+                # takes no write lock.
+                if not await store.quiet_tickets(shop_id=shop_id, queue=name, before=before, limit=1, lock=False):
+                    break
+                async with store.transaction():
+                    rows = await store.quiet_tickets(shop_id=shop_id, queue=name, before=before, limit=limit)
+                    await store.close_quiet(rows, now=now)
+                    await store.add_events([
+                        {"ticket_id": r["id"], "shop_id": shop_id, "at": now, "kind": EventKind.RESOLVED.value,
+                         "actor": SYSTEM_ACTOR, "data": {"reason": REASON, "after_hours": hours,
+                                                         "last_message_at": rfc3339(r["last_message_at"])}}
+                        for r in rows])
+                if rows:
+                    closed[(shop_id, name)] = closed.get((shop_id, name), 0) + len(rows)
+                    metrics.tickets_auto_closed(shop_id, name, len(rows))
+                if len(rows) < limit:
+                    break
+    return closed
+
+
+class AutoCloser:
+    """Run as the `auto-close` worker (app/workers.py)."""
+
+    def __init__(self, drivers: DriverConnections, *, interval: float = INTERVAL_SECONDS) -> None:
+        self._drivers = drivers
+        self._interval = interval
+
+    async def run_once(self) -> int:
+        """Close what is silent now; how many."""
+        async with translated():
+            closed = await close_quiet(self._drivers, now=utcnow())
+        total = sum(closed.values())
+        if total:
+            log.info("auto-closed %d silent tickets", total)
+        return total
+
+    async def run(self) -> None:
+        """The worker's loop: a pass every interval; a failed pass is logged and tried at the next."""
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except StoreUnavailable as exc:
+                log.warning("auto-close failed (%s: %s); retrying", type(exc).__name__, exc)
+            except Exception:
+                log.exception("auto-close failed; retrying")
+            await asyncio.sleep(self._interval)
