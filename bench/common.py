@@ -54,8 +54,8 @@ class Uvicorn:
             [sys.executable, "-m", "uvicorn", app, "--port", str(self.port), "--loop", "uvloop", "--http", "httptools",
              "--no-access-log", "--log-level", "warning"], cwd=ROOT, env=full_env)
 
-    def wait(self, path: str = "/docs") -> None:
-        deadline = time.monotonic() + 30
+    def wait(self, path: str = "/docs", timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 if httpx.get(self.url + path, timeout=1).status_code < 500:
