@@ -24,6 +24,7 @@ from app.services.delivery import DeliveryPolicy, Relay
 from app.services.ingest import NOTIFY_CHANNEL, Ingestor
 from app.services.notify import Notifier
 from app.services.queues import LeaseReaper
+from app.services.retention import RetentionWorker
 from app.services.sla import BreachWatch
 from app.settings import Settings, get_settings
 from app.triage import default_ruleset
@@ -56,7 +57,7 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
 
 def start_workers(app: FastAPI, settings: Settings) -> Workers:
     """The process's background work, started under supervision: ingest writers, lease reaper, SLA watch,
-    auto-close, delivery relay, LISTEN."""
+    auto-close, retention, delivery relay, LISTEN."""
     workers = Workers()
     writers = settings.ingest_writers or (1 if settings.is_sqlite else 3)
     app.state.ingestor = Ingestor(app.state.drivers, app.state.notifier, writers=writers)
@@ -71,6 +72,8 @@ def start_workers(app: FastAPI, settings: Settings) -> Workers:
     workers.add("sla-watch", app.state.sla_watch.run)
     app.state.auto_closer = AutoCloser(app.state.drivers)
     workers.add("auto-close", app.state.auto_closer.run)
+    app.state.retention = RetentionWorker(app.state.drivers, retention_days=settings.retention_days)
+    workers.add("retention", app.state.retention.run)
     app.state.relay = Relay(app.state.drivers, app.state.notifier, policy=delivery_policy(settings))
     workers.add("delivery-relay", app.state.relay.run)
     app.state.listener = None

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     thread_page: int = Field(50, ge=1, le=1000, description="The latest messages a ticket's answer carries; GET /v1/tickets/{id}/messages pages through the rest")
     presence_timeout_seconds: int = Field(DEFAULT_PRESENCE_TIMEOUT, ge=10, le=86_400, description="An agent with no claim (a long poll's re-checks count), ticket heartbeat or presence call for this long is offline")
     default_agent_capacity: int = Field(5, ge=1, le=50, description="Open tickets an agent may hold unless set per agent")
+    retention_days: int = Field(400, ge=93, le=36_500, description="Messages and ticket events older than this many days are removed (on PostgreSQL a month once all of it is older); at least 93, so every statistics range finds its data")
     idempotency_retention_hours: float = Field(24.0, gt=0, le=24 * 365, description="How long an agent write's Idempotency-Key is remembered")
     delivery_allow_private: bool = Field(False, description="Let delivery endpoints reach loopback, private, link-local and metadata addresses (tests and local demos only)")
     delivery_max_hours: float = Field(24.0, gt=0, le=24 * 30, description="A delivery still not answered 2xx this long after its first attempt is failed")

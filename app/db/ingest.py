@@ -21,7 +21,7 @@ from sqlalchemy.types import TypeDecorator
 
 from app.db.base import Base
 from app.db.driver import Driver, Record, decoded, json_text, placeholders
-from app.db.models import Customer, Message, Ticket, TicketEvent
+from app.db.models import Customer, Message, MessageIdempotencyKey, Ticket, TicketEvent
 from app.domain import TICKET_FIELDS, Status
 
 ConversationKey = tuple[str, str, str]  # shop, platform, conversation id
@@ -50,6 +50,10 @@ UPDATABLE = ("queue", "status", "tier", "priority", "primary_intent", "intents",
 MESSAGE_COLUMNS = pg_types(Message, ("ticket_id", "shop_id", "platform", "external_id", "direction", "text", "sent_at",
                                      "received_at", "order_id", "primary_intent", "tier", "priority", "triage", "kind",
                                      "content"))
+# A message's idempotency key with the answer its receipt got (MessageIdempotencyKey); `queue` is its triage's.
+KEY_COLUMNS = pg_types(MessageIdempotencyKey, ("shop_id", "platform", "external_id", "received_at", "ticket_id",
+                                               "primary_intent", "tier", "priority", "queue"))
+_RECEIVED_COLUMNS = {**MESSAGE_COLUMNS, "queue": KEY_COLUMNS["queue"]}
 EVENT_COLUMNS = pg_types(TicketEvent, ("ticket_id", "shop_id", "at", "kind", "actor", "data"))
 CUSTOMER_COLUMNS = pg_types(Customer, ("shop_id", "platform", "external_id", "nick", "vip_level"))
 _JSON = ("intents", "triage", "data", "content")
@@ -200,10 +204,14 @@ _REREAD = (
     "FROM tickets "
     "WHERE (shop_id, platform, conversation_id) IN (SELECT * FROM unnest($4::text[], $5::text[], $6::text[]))")
 _INSERT_MESSAGES = (
-    # Ids are drawn row by row as unnest yields them, so they follow the order of the rows.
-    f"INSERT INTO messages ({_columns(MESSAGE_COLUMNS)}) SELECT {_select(MESSAGE_COLUMNS)} "
-    f"FROM {_unnest(MESSAGE_COLUMNS)} "
-    "ON CONFLICT (shop_id, platform, external_id) DO NOTHING RETURNING id, shop_id, platform, external_id")
+    # The keys first: a message whose key another group (or an earlier request) took is skipped. Ids are drawn
+    # row by row as unnest yields them, so they follow the order of the rows.
+    f"WITH u AS (SELECT nextval('messages_id_seq') AS id, u.* FROM {_unnest(_RECEIVED_COLUMNS)}), "
+    f"k AS (INSERT INTO message_keys ({_columns(KEY_COLUMNS)}) SELECT {_select(KEY_COLUMNS)} FROM u "
+    "ON CONFLICT (shop_id, platform, external_id) DO NOTHING RETURNING shop_id, platform, external_id) "
+    f"INSERT INTO messages (id, {_columns(MESSAGE_COLUMNS)}) SELECT u.id, {_select(MESSAGE_COLUMNS)} "
+    "FROM u JOIN k ON k.shop_id = u.shop_id AND k.platform = u.platform AND k.external_id = u.external_id "
+    "RETURNING id, shop_id, platform, external_id")
 _LOCK_TICKETS = (
     # In id order (the ids come sorted, the nested loop locks as it goes), so that concurrent groups queue behind
     # each other instead of deadlocking. NO KEY UPDATE is all an update of these columns needs, and it lets other
@@ -236,8 +244,8 @@ def _finish_sql() -> str:
         "vip_level = excluded.vip_level, last_seen_at = excluded.last_seen_at, "
         "contacts = customers.contacts + excluded.contacts), "
         f"notified AS (SELECT count(pg_notify(${n + 1}, p)) AS n FROM unnest(${n + 2}::text[]) AS p), "
-        "previous AS (SELECT shop_id, platform, external_id, ticket_id, primary_intent, tier, priority, triage "
-        "FROM messages WHERE (shop_id, platform, external_id) IN "
+        "previous AS (SELECT shop_id, platform, external_id, ticket_id, primary_intent, tier, priority, queue "
+        "FROM message_keys WHERE (shop_id, platform, external_id) IN "
         f"(SELECT * FROM unnest(${n + 3}::text[], ${n + 4}::text[], ${n + 5}::text[]))) "
         "SELECT previous.* FROM notified LEFT JOIN previous ON true")
 
@@ -256,8 +264,8 @@ def _row_placeholders(rows: int, width: int) -> str:
 
 
 _TICKET_READ = f"SELECT {_columns(TICKET_COLUMNS)} FROM tickets WHERE (shop_id, platform, conversation_id) IN "
-_PREVIOUS_READ = ("SELECT shop_id, platform, external_id, ticket_id, primary_intent, tier, priority, triage "
-                  "FROM messages WHERE (shop_id, platform, external_id) IN ")
+_PREVIOUS_READ = ("SELECT shop_id, platform, external_id, ticket_id, primary_intent, tier, priority, queue "
+                  "FROM message_keys WHERE (shop_id, platform, external_id) IN ")
 _OPENED_SPEC = {"id": "text", "shop_id": "text", "platform": "text", "conversation_id": "text", "queue": "text"}
 _SAVE = (f"UPDATE tickets SET {', '.join(f'{c} = ${i + 2}' for i, c in enumerate(list(_SAVED_COLUMNS)[1:]))} "
          "WHERE id = $1")
@@ -317,7 +325,11 @@ class SharedIngestStore:
         return prepared
 
     async def insert_messages(self, messages: Sequence[dict[str, Any]]) -> dict[MessageKey, int]:
-        stored = await self._each_chunk(messages, _insert_messages_sql, lambda m: _params(MESSAGE_COLUMNS, m))
+        # The keys first, then the messages whose key this group took, in the order given.
+        taken = {(r["shop_id"], r["platform"], r["external_id"]) for r in await self._each_chunk(
+            messages, _insert_keys_sql, lambda m: _params(KEY_COLUMNS, _with_queue(m)))}
+        fresh = [m for m in messages if (m["shop_id"], m["platform"], m["external_id"]) in taken]
+        stored = await self._each_chunk(fresh, _insert_messages_sql, lambda m: _params(MESSAGE_COLUMNS, m))
         return {(r["shop_id"], r["platform"], r["external_id"]): r["id"] for r in stored}
 
     async def lock_tickets(self, ids: Sequence[str]) -> list[dict[str, Any]]:
@@ -366,11 +378,21 @@ def _open_tickets_sql(rows: int) -> str:
             f"{', '.join(_PLACEHOLDER_TIMES)}) VALUES {values}")
 
 
+def _with_queue(message: dict[str, Any]) -> dict[str, Any]:
+    """A message's row with the queue its triage named (what a resend is answered)."""
+    return {**message, "queue": (message["triage"] or {}).get("queue")}
+
+
+@functools.cache
+def _insert_keys_sql(rows: int) -> str:
+    return (f"INSERT INTO message_keys ({_columns(KEY_COLUMNS)}) VALUES {_row_placeholders(rows, len(KEY_COLUMNS))} "
+            "ON CONFLICT (shop_id, platform, external_id) DO NOTHING RETURNING shop_id, platform, external_id")
+
+
 @functools.cache
 def _insert_messages_sql(rows: int) -> str:
     return (f"INSERT INTO messages ({_columns(MESSAGE_COLUMNS)}) "
-            f"VALUES {_row_placeholders(rows, len(MESSAGE_COLUMNS))} "
-            "ON CONFLICT (shop_id, platform, external_id) DO NOTHING RETURNING id, shop_id, platform, external_id")
+            f"VALUES {_row_placeholders(rows, len(MESSAGE_COLUMNS))} RETURNING id, shop_id, platform, external_id")
 
 
 class PostgresIngestStore(SharedIngestStore):
@@ -399,7 +421,8 @@ class PostgresIngestStore(SharedIngestStore):
         return found
 
     async def insert_messages(self, messages: Sequence[dict[str, Any]]) -> dict[MessageKey, int]:
-        records = await self.db.connection.fetch(_INSERT_MESSAGES, *_arrays(MESSAGE_COLUMNS, messages))
+        records = await self.db.connection.fetch(_INSERT_MESSAGES, *_arrays(_RECEIVED_COLUMNS,
+                                                                            [_with_queue(m) for m in messages]))
         return {(r[1], r[2], r[3]): r[0] for r in records}
 
     async def lock_tickets(self, ids: Sequence[str]) -> list[dict[str, Any]]:

@@ -229,11 +229,13 @@ class Ticket(Base):
 class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
-        # The permanent idempotency key of inbound messages; outbound ones have no external id.
-        UniqueConstraint("shop_id", "platform", "external_id"),
         CheckConstraint("direction IN ('inbound', 'outbound')", name="direction_known"),
         Index("ix_messages_ticket", "ticket_id", "id"),
         Index("ix_messages_shop_received", "shop_id", "received_at"),
+        # On PostgreSQL one partition per month of received_at, keyed by (id, received_at), so that retention drops
+        # whole months (migration 0017, app/db/retention.py). A partitioned table's unique keys must hold the
+        # partition key, so a message's idempotency key lives in message_keys, on both databases.
+        {"postgresql_partition_by": "RANGE (received_at)"},
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -260,6 +262,25 @@ class Message(Base):
     content: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=None)
 
 
+class MessageIdempotencyKey(Base):
+    """The idempotency key of every message a webhook delivered, with the answer its first receipt got: a resend
+    answers as before without reading the message (migration 0017). Kept as long as the message is."""
+
+    __tablename__ = "message_keys"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    shop_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    platform: Mapped[str] = mapped_column(String(32), primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    received_at: Mapped[datetime]
+    ticket_id: Mapped[str] = mapped_column(String(36))
+    # The message's own triage as answered (null for a seller's message).
+    primary_intent: Mapped[str | None] = mapped_column(String(32), default=None)
+    tier: Mapped[int | None] = mapped_column(SmallInteger, default=None)
+    priority: Mapped[int | None] = mapped_column(Integer, default=None)
+    queue: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
 class TicketEvent(Base):
     __tablename__ = "ticket_events"
     __table_args__ = (
@@ -270,6 +291,10 @@ class TicketEvent(Base):
         # resolved events of the agent hot path skip it (migration 0006).
         Index("ix_ticket_events_shop_kind", "shop_id", "kind", "at",
               postgresql_where=text("kind IN ('created', 'reopened')")),
+        # SQLite's retention deletes events by their time (migration 0017); PostgreSQL drops whole months.
+        Index("ix_ticket_events_at", "at").ddl_if(dialect="sqlite"),
+        # On PostgreSQL one partition per month of `at`, keyed by (ticket_id, id, at) (migration 0017).
+        {"postgresql_partition_by": "RANGE (at)"},
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

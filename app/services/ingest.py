@@ -302,7 +302,7 @@ def _answered_before(message_id: str, row: dict[str, Any]) -> IngestedMessage:
                                primary=None, tier=None, priority=None, queue=None)
     return IngestedMessage(message_id=message_id, ticket_id=row["ticket_id"], duplicate=True,
                            primary=row["primary_intent"], tier=tier_name(row["tier"]), priority=row["priority"],
-                           queue=(row["triage"] or {}).get("queue", ""))
+                           queue=row["queue"] or "")
 
 
 async def _off_hours_replies(store: ingest_sql.IngestStore, applied: _Applied, shops: Mapping[str, ShopInfo], *,

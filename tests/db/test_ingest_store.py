@@ -105,8 +105,14 @@ async def a_message_is_stored_once_and_its_duplicate_read_back(w: World) -> None
         previous = await store.finish(deleted=[], saved=[], events=[], customers=[], channel="triage_test",
                                       payloads=[], previous=[(w.shop, "taobao", "m1")], now=now)
     assert list(again) == [(w.shop, "taobao", "m3")]
-    assert {k: (v["ticket_id"], v["tier"], v["priority"], v["triage"]) for k, v in previous.items()} == {
-        (w.shop, "taobao", "m1"): (ticket_id, 2, 500, {"primary": "return_refund", "queue": "aftersale", "中文": True})}
+    assert {k: (v["ticket_id"], v["primary_intent"], v["tier"], v["priority"], v["queue"])
+            for k, v in previous.items()} == {(w.shop, "taobao", "m1"): (ticket_id, "return_refund", 2, 500, "aftersale")}
+    # The key of each message stored, with the answer it got, and none for the one skipped.
+    keys = await w.rows("SELECT external_id, ticket_id, queue FROM message_keys WHERE shop_id = $1 "
+                        "ORDER BY external_id", w.shop)
+    assert [(k["external_id"], k["ticket_id"], k["queue"]) for k in keys] == [
+        ("m1", ticket_id, "aftersale"), ("m2", ticket_id, "aftersale"), ("m3", ticket_id, "aftersale")]
+    assert len(await w.rows("SELECT id FROM messages WHERE shop_id = $1", w.shop)) == 3
 
 
 async def finish_writes_tickets_events_and_contacts_and_drops_unused_placeholders(w: World) -> None:
