@@ -87,12 +87,15 @@ def _ms(value: str) -> float:
     return float(number) * _UNITS[unit]
 
 
-def wrk(url: str, script: Path, data: Path, *, connections: int = 32, seconds: int = 10) -> WrkResult:
-    """Run wrk (1 thread) with a Lua script that replays pre-signed requests from `data`."""
+def wrk(url: str, script: Path, data: Path, *, connections: int = 32, seconds: int = 10,
+        timeout: int | None = None) -> WrkResult:
+    """Run wrk (1 thread) with a Lua script that replays pre-signed requests from `data`; `timeout`: seconds an
+    answer may take before wrk counts it as lost (its default is 2)."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url,
-                          "--", str(data)], capture_output=True, text=True, check=True).stdout
+    waits = [f"--timeout={timeout}s"] if timeout is not None else []
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", *waits, "--latency", "-s", str(script),
+                          url, "--", str(data)], capture_output=True, text=True, check=True).stdout
     # wrk pads a latency in whole seconds ("1.24s "): the trailing blanks are allowed.
     latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
     if "50" not in latency or "99" not in latency:

@@ -352,9 +352,9 @@ def ingest_rate(served: Served, seconds: int, tmp: Path) -> float | None:
     write_requests(data, url_path=f"/v1/shops/{shop['id']}/webhooks/messages", secret=shop["webhook_secret"],
                    batch=20, count=700 * seconds, tag=f"{served.label}-{time.time_ns()}")
     try:
-        result = wrk(served.service.url, SCRIPT, data, seconds=seconds)
-    except KeyError:
-        print(f"  ingest on {served.label}: wrk saw no answer within its window", flush=True)
+        result = wrk(served.service.url, SCRIPT, data, seconds=seconds, timeout=30)
+    except SystemExit as refusal:  # wrk saw no answer at all
+        print(f"  ingest on {served.label}: {str(refusal)[:200]}", flush=True)
         return None
     finally:
         data.unlink()
@@ -392,7 +392,9 @@ def fmt(values: list[float]) -> str:
     return f"{statistics.median(values):8.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
-def measure(small: Served, big: Served, *, rounds: int, claims: int, ingest_seconds: int) -> None:
+def measure(small: Served, big: Served, *, rounds: int, claims: int, ingest_seconds: int,
+            only: set[str] | None = None) -> None:
+    """Time the operations (`only` those groups: stats, queues, metrics, claims, ingest) on both sizes."""
     operations: list[tuple[str, Callable[[Served], float]]] = [
         ("stats, last 24 h", lambda s: timed(stats_call(s, None))),
         ("stats, 7 days", lambda s: timed(stats_call(s, 7))),
@@ -411,7 +413,10 @@ def measure(small: Served, big: Served, *, rounds: int, claims: int, ingest_seco
         ratio = statistics.median(by["big"]) / statistics.median(by["small"])
         print(f"{name:42} {fmt(by['small']):>22} {fmt(by['big']):>22} {ratio:9.2f}", flush=True)
 
+    groups = {"stats": "stats", "GET /v1/queues": "queues", "GET /metrics": "metrics"}
     for name, op in operations:
+        if only and not any(name.startswith(prefix) and group in only for prefix, group in groups.items()):
+            continue
         by: dict[str, list[float]] = {"small": [], "big": []}
         for served in (small, big):
             op(served)  # warm: plans cached, pages read
@@ -419,9 +424,10 @@ def measure(small: Served, big: Served, *, rounds: int, claims: int, ingest_seco
             for served in ((small, big) if r % 2 == 0 else (big, small)):
                 by[served.label].append(op(served))
         report(name, by)
-    for served in (small, big):
+    for served in (small, big) if not only or "claims" in only else ():
         presale_work(served, 2 * claims * rounds + 20)
-    for name, key in (("claim, agent serving presale only", "presale"), ("claim, agent serving every queue", "every")):
+    claim_kinds = (("claim, agent serving presale only", "presale"), ("claim, agent serving every queue", "every"))
+    for name, key in () if only and "claims" not in only else claim_kinds:
         by = {"small": [], "big": []}
         for served in (small, big):
             claim_and_resolve(served, getattr(served, key))
@@ -432,7 +438,7 @@ def measure(small: Served, big: Served, *, rounds: int, claims: int, ingest_seco
         report(name, by)
     with tempfile.TemporaryDirectory() as tmp:
         by = {"small": [], "big": []}
-        for r in range(2):
+        for r in range(2 if not only or "ingest" in only else 0):
             for served in ((small, big) if r % 2 == 0 else (big, small)):
                 rate = ingest_rate(served, ingest_seconds, Path(tmp))
                 if rate is not None:
@@ -501,7 +507,10 @@ def main() -> None:
     parser.add_argument("--claims", type=int, default=20, help="claims per round")
     parser.add_argument("--ingest-seconds", type=int, default=10)
     parser.add_argument("--seed", type=int, default=19)
+    parser.add_argument("--only", nargs="+", choices=["stats", "queues", "metrics", "claims", "ingest"],
+                        help="measure only these operations")
     parser.add_argument("--keep", action="store_true", help="keep the databases and print their URLs")
+    parser.add_argument("--load-only", action="store_true", help="with --keep: load the databases, measure nothing")
     parser.add_argument("--small-url")
     parser.add_argument("--big-url")
     args = parser.parse_args()
@@ -513,14 +522,17 @@ def main() -> None:
             load(small_url, "small", args.small, args, None)
             load(big_url, "big", args.messages, args, queued)
         if args.keep:
-            print(f"kept: --small-url '{small_url}' --big-url '{big_url}'")
+            print(f"kept: --small-url '{small_url}' --big-url '{big_url}'", flush=True)
+            if args.load_only:
+                return
         small, big = Served("small", small_url), Served("big", big_url)
         try:
             for served in (small, big):
                 start(served)
             for served in (small, big):
                 print(sizes(served))
-            measure(small, big, rounds=args.rounds, claims=args.claims, ingest_seconds=args.ingest_seconds)
+            measure(small, big, rounds=args.rounds, claims=args.claims, ingest_seconds=args.ingest_seconds,
+                    only=set(args.only or ()))
         finally:
             for served in (small, big):
                 if served.service is not None:
