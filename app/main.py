@@ -19,6 +19,7 @@ from app.routers import admin, agents, endpoints, health, pages, rules, stats, t
 from app.routers.docs import with_extra_schemas
 from app.schemas.webhooks import WebhookBatch
 from app.services.autoclose import AutoCloser
+from app.services.counts import CountFolder
 from app.services.directory import ShopDirectory
 from app.services.delivery import DeliveryPolicy, Relay
 from app.services.ingest import NOTIFY_CHANNEL, Ingestor
@@ -57,7 +58,7 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
 
 def start_workers(app: FastAPI, settings: Settings) -> Workers:
     """The process's background work, started under supervision: ingest writers, lease reaper, SLA watch,
-    auto-close, retention, delivery relay, LISTEN."""
+    auto-close, queue counts, retention, delivery relay, LISTEN."""
     workers = Workers()
     writers = settings.ingest_writers or (1 if settings.is_sqlite else 3)
     app.state.ingestor = Ingestor(app.state.drivers, app.state.notifier, writers=writers)
@@ -72,6 +73,8 @@ def start_workers(app: FastAPI, settings: Settings) -> Workers:
     workers.add("sla-watch", app.state.sla_watch.run)
     app.state.auto_closer = AutoCloser(app.state.drivers)
     workers.add("auto-close", app.state.auto_closer.run)
+    app.state.count_folder = CountFolder(app.state.drivers)
+    workers.add("queue-counts", app.state.count_folder.run)
     app.state.retention = RetentionWorker(app.state.drivers, retention_days=settings.retention_days)
     workers.add("retention", app.state.retention.run)
     app.state.relay = Relay(app.state.drivers, app.state.notifier, policy=delivery_policy(settings))

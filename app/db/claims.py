@@ -45,11 +45,26 @@ EXPIRING = ("SELECT id, shop_id, queue, assigned_agent_id, lease_expires_at, del
             "WHERE assigned_agent_id IS NOT NULL AND status = 'assigned' AND lease_expires_at <= $1 "
             "ORDER BY lease_expires_at LIMIT $2")
 
-# The auto-close worker's pick: an episode starts at or before its last message, so a silent ticket's episode began
-# before the cut-off too, and the pick reads only the queue's entries of ix_tickets_queued older than it.
+# The auto-close worker's pick, per queue and tier: an episode starts at or before its last message, so a silent
+# ticket's episode began before the cut-off too, and the pick reads only the entries of ix_tickets_queued older
+# than it.
 QUIET = ("SELECT id, shop_id, queue, platform, conversation_id, tier, priority, primary_intent, opened_at, "
-         "last_message_at FROM tickets WHERE shop_id = $1 AND queue = $2 AND status = 'queued' AND opened_at <= $3 "
-         "AND last_message_at <= $3 ORDER BY opened_at LIMIT $4")
+         "last_message_at FROM tickets WHERE shop_id = $1 AND queue = $2 AND tier = $5 AND status = 'queued' "
+         "AND opened_at <= $3 AND last_message_at <= $3 ORDER BY opened_at LIMIT $4")
+
+# A shop's counters (migration 0018): queue_counts plus the changes not folded into it yet.
+COUNTED = ("SELECT queue, tier, queued, overdue FROM queue_counts WHERE shop_id = $1 UNION ALL "
+           "SELECT queue, tier, queued, overdue FROM queue_count_changes WHERE shop_id = $1")
+# The oldest queued episode of a shop's queue and tier (c.queue, c.tier): the first entry of ix_tickets_queued.
+OLDEST = ("SELECT t.opened_at FROM tickets t WHERE t.shop_id = {shop} AND t.queue = c.queue AND t.tier = c.tier "
+          "AND t.status = 'queued' ORDER BY t.opened_at LIMIT 1")
+_ADD_COUNTS = ("ON CONFLICT (shop_id, queue, tier) DO UPDATE SET queued = queue_counts.queued + excluded.queued, "
+               "overdue = queue_counts.overdue + excluded.overdue")
+
+_PG_FOLD = ("WITH gone AS (DELETE FROM queue_count_changes RETURNING shop_id, queue, tier, queued, overdue), "
+            "added AS (INSERT INTO queue_counts (shop_id, queue, tier, queued, overdue) SELECT shop_id, queue, tier, "
+            f"sum(queued), sum(overdue) FROM gone GROUP BY shop_id, queue, tier {_ADD_COUNTS}) "
+            "SELECT count(*) AS n FROM gone")
 
 
 @dataclass(slots=True)
@@ -142,6 +157,7 @@ class TicketStore(KeyStore, Protocol):
     async def messages(self, *, ticket_id: str, before: int | None, limit: int) -> list[Record]: ...
     async def queue_names(self, *, shop_id: str) -> list[str]: ...
     async def queue_depths(self, *, shop_id: str, queues: Sequence[str]) -> list[Record]: ...
+    async def fold_queue_counts(self) -> int: ...
     async def expiring(self, *, now: datetime, limit: int) -> list[Record]: ...
     async def shops_with_queue(self, *, shop_ids: Iterable[str], name: str) -> set[str]: ...
     async def requeue_expired(self, expiries: Sequence[Record], *, now: datetime) -> None: ...
@@ -149,7 +165,7 @@ class TicketStore(KeyStore, Protocol):
     async def release_all(self, *, agent_id: str, now: datetime) -> list[Record]: ...
     async def notify(self, channel: str, shop_ids: Iterable[str]) -> None: ...
     async def auto_close_queues(self) -> list[Record]: ...
-    async def quiet_tickets(self, *, shop_id: str, queue: str, before: datetime, limit: int,
+    async def quiet_tickets(self, *, shop_id: str, queue: str, tier: int, before: datetime, limit: int,
                             lock: bool = True) -> list[Record]: ...
     async def close_quiet(self, tickets: Sequence[Record], *, now: datetime) -> None: ...
 
@@ -368,14 +384,34 @@ class SharedTicketStore:
         return [r["name"] for r in rows]
 
     async def queue_depths(self, *, shop_id: str, queues: Sequence[str]) -> list[Record]:
-        """Queued tickets per queue and tier (`n`), with the oldest episode start of each (`opened_at`)."""
+        """Queued tickets per queue and tier (`n`), with the oldest episode start of each (`opened_at`): the
+        counters (migration 0018) and one probe of ix_tickets_queued per queue and tier, whatever the backlog."""
         if not queues:
             return []
         rows = await self.db.rows(
-            "SELECT queue, tier, count(*) AS n, min(opened_at) AS opened_at FROM tickets WHERE shop_id = $1 "
-            f"AND status = 'queued' AND queue IN ({placeholders(2, len(queues))}) GROUP BY queue, tier",
+            f"WITH c AS (SELECT queue, tier, sum(queued) AS n FROM ({COUNTED}) x "
+            f"WHERE queue IN ({placeholders(2, len(queues))}) GROUP BY queue, tier) "
+            f"SELECT c.queue, c.tier, c.n, ({OLDEST.format(shop='$1')}) AS opened_at FROM c WHERE c.n > 0",
             shop_id, *queues)
         return [decoded(r) for r in rows]
+
+    async def fold_queue_counts(self) -> int:
+        """Move the counters' changes into queue_counts; how many changes."""
+        if self.db.postgres:
+            # One statement: the changes it deletes are the ones it adds, whatever other writers append meanwhile.
+            row = await self.db.row(_PG_FOLD)
+            return int(row["n"]) if row else 0
+        # SQLite has one writer: two statements in its transaction see the same rows.
+        async with self.transaction():
+            row = await self.db.row("SELECT count(*) AS n FROM queue_count_changes")
+            if not row or not row["n"]:
+                return 0
+            await self.db.execute(
+                "INSERT INTO queue_counts (shop_id, queue, tier, queued, overdue) SELECT shop_id, queue, tier, "
+                "sum(queued), sum(overdue) FROM queue_count_changes WHERE true GROUP BY shop_id, queue, tier "
+                f"{_ADD_COUNTS}")
+            await self.db.execute("DELETE FROM queue_count_changes")
+        return int(row["n"])
 
     async def expiring(self, *, now: datetime, limit: int) -> list[Record]:
         """Held tickets whose lease ran out, oldest lease first; locked on PostgreSQL, skipping rows another
@@ -425,11 +461,12 @@ class SharedTicketStore:
             "SELECT q.shop_id, q.name AS queue, s.auto_close_after_hours AS hours FROM queues q "
             "JOIN shops s ON s.id = q.shop_id WHERE s.auto_close_after_hours > 0 ORDER BY q.shop_id, q.name")
 
-    async def quiet_tickets(self, *, shop_id: str, queue: str, before: datetime, limit: int,
+    async def quiet_tickets(self, *, shop_id: str, queue: str, tier: int, before: datetime, limit: int,
                             lock: bool = True) -> list[Record]:
-        """The queue's queued tickets whose conversation has been silent since before `before`, oldest episode
-        first; with `lock`, locked on PostgreSQL, skipping rows a claim, an ingestion or another closer holds."""
-        rows = await self.db.rows(QUIET + (self.db.skip_locked if lock else ""), shop_id, queue, before, limit)
+        """The queue's queued tickets of the tier whose conversation has been silent since before `before`, oldest
+        episode first; with `lock`, locked on PostgreSQL, skipping rows a claim, an ingestion or another closer
+        holds."""
+        rows = await self.db.rows(QUIET + (self.db.skip_locked if lock else ""), shop_id, queue, before, limit, tier)
         return [decoded(r) for r in rows]
 
     async def close_quiet(self, tickets: Sequence[Record], *, now: datetime) -> None:

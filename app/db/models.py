@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Column,
     Boolean,
     CheckConstraint,
     ForeignKey,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     Integer,
     SmallInteger,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -180,11 +182,12 @@ class Ticket(Base):
         # index itself. One index for both: a claim, reply or heartbeat adds one entry, not two (0007).
         Index("ix_tickets_held", "assigned_agent_id", "lease_expires_at",
               postgresql_where=text("assigned_agent_id IS NOT NULL"), sqlite_where=text("assigned_agent_id IS NOT NULL")),
-        # Open tickets still unanswered, by due time: the SLA watch finds breaches here (migration 0011).
-        # Queued tickets only, by shop, queue and episode start: a queue's oldest wait is its first entry, and the
-        # auto-close worker reads each queue's episodes opened before its cut-off here (migration 0016).
-        Index("ix_tickets_queued", "shop_id", "queue", "opened_at",
+        # Queued tickets only, by shop, queue, tier and episode start: the oldest wait of a queue and tier is its
+        # first entry, and the auto-close worker reads the episodes opened before its cut-off here (migrations
+        # 0016, 0018).
+        Index("ix_tickets_queued", "shop_id", "queue", "tier", "opened_at",
               postgresql_where=text("status = 'queued'"), sqlite_where=text("status = 'queued'")),
+        # Open tickets still unanswered, by due time: the SLA watch finds breaches here (migration 0011).
         Index("ix_tickets_unanswered", "first_response_due_at",
               postgresql_where=text("first_response_at IS NULL AND status <> 'resolved'"),
               sqlite_where=text("first_response_at IS NULL AND status <> 'resolved'")),
@@ -446,3 +449,26 @@ class SlaBreach(Base):
     opened_at: Mapped[datetime] = mapped_column(primary_key=True)
     due_at: Mapped[datetime]
     at: Mapped[datetime]
+
+
+class QueueCount(Base):
+    """Per shop, queue and tier: queued tickets, and open tickets overdue for their first response, kept by
+    triggers (migration 0018) and folded from queue_count_changes every second."""
+
+    __tablename__ = "queue_counts"
+
+    shop_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    queue: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tier: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    queued: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    overdue: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+# What the triggers append and the fold moves into queue_counts. No key: writers only insert (no claim waits for
+# another's counter) and the fold takes every row.
+queue_count_changes = Table(
+    "queue_count_changes", Base.metadata,
+    Column("shop_id", String(64), nullable=False), Column("queue", String(64), nullable=False),
+    Column("tier", SmallInteger, nullable=False), Column("queued", Integer, nullable=False, server_default="0"),
+    Column("overdue", Integer, nullable=False, server_default="0"),
+)

@@ -31,12 +31,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Agent, Message, Queue, Shop, Ticket, TicketEvent
+from app.db.models import Agent, Message, Queue, QueueCount, Shop, Ticket, TicketEvent, queue_count_changes
 from app.db.session import is_postgres
 from app.domain import DEFAULT_TARGET_SECONDS, ROUND_CAP_SECONDS, SYSTEM_ACTOR, TIER_NAMES, EventKind, Status, target_seconds
 
 E = TicketEvent.__table__
 T = Ticket.__table__
+QC = QueueCount.__table__
 
 EPISODE_STARTS = (EventKind.CREATED, EventKind.REOPENED)
 QUEUE_MOVES = (EventKind.CREATED, EventKind.REOPENED, EventKind.ROUTED, EventKind.TRANSFERRED)
@@ -299,10 +300,29 @@ async def service_levels(session: AsyncSession, *, shop_id: str, since: datetime
     return levels, (await session.execute(_grouped(postgres, rounds, ("round_response",), _round_aggregates))).all()
 
 
+def _counted(shop_id: str | None = None) -> Any:
+    """The queue counters (migration 0018) per shop, queue and tier: queue_counts plus the changes not folded yet."""
+    parts = [select(table.c.shop_id, table.c.queue, table.c.tier, table.c.queued, table.c.overdue)
+             .where(*([table.c.shop_id == shop_id] if shop_id is not None else []))
+             for table in (QC, queue_count_changes)]
+    both = union_all(*parts).subquery("counted")
+    return (select(both.c.shop_id, both.c.queue, both.c.tier, func.sum(both.c.queued).label("depth"),
+                   func.sum(both.c.overdue).label("overdue"))
+            .group_by(both.c.shop_id, both.c.queue, both.c.tier).subquery("counts"))
+
+
+def _oldest(counts: Any) -> Any:
+    """The oldest queued episode of a counted (shop, queue, tier): the first entry of ix_tickets_queued."""
+    return (select(T.c.opened_at).where(T.c.shop_id == counts.c.shop_id, T.c.queue == counts.c.queue,
+                                        T.c.tier == counts.c.tier, T.c.status == Status.QUEUED)
+            .order_by(T.c.opened_at).limit(1).scalar_subquery())
+
+
 async def backlog(session: AsyncSession, *, shop_id: str) -> Sequence[Row[Any]]:
-    """Queued tickets now per queue and tier, with the oldest episode start of each."""
-    stmt = (select(T.c.queue, T.c.tier, func.count().label("depth"), func.min(T.c.opened_at).label("oldest"))
-            .where(T.c.shop_id == shop_id, T.c.status == Status.QUEUED).group_by(T.c.queue, T.c.tier))
+    """Queued tickets now per queue and tier, with the oldest episode start of each: counters and index probes."""
+    counts = _counted(shop_id)
+    stmt = (select(counts.c.queue, counts.c.tier, counts.c.depth, _oldest(counts).label("oldest"))
+            .where(counts.c.depth > 0))
     return (await session.execute(stmt)).all()
 
 
@@ -336,28 +356,21 @@ async def presence_counts(session: AsyncSession, *, online_after: datetime) -> S
                                   .where(Agent.active.is_(True)).group_by(Agent.shop_id, presence))).all()
 
 
-async def backlog_everywhere(session: AsyncSession, *, now: datetime) -> Sequence[Row[Any]]:
+async def backlog_everywhere(session: AsyncSession) -> Sequence[Row[Any]]:
     """Per shop, queue and tier, in one statement: queued tickets, the oldest queued episode, open ones overdue."""
-    return (await session.execute(backlog_everywhere_statement(now))).all()
+    return (await session.execute(backlog_everywhere_statement())).all()
 
 
-def backlog_everywhere_statement(now: datetime) -> Any:
+def backlog_everywhere_statement() -> Any:
+    """The counters of every shop's queues (overdue: the breaches the SLA watch recorded, still unanswered), the
+    oldest queued episode of each non-empty one read from ix_tickets_queued: a few rows per queue, whatever the
+    backlog."""
     Q = Queue.__table__
-
-    def open_tickets(queued: bool) -> Any:
-        # One branch per open status, so each reads only its partial index, never resolved tickets: the claim
-        # index for queued ones, ix_tickets_held for held ones, whose predicate names the holder, not the status
-        # (the holder rule makes "has a holder" and "assigned" the same).
-        held = T.c.status == Status.QUEUED if queued else T.c.assigned_agent_id.is_not(None)
-        return select(T.c.shop_id, T.c.queue, T.c.tier, T.c.opened_at, literal(queued).label("queued"),
-                      and_(T.c.first_response_at.is_(None), T.c.first_response_due_at < now).label("overdue")
-                      ).where(held)
-
-    t = union_all(open_tickets(True), open_tickets(False)).subquery("open_tickets")
-    # Every queue appears, with a NULL tier when it holds no open ticket, so emptied queues read 0, not stale.
-    return (select(Q.c.shop_id, Q.c.name.label("queue"), t.c.tier,
-                   func.count(case((t.c.queued, 1))).label("depth"),
-                   func.min(case((t.c.queued, t.c.opened_at))).label("oldest"),
-                   func.count(case((t.c.overdue, 1))).label("overdue"))
-            .select_from(Q.outerjoin(t, and_(t.c.shop_id == Q.c.shop_id, t.c.queue == Q.c.name)))
-            .group_by(Q.c.shop_id, Q.c.name, t.c.tier))
+    counts = _counted()
+    oldest = case((counts.c.depth > 0, _oldest(counts)), else_=null())
+    # Every queue appears, with a NULL tier when nothing is counted, so emptied queues read 0, not stale.
+    return (select(Q.c.shop_id, Q.c.name.label("queue"), counts.c.tier,
+                   func.coalesce(counts.c.depth, 0).label("depth"), oldest.label("oldest"),
+                   func.coalesce(counts.c.overdue, 0).label("overdue"))
+            .select_from(Q.outerjoin(counts, and_(counts.c.shop_id == Q.c.shop_id, counts.c.queue == Q.c.name,
+                                                  or_(counts.c.depth != 0, counts.c.overdue != 0)))))

@@ -15,7 +15,7 @@ from app.clock import utcnow
 from app.db.claims import claim_store
 from app.db.errors import StoreUnavailable, translated
 from app.db.session import DriverConnections
-from app.domain import SYSTEM_ACTOR, EventKind, rfc3339
+from app.domain import SYSTEM_ACTOR, EventKind, Tier, rfc3339
 
 log = logging.getLogger("app.autoclose")
 
@@ -28,16 +28,18 @@ async def close_quiet(drivers: DriverConnections, *, now: datetime, limit: int =
     """Resolve every queued ticket silent past its shop's hours; how many per (shop, queue)."""
     closed: dict[tuple[str, str], int] = {}
     async with claim_store(drivers) as store:
-        for queue in await store.auto_close_queues():
+        for queue, tier in ((q, t) for q in await store.auto_close_queues() for t in Tier):
             shop_id, name, hours = queue["shop_id"], queue["queue"], queue["hours"]
             before = now - timedelta(hours=hours)
             while True:
                 # A look first, outside a transaction: most queues have nothing to close, and on SQLite a look
                 # takes no write lock.
-                if not await store.quiet_tickets(shop_id=shop_id, queue=name, before=before, limit=1, lock=False):
+                if not await store.quiet_tickets(shop_id=shop_id, queue=name, tier=tier, before=before, limit=1,
+                                                 lock=False):
                     break
                 async with store.transaction():
-                    rows = await store.quiet_tickets(shop_id=shop_id, queue=name, before=before, limit=limit)
+                    rows = await store.quiet_tickets(shop_id=shop_id, queue=name, tier=tier, before=before,
+                                                     limit=limit)
                     await store.close_quiet(rows, now=now)
                     await store.add_events([
                         {"ticket_id": r["id"], "shop_id": shop_id, "at": now, "kind": EventKind.RESOLVED.value,

@@ -152,7 +152,7 @@ def _agent_stats(levels: Levels, rounds: Levels, agents: list[Row[Any]], holding
 async def backlog_gauges(session: Session, *, now: datetime) -> list[Any]:
     """The backlog gauge families, read from the database now (one aggregate statement)."""
     async with translated():
-        rows = await stats_sql.backlog_everywhere(session, now=now)
+        rows = await stats_sql.backlog_everywhere(session)
         await session.rollback()
     return metrics.backlog_families(rows, now=now)
 

@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.clock import utcnow
-from app.db.claims import EXPIRING, QUIET
+from app.db.claims import COUNTED, EXPIRING, OLDEST, QUIET
 from app.db.driver import driver
 from app.db.stats import backlog_everywhere_statement
 
@@ -52,10 +52,18 @@ def whole_table_reads(lines: list[str]) -> list[str]:
             or (line.strip().startswith("SCAN") and "tickets" in line and "USING" not in line)]
 
 
-async def test_metrics_read_open_tickets_from_partial_indexes(app: FastAPI) -> None:
-    lines = await plan(app, backlog_everywhere_statement(utcnow()))
+async def test_metrics_read_counters_and_the_queued_index(app: FastAPI) -> None:
+    lines = await plan(app, backlog_everywhere_statement())
     assert not whole_table_reads(lines), "\n".join(lines)
-    assert any("ix_tickets_held" in line for line in lines), "\n".join(lines)
+    assert any("ix_tickets_queued" in line for line in lines), "\n".join(lines)
+
+
+async def test_queue_depths_read_counters_and_the_queued_index(app: FastAPI) -> None:
+    sql = (f"WITH c AS (SELECT queue, tier, sum(queued) AS n FROM ({COUNTED}) x GROUP BY queue, tier) "
+           f"SELECT c.queue, c.tier, c.n, ({OLDEST.format(shop='$1')}) AS opened_at FROM c WHERE c.n > 0")
+    lines = await plan_text(app, sql, "s")
+    assert not whole_table_reads(lines), "\n".join(lines)
+    assert any("ix_tickets_queued" in line for line in lines), "\n".join(lines)
 
 
 async def test_the_reaper_finds_expired_leases_in_the_held_index(app: FastAPI) -> None:
@@ -69,6 +77,6 @@ async def test_the_reaper_finds_expired_leases_in_the_held_index(app: FastAPI) -
 async def test_the_auto_close_pick_reads_the_queued_index(app: FastAPI) -> None:
     async with driver(app.state.drivers) as db:
         skip_locked = db.skip_locked
-    lines = await plan_text(app, QUIET + skip_locked, "s", "presale", datetime.now().astimezone(), 500)
+    lines = await plan_text(app, QUIET + skip_locked, "s", "presale", datetime.now().astimezone(), 500, 4)
     assert not whole_table_reads(lines), "\n".join(lines)
     assert any("ix_tickets_queued" in line for line in lines), "\n".join(lines)

@@ -339,16 +339,18 @@ async def silent_queued_tickets_are_picked_by_queue_and_closed_once(w: World) ->
     await w.claim(now=queued_at)  # the most urgent of the three is held now
     claimed = (await w.store.agent_tickets(agent_id=w.agent["id"]))[0].state.id
     cut_off = queued_at + timedelta(seconds=1)
-    picked = await w.store.quiet_tickets(shop_id=w.shop["id"], queue="aftersale", before=cut_off, limit=10)
-    assert [r["id"] for r in picked] == [t for t in (quiet, held) if t != claimed]
-    assert await w.store.quiet_tickets(shop_id=w.shop["id"], queue="presale", before=cut_off, limit=10) == []
+    picked = [r["id"] for tier in (2, 3) for r in await w.store.quiet_tickets(
+        shop_id=w.shop["id"], queue="aftersale", tier=tier, before=cut_off, limit=10)]
+    assert picked == [t for t in (quiet, held) if t != claimed]
+    assert await w.store.quiet_tickets(shop_id=w.shop["id"], queue="presale", tier=4, before=cut_off, limit=10) == []
     assert w.shop["id"] not in {q["shop_id"] for q in await w.store.auto_close_queues()}
     async with w.store.connected() as store, store.transaction():
-        rows = await store.quiet_tickets(shop_id=w.shop["id"], queue="aftersale", before=cut_off, limit=10)
+        rows = await store.quiet_tickets(shop_id=w.shop["id"], queue="aftersale", tier=2, before=cut_off, limit=10)
         await store.close_quiet(rows, now=cut_off)
     assert [(await w.store.ticket(ticket_id=t)).state.status for t in (quiet, talking, claimed)] == [  # type: ignore[union-attr]
         Status.RESOLVED, Status.QUEUED, Status.ASSIGNED]
-    assert await w.store.quiet_tickets(shop_id=w.shop["id"], queue="aftersale", before=cut_off, limit=10) == []
+    assert await w.store.quiet_tickets(shop_id=w.shop["id"], queue="aftersale", tier=2, before=cut_off,
+                                       limit=10) == []
 
 
 CASES: list[Callable[[World], Awaitable[None]]] = [
