@@ -6,9 +6,10 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
-    Column,
     Boolean,
     CheckConstraint,
+    Column,
+    Float,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -472,3 +473,45 @@ queue_count_changes = Table(
     Column("tier", SmallInteger, nullable=False), Column("queued", Integer, nullable=False, server_default="0"),
     Column("overdue", Integer, nullable=False, server_default="0"),
 )
+
+
+class EpisodeFact(Base):
+    """One episode of a ticket as the statistics read it (migration 0019): kept by a trigger on ticket_events in the
+    transaction of each event, by the rules app/db/stats.py reads the trail with. Retention keeps them."""
+
+    __tablename__ = "episode_facts"
+    __table_args__ = (Index("ix_episode_facts_shop", "shop_id", "opened_at"),)
+
+    ticket_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    opened_at: Mapped[datetime] = mapped_column(primary_key=True)
+    shop_id: Mapped[str] = mapped_column(String(64))
+    customer_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # The queue of the last move (start, re-route, transfer); the most urgent tier reached, as "P1"..."P4".
+    queue: Mapped[str | None] = mapped_column(String(64), default=None)
+    tier: Mapped[str | None] = mapped_column(String(2), default=None)
+    # Seconds from the start to the tightest due time, in open hours as set.
+    due_in: Mapped[float | None] = mapped_column(Float, default=None)
+    first_response_at: Mapped[datetime | None] = mapped_column(default=None)
+    responder: Mapped[str | None] = mapped_column(String(36), default=None)  # the agent; null for the seller
+    answered_late: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    resolved_at: Mapped[datetime | None] = mapped_column(default=None)
+    resolver: Mapped[str | None] = mapped_column(String(36), default=None)
+    closer: Mapped[str | None] = mapped_column(String(80), default=None)  # the resolved event's actor
+
+
+class RoundFact(Base):
+    """A buyer round (migration 0019): from its first buyer message to the next agent or seller reply, or cut by a
+    new episode; kept by a trigger on messages in the transaction of each message."""
+
+    __tablename__ = "round_facts"
+    __table_args__ = (Index("ix_round_facts_ticket", "ticket_id", "episode"),
+                      Index("ix_round_facts_shop", "shop_id", "episode"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[str] = mapped_column(String(36))
+    shop_id: Mapped[str] = mapped_column(String(64))
+    episode: Mapped[datetime]  # the start of the episode the round belongs to
+    started: Mapped[datetime]
+    reply_at: Mapped[datetime | None] = mapped_column(default=None)
+    replier: Mapped[str | None] = mapped_column(String(36), default=None)
+    cut: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")  # 1: a new episode ended it

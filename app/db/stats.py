@@ -1,9 +1,14 @@
-"""Service-level statistics as SQL aggregates over episodes rebuilt from the ticket event trail.
+"""Service-level statistics as SQL aggregates over episodes: from their summaries, or rebuilt from the event trail.
 
 An episode is one `created` or `reopened` event; it runs until the ticket's next such event. A
 ticket's events are written under its row lock, so their ids order them: everything between one
 episode start and the next belongs to the first. (The `message_received` of a reopening message is
 written just before `reopened`, so episode tiers come from the start and `reranked` events only.)
+
+The statistics read episode_facts and round_facts (migration 0019), which triggers on ticket_events and messages
+keep in the transaction of each write, by the same rules as the trail's reading here: a window reads its episodes
+and their rounds, never the shop's whole trail or every message. The trail's reading stays, as what the summaries
+must equal (tests/api/test_summaries.py) and what the migration fills them from.
 """
 
 from collections.abc import Mapping, Sequence
@@ -27,17 +32,22 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    text,
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Agent, Message, Queue, QueueCount, Shop, Ticket, TicketEvent, queue_count_changes
+from app.db.models import (Agent, EpisodeFact, Message, Queue, QueueCount, RoundFact, Shop, Ticket, TicketEvent,
+                           queue_count_changes)
 from app.db.session import is_postgres
 from app.domain import DEFAULT_TARGET_SECONDS, ROUND_CAP_SECONDS, SYSTEM_ACTOR, TIER_NAMES, EventKind, Status, target_seconds
 
 E = TicketEvent.__table__
 T = Ticket.__table__
 QC = QueueCount.__table__
+EF = EpisodeFact.__table__
+RF = RoundFact.__table__
+STATS_WORK_MEM = "64MB"
 
 EPISODE_STARTS = (EventKind.CREATED, EventKind.REOPENED)
 QUEUE_MOVES = (EventKind.CREATED, EventKind.REOPENED, EventKind.ROUTED, EventKind.TRANSFERRED)
@@ -65,8 +75,8 @@ def _target(queue: Any, tier: Any, *, shop_targets: Mapping[str, int],
     return case(*whens, else_=DEFAULT_TARGET_SECONDS)
 
 
-def _episodes(*, shop_id: str, since: datetime, until: datetime) -> Any:
-    """One row per episode opened in [since, until), with the raw facts of its events."""
+def _trail_episodes(*, shop_id: str, since: datetime, until: datetime) -> Any:
+    """One row per episode opened in [since, until), with the raw facts of its events, read from the trail."""
     # A later episode starts later, so filtering before the window function keeps every `next_id` right.
     starts = (select(E.c.id.label("start_id"), E.c.ticket_id, E.c.at.label("opened_at"),
                      func.lead(E.c.id).over(partition_by=E.c.ticket_id, order_by=E.c.id).label("next_id"))
@@ -225,8 +235,9 @@ def _least(postgres: bool, a: Any, b: Any) -> ColumnElement[Any]:
     return func.least(a, b) if postgres else func.min(a, b)
 
 
-def _rounds(postgres: bool, facts: Any, *, shop_id: str, since: datetime, as_of: datetime) -> Any:
-    """Per buyer round of the episodes in `facts`: its response time, capped, and whether it went unanswered.
+def _trail_round_rows(postgres: bool, *, shop_id: str, since: datetime) -> Any:
+    """Per buyer round since `since`, read from the messages and the trail: its ticket, start, episode, reply time,
+    replier, and whether a new episode cut it (`cut`).
 
     A round is the buyer messages after a reply (or the episode's start) up to the next agent or seller reply. The
     shop's messages and episode starts since `since` are read as one stream per ticket, in the order they happened
@@ -259,7 +270,7 @@ def _rounds(postgres: bool, facts: Any, *, shop_id: str, since: datetime, as_of:
     ).subquery("numbered")
     r = ranked.c
     # Every row of a round shares its number; so does the reply or start that ends it (counted after it).
-    rounds = (select(
+    return (select(
         r.ticket_id,
         func.min(case((r.item == "buyer", r.at))).label("started"),
         func.max(case((r.item == "buyer", r.episode))).label("episode"),
@@ -267,6 +278,16 @@ def _rounds(postgres: bool, facts: Any, *, shop_id: str, since: datetime, as_of:
         func.max(case((r.item == "reply", r.agent_id))).label("replier"),
         func.max(case((r.item == "start", 1), else_=0)).label("cut"),
     ).group_by(r.ticket_id, r.round_no).having(func.count(case((r.item == "buyer", 1))) > 0).subquery("rounds"))
+
+
+def _summary_round_rows(*, shop_id: str, since: datetime) -> Any:
+    """The same rows, as round_facts keeps them (migration 0019): no message is read."""
+    return (select(RF.c.ticket_id, RF.c.started, RF.c.episode, RF.c.reply_at, RF.c.replier, RF.c.cut)
+            .where(RF.c.shop_id == shop_id, RF.c.episode >= since).subquery("rounds"))
+
+
+def _rounds(postgres: bool, facts: Any, rounds: Any, *, as_of: datetime) -> Any:
+    """Per buyer round of the episodes in `facts`: its response time, capped, and whether it went unanswered."""
     cap = literal(float(ROUND_CAP_SECONDS))
     answered = _seconds(postgres, rounds.c.started, rounds.c.reply_at)
     waited = _seconds(postgres, rounds.c.started, literal(as_of, type_=E.c.at.type))
@@ -282,21 +303,50 @@ def _rounds(postgres: bool, facts: Any, *, shop_id: str, since: datetime, as_of:
         cast(response, Float).label("round_response"),
         case((and_(rounds.c.reply_at.is_(None), response.is_not(None)), 1), else_=0).label("unanswered"),
     ).select_from(rounds.join(facts, and_(f.ticket_id == rounds.c.ticket_id, f.opened_at == rounds.c.episode))
-                  ).cte("round_facts")
+                  ).cte("round_measures")
+
+
+def _summary_episodes(*, shop_id: str, since: datetime, until: datetime) -> Any:
+    """One row per episode opened in [since, until), as episode_facts keeps it (migration 0019); the running
+    episode's state is on its ticket, as in the trail's."""
+    F = EF
+    current = T.c.opened_at == F.c.opened_at
+    return (select(
+        F.c.ticket_id, F.c.opened_at, current.label("current"), F.c.customer_id,
+        case((current, T.c.queue), else_=F.c.queue).label("queue"),
+        F.c.tier, F.c.due_in, F.c.first_response_at, F.c.responder,
+        case((F.c.answered_late.is_(True), 1), else_=0).label("answered_late"),
+        case((current, T.c.resolved_at), else_=F.c.resolved_at).label("resolved_at"),
+        F.c.resolver, F.c.closer,
+        case((current, T.c.assigned_agent_id), else_=null()).label("holder"),
+        case((current, T.c.first_response_due_at), else_=null()).label("due_at"))
+        .select_from(F.join(T, T.c.id == F.c.ticket_id))
+        .where(F.c.shop_id == shop_id, F.c.opened_at >= since, F.c.opened_at < until)
+        .subquery("episodes"))
 
 
 async def service_levels(session: AsyncSession, *, shop_id: str, since: datetime, until: datetime,
                          as_of: datetime, shop_targets: Mapping[str, int],
-                         queue_targets: Mapping[str, Mapping[str, int] | None]) -> tuple[
+                         queue_targets: Mapping[str, Mapping[str, int] | None], from_trail: bool = False) -> tuple[
         Sequence[Row[Any]], Sequence[Row[Any]]]:
-    """Aggregates per (dimension, key) of the episodes opened in [since, until), and of their buyer rounds."""
+    """Aggregates per (dimension, key) of the episodes opened in [since, until), and of their buyer rounds: from
+    the summaries, or `from_trail`, rebuilt from the event trail and the messages (what the summaries must equal)."""
     postgres = is_postgres(session)
-    facts = _facts(postgres, _episodes(shop_id=shop_id, since=since, until=until), as_of=as_of,
-                   shop_targets=shop_targets, queue_targets=queue_targets)
-    episodes = _keyed(facts, ("first_response", "replied", "breached", "resolution", "auto_closed", "customer_id"))
-    levels = (await session.execute(_grouped(postgres, episodes, MEASURES, _aggregates))).all()
-    round_facts = _rounds(postgres, facts, shop_id=shop_id, since=since, as_of=as_of)
-    rounds = _keyed(round_facts, ("round_response", "unanswered"))
+    if postgres:
+        # Each statement reads a few thousand rows: compiling it (JIT) costs more than running it, and the
+        # percentiles' sorts fit in memory. Set for this transaction only, whatever the server's defaults.
+        await session.execute(text("SET LOCAL jit = off"))
+        await session.execute(text(f"SET LOCAL work_mem = '{STATS_WORK_MEM}'"))
+    if from_trail:
+        episodes = _trail_episodes(shop_id=shop_id, since=since, until=until)
+        round_rows = _trail_round_rows(postgres, shop_id=shop_id, since=since)
+    else:
+        episodes = _summary_episodes(shop_id=shop_id, since=since, until=until)
+        round_rows = _summary_round_rows(shop_id=shop_id, since=since)
+    facts = _facts(postgres, episodes, as_of=as_of, shop_targets=shop_targets, queue_targets=queue_targets)
+    keyed = _keyed(facts, ("first_response", "replied", "breached", "resolution", "auto_closed", "customer_id"))
+    levels = (await session.execute(_grouped(postgres, keyed, MEASURES, _aggregates))).all()
+    rounds = _keyed(_rounds(postgres, facts, round_rows, as_of=as_of), ("round_response", "unanswered"))
     return levels, (await session.execute(_grouped(postgres, rounds, ("round_response",), _round_aggregates))).all()
 
 

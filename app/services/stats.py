@@ -87,8 +87,10 @@ def _backlog(rows: list[Row[Any]], now: datetime) -> Backlog:
 
 
 async def shop_stats(session: Session, *, shop_id: str, since: datetime, until: datetime,
-                     now: datetime, presence_timeout: int = DEFAULT_PRESENCE_TIMEOUT) -> ShopStats:
-    """Per shop, queue, tier and agent: the service levels of episodes opened in [since, until), and the backlog now."""
+                     now: datetime, presence_timeout: int = DEFAULT_PRESENCE_TIMEOUT,
+                     from_trail: bool = False) -> ShopStats:
+    """Per shop, queue, tier and agent: the service levels of episodes opened in [since, until), and the backlog now;
+    from the summaries, or `from_trail`, rebuilt from the event trail (what the summaries must equal)."""
     config = await stats_sql.shop_config(session, shop_id=shop_id)
     if config is None:
         await session.rollback()
@@ -96,7 +98,7 @@ async def shop_stats(session: Session, *, shop_id: str, since: datetime, until: 
     shop_targets, queue_targets, agents = config
     rows, round_rows = await stats_sql.service_levels(
         session, shop_id=shop_id, since=since, until=until, as_of=min(until, now), shop_targets=shop_targets,
-        queue_targets=queue_targets)
+        queue_targets=queue_targets, from_trail=from_trail)
     backlog = list(await stats_sql.backlog(session, shop_id=shop_id))
     holding = await stats_sql.holding(session, shop_id=shop_id)
     await session.rollback()

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.asyncio
 TABLES = {"shops", "webhook_secrets", "queues", "agents", "agent_queues", "customers", "tickets", "messages",
           "ticket_events", "idempotency_keys", "rulesets", "reply_templates", "delivery_endpoints", "outbox_events",
           "deliveries", "delivery_attempts", "sla_breaches", "message_keys", "queue_counts",
-          "queue_count_changes"}
+          "queue_count_changes", "episode_facts", "round_facts"}
 # PostgreSQL's monthly partitions of messages and ticket_events (migration 0017) are tables of their own.
 PARTITION = re.compile(r"^(messages|ticket_events)_y\d{4}m\d{2}$")
 
