@@ -3,7 +3,8 @@
 Per endpoint count, on a fresh PostgreSQL database with a `triage serve` process (its relay delivering):
 
 - **bare**: a bare httpx POST loop to the same receiver paths, as many posts at once as the relay may send
-  (TRIAGE_DELIVERY_CONCURRENCY per endpoint): requests/s, p50/p99, and the CPU the loop's process spent per request.
+  (TRIAGE_DELIVERY_CONCURRENCY per endpoint, one client per endpoint as the relay has one connection pool per
+  endpoint): requests/s, p50/p99, and the CPU the loop's process spent per request.
 - **steady**: replies committed at a steady rate (default 500/s for 10 s) over many held tickets; p50/p99 from a
   reply's commit (the `created_at` the reply statement stamps, taken before it runs) to the receiver's answer, and
   deliveries/s over the phase. The replies are written by this process with the reply statement of the ticket
@@ -11,8 +12,8 @@ Per endpoint count, on a fresh PostgreSQL database with a `triage serve` process
   without the HTTP API in front, whose own rate on a small machine is below 500/s and is measured elsewhere
   (bench/queues.py). The service process then runs the relay and nothing else.
 - **drain**: the service stopped, a backlog of replies committed, the service started again: deliveries/s from
-  the first answer to the last, the capacity of one relay, and the service's CPU per delivery beside the bare
-  loop's CPU per request.
+  the first answer to the last, the capacity of one relay, and the CPU per delivery of the service and of the
+  PostgreSQL backends serving the bench's database, beside the bare loop's CPU per request.
 
 The receiver is a minimal asyncio HTTP/1.1 server in its own process (uvloop, keep-alive, no framework): it answers
 200 at once and notes, per path and webhook-id, the reply's commit time and when it answered. Its CPU per request is
@@ -41,6 +42,7 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
+from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -134,6 +136,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def database_cpu_seconds(name: str) -> float:
+    """User and system CPU so far of the PostgreSQL backends connected to database `name` (on this host)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+                if title.startswith(b"postgres:") and f" {name} ".encode() in title:
+                    total += cpu_seconds(int(entry.name))
+            except OSError:  # the process ended meanwhile
+                continue
+    return total
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -166,8 +182,9 @@ class Receiver:
 
 
 async def bare_loop(receiver: Receiver, paths: list[str], *, concurrency: int, seconds: float) -> dict[str, float]:
-    """A bare httpx POST loop, `concurrency` posts at once spread over `paths`: requests/s, p50/p99 in ms, and the
-    CPU this process and the receiver spent per request in µs."""
+    """A bare httpx POST loop, `concurrency` posts at once to each of `paths`, one client (and pool) per path as the
+    relay has one per endpoint: requests/s, p50/p99 in ms, and the CPU this process and the receiver spent per
+    request in µs."""
     latencies: list[float] = []
     body = orjson.dumps({"type": "reply.created", "timestamp": "2026-12-02T08:00:00.000000Z", "data": {
         "shop_id": "bench", "text": "亲，已经帮您催快递了", "created_at": "2026-12-02T08:00:00.000000Z"}})
@@ -175,20 +192,24 @@ async def bare_loop(receiver: Receiver, paths: list[str], *, concurrency: int, s
                "webhook-signature": "v1," + "A" * 44}
     stop = time.monotonic() + seconds
 
-    async def poster(n: int, http: httpx.AsyncClient) -> None:
-        url = f"{receiver.url}{paths[n % len(paths)]}"
+    async def poster(url: str, http: httpx.AsyncClient) -> None:
         while time.monotonic() < stop:
             started = time.perf_counter()
             (await http.post(url, content=body, headers=headers)).raise_for_status()
             latencies.append((time.perf_counter() - started) * 1000)
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=10, limits=limits) as http:
-        await receiver.reset(http)
+    clients = [httpx.AsyncClient(timeout=10, limits=limits) for _ in paths]
+    try:
+        await receiver.reset(clients[0])
         cpu, receiver_cpu, began = time.process_time(), cpu_seconds(receiver.process.pid), time.monotonic()
-        await asyncio.gather(*[poster(n, http) for n in range(concurrency)])
+        await asyncio.gather(*[poster(f"{receiver.url}{path}", http) for path, http in zip(paths, clients, strict=True)
+                               for _ in range(concurrency)])
         took = time.monotonic() - began
         cpu, receiver_cpu = time.process_time() - cpu, cpu_seconds(receiver.process.pid) - receiver_cpu
+    finally:
+        for http in clients:
+            await http.aclose()
     n = len(latencies)
     return {"per_second": n / took, "p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99),
             "cpu_us": cpu / n * 1e6, "receiver_cpu_us": receiver_cpu / n * 1e6}
@@ -290,6 +311,7 @@ async def run(url: str, receiver: Receiver, *, endpoints: int, rate: float, seco
     env = {"TRIAGE_DELIVERY_ALLOW_PRIVATE": "1", "TRIAGE_LEASE_SECONDS": "3600", "TRIAGE_LOG_LEVEL": "warning"}
     await upgrade_async(url)
     paths = [f"/e{n}" for n in range(endpoints)]
+    database_name = make_url(url).database or ""
     figures: dict[str, Any] = {}
     logs = Path(os.environ.get("TMPDIR", "/tmp"))
     service = ServiceProcess(url, ADMIN_TOKEN, extra_env=env, log_path=logs / f"bench-delivery-{os.getpid()}-1.log")
@@ -297,17 +319,20 @@ async def run(url: str, receiver: Receiver, *, endpoints: int, rate: float, seco
         try:
             await service.ready()
             held = await setup(service.base_url, receiver.url, endpoints, conversations)
-            figures["bare"] = await bare_loop(receiver, paths, concurrency=WINDOW * endpoints, seconds=5)
+            figures["bare"] = await bare_loop(receiver, paths, concurrency=WINDOW, seconds=5)
 
             # Steady: replies at `rate`, delivered as they come.
             await receiver.reset(http)
             count = int(rate * seconds)
             spy = sampling(service, profile and f"{profile}-{endpoints}-steady.txt")
-            cpu = cpu_seconds(service.process.pid)
+            cpu, database_cpu, producer_cpu = (cpu_seconds(service.process.pid), database_cpu_seconds(database_name),
+                                               time.process_time())
             produced = await produce(url, held, rate=rate, count=count)
+            producer_cpu = time.process_time() - producer_cpu
             notes = await arrivals(receiver, count * endpoints, timeout=120)
             stop_sampling(spy)
             service_cpu = cpu_seconds(service.process.pid) - cpu
+            database_cpu = database_cpu_seconds(database_name) - database_cpu
             answered = notes["notes"].values()
             latencies = [(at - _committed(created)) * 1000 for created, at in answered]
             first = min(_committed(created) for created, _ in answered)
@@ -315,11 +340,15 @@ async def run(url: str, receiver: Receiver, *, endpoints: int, rate: float, seco
             figures["steady"] = {"offered": count * endpoints, "delivered": len(answered), "repeats": notes["repeats"],
                                  "per_second": len(answered) / (last - first), "p50": percentile(latencies, 0.5),
                                  "p99": percentile(latencies, 0.99), "max": max(latencies), **produced,
-                                 "cpu_us": service_cpu / max(1, len(answered)) * 1e6}
+                                 "cpu_us": service_cpu / max(1, len(answered)) * 1e6,
+                                 "database_cpu_us": database_cpu / max(1, len(answered)) * 1e6,
+                                 "producer_cpu_us": producer_cpu / count * 1e6}
         finally:
             service.stop()
 
-        # Drain: a backlog committed while no relay runs, then one service delivering it.
+        # Drain: a backlog committed while no relay runs, then one service delivering it (with what the steady phase
+        # left undelivered, if anything).
+        wanted = backlog * endpoints + figures["steady"]["offered"] - figures["steady"]["delivered"]
         await receiver.reset(http)
         produced = await produce(url, held, rate=None, count=backlog)
         service = ServiceProcess(url, ADMIN_TOKEN, extra_env=env, log_path=logs / f"bench-delivery-{os.getpid()}-2.log")
@@ -327,18 +356,20 @@ async def run(url: str, receiver: Receiver, *, endpoints: int, rate: float, seco
             await service.ready()
             spy = sampling(service, profile and f"{profile}-{endpoints}-drain.txt")
             cpu, receiver_cpu = cpu_seconds(service.process.pid), cpu_seconds(receiver.process.pid)
-            notes = await arrivals(receiver, backlog * endpoints, timeout=600)
+            database_cpu = database_cpu_seconds(database_name)
+            notes = await arrivals(receiver, wanted, timeout=600)
             stop_sampling(spy)
             service_cpu = cpu_seconds(service.process.pid) - cpu
             receiver_cpu = cpu_seconds(receiver.process.pid) - receiver_cpu
+            database_cpu = database_cpu_seconds(database_name) - database_cpu
         finally:
             service.stop()
         answered_at = sorted(at for _, at in notes["notes"].values())
         delivered = len(answered_at)
-        figures["drain"] = {"offered": backlog * endpoints, "delivered": delivered, "repeats": notes["repeats"],
+        figures["drain"] = {"offered": wanted, "delivered": delivered, "repeats": notes["repeats"],
                             "per_second": (delivered - 1) / (answered_at[-1] - answered_at[0]),
                             "cpu_us": service_cpu / delivered * 1e6, "receiver_cpu_us": receiver_cpu / delivered * 1e6,
-                            "produced_per_second": produced["rate"]}
+                            "database_cpu_us": database_cpu / delivered * 1e6, "produced_per_second": produced["rate"]}
     return figures
 
 
@@ -366,17 +397,19 @@ def main() -> None:
                                     backlog=args.backlog, conversations=args.conversations, profile=args.profile))
             bare, steady, drain = f["bare"], f["steady"], f["drain"]
             print(f"{endpoints} endpoint(s), {args.conversations} conversations, load {os.getloadavg()[0]:.1f}")
-            print(f"  bare httpx loop ({WINDOW * endpoints} at once): {bare['per_second']:,.0f} requests/s, p50 "
+            print(f"  bare httpx loop ({WINDOW} at once to each endpoint): {bare['per_second']:,.0f} requests/s, p50 "
                   f"{bare['p50']:.1f} ms, p99 {bare['p99']:.1f} ms; CPU per request {bare['cpu_us']:.0f} µs "
                   f"(receiver {bare['receiver_cpu_us']:.0f} µs)")
             print(f"  steady: replies offered at {args.rate:.0f}/s, committed at {steady['rate']:.0f}/s (latest start "
                   f"{steady['lag_ms']:.0f} ms behind); {steady['delivered']:,} of {steady['offered']:,} delivered "
                   f"({steady['repeats']} repeats), {steady['per_second']:,.0f} deliveries/s; commit to answer p50 "
-                  f"{steady['p50']:.1f} ms, p99 {steady['p99']:.1f} ms, max {steady['max']:.0f} ms; service CPU "
-                  f"{steady['cpu_us']:.0f} µs per delivery")
+                  f"{steady['p50']:.1f} ms, p99 {steady['p99']:.1f} ms, max {steady['max']:.0f} ms; CPU per delivery: "
+                  f"service {steady['cpu_us']:.0f} µs, PostgreSQL (replies included) {steady['database_cpu_us']:.0f} µs; "
+                  f"producer {steady['producer_cpu_us']:.0f} µs per reply")
             print(f"  drain: {drain['delivered']:,} of {drain['offered']:,} delivered ({drain['repeats']} repeats), "
-                  f"{drain['per_second']:,.0f} deliveries/s; service CPU {drain['cpu_us']:.0f} µs per delivery "
-                  f"(receiver {drain['receiver_cpu_us']:.0f} µs); ratio to the bare loop "
+                  f"{drain['per_second']:,.0f} deliveries/s; CPU per delivery: service {drain['cpu_us']:.0f} µs, "
+                  f"PostgreSQL {drain['database_cpu_us']:.0f} µs, receiver {drain['receiver_cpu_us']:.0f} µs; "
+                  "ratio to the bare loop "
                   f"{drain['per_second'] / bare['per_second']:.2f}")
     finally:
         receiver.stop()

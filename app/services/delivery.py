@@ -258,18 +258,20 @@ class Relay:
         self.token = f"relay-{secrets.token_hex(8)}"
         recorder = asyncio.create_task(self._recorder())
         try:
-            last_pick = 0.0
+            last_pick = last_sweep = 0.0
             while True:
                 wait = last_pick + PICK_INTERVAL - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
                 self._notifier.outbox.clear()
                 last_pick = time.monotonic()
+                if last_pick - last_sweep > LANE_IDLE_SECONDS / 2:
+                    last_sweep = last_pick
+                    self._close_idle_lanes()
                 picked, asked = await self._pick()
                 if picked and picked == asked:
                     continue  # as many as it asked for: more may be due
                 await self._sleep(busy=picked > 0 or bool(self._sends))
-                self._close_idle_lanes()
         finally:
             await self._stop(recorder)
 
