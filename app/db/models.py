@@ -497,6 +497,8 @@ class EpisodeFact(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(default=None)
     resolver: Mapped[str | None] = mapped_column(String(36), default=None)
     closer: Mapped[str | None] = mapped_column(String(80), default=None)  # the resolved event's actor
+    # A later episode of the ticket began (migration 0020): this one's figures no longer depend on the ticket row.
+    ended: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
 
 class RoundFact(Base):

@@ -307,22 +307,33 @@ def _rounds(postgres: bool, facts: Any, rounds: Any, *, as_of: datetime) -> Any:
 
 
 def _summary_episodes(*, shop_id: str, since: datetime, until: datetime) -> Any:
-    """One row per episode opened in [since, until), as episode_facts keeps it (migration 0019); the running
-    episode's state is on its ticket, as in the trail's."""
+    """One row per episode opened in [since, until), as episode_facts keeps it (migrations 0019, 0020). A running
+    episode's holder and due time are on its ticket row only, as in the trail's reading: the ticket is read for a
+    running episode that no agent answered or resolved yet; every other episode's figures are in its summary (its
+    queue and resolution follow the same events as its ticket's)."""
     F = EF
-    current = T.c.opened_at == F.c.opened_at
-    return (select(
-        F.c.ticket_id, F.c.opened_at, current.label("current"), F.c.customer_id,
-        case((current, T.c.queue), else_=F.c.queue).label("queue"),
-        F.c.tier, F.c.due_in, F.c.first_response_at, F.c.responder,
-        case((F.c.answered_late.is_(True), 1), else_=0).label("answered_late"),
-        case((current, T.c.resolved_at), else_=F.c.resolved_at).label("resolved_at"),
-        F.c.resolver, F.c.closer,
-        case((current, T.c.assigned_agent_id), else_=null()).label("holder"),
-        case((current, T.c.first_response_due_at), else_=null()).label("due_at"))
-        .select_from(F.join(T, T.c.id == F.c.ticket_id))
-        .where(F.c.shop_id == shop_id, F.c.opened_at >= since, F.c.opened_at < until)
-        .subquery("episodes"))
+    window = (F.c.shop_id == shop_id, F.c.opened_at >= since, F.c.opened_at < until)
+    needs_ticket = and_(F.c.ended.is_(False),
+                        or_(F.c.first_response_at.is_(None), and_(F.c.responder.is_(None), F.c.resolver.is_(None))))
+
+    def episodes(*extra: Any, ticket: bool) -> Any:
+        current = T.c.opened_at == F.c.opened_at if ticket else F.c.ended.is_(False)
+        return select(
+            F.c.ticket_id, F.c.opened_at, current.label("current"), F.c.customer_id,
+            (case((current, T.c.queue), else_=F.c.queue) if ticket else F.c.queue).label("queue"),
+            F.c.tier, F.c.due_in, F.c.first_response_at, F.c.responder,
+            case((F.c.answered_late.is_(True), 1), else_=0).label("answered_late"),
+            (case((current, T.c.resolved_at), else_=F.c.resolved_at) if ticket else F.c.resolved_at)
+            .label("resolved_at"),
+            F.c.resolver, F.c.closer,
+            (case((current, T.c.assigned_agent_id), else_=null()) if ticket else null()).label("holder"),
+            (case((current, T.c.first_response_due_at), else_=null()) if ticket else null()).label("due_at"),
+        ).where(*window, *extra)
+
+    return union_all(
+        episodes(~needs_ticket, ticket=False),
+        episodes(needs_ticket, ticket=True).join_from(F, T, T.c.id == F.c.ticket_id),
+    ).subquery("episodes")
 
 
 async def service_levels(session: AsyncSession, *, shop_id: str, since: datetime, until: datetime,
@@ -345,9 +356,18 @@ async def service_levels(session: AsyncSession, *, shop_id: str, since: datetime
         round_rows = _summary_round_rows(shop_id=shop_id, since=since)
     facts = _facts(postgres, episodes, as_of=as_of, shop_targets=shop_targets, queue_targets=queue_targets)
     keyed = _keyed(facts, ("first_response", "replied", "breached", "resolution", "auto_closed", "customer_id"))
-    levels = (await session.execute(_grouped(postgres, keyed, MEASURES, _aggregates))).all()
-    rounds = _keyed(_rounds(postgres, facts, round_rows, as_of=as_of), ("round_response", "unanswered"))
-    return levels, (await session.execute(_grouped(postgres, rounds, ("round_response",), _round_aggregates))).all()
+    levels = _grouped(postgres, keyed, MEASURES, _aggregates).subquery("levels")
+    round_keyed = _keyed(_rounds(postgres, facts, round_rows, as_of=as_of), ("round_response", "unanswered"))
+    rounds = _grouped(postgres, round_keyed, ("round_response",), _round_aggregates).subquery("round_levels")
+    # One statement, so the episodes are read once for both: a row per (dimension, key) of either.
+    rows = (await session.execute(select(
+        func.coalesce(levels.c.dimension, rounds.c.dimension).label("dimension"),
+        func.coalesce(levels.c.key, rounds.c.key).label("key"),
+        *(c for c in levels.c if c.name not in ("dimension", "key")),
+        *(c for c in rounds.c if c.name not in ("dimension", "key")),
+    ).select_from(levels.join(rounds, and_(levels.c.dimension == rounds.c.dimension, levels.c.key == rounds.c.key),
+                              full=True)))).all()
+    return [r for r in rows if r.received is not None], [r for r in rows if r.rounds is not None]
 
 
 def _counted(shop_id: str | None = None) -> Any:

@@ -158,7 +158,10 @@ def _backfill() -> None:
     until = datetime(9999, 1, 1, tzinfo=UTC)
     columns = ["ticket_id", "opened_at", "shop_id", "customer_id", "queue", "tier", "due_in", "first_response_at",
                "responder", "answered_late", "resolved_at", "resolver", "closer"]
-    EF, RF = stats.EF, stats.RF
+    # The tables as this revision has them (not the models of whatever revision runs it).
+    EF = sa.table("episode_facts", *(sa.column(name) for name in columns))
+    RF = sa.table("round_facts", *(sa.column(name) for name in
+                                   ("ticket_id", "shop_id", "episode", "started", "reply_at", "replier", "cut")))
     with Session(bind=bind) as session:
         for (shop_id,) in session.execute(sa.text("SELECT id FROM shops")).all():
             ep = stats._trail_episodes(shop_id=shop_id, since=since, until=until)

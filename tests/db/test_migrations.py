@@ -22,6 +22,7 @@ from app.db.migrate import downgrade, head_revision, revision_of, upgrade, upgra
 from app.db.models import Message, MessageIdempotencyKey, Queue, Shop, Ticket, WebhookSecret
 from app.db.session import create_engine
 from app.main import create_app
+from app.services import stats
 from tests.conftest import make_settings
 from tests.support import ADMIN_TOKEN, BACKENDS, fresh_database
 from tests.support.clock import freeze
@@ -276,3 +277,11 @@ async def test_the_partitions_migration_moves_a_populated_database_down_and_up(
                 message("我要退货", conversation="c0", message_id="m0"), message("还在吗", conversation="c9")])
             assert [r["duplicate"] for r in again.json()["results"]] == [True, False]
             assert again.json()["results"][0]["queue"] == "aftersale"
+            # The summaries made from the moved trail (migration 0019) say what the trail says.
+            now = utcnow()
+            figures = []
+            for from_trail in (False, True):
+                async with app.state.sessionmaker() as session:
+                    figures.append((await stats.shop_stats(session, shop_id="moved", since=now - timedelta(days=60),
+                                                           until=now, now=now, from_trail=from_trail)).model_dump())
+            assert figures[0] == figures[1] and figures[0]["overall"]["conversations_received"] == 5
