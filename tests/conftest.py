@@ -82,6 +82,16 @@ async def app(database_url: str) -> AsyncIterator[FastAPI]:
 
 
 @pytest.fixture
+async def quiet_workers(app: FastAPI) -> AsyncIterator[None]:
+    """The app's own lease reaper, SLA watch and auto-close stopped for the test, restarted after: with a frozen clock
+    moved hours ahead they would change its tickets between its reads; such a test runs them itself."""
+    for name in ("lease-reaper", "sla-watch", "auto-close"):
+        await app.state.workers.stop(name)
+    yield
+    app.state.workers.start()
+
+
+@pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
         yield http

@@ -70,7 +70,7 @@ async def check(app: FastAPI, client: httpx.AsyncClient, admin: dict[str, str], 
 
 async def test_the_counters_follow_every_change_of_a_ticket(
         app: FastAPI, client: httpx.AsyncClient, admin_headers: dict[str, str], new_shop: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, quiet_workers: None) -> None:
     clock: FrozenClock = freeze(monkeypatch, utcnow())
     shop = await new_shop(auto_close_after_hours=48)
     lin = await new_agent(client, admin_headers, shop["id"], capacity=10)
@@ -120,7 +120,7 @@ async def test_the_counters_follow_every_change_of_a_ticket(
 
 async def test_the_counters_hold_with_claims_replies_and_breaches_racing(
         app: FastAPI, client: httpx.AsyncClient, admin_headers: dict[str, str], new_shop: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, quiet_workers: None) -> None:
     clock: FrozenClock = freeze(monkeypatch, utcnow())
     shop = await new_shop()
     agents = [await new_agent(client, admin_headers, shop["id"], capacity=10) for _ in range(4)]

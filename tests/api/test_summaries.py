@@ -69,7 +69,7 @@ class Script:
 
 async def test_statistics_from_summaries_equal_the_trails(
         app: FastAPI, client: httpx.AsyncClient, admin_headers: dict[str, str], new_shop: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, quiet_workers: None) -> None:
     t0 = utcnow().replace(microsecond=0) - timedelta(days=3)
     clock = freeze(monkeypatch, t0)
     shop = await new_shop(auto_close_after_hours=24)
