@@ -5,7 +5,7 @@ Every agent console runs claim -> reply -> resolve in a loop, so these run hundr
 bare driver (app/db/driver.py) rather than the ORM (docs/design.md, "The hot paths run on the bare driver").
 SharedTicketStore writes each statement once, for both databases: on SQLite each write is one short BEGIN
 IMMEDIATE transaction. PostgresTicketStore replaces the operations where PostgreSQL saves round trips: a
-claim is one call of triage_claim() (migrations 0004, 0006 and 0013), a holder's write changes the ticket and
+claim is one call of triage_claim() (migrations 0004, 0006, 0013 and 0021), a holder's write changes the ticket and
 appends its event in one statement with CTEs and reads the thread in it, and wake-ups are NOTIFYs.
 """
 
@@ -25,7 +25,15 @@ from app.domain import DELIVERY_EVENT_BITS, TICKET_FIELDS, DeliveryEvent, EventK
 _TICKET = ", ".join(TICKET_FIELDS)
 _TICKET_T = ", ".join(f"t.{c}" for c in TICKET_FIELDS)
 _TICKET_C = ", ".join(f"c.{c}" for c in TICKET_FIELDS)
-CLAIM_ORDER_SQL = "tier, priority DESC, opened_at, opened_seq"
+CLAIM_ORDER = ("tier", "priority DESC", "opened_at", "opened_seq")
+CLAIM_ORDER_SQL = ", ".join(CLAIM_ORDER)
+
+
+def claim_order(alias: str) -> str:
+    """The claim order on the columns of the table named `alias`."""
+    return ", ".join(f"{alias}.{column}" for column in CLAIM_ORDER)
+
+
 # A message with the ticket's customer (the view shows the customer beside the thread).
 _THREAD = ("m.id, m.ticket_id, m.direction, m.text, m.sent_at, m.received_at, m.order_id, m.agent_id, m.triage, "
            "m.delivery, m.kind, m.content, "
@@ -44,6 +52,17 @@ EXPIRING = ("SELECT id, shop_id, queue, assigned_agent_id, lease_expires_at, del
             "conversation_id, tier, priority, primary_intent FROM tickets "
             "WHERE assigned_agent_id IS NOT NULL AND status = 'assigned' AND lease_expires_at <= $1 "
             "ORDER BY lease_expires_at LIMIT $2")
+
+# The first queued ticket of one queue ($1 shop, q.queue) by the claim order: one probe of ix_tickets_claim.
+QUEUE_HEAD = ("SELECT t.id FROM tickets t WHERE t.shop_id = {shop} AND t.queue = q.queue AND t.status = 'queued' "
+              f"ORDER BY {claim_order('t')} LIMIT 1")
+# The agent's ($1) claim in shop $4: the head of each queue it serves, the best of them by the claim order, if the
+# agent is active and below its capacity; so many probes as queues served, whatever the other queues hold.
+_CLAIM = ("UPDATE tickets SET status = 'assigned', assigned_agent_id = $1, lease_expires_at = $2, updated_at = $3 "
+          "WHERE id = (SELECT p.id FROM agent_queues q JOIN tickets p ON p.id = "
+          f"({QUEUE_HEAD.format(shop='$4')}) WHERE q.agent_id = $1 "
+          f"AND ({_HELD_COUNT}) < (SELECT capacity FROM agents WHERE id = $1 AND active) "
+          f"ORDER BY {claim_order('p')} LIMIT 1) AND status = 'queued' RETURNING {_TICKET}")
 
 # The auto-close worker's pick, per queue and tier: an episode starts at or before its last message, so a silent
 # ticket's episode began before the cut-off too, and the pick reads only the entries of ix_tickets_queued older
@@ -196,14 +215,9 @@ class SharedTicketStore:
         """Assign the agent the most urgent queued ticket of its queues, within its capacity, with the event; the
         agent is online and seen now (its row written only when it was not, or not since `touch_before`)."""
         # One statement: pick, capacity test and assignment together, under SQLite's one write lock.
-        sql = (f"UPDATE tickets SET status = 'assigned', assigned_agent_id = $1, lease_expires_at = $2, "
-               f"updated_at = $3 WHERE id = (SELECT id FROM tickets WHERE shop_id = $4 AND status = 'queued' "
-               f"AND queue IN (SELECT queue FROM agent_queues WHERE agent_id = $1) "
-               f"AND ({_HELD_COUNT}) < (SELECT capacity FROM agents WHERE id = $1 AND active) "
-               f"ORDER BY {CLAIM_ORDER_SQL} LIMIT 1) AND status = 'queued' RETURNING {_TICKET}")
         async with self.transaction():
             await self.touch_agent(agent_id=agent_id, now=now, touch_before=touch_before, online=True)
-            claimed = _stored(await self.db.row(sql, agent_id, lease_until, now, shop_id))
+            claimed = _stored(await self.db.row(_CLAIM, agent_id, lease_until, now, shop_id))
             if claimed is not None:
                 await self._event(claimed.state, now, EventKind.CLAIMED, f"agent:{agent_id}",
                                   {**event, "deliveries": claimed.state.deliveries})

@@ -170,11 +170,12 @@ class Ticket(Base):
             " AND (assigned_agent_id IS NULL OR lease_expires_at IS NOT NULL)",
             name="holder_matches_status",
         ),
-        # Claim order: tier, then priority (highest first), then the oldest episode, then arrival (migrations
-        # 0002, 0003), across all the queues of a shop: an agent's claim filters its queues on the way.
+        # Queued tickets by shop and queue, then the claim order: tier, priority (highest first), the oldest
+        # episode, its opening message (migrations 0002, 0003). A claim reads the first entry of each queue its
+        # agent serves and takes the best of them (0021).
         Index(
-            "ix_tickets_claim_shop",
-            "shop_id", "tier", text("priority DESC"), "opened_at", "opened_seq",
+            "ix_tickets_claim",
+            "shop_id", "queue", "tier", text("priority DESC"), "opened_at", "opened_seq",
             postgresql_where=text("status = 'queued'"),
             sqlite_where=text("status = 'queued'"),
         ),
