@@ -38,11 +38,13 @@ def tier_number(name: str) -> int:
 
 
 class Status(StrEnum):
-    """Where a ticket is: waiting in its queue, held by an agent under a lease, or closed."""
+    """Where a ticket is: waiting in its queue, held by an agent under a lease, snoozed until a time or the buyer's next
+    message (out of every queue), or closed."""
 
     QUEUED = "queued"
     ASSIGNED = "assigned"
     RESOLVED = "resolved"
+    PENDING = "pending"
 
 
 class Presence(StrEnum):
@@ -89,6 +91,8 @@ class EventKind(StrEnum):
     LEASE_EXPIRED = "lease_expired"
     SLA_BREACHED = "sla_breached"
     AUTO_REPLIED = "auto_replied"
+    SNOOZED = "snoozed"
+    WOKEN = "woken"
 
 
 class DeliveryEvent(StrEnum):
@@ -144,6 +148,9 @@ AUTO_REPLY_MARK = {"auto_reply": "off_hours"}
 # Hours a queued ticket's conversation may stay silent before the auto-close worker resolves it, unless the shop
 # sets its own (0: never).
 DEFAULT_AUTO_CLOSE_HOURS = 72
+# How far ahead a snooze may reach: a conversation put off longer is one to resolve, not to park.
+MAX_SNOOZE_DAYS = 30
+
 # The actor of what the service does by itself (lease expiry, auto-close, SLA breaches) in a ticket's trail.
 SYSTEM_ACTOR = "system"
 
@@ -215,6 +222,8 @@ class TicketState:
     last_message_at: datetime
     resolved_at: datetime | None
     episodes: int
+    # While pending (snoozed): when it comes back to its queue by itself; None in every other status.
+    snoozed_until: datetime | None = None
     is_new: bool = field(default=False, compare=False)
 
     @classmethod

@@ -71,6 +71,13 @@ QUIET = ("SELECT id, shop_id, queue, platform, conversation_id, tier, priority, 
          "last_message_at FROM tickets WHERE shop_id = $1 AND queue = $2 AND tier = $5 AND status = 'queued' "
          "AND opened_at <= $3 AND last_message_at <= $3 ORDER BY opened_at LIMIT $4")
 
+# Snoozed tickets due back, first due first, from ix_tickets_snoozed (migration 0021).
+SNOOZED_DUE = ("SELECT id, shop_id, queue, snoozed_until FROM tickets WHERE status = 'pending' "
+               "AND snoozed_until <= $1 ORDER BY snoozed_until LIMIT $2")
+# A shop's snoozed tickets whose conversation has been silent since before the cut-off, from ix_tickets_pending_quiet.
+QUIET_PENDING = ("SELECT id, shop_id, queue, status, last_message_at FROM tickets WHERE shop_id = $1 "
+                 "AND status = 'pending' AND last_message_at <= $2 ORDER BY last_message_at LIMIT $3")
+
 # A shop's counters (migration 0018): queue_counts plus the changes not folded into it yet.
 COUNTED = ("SELECT queue, tier, queued, overdue FROM queue_counts WHERE shop_id = $1 UNION ALL "
            "SELECT queue, tier, queued, overdue FROM queue_count_changes WHERE shop_id = $1")
@@ -187,6 +194,10 @@ class TicketStore(KeyStore, Protocol):
     async def quiet_tickets(self, *, shop_id: str, queue: str, tier: int, before: datetime, limit: int,
                             lock: bool = True) -> list[Record]: ...
     async def close_quiet(self, tickets: Sequence[Record], *, now: datetime) -> None: ...
+    async def auto_close_shops(self) -> list[Record]: ...
+    async def quiet_pending(self, *, shop_id: str, before: datetime, limit: int, lock: bool = True) -> list[Record]: ...
+    async def snoozed_due(self, *, now: datetime, limit: int) -> list[Record]: ...
+    async def wake(self, tickets: Sequence[Record], *, now: datetime) -> None: ...
 
 
 class SharedTicketStore:
@@ -484,10 +495,34 @@ class SharedTicketStore:
         return [decoded(r) for r in rows]
 
     async def close_quiet(self, tickets: Sequence[Record], *, now: datetime) -> None:
-        """Resolve tickets quiet_tickets picked (and locked) in this transaction."""
+        """Resolve tickets quiet_tickets or quiet_pending picked (and locked) in this transaction, each if still in
+        the status it was picked in (`status`, queued when not given)."""
         await self.db.execute_many(
-            "UPDATE tickets SET status = 'resolved', resolved_at = $2, updated_at = $2 WHERE id = $1 "
-            "AND status = 'queued'", [[t["id"], now] for t in tickets])
+            "UPDATE tickets SET status = 'resolved', resolved_at = $2, updated_at = $2, snoozed_until = NULL "
+            "WHERE id = $1 AND status = $3", [[t["id"], now, t.get("status", "queued")] for t in tickets])
+
+    async def auto_close_shops(self) -> list[Record]:
+        """The shops that close silent tickets, with their `hours`."""
+        return await self.db.rows("SELECT id AS shop_id, auto_close_after_hours AS hours FROM shops "
+                                  "WHERE auto_close_after_hours > 0 ORDER BY id")
+
+    async def quiet_pending(self, *, shop_id: str, before: datetime, limit: int, lock: bool = True) -> list[Record]:
+        """The shop's snoozed tickets whose conversation has been silent since before `before`; with `lock`, locked
+        on PostgreSQL, skipping rows another process holds."""
+        rows = await self.db.rows(QUIET_PENDING + (self.db.skip_locked if lock else ""), shop_id, before, limit)
+        return [decoded(r) for r in rows]
+
+    async def snoozed_due(self, *, now: datetime, limit: int) -> list[Record]:
+        """Snoozed tickets whose time has come, first due first; locked on PostgreSQL, skipping rows another process
+        is waking (or an ingestion is writing)."""
+        return [decoded(r) for r in await self.db.rows(SNOOZED_DUE + self.db.skip_locked, now, limit)]
+
+    async def wake(self, tickets: Sequence[Record], *, now: datetime) -> None:
+        """Put snoozed tickets back in their queue at their place; each only if still snoozed until the time it was
+        picked with (`snoozed_until`), so a ticket woken or re-snoozed meanwhile is left alone."""
+        await self.db.execute_many(
+            "UPDATE tickets SET status = 'queued', snoozed_until = NULL, updated_at = $3 WHERE id = $1 "
+            "AND status = 'pending' AND snoozed_until = $2", [[t["id"], t["snoozed_until"], now] for t in tickets])
 
 
 @functools.cache

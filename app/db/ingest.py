@@ -46,7 +46,7 @@ def pg_types(model: type[Base], names: Sequence[str]) -> dict[str, str]:
 TICKET_COLUMNS = pg_types(Ticket, TICKET_FIELDS)
 UPDATABLE = ("queue", "status", "tier", "priority", "primary_intent", "intents", "escalated", "deliveries", "unread",
              "ruleset", "updated_at", "opened_at", "opened_seq", "awaiting_since", "first_response_due_at",
-             "first_response_at", "last_message_at", "resolved_at", "episodes")
+             "first_response_at", "last_message_at", "resolved_at", "episodes", "snoozed_until")
 MESSAGE_COLUMNS = pg_types(Message, ("ticket_id", "shop_id", "platform", "external_id", "direction", "text", "sent_at",
                                      "received_at", "order_id", "primary_intent", "tier", "priority", "triage", "kind",
                                      "content"))

@@ -160,7 +160,7 @@ class Ticket(Base):
         # On PostgreSQL the one-column rules are domains (the column types below), which cost a claim or a
         # resolve far less than table checks (migration 0006).
         *(CheckConstraint(check, name=name).ddl_if(dialect="sqlite") for name, check in (
-            ("status_known", "status IN ('queued', 'assigned', 'resolved')"),
+            ("status_known", "status IN ('queued', 'assigned', 'resolved', 'pending')"),
             ("tier_range", "tier BETWEEN 1 AND 4"),
             ("priority_range", "priority BETWEEN 0 AND 999"),
             ("deliveries_positive", "deliveries >= 0"))),
@@ -189,6 +189,12 @@ class Ticket(Base):
         # 0016, 0018).
         Index("ix_tickets_queued", "shop_id", "queue", "tier", "opened_at",
               postgresql_where=text("status = 'queued'"), sqlite_where=text("status = 'queued'")),
+        # Snoozed tickets, by the time they come back: the lease reaper wakes the due ones from its first entries, and
+        # the auto-close worker finds a shop's silent ones by their last message (migration 0022).
+        Index("ix_tickets_snoozed", "snoozed_until",
+              postgresql_where=text("status = 'pending'"), sqlite_where=text("status = 'pending'")),
+        Index("ix_tickets_pending_quiet", "shop_id", "last_message_at",
+              postgresql_where=text("status = 'pending'"), sqlite_where=text("status = 'pending'")),
         # Open tickets still unanswered, by due time: the SLA watch finds breaches here (migration 0011).
         Index("ix_tickets_unanswered", "first_response_due_at",
               postgresql_where=text("first_response_at IS NULL AND status <> 'resolved'"),
@@ -202,7 +208,7 @@ class Ticket(Base):
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), default=None)
     queue: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(_domain(String(16), "ticket_status",
-                                                "VALUE IN ('queued', 'assigned', 'resolved')"))
+                                                "VALUE IN ('queued', 'assigned', 'resolved', 'pending')"))
     tier: Mapped[int] = mapped_column(_domain(SmallInteger(), "ticket_tier", "VALUE BETWEEN 1 AND 4"))
     priority: Mapped[int] = mapped_column(_domain(Integer(), "ticket_priority", "VALUE BETWEEN 0 AND 999"))
     primary_intent: Mapped[str] = mapped_column(String(32))
@@ -229,6 +235,8 @@ class Ticket(Base):
     last_message_at: Mapped[datetime]
     resolved_at: Mapped[datetime | None] = mapped_column(default=None)
     episodes: Mapped[int] = mapped_column(Integer, default=1)
+    # Pending (snoozed) only: when the lease reaper puts it back in its queue, unless the buyer writes first.
+    snoozed_until: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Message(Base):

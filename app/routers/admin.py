@@ -25,7 +25,7 @@ from app.schemas.admin import (
     ShopUpdate,
 )
 from app.schemas.base import IsoDate
-from app.schemas.tickets import AdminTicketAction, HandOverRequest, TicketList, TicketRead
+from app.schemas.tickets import AdminTicketAction, HandOverRequest, SnoozeRequest, TicketList, TicketRead
 from app.services import admin, queues
 
 router = APIRouter(prefix="/v1/shops", tags=["ops: shops"], dependencies=STRICT_QUERY)
@@ -248,3 +248,18 @@ async def transfer_ticket(shop_id: str, ticket_id: str, body: HandOverRequest, r
                                         to_agent=body.agent_id, reason=body.reason, now=utcnow(),
                                         lease_seconds=settings.lease_seconds,
                                         presence_timeout=settings.presence_timeout_seconds)
+
+
+@router.post("/{shop_id}/tickets/{ticket_id}/snooze", response_model=TicketRead, tags=["ops: tickets"],
+             summary="Snooze a ticket (ops)",
+             description="Puts an open ticket of the shop, queued, held or already snoozed, aside (`pending`) until "
+                         "`until` or the buyer's next message, as an agent's snooze does; a holder loses it at once "
+                         "(its later writes are `409 ticket_not_held`). The `snoozed` event names the admin, the "
+                         "holder it had (`agent_id`), the status before and `until`. `until` must be after now and "
+                         "at most 30 days ahead (`422`, detail type `snooze_until` on `body.until`). A resolved "
+                         "ticket is `409 ticket_already_resolved`.",
+             responses=errors(401, 404, 409, 422))
+async def snooze_ticket(shop_id: str, ticket_id: str, body: SnoozeRequest, request: Request,
+                        _: AdminDep) -> TicketRead:
+    return await queues.admin_snooze(request.app.state.drivers, shop_id=shop_id, ticket_id=ticket_id,
+                                     until=body.until, reason=body.reason, now=utcnow())

@@ -15,6 +15,7 @@ from app.schemas.tickets import (
     ReleaseRequest,
     ReplyCreate,
     ReplyCreated,
+    SnoozeRequest,
     TicketEvents,
     TicketList,
     TicketMessages,
@@ -163,6 +164,21 @@ async def transfer(ticket_id: str, body: TransferRequest, request: Request, agen
     return await queues.transfer(request.app.state.drivers, agent=agent, ticket_id=ticket_id, queue=body.queue,
                                  reason=body.reason, now=utcnow(), notifier=request.app.state.notifier,
                                  idempotency_key=idempotency_key)
+
+
+@router.post("/v1/tickets/{ticket_id}/snooze", response_model=TicketRead, summary="Snooze: wait for the buyer",
+             description="Puts the ticket aside (`pending`): it leaves every queue and the agent's tickets, and comes "
+                         "back to its queue at its place in order at `until` (the lease reaper wakes it) or at the "
+                         "buyer's next message, whichever comes first, with a `woken` event; the `snoozed` event "
+                         "names the agent and `until`. `until` must be after now and at most 30 days ahead (`422`, "
+                         "detail type `snooze_until` on `body.until`); a time without an offset is `422`. A buyer "
+                         "silent for the shop's `auto_close_after_hours` closes it meanwhile, as a queued ticket. "
+                         + _HELD,
+             responses=errors(401, 404, 409, 422))
+async def snooze(ticket_id: str, body: SnoozeRequest, request: Request, agent: CachedAgentDep,
+                 idempotency_key: IdempotencyKey = None) -> TicketRead:
+    return await queues.snooze(request.app.state.drivers, agent=agent, ticket_id=ticket_id, until=body.until,
+                               reason=body.reason, now=utcnow(), idempotency_key=idempotency_key)
 
 
 @router.get("/v1/agents/me/presence", response_model=AgentPresence, summary="The agent's presence",

@@ -42,6 +42,7 @@ TICKET: dict[str, Any] = {
     "deliveries": 0, "unread": 1, "created_at": "2026-11-25T08:00:01.120Z", "opened_at": "2026-11-25T08:00:01.120Z",
     "awaiting_since": "2026-11-25T08:00:01.120Z", "first_response_due_at": "2026-11-25T08:00:21.120Z",
     "first_response_at": None, "resolved_at": None, "episodes": 1, "updated_at": "2026-11-25T08:00:06.480Z",
+    "snoozed_until": None,
 }
 TICKET_REPLIED = {**TICKET, "messages": [INBOUND, OUTBOUND], "unread": 0, "awaiting_since": None,
                   "first_response_at": "2026-11-25T08:00:14.310Z", "lease_expires_at": "2026-11-25T08:02:14.310Z",

@@ -3,8 +3,9 @@
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
+from app.domain import MAX_SNOOZE_DAYS
 from app.schemas import examples as ex
 from app.schemas.base import QueueName, Schema, StorableStr
 
@@ -52,7 +53,9 @@ class TicketRead(BaseModel):
     platform: str
     conversation_id: str
     queue: str = Field(examples=["complaints"])
-    status: Literal["queued", "assigned", "resolved"]
+    status: Literal["queued", "assigned", "resolved", "pending"] = Field(
+        description="queued: waiting in its queue; assigned: held by `assigned_agent_id` under a lease; pending: "
+                    "snoozed, in no queue until `snoozed_until` or the buyer's next message; resolved: closed")
     tier: TierName
     priority: int = Field(ge=0, le=999)
     primary: str = Field(examples=["bad_review_threat"])
@@ -75,6 +78,7 @@ class TicketRead(BaseModel):
     resolved_at: datetime | None
     episodes: int = Field(description="1, plus one per reopening after resolve")
     updated_at: datetime
+    snoozed_until: datetime | None = Field(None, description="Pending only: when it goes back to its queue by itself")
 
     model_config = ex.examples(ex.TICKET)
 
@@ -171,6 +175,16 @@ class HandOverRequest(Schema):
     reason: StorableStr | None = Field(None, max_length=500, examples=["served this buyer yesterday"])
 
     model_config = Schema.model_config | ex.examples({"agent_id": ex.OTHER_AGENT_ID, "reason": "served this buyer yesterday"})
+
+
+class SnoozeRequest(Schema):
+    until: AwareDatetime = Field(description="When the ticket goes back to its queue unless the buyer writes first: "
+                                             f"after now, at most {MAX_SNOOZE_DAYS} days ahead, with its offset",
+                                 examples=["2026-11-26T01:00:00Z"])
+    reason: StorableStr | None = Field(None, max_length=500, examples=["waiting for the buyer's photos"])
+
+    model_config = Schema.model_config | ex.examples({"until": "2026-11-26T01:00:00Z",
+                                                      "reason": "waiting for the buyer's photos"})
 
 
 PresenceStatus = Literal["online", "away", "offline"]

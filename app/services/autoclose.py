@@ -1,18 +1,21 @@
-"""Stale work closes itself (README, "Auto-close"): a queued ticket whose conversation has been silent for its shop's
-`auto_close_after_hours` is resolved, with a `resolved` event by `system`.
+"""Stale work closes itself (README, "Auto-close"): a queued or snoozed (pending) ticket whose conversation has been
+silent for its shop's `auto_close_after_hours` is resolved, with a `resolved` event by `system`. A snooze waits for
+the buyer; a buyer silent that long closes it, whatever time it was to come back at.
 
 Every process runs the `auto-close` worker. Its pick locks what it closes and skips what another process (a closer,
-a claim, an ingestion) has locked, and closes only tickets still queued, so each ticket is closed once; a buyer
+a claim, an ingestion) has locked, and closes only tickets still in the status it picked them in, so each ticket is closed once; a buyer
 message arriving meanwhile waits for the close and then reopens the ticket as a new episode.
 """
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from app import metrics
 from app.clock import utcnow
-from app.db.claims import claim_store
+from app.db.claims import TicketStore, claim_store
+from app.db.driver import Record
 from app.db.errors import StoreUnavailable, translated
 from app.db.session import DriverConnections
 from app.domain import SYSTEM_ACTOR, EventKind, Tier, rfc3339
@@ -25,7 +28,7 @@ REASON = "auto_close"
 
 
 async def close_quiet(drivers: DriverConnections, *, now: datetime, limit: int = BATCH) -> dict[tuple[str, str], int]:
-    """Resolve every queued ticket silent past its shop's hours; how many per (shop, queue)."""
+    """Resolve every queued or snoozed ticket silent past its shop's hours; how many per (shop, queue)."""
     closed: dict[tuple[str, str], int] = {}
     async with claim_store(drivers) as store:
         for queue, tier in ((q, t) for q in await store.auto_close_queues() for t in Tier):
@@ -40,18 +43,38 @@ async def close_quiet(drivers: DriverConnections, *, now: datetime, limit: int =
                 async with store.transaction():
                     rows = await store.quiet_tickets(shop_id=shop_id, queue=name, tier=tier, before=before,
                                                      limit=limit)
-                    await store.close_quiet(rows, now=now)
-                    await store.add_events([
-                        {"ticket_id": r["id"], "shop_id": shop_id, "at": now, "kind": EventKind.RESOLVED.value,
-                         "actor": SYSTEM_ACTOR, "data": {"reason": REASON, "after_hours": hours,
-                                                         "last_message_at": rfc3339(r["last_message_at"])}}
-                        for r in rows])
-                if rows:
-                    closed[(shop_id, name)] = closed.get((shop_id, name), 0) + len(rows)
-                    metrics.tickets_auto_closed(shop_id, name, len(rows))
+                    await _close(store, rows, now=now, hours=hours)
+                _count(closed, shop_id, name, len(rows))
+                if len(rows) < limit:
+                    break
+        for shop in await store.auto_close_shops():
+            shop_id, hours = shop["shop_id"], shop["hours"]
+            before = now - timedelta(hours=hours)
+            while await store.quiet_pending(shop_id=shop_id, before=before, limit=1, lock=False):
+                async with store.transaction():
+                    rows = await store.quiet_pending(shop_id=shop_id, before=before, limit=limit)
+                    await _close(store, rows, now=now, hours=hours)
+                for row in rows:
+                    _count(closed, shop_id, row["queue"], 1)
                 if len(rows) < limit:
                     break
     return closed
+
+
+async def _close(store: TicketStore, rows: Sequence[Record], *, now: datetime, hours: int) -> None:
+    """In the caller's transaction: resolve the picked tickets, each with its event by `system`."""
+    await store.close_quiet(rows, now=now)
+    await store.add_events([
+        {"ticket_id": r["id"], "shop_id": r["shop_id"], "at": now, "kind": EventKind.RESOLVED.value,
+         "actor": SYSTEM_ACTOR, "data": {"reason": REASON, "after_hours": hours, "status_before": r.get("status", "queued"),
+                                         "last_message_at": rfc3339(r["last_message_at"])}}
+        for r in rows])
+
+
+def _count(closed: dict[tuple[str, str], int], shop_id: str, queue: str, count: int) -> None:
+    if count:
+        closed[(shop_id, queue)] = closed.get((shop_id, queue), 0) + count
+        metrics.tickets_auto_closed(shop_id, queue, count)
 
 
 class AutoCloser:

@@ -19,9 +19,9 @@ from app.db.driver import Record
 from app.db.errors import StoreUnavailable, translated
 from app.db.models import Agent
 from app.db.session import DriverConnections
-from app.domain import (DEFAULT_PRESENCE_TIMEOUT, ESCALATIONS, TIER_NAMES, DeliveryEvent, EventKind, Presence,
-                        Status, TicketState, presence_at, presence_touch_before, rfc3339, ticket_event_data,
-                        tier_name)
+from app.domain import (DEFAULT_PRESENCE_TIMEOUT, ESCALATIONS, MAX_SNOOZE_DAYS, SYSTEM_ACTOR, TIER_NAMES,
+                        DeliveryEvent, EventKind, Presence, Status, TicketState, presence_at, presence_touch_before,
+                        rfc3339, ticket_event_data, tier_name)
 from app.errors import (
     AgentAtCapacity,
     AgentOffline,
@@ -100,7 +100,8 @@ def ticket_view(row: TicketState, messages: Sequence[Record], *, page: int | Non
         lease_expires_at=row.lease_expires_at, deliveries=row.deliveries, unread=row.unread,
         created_at=row.created_at, opened_at=row.opened_at, awaiting_since=row.awaiting_since,
         first_response_due_at=row.first_response_due_at, first_response_at=row.first_response_at,
-        resolved_at=row.resolved_at, episodes=row.episodes, updated_at=row.updated_at)
+        resolved_at=row.resolved_at, episodes=row.episodes, updated_at=row.updated_at,
+        snoozed_until=row.snoozed_until)
 
 
 async def _views(store: TicketStore, tickets: Sequence[StoredTicket]) -> list[TicketRead]:
@@ -430,7 +431,8 @@ async def admin_hand_over(drivers: DriverConnections, *, shop_id: str, ticket_id
                 raise refused
             data = {**_handed_over(giver=ticket.assigned_agent_id, to_agent=to_agent, queue=ticket.queue,
                                    reason=reason, lease_until=lease_until), "status_before": ticket.status}
-            values = {"status": Status.ASSIGNED, "assigned_agent_id": to_agent, "lease_expires_at": lease_until}
+            values = {"status": Status.ASSIGNED, "assigned_agent_id": to_agent, "lease_expires_at": lease_until,
+                      "snoozed_until": None}
             if not await store.write_as_read(ticket=ticket, values=values, now=now,
                                              event=(EventKind.TRANSFERRED, "admin", data)):
                 raise Conflict("the ticket changed meanwhile; read it and try again")
@@ -457,8 +459,9 @@ async def admin_resolve(drivers: DriverConnections, *, shop_id: str, ticket_id: 
     def refusal(ticket: TicketState) -> AppError | None:
         return TicketAlreadyResolved() if ticket.status == Status.RESOLVED else None
 
+    # A snoozed ticket may be resolved too: its time to come back goes with it.
     return await _ops_write(drivers, shop_id=shop_id, ticket_id=ticket_id, now=now, kind=EventKind.RESOLVED,
-                            values=resolution(now), reason=reason, refusal=refusal)
+                            values={**resolution(now), "snoozed_until": None}, reason=reason, refusal=refusal)
 
 
 async def admin_release(drivers: DriverConnections, *, shop_id: str, ticket_id: str, reason: str | None,
@@ -476,6 +479,58 @@ async def admin_release(drivers: DriverConnections, *, shop_id: str, ticket_id: 
     return ticket
 
 
+def _snooze_refusal(until: datetime, *, now: datetime) -> InvalidInput | None:
+    """Why `until` is no time to come back at: not after now, or more than MAX_SNOOZE_DAYS ahead."""
+    if until <= now:
+        reason = f"must be after now ({rfc3339(now)})"
+    elif until > now + timedelta(days=MAX_SNOOZE_DAYS):
+        reason = f"must be at most {MAX_SNOOZE_DAYS} days ahead"
+    else:
+        return None
+    return InvalidInput(f"body.until: {reason}", details=[{"field": "body.until", "reason": reason,
+                                                           "type": "snooze_until"}])
+
+
+def snoozed(until: datetime) -> dict[str, Any]:
+    """The columns that take a ticket out of every queue until `until` (its episode start is kept, so it comes back
+    at its place)."""
+    return {"status": Status.PENDING, "assigned_agent_id": None, "lease_expires_at": None, "snoozed_until": until}
+
+
+async def snooze(drivers: DriverConnections, *, agent: Agent, ticket_id: str, until: datetime, reason: str | None,
+                 now: datetime, idempotency_key: str | None) -> TicketRead:
+    """The holder puts its ticket aside until `until` or the buyer's next message, whichever comes first."""
+    refused = _snooze_refusal(until, now=now)
+    if refused is not None:
+        raise refused
+
+    async def act(store: TicketStore) -> TicketRead:
+        row = await _held_write(store, agent=agent, ticket_id=ticket_id, now=now, values=snoozed(until),
+                                event=(EventKind.SNOOZED, {"agent_id": agent.id, "until": rfc3339(until),
+                                                           "reason": reason}))
+        [view] = await _views(store, [row])
+        return view
+
+    return await _write(drivers, agent=agent, key=idempotency_key, now=now, status_code=200, model=TicketRead,
+                        request={"op": "snooze", "ticket_id": ticket_id, "until": rfc3339(until), "reason": reason},
+                        act=act)
+
+
+async def admin_snooze(drivers: DriverConnections, *, shop_id: str, ticket_id: str, until: datetime,
+                       reason: str | None, now: datetime) -> TicketRead:
+    """Ops put an open ticket (queued, held or already snoozed) aside until `until` or the buyer's next message; a
+    holder loses it at once."""
+    refused = _snooze_refusal(until, now=now)
+    if refused is not None:
+        raise refused
+
+    def refusal(ticket: TicketState) -> AppError | None:
+        return TicketAlreadyResolved() if ticket.status == Status.RESOLVED else None
+
+    return await _ops_write(drivers, shop_id=shop_id, ticket_id=ticket_id, now=now, kind=EventKind.SNOOZED,
+                            values=snoozed(until), reason=reason, refusal=refusal, data={"until": rfc3339(until)})
+
+
 async def hand_back_all(store: TicketStore, *, agent_id: str, now: datetime) -> int:
     """In the caller's transaction, after the agent's row is written: every ticket the agent holds goes back to
     its queue, at its place, no delivery counted (the agent was deactivated); how many."""
@@ -488,7 +543,8 @@ async def hand_back_all(store: TicketStore, *, agent_id: str, now: datetime) -> 
 
 async def _ops_write(drivers: DriverConnections, *, shop_id: str, ticket_id: str, now: datetime, kind: str,
                      values: dict[str, Any], reason: str | None,
-                     refusal: Callable[[TicketState], AppError | None]) -> TicketRead:
+                     refusal: Callable[[TicketState], AppError | None],
+                     data: dict[str, Any] | None = None) -> TicketRead:
     """One ops change of a ticket, taken from whoever holds it, with its event naming the admin and that holder."""
     async with claim_store(drivers) as store:
         if not await store.shop_exists(shop_id=shop_id):
@@ -500,7 +556,8 @@ async def _ops_write(drivers: DriverConnections, *, shop_id: str, ticket_id: str
             refused = refusal(ticket)
             if refused is not None:
                 raise refused
-            data = {"agent_id": ticket.assigned_agent_id, "status_before": ticket.status, "reason": reason}
+            data = {"agent_id": ticket.assigned_agent_id, "status_before": ticket.status, "reason": reason,
+                    **(data or {})}
             if not await store.write_as_read(ticket=ticket, values=values, now=now, event=(kind, "admin", data)):
                 # A guard: the read locked the row (FOR UPDATE on PostgreSQL, the write lock on SQLite).
                 raise Conflict("the ticket changed meanwhile; read it and try again")
@@ -651,6 +708,22 @@ async def expire_leases(store: TicketStore, *, now: datetime, max_deliveries: in
     return len(rows), shops, bool(escalated)
 
 
+async def wake_snoozed(store: TicketStore, *, now: datetime, limit: int = EXPIRY_BATCH) -> tuple[int, set[str]]:
+    """Put snoozed tickets whose time has come back in their queue at their place, in one transaction, each with a
+    `woken` event; how many, and the shops to wake. The pick skips rows another process is waking, and each update
+    applies only to a ticket still snoozed as picked, so a ticket is woken once however many reapers race."""
+    async with store.transaction():
+        rows = await store.snoozed_due(now=now, limit=limit)
+        if not rows:
+            return 0, set()
+        await store.wake(rows, now=now)
+        await store.add_events([_event(r, EventKind.WOKEN, SYSTEM_ACTOR, now, {
+            "reason": "time", "until": rfc3339(r["snoozed_until"])}) for r in rows])
+        shops = {r["shop_id"] for r in rows}
+        await store.notify(NOTIFY_CHANNEL, shops)
+    return len(rows), shops
+
+
 async def purge_idempotency_keys(keys: KeyStore, *, now: datetime, retention: timedelta,
                                  limit: int = PURGE_BATCH) -> int:
     """Forget up to `limit` Idempotency-Keys older than the retention (a later replay runs afresh); returns how many."""
@@ -658,7 +731,8 @@ async def purge_idempotency_keys(keys: KeyStore, *, now: datetime, retention: ti
 
 
 class LeaseReaper:
-    """Every process runs one: expired leases are found under SKIP LOCKED and requeued conditionally, so never twice.
+    """Every process runs one: expired leases are found under SKIP LOCKED and requeued conditionally, so never twice;
+    snoozed tickets whose time has come are woken alike.
 
     It also purges idempotency keys past their retention, every PURGE_SECONDS (first at start).
     """
@@ -673,7 +747,8 @@ class LeaseReaper:
         self._purge_interval = purge_interval
 
     async def run_once(self) -> int:
-        """Expire every lease that has run out; returns how many."""
+        """Expire every lease that has run out and wake every snoozed ticket whose time has come; returns how many
+        tickets went back to a queue."""
         total = 0
         while True:
             async with claim_store(self._drivers) as store:
@@ -681,6 +756,13 @@ class LeaseReaper:
             self._notifier.notify(shops)
             if events:
                 self._notifier.outbox_written()
+            total += count
+            if count < EXPIRY_BATCH:
+                break
+        while True:
+            async with claim_store(self._drivers) as store:
+                count, shops = await wake_snoozed(store, now=utcnow())
+            self._notifier.notify(shops)
             total += count
             if count < EXPIRY_BATCH:
                 return total

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from app.domain import ESCALATIONS, EventKind, Status, TicketState, tier_name, tier_number
+from app.domain import ESCALATIONS, EventKind, Status, TicketState, rfc3339, tier_name, tier_number
 from app.services.directory import ShopInfo
 
 
@@ -60,6 +60,13 @@ def receive(ticket: TicketState, decision: InboundDecision, *, shop: ShopInfo, n
     """Append one inbound message (stored with id `seq`) to the ticket; return the events describing every change."""
     events: list[Event] = [(EventKind.MESSAGE_RECEIVED, {"message_id": decision.message_id, "primary": decision.primary,
                                                  "tier": decision.tier, "priority": decision.priority})]
+    if ticket.status == Status.PENDING:
+        # The buyer wrote before the snooze ran out: the ticket goes back to its queue at its place (as the lease
+        # reaper would have put it back at its time), and a re-rank below applies as to any queued ticket.
+        events.append((EventKind.WOKEN, {"reason": "message", "message_id": decision.message_id,
+                                         "until": rfc3339(ticket.snoozed_until) if ticket.snoozed_until else None}))
+        ticket.status = Status.QUEUED
+        ticket.snoozed_until = None
     if ticket.is_new and ticket.awaiting_since is None:
         _open_episode(ticket, decision, shop, now, seq)
         ticket.episodes = 1  # also when the seller opened the conversation in this same group (seller_opened)

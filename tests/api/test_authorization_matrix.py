@@ -6,11 +6,13 @@ is checked by reading the shop's whole visible state (as the admin) before and a
 """
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 
+from app.clock import utcnow
 from tests.support.queues import bearer, claim, eventually, new_agent, new_ticket
 from tests.support.receiver import Receiver, Reply
 
@@ -69,6 +71,8 @@ MATRIX: list[tuple[str, str, Any, dict[str, Any]]] = [
     ("POST", "/v1/tickets/{ticket}/transfer", {"agent_id": "{agent_a2}", "reason": "her buyer"}, HOLDER_ONLY),
     ("POST", "/v1/shops/{shop}/tickets/{ticket}/transfer", {"agent_id": "{agent_a2}"}, ADMIN_ONLY),
     ("POST", "/v1/tickets/{ticket}/release", {"reason": "shift end"}, HOLDER_ONLY),
+    ("POST", "/v1/tickets/{ticket}/snooze", {"until": "{until}", "reason": "waiting for photos"}, HOLDER_ONLY),
+    ("POST", "/v1/shops/{shop}/tickets/{ticket}/snooze", {"until": "{until}"}, ADMIN_ONLY),
     ("POST", "/v1/tickets/{ticket}/resolve", None, HOLDER_ONLY),
     ("GET", "/v1/shops/{shop}/tickets?platform=taobao&conversation_id=c-{n}", None, ADMIN_ONLY),
     ("POST", "/v1/shops/{shop}/tickets/{ticket}/release", {"reason": "stuck"}, ADMIN_ONLY),
@@ -166,7 +170,8 @@ async def _every_cell(client: httpx.AsyncClient, admin_headers: dict[str, str], 
     wrong_cells = []
     for n, (method, template, body, expected) in enumerate(MATRIX):
         ticket_id = await held_ticket() if "{ticket}" in template else standing
-        ids = {"shop": shop_a["id"], "ticket": ticket_id, "agent_a2": a2["id"], **outbound}
+        ids = {"shop": shop_a["id"], "ticket": ticket_id, "agent_a2": a2["id"],
+               "until": (utcnow() + timedelta(hours=1)).isoformat(), **outbound}
         path, payload = _fill(template, ids, n), _fill(body, ids, n)
         refused = [caller for caller in CALLERS if expected[caller] != "2xx" and expected[caller] != 201]
         allowed = [caller for caller in CALLERS if caller not in refused]

@@ -67,12 +67,13 @@ def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any]) -> st
 # where deliveries may not go) is one too, and so is a webhook message field that does not fit the message's kind
 # (text without text, an event off a system message). So is a ticket handed to an agent who may not take it (of
 # another shop, deactivated, its holder already, or not serving the ticket's queue). So are shop hours the schema
-# cannot rule out (25:00, an unknown time zone, a shift given twice) and an agent's shift the shop does not have.
+# cannot rule out (25:00, an unknown time zone, a shift given twice) and an agent's shift the shop does not have. And a
+# snooze's time to come back that is not after now or too far ahead.
 SEMANTIC_REFUSALS = {("unknown_queue", None), ("invalid_ruleset", None), ("invalid_template", None), ("range", None),
                      ("missing", "query.shop_id"), ("url_not_allowed", "body.url"), ("kind_rule", None),
                      ("unknown_agent", "body.agent_id"), ("agent_inactive", "body.agent_id"),
                      ("same_agent", "body.agent_id"), ("queue_not_served", "body.agent_id"),
-                     ("shop_hours", None), ("unknown_shift", None)}
+                     ("shop_hours", None), ("unknown_shift", None), ("snooze_until", "body.until")}
 # An Idempotency-Key already used with another request: generated keys repeat across generated bodies.
 SEMANTIC_CODES = {"idempotency_key_reused"}
 

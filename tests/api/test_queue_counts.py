@@ -1,5 +1,5 @@
 """The queue counters (migration 0018) against a count of the tickets themselves, on both databases: after every
-kind of change a ticket can go through, folded or not, and with claims, replies and breach records racing."""
+kind of change a ticket can go through (snoozes and wake-ups too), folded or not, and with claims, replies and breach records racing."""
 
 import asyncio
 from datetime import datetime, timedelta
@@ -14,7 +14,7 @@ from app.db.claims import claim_store
 from app.db.driver import decoded, driver
 from app.services.autoclose import close_quiet
 from app.services.counts import CountFolder
-from app.services.queues import expire_leases
+from app.services.queues import expire_leases, wake_snoozed
 from app.services.sla import record_breaches
 from tests.support.clock import FrozenClock, freeze
 from tests.support.queues import claim, new_agent, new_ticket
@@ -111,6 +111,24 @@ async def test_the_counters_follow_every_change_of_a_ticket(
     await check(app, client, admin_headers, shop["id"], clock=clock, fold=False)
     await post_signed(client, shop["id"], shop["webhook_secret"], [message("还在吗？", conversation="c0")])
     await check(app, client, admin_headers, shop["id"], clock=clock, fold=False)
+    # Snoozed: out of its queue; woken by the buyer's message, and another by its time (the lease reaper's pass).
+    for n in range(2):
+        await new_ticket(client, shop, "这个有现货吗", conversation=f"z{n}")
+    snoozing = [(await claim(client, lin)).json()["id"] for _ in range(2)]
+    for ticket_id in snoozing:
+        answer = await client.post(f"/v1/tickets/{ticket_id}/snooze", headers=lin["headers"],
+                                   json={"until": (clock.now + timedelta(hours=1)).isoformat()})
+        assert answer.status_code == 200, answer.text
+    await check(app, client, admin_headers, shop["id"], clock=clock, fold=False)
+    conversation = (await client.get(f"/v1/tickets/{snoozing[0]}", headers=admin_headers)).json()["conversation_id"]
+    await post_signed(client, shop["id"], shop["webhook_secret"], [message("照片发了", conversation=conversation)])
+    await check(app, client, admin_headers, shop["id"], clock=clock, fold=True)
+    clock.advance(3600)
+    async with claim_store(app.state.drivers) as store:
+        assert (await wake_snoozed(store, now=clock.now))[0] >= 1
+    await check(app, client, admin_headers, shop["id"], clock=clock, fold=False)
+    assert {(await client.get(f"/v1/tickets/{t}", headers=admin_headers)).json()["status"] for t in snoozing} == {
+        "queued"}
     # An agent deactivated hands its tickets back.
     await claim(client, lin)
     await client.patch(f"/v1/shops/{shop['id']}/agents/{lin['id']}", headers=admin_headers, json={"active": False})

@@ -1,7 +1,8 @@
 """The statistics from the summaries (episode_facts, round_facts; migration 0019) equal the statistics rebuilt from
 the event trail and the messages, on both databases, over a scripted history: new conversations, follow-ups and
 rounds, a re-rank that re-routes, a seller's reply, replies early and late, a transfer, a hand-over, a release, a
-lease that runs out, ops' resolve, auto-close, reopenings (one with the seller answering in the same request), the
+lease that runs out, ops' resolve, snoozes woken by a message and by their time, ops' snooze, auto-close (of a
+snoozed ticket too), reopenings (one with the seller answering in the same request), the
 off-hours reply; for windows that cut it at several places. And a month dropped by retention leaves them."""
 
 from datetime import UTC, datetime, timedelta
@@ -111,9 +112,29 @@ async def test_statistics_from_summaries_equal_the_trails(
                                  json={"reason": "done"})
     assert response.status_code == 200, response.text
     c4 = await s.buyer("c4", "这个有现货吗")
+    zhao = await new_agent(client, admin_headers, shop["id"], queues=("aftersale",))
+    c5 = await s.buyer("c5", "我要退货")
+    assert await s.claim(zhao) == c5
+    clock.advance(12)
+    await s.act(zhao, c5, "replies", text="发一下照片")
+    await s.act(zhao, c5, "snooze", until=iso(clock.now + timedelta(hours=2)), reason="等买家回复")
+    clock.advance(60)
+    await s.buyer("c5", "照片发了")                                   # wakes it: a new round of the same episode
+    assert await s.claim(zhao) == c5
+    clock.advance(20)
+    await s.act(zhao, c5, "replies", text="可以退")
+    await s.act(zhao, c5, "snooze", until=iso(clock.now + timedelta(minutes=5)))
+    clock.advance(300)
+    await app.state.reaper.run_once()                              # woken by its time, claimed and resolved
+    assert await s.claim(zhao) == c5
+    await s.act(zhao, c5, "resolve")
+    c6 = await s.buyer("c6", "能便宜点吗")
+    response = await client.post(f"/v1/shops/{shop['id']}/tickets/{c6}/snooze", headers=admin_headers,
+                                 json={"until": iso(clock.now + timedelta(days=3))})
+    assert response.status_code == 200, response.text               # snoozed unanswered by ops
     clock.advance(700)                                              # c4's round goes past the cap unanswered
     clock.advance(24 * 3600)
-    await close_quiet(app.state.drivers, now=clock.now)             # c1, c3, c4 closed by the service
+    await close_quiet(app.state.drivers, now=clock.now)             # c1, c3, c4 and the snoozed c6 closed
     clock.advance(60)
     await s.buyer("c1", "怎么关了")                                   # reopened after auto-close
     assert await s.claim(lin) == c1
@@ -130,7 +151,7 @@ async def test_statistics_from_summaries_equal_the_trails(
         assert summarised == rebuilt, (since, until)
     everything, _ = await both(app, shop["id"], *windows[0], now)
     overall = everything["overall"]
-    assert (overall["conversations_received"], overall["auto_closed"]) == (6, 3)  # the scripted history happened
+    assert (overall["conversations_received"], overall["auto_closed"]) == (8, 4)  # the scripted history happened
     assert overall["round_response"]["unanswered"] >= 1 and overall["replied"] >= 4
 
 

@@ -285,3 +285,50 @@ async def test_the_partitions_migration_moves_a_populated_database_down_and_up(
                     figures.append((await stats.shop_stats(session, shop_id="moved", since=now - timedelta(days=60),
                                                            until=now, now=now, from_trail=from_trail)).model_dump())
             assert figures[0] == figures[1] and figures[0]["overall"]["conversations_received"] == 5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_the_snooze_migration_goes_down_and_up_on_a_populated_database(
+        backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Migration 0022 down puts snoozed tickets back in their queue (the status they may have there), and up again
+    the service snoozes and wakes as before; nothing else of the tickets changes either way."""
+    async with fresh_database(backend, tmp_path) as url:
+        await upgrade_async(url)
+        app = create_app(make_settings(url))
+        clock = freeze(monkeypatch, utcnow())
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            shop = (await client.post("/v1/shops", json={"id": "snoozy", "name": "Snoozy"}, headers=ADMIN)).json()
+            agent = await new_agent(client, ADMIN, "snoozy")
+            for n in range(3):
+                await post_signed(client, "snoozy", shop["webhook_secret"], [
+                    message("我要退货", conversation=f"c{n}", message_id=f"m{n}")])
+            ticket = (await claim(client, agent)).json()
+            until = (clock.now + timedelta(hours=1)).isoformat()
+            answer = await client.post(f"/v1/tickets/{ticket['id']}/snooze", headers=agent["headers"],
+                                       json={"until": until})
+            assert answer.status_code == 200, answer.text
+
+        async def statuses() -> dict[str, str]:
+            engine = create_async_engine(url)
+            async with engine.connect() as connection:
+                rows = (await connection.execute(text("SELECT id, status FROM tickets"))).all()
+            await engine.dispose()
+            return {row[0]: row[1] for row in rows}
+
+        before = await statuses()
+        assert sorted(before.values()) == ["pending", "queued", "queued"]
+        await asyncio.to_thread(downgrade, url, "0021")
+        assert await statuses() == {**before, ticket["id"]: "queued"}
+        await asyncio.to_thread(upgrade, url)
+        app = create_app(make_settings(url))
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            again = (await claim(client, agent)).json()
+            answer = await client.post(f"/v1/tickets/{again['id']}/snooze", headers=agent["headers"],
+                                       json={"until": until})
+            assert answer.json()["status"] == "pending"
+            clock.advance(3600)
+            await app.state.reaper.run_once()
+            read = await client.get(f"/v1/tickets/{again['id']}", headers=ADMIN)
+            assert read.json()["status"] == "queued"
