@@ -108,13 +108,90 @@ const Triage = (() => {
     Object.assign(strings, table);
   }
 
+  const $ = (id) => document.getElementById(id);
+
+  // The sign-in both pages share: the token form, the board it opens, sign-out, and a 401 on any later call.
+  // verify(token) reads what the board needs (an ApiError with status 401 for a token that does not open it);
+  // enter(data) shows the board, leave() forgets it, relabel() redraws what JavaScript wrote after a language switch.
+  function page({ tokenKey, board, wrong, expired, verify, enter, leave, relabel }) {
+    const token = tokenStore(tokenKey);
+
+    function signOut(message) {
+      token.clear();
+      leave();
+      $(board).hidden = true;
+      $("signin").hidden = false;
+      $("signout").hidden = true;
+      $("signin-error").textContent = message || "";
+      $("token").value = "";
+      $("token").focus();
+    }
+
+    async function signIn(value) {
+      let data;
+      try {
+        data = await verify(value);
+      } catch (error) {
+        $("signin-error").textContent = error.status === 401 ? t(wrong) : error.message;
+        $("token").focus();
+        return;
+      }
+      token.set(value);
+      $("signin").hidden = true;
+      $(board).hidden = false;
+      $("signout").hidden = false;
+      enter(data);
+    }
+
+    const call = (method, path, options) => api(token.get(), method, path, options).catch((error) => {
+      if (error.status === 401) signOut(t(expired));
+      throw error;
+    });
+
+    // Called by the page once its own handlers are in place.
+    function start() {
+      translate();
+      $("lang").addEventListener("click", () => {
+        setLanguage(lang === "zh" ? "en" : "zh");
+        if (!$(board).hidden) relabel();
+      });
+      $("signin-form").addEventListener("submit", (event) => {
+        event.preventDefault();
+        signIn($("token").value.trim());
+      });
+      $("signout").addEventListener("click", () => signOut(""));
+      if (token.get()) signIn(token.get());
+      else $("token").focus();
+    }
+
+    return { call, signOut, start, signedIn: () => token.get() !== null && !$(board).hidden };
+  }
+
+  // An API refusal in the page's words when it has some ("<status>.<code>", or "<status>.<type>" of the first
+  // detail for a 422), else the service's own message.
+  function explain(error) {
+    const detail = error.details && error.details[0];
+    for (const key of [error.status + "." + error.code, detail && detail.type && error.status + "." + detail.type]) {
+      if (key && strings[key]) return t(key);
+    }
+    return error.message;
+  }
+
+  // A whole number as a share ("97 %"), or a dash for nothing measured.
+  function percent(value) {
+    return value === null || value === undefined ? "–" : Math.round(value * 100) + " %";
+  }
+
   register({
     "err.network": { en: "The service did not answer. Check your connection; the action was not confirmed.",
                      zh: "服务没有响应，请检查网络；该操作未被确认。" },
     "lang.switch": { en: "中文", zh: "English" },
     "signout": { en: "Sign out", zh: "退出" },
+    "signin.hint": { en: "Kept for this tab only; closing the tab signs you out.",
+                     zh: "只保存在当前标签页，关闭标签页即退出。" },
+    "signin.go": { en: "Sign in", zh: "登录" },
   });
 
-  return { t, translate, setLanguage, get lang() { return lang; }, api, ApiError, tokenStore, newKey, el, seconds,
-           time, register };
+  return { t, translate, setLanguage, get lang() { return lang; }, api, ApiError, newKey, el, seconds, time, register,
+           $, page, explain, percent };
 })();

@@ -3,9 +3,7 @@
 "use strict";
 
 (() => {
-  const { t, el, api, ApiError, newKey } = Triage;
-  const $ = (id) => document.getElementById(id);
-  const token = Triage.tokenStore("triage.agent-token");
+  const { t, el, $, newKey } = Triage;
   const CLAIM_WAIT = 25;          // seconds a claim long-polls before asking again
   const REFRESH_MS = 4000;        // the held list (unread counts, escalations, new buyer messages)
 
@@ -13,9 +11,6 @@
     "console.title": { en: "Agent console", zh: "客服工作台" },
     "signin.title": { en: "Sign in", zh: "登录" },
     "signin.token": { en: "Agent token", zh: "客服令牌" },
-    "signin.hint": { en: "Kept for this tab only; closing the tab signs you out.",
-                     zh: "只保存在当前标签页，关闭标签页即退出。" },
-    "signin.go": { en: "Sign in", zh: "登录" },
     "signin.wrong": { en: "This agent token was not accepted. Check you pasted all of it; a token an admin replaced stops working at once.",
                       zh: "客服令牌无效。请检查是否完整粘贴；管理员重置后旧令牌立即失效。" },
     "signin.expired": { en: "Your token is no longer accepted: sign in again.", zh: "令牌已失效，请重新登录。" },
@@ -90,55 +85,33 @@
   };
 
   // --- sign in and out -------------------------------------------------------------------------------------
-  async function signIn(value) {
-    try {
-      const list = await api(value, "GET", "/v1/agents/me/tickets");
-      token.set(value);
-      showDesk(list.tickets);
-    } catch (error) {
-      $("signin-error").textContent = error.status === 401 ? t("signin.wrong") : error.message;
-      $("token").focus();
-    }
-  }
-
-  function signOut(message) {
-    stopClaiming();
-    token.clear();
-    Object.assign(state, { held: [], openId: null, open: null, older: [], readOnly: false });
-    $("desk").hidden = true;
-    $("signin").hidden = false;
-    $("signout").hidden = true;
-    $("signin-error").textContent = message || "";
-    $("presence").textContent = "";
-    $("token").value = "";
-    $("token").focus();
-  }
-
-  function showDesk(tickets) {
-    $("signin").hidden = true;
-    $("desk").hidden = false;
-    $("signout").hidden = false;
-    state.held = tickets;
-    renderHeld();
-    loadQueues();
-    setPresence();
-    $("claim").focus();
-  }
-
-  function call(method, path, options) {
-    return api(token.get(), method, path, options).catch((error) => {
-      if (error.status === 401) signOut(t("signin.expired"));
-      throw error;
-    });
-  }
+  const session = Triage.page({
+    tokenKey: "triage.agent-token", board: "desk", wrong: "signin.wrong", expired: "signin.expired",
+    verify: (value) => Triage.api(value, "GET", "/v1/agents/me/tickets"),
+    enter(list) {
+      state.held = list.tickets;
+      renderHeld();
+      loadQueues();
+      setPresence();
+      $("claim").focus();
+    },
+    leave() {
+      stopClaiming();
+      Object.assign(state, { held: [], openId: null, open: null, older: [], readOnly: false });
+      $("presence").textContent = "";
+    },
+    relabel() {
+      setPresence();
+      renderHeld();
+      if (state.open) renderThread();
+      if (state.openId) loadSuggestions(state.openId);
+    },
+  });
+  const call = session.call;
 
   function explain(error, what) {
-    if (error.status === 409) return t("409." + error.code) !== "409." + error.code ? t("409." + error.code) : error.message;
     if (error.status === 404 && what === "ticket") return t("404.ticket");
-    if (error.status === 422 && error.details && error.details[0] && error.details[0].type === "unknown_queue") {
-      return t("422.unknown_queue");
-    }
-    return error.message;
+    return Triage.explain(error);
   }
 
   function notice(text) {
@@ -227,7 +200,7 @@
   }
 
   async function refreshHeld() {
-    if (!token.get() || $("desk").hidden) return;
+    if (!session.signedIn()) return;
     try {
       const list = await call("GET", "/v1/agents/me/tickets");
       state.held = list.tickets;
@@ -516,21 +489,6 @@
 
   // --- start -----------------------------------------------------------------------------------------------
   document.addEventListener("DOMContentLoaded", () => {
-    Triage.translate();
-    $("lang").addEventListener("click", () => {
-      Triage.setLanguage(Triage.lang === "zh" ? "en" : "zh");
-      if (!$("desk").hidden) {
-        setPresence();
-        renderHeld();
-        if (state.open) renderThread();
-        if (state.openId) loadSuggestions(state.openId);
-      }
-    });
-    $("signin-form").addEventListener("submit", (event) => {
-      event.preventDefault();
-      signIn($("token").value.trim());
-    });
-    $("signout").addEventListener("click", () => signOut(""));
     $("help-open").addEventListener("click", () => $("help").showModal());
     $("claim").addEventListener("click", () => (state.claiming ? stopClaiming() : claimLoop()));
     $("keep").addEventListener("change", () => { if ($("keep").checked) claimLoop(); });
@@ -542,7 +500,6 @@
     document.addEventListener("keydown", onKey);
     setInterval(refreshHeld, REFRESH_MS);
     setInterval(heartbeat, 5000);
-    if (token.get()) signIn(token.get());
-    else $("token").focus();
+    session.start();
   });
 })();

@@ -1,23 +1,23 @@
-// The ops page (/ops): live queues, agents, service levels with charts, escalations, rules backtest. Admin token.
+// The ops page (/ops): live queues, agents and their presence, service levels with charts, shift coverage,
+// escalations, failed deliveries, rules backtest. Admin token.
 "use strict";
 
 (() => {
-  const { t, el, api } = Triage;
-  const $ = (id) => document.getElementById(id);
-  const token = Triage.tokenStore("triage.admin-token");
+  const { t, el, $, percent } = Triage;
   const TIERS = ["P1", "P2", "P3", "P4"];
   const BUCKETS = 12;          // points of the service-level charts over the chosen window
   const LIVE_MS = 3000;
   const AGENTS_MS = 5000;
-  const LEVELS_MS = 60000;
+  const DELIVERIES_MS = 10000;
+  const LEVELS_MS = 60000;     // also the coverage, which changes only when agents or shifts do
   let shop = null;
+  let shops = [];
+  let agentLevels = new Map(); // agent id -> its service levels over the chosen window
 
   Triage.register({
     "ops.title": { en: "Operations", zh: "运营看板" },
     "ops.signin": { en: "Sign in with the admin token", zh: "使用管理员令牌登录" },
     "ops.token": { en: "Admin token", zh: "管理员令牌" },
-    "signin.hint": { en: "Kept for this tab only; closing the tab signs you out.", zh: "只保存在当前标签页，关闭标签页即退出。" },
-    "signin.go": { en: "Sign in", zh: "登录" },
     "ops.wrong": { en: "This admin token was not accepted (TRIAGE_ADMIN_TOKEN of the service). An agent token does not open this page.",
                    zh: "管理员令牌无效（服务的 TRIAGE_ADMIN_TOKEN）。客服令牌不能打开此页面。" },
     "ops.noshop": { en: "No shop yet: create one with POST /v1/shops or `triage bootstrap`.", zh: "还没有店铺：请用 POST /v1/shops 或 `triage bootstrap` 创建。" },
@@ -59,46 +59,97 @@
     "col.kind": { en: "Change", zh: "变化" }, "col.excerpt": { en: "Message", zh: "消息" },
     "col.before": { en: "Now", zh: "当前" }, "col.after": { en: "Candidate", zh: "候选" },
     "yes": { en: "yes", zh: "是" }, "no": { en: "no", zh: "否" },
+    "ops.chart.round": { en: "Response per round, p50 and p90 (seconds)", zh: "平均响应时间（每轮）p50 / p90（秒）" },
+    "ops.rate.buyers": { en: "Buyers replied", zh: "买家回复率" },
+    "ops.all": { en: "Whole shop", zh: "全店" },
+    "ops.levels.caption": { en: "Per round: every buyer round to the next reply, capped at 600 s; an unanswered round counts 600 s",
+                            zh: "每轮：买家每一轮消息到下一次回复的时间，上限 600 秒；未回复的一轮按 600 秒计" },
+    "grp.conversations": { en: "Conversations", zh: "会话" }, "grp.buyers": { en: "Buyers", zh: "买家" },
+    "grp.first": { en: "First response", zh: "首次响应" }, "grp.round": { en: "Response per round", zh: "平均响应时间（每轮）" },
+    "col.scope": { en: "Tier or queue", zh: "优先级 / 队列" },
+    "col.mean": { en: "Mean", zh: "平均" }, "col.unanswered": { en: "Unanswered rounds", zh: "未回复轮次" },
+    "col.presence": { en: "Presence", zh: "状态" }, "col.round50": { en: "Round p50", zh: "每轮响应 p50" },
+    "col.buyerrate": { en: "Buyers replied", zh: "买家回复率" },
+    "presence.online": { en: "online", zh: "在线" }, "presence.away": { en: "away", zh: "离开" },
+    "presence.offline": { en: "offline", zh: "离线" },
+    "ops.coverage": { en: "Shift coverage", zh: "班次覆盖" },
+    "ops.coverage.date": { en: "Coverage date", zh: "覆盖日期" },
+    "ops.coverage.tz": { en: "A date in the shop's own time zone.", zh: "按店铺所在时区的日期。" },
+    "day.ordinary": { en: "An ordinary day.", zh: "普通工作日。" },
+    "day.holiday": { en: "A public holiday: no shift runs.", zh: "法定节假日：不排班。" },
+    "day.adjusted_workday": { en: "An adjusted working day: the working days' shifts run.", zh: "调休上班日：按工作日排班。" },
+    "day.closed": { en: "A closed date of the shop: no shift runs.", zh: "店铺休息日：不排班。" },
+    "day.nodata": { en: "The holiday calendar has no data for this date yet.", zh: "节假日数据尚未覆盖该日期。" },
+    "col.shift": { en: "Shift", zh: "班次" }, "col.hours": { en: "Hours", zh: "时间" }, "col.runs": { en: "Runs", zh: "排班" },
+    "col.covered": { en: "Covered", zh: "已覆盖" }, "col.gaps": { en: "Gaps", zh: "缺口" },
+    "cov.nogap": { en: "none", zh: "无" },
+    "cov.gaps": { en: "{n} gaps: queues nobody serves on a running shift.", zh: "{n} 个缺口：运行中的班次没有客服负责这些队列。" },
+    "cov.full": { en: "Every running shift has every queue covered.", zh: "所有运行中的班次都覆盖了全部队列。" },
+    "ops.deliveries": { en: "Failed deliveries", zh: "推送失败" },
+    "ops.deliveries.none": { en: "No failed delivery.", zh: "没有失败的推送。" },
+    "ops.deliveries.more": { en: "The newest {n} are shown.", zh: "仅显示最新 {n} 条。" },
+    "col.when": { en: "Created", zh: "创建时间" }, "col.event": { en: "Event", zh: "事件" },
+    "col.endpoint": { en: "Endpoint", zh: "接收地址" }, "col.attempts": { en: "Attempts", zh: "尝试次数" },
+    "col.last": { en: "Last answer", zh: "最后结果" }, "col.action": { en: "Action", zh: "操作" },
+    "ep.disabled": { en: "disabled: {reason}", zh: "已停用：{reason}" },
+    "retry.go": { en: "Retry", zh: "重试" },
+    "retry.label": { en: "Send delivery {id} again", zh: "重新发送推送 {id}" },
+    "retry.done": { en: "Delivery {id} goes again now (same webhook-id).", zh: "推送 {id} 已重新发送（webhook-id 不变）。" },
+    "retry.waits": { en: "Delivery {id} is queued again, but its endpoint is disabled: it waits until the endpoint is enabled.",
+                     zh: "推送 {id} 已重新排队，但接收地址已停用：重新启用后才会发送。" },
+    "409.delivery_not_failed": { en: "That delivery is no longer failed (someone retried it already).",
+                                 zh: "该推送已不是失败状态（可能已被重试）。" },
   });
 
-  const call = (method, path, options) => api(token.get(), method, path, options).catch((error) => {
-    if (error.status === 401) signOut(t("ops.wrong"));
-    throw error;
-  });
+  const shopPath = (rest) => "/v1/shops/" + encodeURIComponent(shop) + rest;
+  const presenceCell = (value) => el("span", { class: "presence-" + value }, t("presence." + value));
 
-  function table(node, head, rows) {
+  function table(node, head, rows, groups) {
     node.querySelectorAll("thead, tbody").forEach((part) => part.remove());
-    node.append(el("thead", {}, el("tr", {}, head.map(([label, num]) => el("th", { scope: "col", class: num ? "num" : null }, label)))),
+    const heads = [];
+    // groups: [[label, span], ...] over the columns, a first header row (label null: an empty cell)
+    if (groups) heads.push(el("tr", {}, groups.map(([label, span]) =>
+      el("th", { scope: label ? "colgroup" : null, colspan: span > 1 ? span : null, class: "group" }, label || ""))));
+    heads.push(el("tr", {}, head.map(([label, num]) => el("th", { scope: "col", class: num ? "num" : null }, label))));
+    node.append(el("thead", {}, heads),
                 el("tbody", {}, rows.map((cells) => el("tr", {}, cells.map((cell, i) =>
                   el("td", { class: head[i][1] ? "num" : null }, cell))))));
   }
 
-  // --- sign in ---------------------------------------------------------------------------------------------
-  async function signIn(value) {
-    try {
-      const shops = await api(value, "GET", "/v1/shops");
-      token.set(value);
-      $("signin").hidden = true;
-      $("board").hidden = false;
-      $("signout").hidden = false;
+  const session = Triage.page({
+    tokenKey: "triage.admin-token", board: "board", wrong: "ops.wrong", expired: "ops.wrong",
+    verify: (value) => Triage.api(value, "GET", "/v1/shops"),
+    enter(found) {
+      shops = found;
       $("shop").replaceChildren(...shops.map((s) => el("option", { value: s.id }, s.name + " (" + s.id + ")")));
       if (!shops.length) return ($("error").textContent = t("ops.noshop"));
-      shop = shops[0].id;
-      refreshAll();
+      chooseShop(shops[0].id);
+    },
+    leave() { shop = null; },
+    relabel() { refreshLive(); refreshAgents(); refreshLevels(); refreshCoverage(); refreshDeliveries(); },
+  });
+  const call = session.call;
+
+  function showError(error) {
+    if (error.status !== 401) $("error").textContent = error.message;
+  }
+
+  // Today in the shop's own time zone: coverage takes a local date.
+  function shopToday() {
+    const zone = (shops.find((s) => s.id === shop) || {}).timezone;
+    try {
+      return new Intl.DateTimeFormat("en-CA", { timeZone: zone }).format(new Date());
     } catch (error) {
-      $("signin-error").textContent = error.status === 401 ? t("ops.wrong") : error.message;
+      return new Date().toISOString().slice(0, 10);
     }
   }
 
-  function signOut(message) {
-    token.clear();
-    shop = null;
-    $("board").hidden = true;
-    $("signin").hidden = false;
-    $("signout").hidden = true;
-    $("signin-error").textContent = message || "";
-    $("token").value = "";
-    $("token").focus();
+  function chooseShop(id) {
+    shop = id;
+    $("shop").value = id;
+    $("coverage-date").value = shopToday();
+    agentLevels = new Map();
+    refreshAll();
   }
 
   // --- live: queues and escalations ------------------------------------------------------------------------
@@ -115,13 +166,13 @@
       $("live").textContent = t("ops.live", { time: new Date().toLocaleTimeString() });
       $("error").textContent = "";
     } catch (error) {
-      if (error.status !== 401) $("error").textContent = error.message;
+      showError(error);
     }
   }
 
   // --- service levels and agents ---------------------------------------------------------------------------
   function statsPath(since, until) {
-    return "/v1/shops/" + encodeURIComponent(shop) + "/stats?since=" + since.toISOString() + "&until=" + until.toISOString();
+    return shopPath("/stats?since=" + since.toISOString() + "&until=" + until.toISOString());
   }
 
   async function refreshLevels() {
@@ -132,20 +183,24 @@
     try {
       const whole = await call("GET", statsPath(since, until));
       renderLevels(whole);
+      agentLevels = new Map(whole.agents.map((a) => [a.agent_id, a]));
       const step = span / BUCKETS;
       const buckets = await Promise.all(Array.from({ length: BUCKETS }, (_, i) =>
         call("GET", statsPath(new Date(since.getTime() + i * step), new Date(since.getTime() + (i + 1) * step)))));
       const long = span > 2 * 86400 * 1000;
       const labels = buckets.map((b) => new Date(b.until).toLocaleString(Triage.lang === "zh" ? "zh-CN" : "en-GB",
         long ? { month: "numeric", day: "numeric", hour: "2-digit" } : { hour: "2-digit", minute: "2-digit" }));
-      $("chart-fr").replaceChildren(lineChart(labels, [
-        { name: "p50", colour: "#0b57d0", values: buckets.map((b) => b.overall.first_response.p50) },
-        { name: "p90", colour: "#a50e0e", values: buckets.map((b) => b.overall.first_response.p90) }]));
+      const p50p90 = (pick) => [
+        { name: "p50", colour: "#0b57d0", values: buckets.map((b) => pick(b).p50) },
+        { name: "p90", colour: "#a50e0e", values: buckets.map((b) => pick(b).p90) }];
+      $("chart-fr").replaceChildren(lineChart(labels, p50p90((b) => b.overall.first_response)));
+      $("chart-round").replaceChildren(lineChart(labels, p50p90((b) => b.overall.round_response)));
       $("chart-rate").replaceChildren(lineChart(labels, [
-        { name: t("col.rate"), colour: "#146c2e", values: buckets.map((b) => b.overall.reply_rate) }], 1));
+        { name: t("col.rate"), colour: "#146c2e", values: buckets.map((b) => b.overall.reply_rate) },
+        { name: t("ops.rate.buyers"), colour: "#6b3fa0", values: buckets.map((b) => b.overall.buyer_reply_rate) }], 1));
       $("chart-breaches").replaceChildren(barChart(whole.tiers.map((tier) => [tier.tier, tier.sla_breaches])));
     } catch (error) {
-      if (error.status !== 401) $("error").textContent = error.message;
+      showError(error);
     }
   }
 
@@ -153,12 +208,12 @@
   async function refreshAgents() {
     if (!shop) return;
     try {
-      const agents = await call("GET", "/v1/shops/" + encodeURIComponent(shop) + "/agents");
+      const agents = await call("GET", shopPath("/agents"));
       const held = await Promise.all(agents.map((a) =>
-        call("GET", "/v1/shops/" + encodeURIComponent(shop) + "/agents/" + encodeURIComponent(a.id) + "/tickets")));
+        call("GET", shopPath("/agents/" + encodeURIComponent(a.id) + "/tickets"))));
       renderAgents(agents, held.map((list) => list.tickets));
     } catch (error) {
-      if (error.status !== 401) $("error").textContent = error.message;
+      showError(error);
     }
   }
 
@@ -170,22 +225,109 @@
   }
 
   function renderAgents(agents, held) {
-    table($("agents"), [[t("col.name")], [t("col.queues")], [t("col.holding")], [t("col.capacity"), true], [t("col.active")]],
-          agents.map((a, i) => [a.name, a.queues.join(", "),
-                                held[i].length ? el("ul", { class: "plain" }, held[i].map(heldItem)) : "0",
-                                held[i].length + " / " + a.capacity, a.active ? t("yes") : t("no")]));
+    table($("agents"), [[t("col.name")], [t("col.presence")], [t("col.queues")], [t("col.holding")],
+                        [t("col.capacity"), true], [t("col.round50"), true], [t("col.buyerrate"), true], [t("col.active")]],
+          agents.map((a, i) => {
+            const levels = agentLevels.get(a.id);
+            return [a.name, presenceCell(a.presence), a.queues.join(", "),
+                    held[i].length ? el("ul", { class: "plain" }, held[i].map(heldItem)) : "0",
+                    held[i].length + " / " + a.capacity,
+                    levels ? Triage.seconds(levels.round_response.p50) : "–",
+                    levels ? percent(levels.buyer_reply_rate) : "–",
+                    a.active ? t("yes") : t("no")];
+          }));
     const escalated = held.flat().filter((ticket) => ticket.escalated);
     $("escalated-held").replaceChildren(...escalated.map(heldItem));
     $("escalated-held-title").hidden = escalated.length === 0;
   }
 
+  // The whole shop, then each tier, then each queue: conversations, buyers, first response and response per round.
   function renderLevels(stats) {
-    const pct = (value) => (value === null ? "–" : Math.round(value * 100) + " %");
-    table($("levels"), [[t("col.tier")], [t("col.received"), true], [t("col.rate"), true], ["p50", true], ["p90", true],
-                        [t("col.breaches"), true], [t("col.target"), true]],
-          stats.tiers.map((tier) => [tier.tier, String(tier.conversations_received), pct(tier.reply_rate),
-                                     Triage.seconds(tier.first_response.p50), Triage.seconds(tier.first_response.p90),
-                                     String(tier.sla_breaches), tier.first_response_target_seconds + " s"]));
+    const row = (name, levels, target) => [name, String(levels.conversations_received), percent(levels.reply_rate),
+      String(levels.buyers_received), percent(levels.buyer_reply_rate),
+      Triage.seconds(levels.first_response.p50), Triage.seconds(levels.first_response.p90),
+      Triage.seconds(levels.round_response.mean), Triage.seconds(levels.round_response.p50),
+      Triage.seconds(levels.round_response.p90), String(levels.round_response.unanswered),
+      String(levels.sla_breaches), target ? target + " s" : "–"];
+    table($("levels"),
+          [[t("col.scope")], [t("col.received"), true], [t("col.rate"), true], [t("col.received"), true], [t("col.rate"), true],
+           ["p50", true], ["p90", true], [t("col.mean"), true], ["p50", true], ["p90", true], [t("col.unanswered"), true],
+           [t("col.breaches"), true], [t("col.target"), true]],
+          [row(t("ops.all"), stats.overall),
+           ...stats.tiers.map((tier) => row(tier.tier, tier, tier.first_response_target_seconds)),
+           ...stats.queues.map((queue) => row(queue.queue, queue))],
+          [[null, 1], [t("grp.conversations"), 2], [t("grp.buyers"), 2], [t("grp.first"), 2], [t("grp.round"), 4],
+           [null, 2]]);
+  }
+
+  // --- shift coverage --------------------------------------------------------------------------------------
+  async function refreshCoverage() {
+    const day = $("coverage-date").value;
+    if (!shop || !day) return;
+    try {
+      renderCoverage(await call("GET", shopPath("/coverage?date=" + encodeURIComponent(day))));
+    } catch (error) {
+      $("coverage-note").textContent = Triage.explain(error);
+    }
+  }
+
+  function renderCoverage(found) {
+    const gaps = found.shifts.reduce((n, shift) => n + shift.gaps.length, 0);
+    $("coverage-note").textContent = [t("day." + found.day), found.holiday_data === false ? t("day.nodata") : "",
+      gaps ? t("cov.gaps", { n: gaps }) : found.shifts.some((s) => s.runs) ? t("cov.full") : ""].filter(Boolean).join(" ");
+    table($("coverage"), [[t("col.shift")], [t("col.hours")], [t("col.runs")], [t("col.covered")], [t("col.gaps")]],
+          found.shifts.map((shift) => [
+            shift.name, shift.start + "–" + shift.end, shift.runs ? t("yes") : t("no"),
+            el("ul", { class: "plain" }, shift.covered.map((c) =>
+              el("li", {}, el("strong", {}, c.queue), ": ", c.agents.map((a) => a.name).join(", ")))),
+            shift.gaps.length ? el("ul", { class: "plain gaps" }, shift.gaps.map((q) => el("li", { class: "gap" }, q)))
+                              : t("cov.nogap")]));
+  }
+
+  // --- failed deliveries -----------------------------------------------------------------------------------
+  const DELIVERIES_SHOWN = 20;
+
+  async function refreshDeliveries() {
+    if (!shop) return;
+    try {
+      const [found, endpoints] = await Promise.all([
+        call("GET", shopPath("/deliveries?status=failed&limit=" + DELIVERIES_SHOWN)), call("GET", shopPath("/endpoints"))]);
+      renderDeliveries(found, new Map(endpoints.map((e) => [e.id, e])));
+    } catch (error) {
+      showError(error);
+    }
+  }
+
+  function renderDeliveries(found, endpoints) {
+    const rows = found.deliveries;
+    $("deliveries-none").hidden = rows.length > 0;
+    $("deliveries").hidden = rows.length === 0;
+    $("deliveries-more").textContent = found.next_before ? t("ops.deliveries.more", { n: DELIVERIES_SHOWN }) : "";
+    table($("deliveries"), [[t("col.when")], [t("col.event")], [t("col.endpoint")], [t("col.attempts"), true],
+                            [t("col.last")], [t("col.action")]],
+          rows.map((d) => {
+            const endpoint = endpoints.get(d.endpoint_id);
+            return [new Date(d.created_at).toLocaleString(Triage.lang === "zh" ? "zh-CN" : "en-GB"), d.type,
+                    el("span", {}, endpoint ? endpoint.url : d.endpoint_id,
+                       endpoint && !endpoint.enabled
+                         ? el("span", { class: "hint" }, " (" + t("ep.disabled", { reason: endpoint.disabled_reason || "–" }) + ")")
+                         : null),
+                    String(d.attempts), [d.last_status, d.last_error].filter((v) => v !== null).join(" · ") || "–",
+                    el("button", { type: "button", class: "secondary", "aria-label": t("retry.label", { id: d.id }),
+                                   dataset: { delivery: d.id },
+                                   onclick: () => retry(d, endpoint) }, t("retry.go"))];
+          }));
+  }
+
+  async function retry(delivery, endpoint) {
+    try {
+      await call("POST", shopPath("/deliveries/" + delivery.id + "/retry"));
+      $("deliveries-notice").textContent = t(endpoint && !endpoint.enabled ? "retry.waits" : "retry.done",
+                                             { id: delivery.id });
+    } catch (error) {
+      $("deliveries-notice").textContent = Triage.explain(error);
+    }
+    refreshDeliveries();
   }
 
   // --- charts: inline SVG, no library ----------------------------------------------------------------------
@@ -253,10 +395,10 @@
   // --- rules backtest --------------------------------------------------------------------------------------
   async function loadCandidate() {
     try {
-      const active = await call("GET", "/v1/shops/" + encodeURIComponent(shop) + "/rules");
+      const active = await call("GET", shopPath("/rules"));
       $("candidate").value = JSON.stringify(active.body, null, 2);
     } catch (error) {
-      if (error.status !== 401) $("error").textContent = error.message;
+      showError(error);
     }
   }
 
@@ -270,7 +412,7 @@
       return;
     }
     try {
-      const report = await call("POST", "/v1/shops/" + encodeURIComponent(shop) + "/rules/backtest",
+      const report = await call("POST", shopPath("/rules/backtest"),
                                 { body: { ruleset, limit: Number($("limit").value) || 1000 } });
       renderBacktest(report);
     } catch (error) {
@@ -308,27 +450,20 @@
     refreshLive();
     refreshAgents();
     refreshLevels();
+    refreshCoverage();
+    refreshDeliveries();
     loadCandidate();
   }
 
   document.addEventListener("DOMContentLoaded", () => {
-    Triage.translate();
-    $("lang").addEventListener("click", () => {
-      Triage.setLanguage(Triage.lang === "zh" ? "en" : "zh");
-      if (shop) { refreshLive(); refreshAgents(); refreshLevels(); }
-    });
-    $("signin-form").addEventListener("submit", (event) => {
-      event.preventDefault();
-      signIn($("token").value.trim());
-    });
-    $("signout").addEventListener("click", () => signOut(""));
-    $("shop").addEventListener("change", () => { shop = $("shop").value; refreshAll(); });
+    $("shop").addEventListener("change", () => chooseShop($("shop").value));
     $("window").addEventListener("change", refreshLevels);
+    $("coverage-date").addEventListener("change", refreshCoverage);
     $("backtest-form").addEventListener("submit", runBacktest);
     setInterval(refreshLive, LIVE_MS);
     setInterval(refreshAgents, AGENTS_MS);
-    setInterval(refreshLevels, LEVELS_MS);
-    if (token.get()) signIn(token.get());
-    else $("token").focus();
+    setInterval(refreshDeliveries, DELIVERIES_MS);
+    setInterval(() => { refreshLevels(); refreshCoverage(); }, LEVELS_MS);
+    session.start();
   });
 })();

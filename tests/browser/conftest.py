@@ -119,7 +119,8 @@ def site_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     try:
         run(upgrade_async(url))
         log = tmp_path_factory.mktemp("web-log") / "service.log"
-        server = ServiceProcess(url, ADMIN_TOKEN, log_path=log)
+        # Private targets allowed: the ops page's failed deliveries are sent to a receiver on loopback.
+        server = ServiceProcess(url, ADMIN_TOKEN, log_path=log, extra_env={"TRIAGE_DELIVERY_ALLOW_PRIVATE": "true"})
         try:
             server.wait_ready()
             yield Site(server.base_url, {}, [], request.param)

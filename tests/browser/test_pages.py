@@ -134,8 +134,9 @@ def test_ops_shows_the_depth_change_after_a_claim(site: Site, browser: Any, arti
     assert claimed.status_code == 200, claimed.text
     expect(total).to_have_text("1", timeout=TIMEOUT)  # the live view follows the claim
     holder = page.locator("#agents tbody tr", has_text="阿明")
-    expect(holder.locator("td").nth(3)).to_have_text("1 / 5", timeout=TIMEOUT)
-    expect(holder.locator("td").nth(2)).to_contain_text(claimed.json()["customer"]["nick"])
+    expect(holder.locator("td").nth(4)).to_have_text("1 / 5", timeout=TIMEOUT)
+    expect(holder.locator("td").nth(3)).to_contain_text(claimed.json()["customer"]["nick"])
+    expect(holder.locator("td").nth(1)).to_have_text("online")  # the claim made it so
     expect(page.locator("#chart-fr svg.chart")).to_be_visible()
     expect(page.locator("#chart-breaches svg.chart")).to_be_visible()
     # The rules backtest view replays the shop's messages under the candidate (here the active rules).
