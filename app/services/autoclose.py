@@ -7,7 +7,6 @@ a claim, an ingestion) has locked, and closes only tickets still in the status i
 message arriving meanwhile waits for the close and then reopens the ticket as a new episode.
 """
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -16,9 +15,10 @@ from app import metrics
 from app.clock import utcnow
 from app.db.claims import TicketStore, claim_store
 from app.db.driver import Record
-from app.db.errors import StoreUnavailable, translated
+from app.db.errors import translated
 from app.db.session import DriverConnections
 from app.domain import SYSTEM_ACTOR, EventKind, Tier, rfc3339
+from app.services.periodic import every
 
 log = logging.getLogger("app.autoclose")
 
@@ -95,13 +95,4 @@ class AutoCloser:
 
     async def run(self) -> None:
         """The worker's loop: a pass every interval; a failed pass is logged and tried at the next."""
-        while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except StoreUnavailable as exc:
-                log.warning("auto-close failed (%s: %s); retrying", type(exc).__name__, exc)
-            except Exception:
-                log.exception("auto-close failed; retrying")
-            await asyncio.sleep(self._interval)
+        await every(self._interval, self.run_once, what="auto-close", log=log)

@@ -1,12 +1,12 @@
 """The queue counters' fold (migration 0018): every process moves the changes the triggers appended into
 queue_counts once a second, so a reader of the gauges adds up a few rows, whatever the backlog."""
 
-import asyncio
 import logging
 
 from app.db.claims import claim_store
-from app.db.errors import StoreUnavailable, translated
+from app.db.errors import translated
 from app.db.session import DriverConnections
+from app.services.periodic import every
 
 log = logging.getLogger("app.counts")
 
@@ -27,13 +27,4 @@ class CountFolder:
 
     async def run(self) -> None:
         """The worker's loop: a fold every interval; a failed one is logged and tried at the next."""
-        while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except StoreUnavailable as exc:
-                log.warning("queue counts fold failed (%s: %s); retrying", type(exc).__name__, exc)
-            except Exception:
-                log.exception("queue counts fold failed; retrying")
-            await asyncio.sleep(self._interval)
+        await every(self._interval, self.run_once, what="queue counts fold", log=log)

@@ -16,7 +16,6 @@ from app import metrics
 from app.clock import utcnow
 from app.db.claims import KeyStore, StoredTicket, TicketStore, claim_store
 from app.db.driver import Record
-from app.db.errors import StoreUnavailable, translated
 from app.db.models import Agent
 from app.db.session import DriverConnections
 from app.domain import (DEFAULT_PRESENCE_TIMEOUT, ESCALATIONS, MAX_SNOOZE_DAYS, SYSTEM_ACTOR, TIER_NAMES,
@@ -50,6 +49,7 @@ from app.schemas.tickets import (
 )
 from app.services.ingest import NOTIFY_CHANNEL
 from app.services.notify import Notifier
+from app.services.periodic import attempt
 
 log = logging.getLogger("app.queues")
 
@@ -783,20 +783,9 @@ class LeaseReaper:
         """The reaper's loop, run as a worker (app/workers.py): expiry every interval, the key purge less often."""
         next_purge = time.monotonic()
         while True:
-            await self._attempt("lease expiry", self.run_once)
+            await attempt("lease expiry", self.run_once, log)
             if time.monotonic() >= next_purge:
                 next_purge = time.monotonic() + self._purge_interval
-                await self._attempt("idempotency key purge", self.purge_once)
+                await attempt("idempotency key purge", self.purge_once, log)
             await asyncio.sleep(self._interval)
 
-    @staticmethod
-    async def _attempt(what: str, run: Callable[[], Awaitable[int]]) -> None:
-        try:
-            async with translated():
-                await run()
-        except asyncio.CancelledError:
-            raise
-        except StoreUnavailable as exc:
-            log.warning("%s failed (%s: %s); retrying", what, type(exc).__name__, exc)
-        except Exception:
-            log.exception("%s failed; retrying", what)

@@ -8,14 +8,14 @@ then removes what is older than the retention: on PostgreSQL whole months, once 
 its keys. Tickets, customers and the statistics' summaries stay.
 """
 
-import asyncio
 import logging
 from datetime import datetime, timedelta
 
 from app.clock import utcnow
-from app.db.errors import StoreUnavailable, translated
+from app.db.errors import translated
 from app.db.retention import Month, Removed, retention_store
 from app.db.session import DriverConnections
+from app.services.periodic import every
 
 log = logging.getLogger("app.retention")
 
@@ -73,16 +73,4 @@ class RetentionWorker:
     async def run(self) -> None:
         """The worker's loop: a pass at start and every interval; a failed pass is logged and tried again within a
         minute."""
-        while True:
-            pause = self._interval
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except StoreUnavailable as exc:
-                log.warning("retention failed (%s: %s); retrying", type(exc).__name__, exc)
-                pause = min(pause, RETRY_SECONDS)
-            except Exception:
-                log.exception("retention failed; retrying")
-                pause = min(pause, RETRY_SECONDS)
-            await asyncio.sleep(pause)
+        await every(self._interval, self.run_once, what="retention", log=log, retry_within=RETRY_SECONDS)

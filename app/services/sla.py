@@ -4,7 +4,6 @@ Each breach is recorded once per episode by its key (app/db/sla.py), with the ti
 the outbox's sla.breached event in the same transaction, however many processes watch.
 """
 
-import asyncio
 import logging
 from datetime import datetime
 
@@ -12,10 +11,11 @@ from app.clock import utcnow
 from app.db import sla as sla_sql
 from app.db.deliveries import delivery_store_for
 from app.db.driver import driver
-from app.db.errors import StoreUnavailable, translated
+from app.db.errors import translated
 from app.db.session import DriverConnections
 from app.domain import DeliveryEvent, rfc3339, ticket_event_data
 from app.services.notify import Notifier
+from app.services.periodic import every
 
 log = logging.getLogger("app.sla")
 
@@ -68,13 +68,4 @@ class BreachWatch:
 
     async def run(self) -> None:
         """The watch's loop: a look every interval; a failed look is logged and tried again."""
-        while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except StoreUnavailable as exc:
-                log.warning("SLA watch failed (%s: %s); retrying", type(exc).__name__, exc)
-            except Exception:
-                log.exception("SLA watch failed; retrying")
-            await asyncio.sleep(self._interval)
+        await every(self._interval, self.run_once, what="SLA watch", log=log)
