@@ -93,6 +93,7 @@ class EventKind(StrEnum):
     AUTO_REPLIED = "auto_replied"
     SNOOZED = "snoozed"
     WOKEN = "woken"
+    HELD = "held"
 
 
 class DeliveryEvent(StrEnum):
@@ -148,6 +149,16 @@ AUTO_REPLY_MARK = {"auto_reply": "off_hours"}
 # Hours a queued ticket's conversation may stay silent before the auto-close worker resolves it, unless the shop
 # sets its own (0: never).
 DEFAULT_AUTO_CLOSE_HOURS = 72
+# A buyer's new conversation or reopened ticket within this many hours of an agent's last reply to that buyer is held
+# for that agent first (a shop's sticky_hours; 0: never), for TRIAGE_STICKY_HOLD_SECONDS unless changed.
+DEFAULT_STICKY_HOURS = 72
+MAX_STICKY_HOURS = 720
+DEFAULT_STICKY_HOLD_SECONDS = 60
+# An agent's reply writes its buyer's last agent only when another agent replied last, or its own last reply is older
+# than this: an agent answering one buyer many times a minute writes the buyer's row once. A sticky window may so
+# start up to this much before the true last reply.
+LAST_AGENT_SLACK_SECONDS = 60
+
 # How far ahead a snooze may reach: a conversation put off longer is one to resolve, not to park.
 MAX_SNOOZE_DAYS = 30
 
@@ -224,6 +235,10 @@ class TicketState:
     episodes: int
     # While pending (snoozed): when it comes back to its queue by itself; None in every other status.
     snoozed_until: datetime | None = None
+    # Offered to this agent first: only it may claim the ticket until held_until while it is online (sticky owner,
+    # a snooze's return); anyone serving the queue after, or at once when that agent is not online.
+    held_for: str | None = None
+    held_until: datetime | None = None
     is_new: bool = field(default=False, compare=False)
 
     @classmethod

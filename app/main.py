@@ -61,13 +61,15 @@ def start_workers(app: FastAPI, settings: Settings) -> Workers:
     auto-close, queue counts, retention, delivery relay, LISTEN."""
     workers = Workers()
     writers = settings.ingest_writers or (1 if settings.is_sqlite else 3)
-    app.state.ingestor = Ingestor(app.state.drivers, app.state.notifier, writers=writers)
+    app.state.ingestor = Ingestor(app.state.drivers, app.state.notifier, writers=writers,
+                                  sticky_hold_seconds=settings.sticky_hold_seconds)
     for name, run in app.state.ingestor.writers():
         workers.add(name, run)
     # Expired leases are requeued by every process; a short lease is checked more often than once a second.
     app.state.reaper = LeaseReaper(app.state.drivers, app.state.notifier, max_deliveries=settings.max_deliveries,
                                    interval=min(1.0, settings.lease_seconds / 4),
-                                   key_retention=timedelta(hours=settings.idempotency_retention_hours))
+                                   key_retention=timedelta(hours=settings.idempotency_retention_hours),
+                                   sticky_hold_seconds=settings.sticky_hold_seconds)
     workers.add("lease-reaper", app.state.reaper.run)
     app.state.sla_watch = BreachWatch(app.state.drivers, app.state.notifier)
     workers.add("sla-watch", app.state.sla_watch.run)

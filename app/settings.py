@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.domain import DEFAULT_PRESENCE_TIMEOUT
+from app.domain import DEFAULT_PRESENCE_TIMEOUT, DEFAULT_STICKY_HOLD_SECONDS
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./triage.db"
 
@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     metrics_cache_seconds: float = Field(5.0, ge=0, le=300, description="/metrics reads the backlog gauges from the database at most this often per process")
     metrics_token: SecretStr | None = Field(None, description="Bearer token /metrics requires; unset, /metrics is open")
     thread_page: int = Field(50, ge=1, le=1000, description="The latest messages a ticket's answer carries; GET /v1/tickets/{id}/messages pages through the rest")
+    sticky_hold_seconds: int = Field(DEFAULT_STICKY_HOLD_SECONDS, ge=0, le=3600, description="How long a ticket held for a buyer's last agent (or the agent that snoozed it) waits for that agent while it is online; 0: no holds")
     presence_timeout_seconds: int = Field(DEFAULT_PRESENCE_TIMEOUT, ge=10, le=86_400, description="An agent with no claim (a long poll's re-checks count), ticket heartbeat or presence call for this long is offline")
     default_agent_capacity: int = Field(5, ge=1, le=50, description="Open tickets an agent may hold unless set per agent")
     retention_days: int = Field(400, ge=93, le=36_500, description="Messages and ticket events older than this many days are removed (on PostgreSQL a month once all of it is older); at least 93, so every statistics range finds its data")

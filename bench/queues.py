@@ -319,7 +319,8 @@ async def db_statements_rate(url: str, tickets: int, consumers: int) -> float:
             lease_until = now + timedelta(seconds=120)
             row = await store.claim(agent_id=agent["id"], shop_id=shop["id"], now=now, lease_until=lease_until,
                                     event={"agent_id": agent["id"], "lease_expires_at": lease_until.isoformat()},
-                                    touch_before=presence_touch_before(now, DEFAULT_PRESENCE_TIMEOUT), thread=False)
+                                    touch_before=presence_touch_before(now, DEFAULT_PRESENCE_TIMEOUT),
+                                    online_after=now - timedelta(seconds=DEFAULT_PRESENCE_TIMEOUT), thread=False)
             if row is None:
                 return done
             now = utcnow()

@@ -87,7 +87,7 @@ async def main() -> None:
                 now = utcnow()
                 claimed = await PostgresTicketStore(PostgresDriver(connection)).claim(
                     agent_id=agent["id"], shop_id=shop["id"], now=now, lease_until=now + timedelta(hours=1), event={},
-                    touch_before=now - timedelta(seconds=10), thread=False)
+                    touch_before=now - timedelta(seconds=10), online_after=now - timedelta(seconds=120), thread=False)
                 assert claimed is not None
                 held.append((agent["id"], claimed.state.id))
             ratios = []

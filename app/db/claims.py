@@ -14,19 +14,26 @@ import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from app.db.deliveries import DELIVERY_CHANNEL, PENDING_DELIVERY, PG_HEAD, DeliveryStore, delivery_store_for
 from app.db.driver import Driver, Record, decoded, driver, joined, json_text, placeholders
 from app.db.session import DriverConnections, Session
-from app.domain import DELIVERY_EVENT_BITS, TICKET_FIELDS, DeliveryEvent, EventKind, TicketState
+from app.domain import (DELIVERY_EVENT_BITS, LAST_AGENT_SLACK_SECONDS, TICKET_FIELDS, DeliveryEvent, EventKind,
+                        TicketState)
 
 _TICKET = ", ".join(TICKET_FIELDS)
 _TICKET_T = ", ".join(f"t.{c}" for c in TICKET_FIELDS)
 _TICKET_C = ", ".join(f"c.{c}" for c in TICKET_FIELDS)
 CLAIM_ORDER = ("tier", "priority DESC", "opened_at", "opened_seq")
 CLAIM_ORDER_SQL = ", ".join(CLAIM_ORDER)
+# Whether queued ticket t may go to agent $1 now: not held, its hold over ($3 is now), held for that agent, or held for
+# one that is not at its console (online, seen after $5) serving the ticket's queue. triage_claim() (migration 0024)
+# has the same test.
+CLAIMABLE_SQL = ("(t.held_until IS NULL OR t.held_until <= $3 OR t.held_for = $1 OR NOT EXISTS ("
+                 "SELECT 1 FROM agents o JOIN agent_queues oq ON oq.agent_id = o.id AND oq.queue = t.queue "
+                 "WHERE o.id = t.held_for AND o.active AND o.presence = 'online' AND o.seen_at > $5))")
 
 
 def claim_order(alias: str) -> str:
@@ -53,10 +60,11 @@ EXPIRING = ("SELECT id, shop_id, queue, assigned_agent_id, lease_expires_at, del
             "WHERE assigned_agent_id IS NOT NULL AND status = 'assigned' AND lease_expires_at <= $1 "
             "ORDER BY lease_expires_at LIMIT $2")
 
-# The first queued ticket of one queue ($1 shop, q.queue) by the claim order: one probe of ix_tickets_claim.
+# The first queued ticket of one queue ({shop}, q.queue) by the claim order that agent $1 may take (CLAIMABLE_SQL):
+# one probe of ix_tickets_claim, passing over the tickets held for another agent at its console.
 QUEUE_HEAD = ("SELECT t.id FROM tickets t WHERE t.shop_id = {shop} AND t.queue = q.queue AND t.status = 'queued' "
-              f"ORDER BY {claim_order('t')} LIMIT 1")
-# The agent's ($1) claim in shop $4: the head of each queue it serves, the best of them by the claim order, if the
+              f"AND {CLAIMABLE_SQL} ORDER BY {claim_order('t')} LIMIT 1")
+# The agent's ($1) claim in shop $4 at $3 (agents seen after $5 online): the head of each queue it serves, the best of them by the claim order, if the
 # agent is active and below its capacity; so many probes as queues served, whatever the other queues hold.
 _CLAIM = ("UPDATE tickets SET status = 'assigned', assigned_agent_id = $1, lease_expires_at = $2, updated_at = $3 "
           "WHERE id = (SELECT p.id FROM agent_queues q JOIN tickets p ON p.id = "
@@ -72,7 +80,7 @@ QUIET = ("SELECT id, shop_id, queue, platform, conversation_id, tier, priority, 
          "AND opened_at <= $3 AND last_message_at <= $3 ORDER BY opened_at LIMIT $4")
 
 # Snoozed tickets due back, first due first, from ix_tickets_snoozed (migration 0021).
-SNOOZED_DUE = ("SELECT id, shop_id, queue, snoozed_until FROM tickets WHERE status = 'pending' "
+SNOOZED_DUE = ("SELECT id, shop_id, queue, snoozed_until, held_for FROM tickets WHERE status = 'pending' "
                "AND snoozed_until <= $1 ORDER BY snoozed_until LIMIT $2")
 # A shop's snoozed tickets whose conversation has been silent since before the cut-off, from ix_tickets_pending_quiet.
 QUIET_PENDING = ("SELECT id, shop_id, queue, status, last_message_at FROM tickets WHERE shop_id = $1 "
@@ -135,6 +143,11 @@ def _held_update_sql(names: tuple[str, ...]) -> str:
             f"AND assigned_agent_id = $2 AND lease_expires_at > $3 RETURNING {_TICKET}")
 
 
+# The buyer's last agent, written by an agent's reply ($2 the agent, $3 now) only when another agent replied last or
+# its own last reply was before {stale} (LAST_AGENT_SLACK_SECONDS ago): sticky owner reads it (migration 0024).
+_LAST_AGENT = ("UPDATE customers SET last_agent_id = $2, last_agent_reply_at = $3 WHERE (last_agent_id IS DISTINCT "
+               "FROM $2 OR last_agent_reply_at IS NULL OR last_agent_reply_at < {stale})")
+
 # The first reply of an episode stops the first-response clock: first_response_at then equals now.
 _REPLY_UPDATE = _held_update_sql(("lease_expires_at",)).replace(
     "updated_at = $3", "updated_at = $3, first_response_at = coalesce(first_response_at, $3), "
@@ -160,7 +173,8 @@ class TicketStore(KeyStore, Protocol):
     def transaction(self) -> AbstractAsyncContextManager[None]: ...
     def outbox(self) -> DeliveryStore: ...
     async def claim(self, *, agent_id: str, shop_id: str, now: datetime, lease_until: datetime,
-                    event: dict[str, Any], touch_before: datetime, thread: bool = True) -> StoredTicket | None: ...
+                    event: dict[str, Any], touch_before: datetime, online_after: datetime,
+                    thread: bool = True) -> StoredTicket | None: ...
     async def agent_state(self, *, agent_id: str) -> Record | None: ...
     async def touch_agent(self, *, agent_id: str, now: datetime, touch_before: datetime,
                           online: bool = False) -> None: ...
@@ -197,7 +211,7 @@ class TicketStore(KeyStore, Protocol):
     async def auto_close_shops(self) -> list[Record]: ...
     async def quiet_pending(self, *, shop_id: str, before: datetime, limit: int, lock: bool = True) -> list[Record]: ...
     async def snoozed_due(self, *, now: datetime, limit: int) -> list[Record]: ...
-    async def wake(self, tickets: Sequence[Record], *, now: datetime) -> None: ...
+    async def wake(self, tickets: Sequence[Record], *, now: datetime, held_until: datetime | None) -> None: ...
 
 
 class SharedTicketStore:
@@ -222,13 +236,15 @@ class SharedTicketStore:
         await self.db.execute(_EVENT, ticket.id, ticket.shop_id, now, kind, actor, json_text(data))
 
     async def claim(self, *, agent_id: str, shop_id: str, now: datetime, lease_until: datetime,
-                    event: dict[str, Any], touch_before: datetime, thread: bool = True) -> StoredTicket | None:
-        """Assign the agent the most urgent queued ticket of its queues, within its capacity, with the event; the
-        agent is online and seen now (its row written only when it was not, or not since `touch_before`)."""
+                    event: dict[str, Any], touch_before: datetime, online_after: datetime,
+                    thread: bool = True) -> StoredTicket | None:
+        """Assign the agent the most urgent queued ticket of its queues that is not held for another agent at its
+        console (seen after `online_after`), within its capacity, with the event; the agent is online and seen now
+        (its row written only when it was not, or not since `touch_before`)."""
         # One statement: pick, capacity test and assignment together, under SQLite's one write lock.
         async with self.transaction():
             await self.touch_agent(agent_id=agent_id, now=now, touch_before=touch_before, online=True)
-            claimed = _stored(await self.db.row(_CLAIM, agent_id, lease_until, now, shop_id))
+            claimed = _stored(await self.db.row(_CLAIM, agent_id, lease_until, now, shop_id, online_after))
             if claimed is not None:
                 await self._event(claimed.state, now, EventKind.CLAIMED, f"agent:{agent_id}",
                                   {**event, "deliveries": claimed.state.deliveries})
@@ -286,6 +302,9 @@ class SharedTicketStore:
             if held is None:
                 return None
             ticket = held.state
+            if ticket.customer_id is not None:
+                await self.db.execute(_LAST_AGENT.format(stale="$4") + " AND id = $1", ticket.customer_id, agent_id,
+                                      now, now - timedelta(seconds=LAST_AGENT_SLACK_SECONDS))
             message = decoded(await self.db.row(
                 "INSERT INTO messages (ticket_id, shop_id, platform, direction, text, sent_at, received_at, agent_id) "
                 f"VALUES ($1, $2, $3, 'outbound', $4, $5, $5, $6) RETURNING {_MESSAGE}",
@@ -517,12 +536,15 @@ class SharedTicketStore:
         is waking (or an ingestion is writing)."""
         return [decoded(r) for r in await self.db.rows(SNOOZED_DUE + self.db.skip_locked, now, limit)]
 
-    async def wake(self, tickets: Sequence[Record], *, now: datetime) -> None:
-        """Put snoozed tickets back in their queue at their place; each only if still snoozed until the time it was
-        picked with (`snoozed_until`), so a ticket woken or re-snoozed meanwhile is left alone."""
+    async def wake(self, tickets: Sequence[Record], *, now: datetime, held_until: datetime | None) -> None:
+        """Put snoozed tickets back in their queue at their place, held until `held_until` for the agent each is
+        held for (if any); each only if still snoozed until the time it was picked with (`snoozed_until`), so a
+        ticket woken or re-snoozed meanwhile is left alone."""
         await self.db.execute_many(
-            "UPDATE tickets SET status = 'queued', snoozed_until = NULL, updated_at = $3 WHERE id = $1 "
-            "AND status = 'pending' AND snoozed_until = $2", [[t["id"], t["snoozed_until"], now] for t in tickets])
+            "UPDATE tickets SET status = 'queued', snoozed_until = NULL, updated_at = $3, "
+            "held_until = CASE WHEN held_for IS NULL THEN held_until ELSE $4 END WHERE id = $1 "
+            "AND status = 'pending' AND snoozed_until = $2",
+            [[t["id"], t["snoozed_until"], now, held_until] for t in tickets])
 
 
 @functools.cache
@@ -548,7 +570,7 @@ def _with_thread(alias: str, limit: int | None) -> str:
 
 @functools.cache
 def _pg_claim_sql(limit: int | None) -> str:
-    return f"SELECT {_TICKET_C}{_with_thread('c.id', limit)} FROM triage_claim($1, $2, $3, $4, $5::text, $6) c"
+    return f"SELECT {_TICKET_C}{_with_thread('c.id', limit)} FROM triage_claim($1, $2, $3, $4, $5::text, $6, $7) c"
 
 
 @functools.cache
@@ -592,6 +614,7 @@ _PG_REPLY = (
     "first_response_at = coalesce(first_response_at, $3), awaiting_since = NULL, unread = 0 "
     "WHERE id = $1 AND status = 'assigned' AND assigned_agent_id = $2 AND lease_expires_at > $3 "
     f"RETURNING {_TICKET}), "
+    f"c AS ({_LAST_AGENT.format(stale='$7')} AND customers.id = (SELECT customer_id FROM t)), "
     "m AS (INSERT INTO messages (ticket_id, shop_id, platform, direction, text, sent_at, received_at, agent_id, "
     "delivery) "
     f"SELECT id, shop_id, platform, 'outbound', $5, $3, $3, $2, {{delivery}} FROM t RETURNING {_MESSAGE}), "
@@ -610,11 +633,13 @@ class PostgresTicketStore(SharedTicketStore):
     """One statement, one round trip, per operation where PostgreSQL allows it (docs/design.md measures them)."""
 
     async def claim(self, *, agent_id: str, shop_id: str, now: datetime, lease_until: datetime,
-                    event: dict[str, Any], touch_before: datetime, thread: bool = True) -> StoredTicket | None:
-        # triage_claim(): agent lock, presence, capacity, SKIP LOCKED pick, event, with fresh snapshots inside.
-        # thread=False: the claim alone, as bench/queues.py compares it with another queue's dequeue.
+                    event: dict[str, Any], touch_before: datetime, online_after: datetime,
+                    thread: bool = True) -> StoredTicket | None:
+        # triage_claim(): agent lock, presence, capacity, SKIP LOCKED pick (holds for others skipped), event, with
+        # fresh snapshots inside. thread=False: the claim alone, as bench/queues.py compares it with another
+        # queue's dequeue.
         return _stored(await self.db.row(_pg_claim_sql(self._thread_limit if thread else 0), agent_id, shop_id, now,
-                                         lease_until, json_text(event), touch_before))
+                                         lease_until, json_text(event), touch_before, online_after))
 
     async def write_held(self, *, ticket_id: str, agent_id: str, now: datetime, values: dict[str, Any],
                          event: tuple[str, dict[str, Any]], thread: bool = True) -> StoredTicket | None:
@@ -625,7 +650,7 @@ class PostgresTicketStore(SharedTicketStore):
     async def reply(self, *, ticket_id: str, agent_id: str, now: datetime, lease_until: datetime,
                     text: str, outbox: bool = True) -> tuple[StoredTicket, Record] | None:
         row = await self.db.row(_pg_reply_sql(self._thread_limit, outbox), ticket_id, agent_id, now, lease_until, text,
-                                lease_until.isoformat())
+                                lease_until.isoformat(), now - timedelta(seconds=LAST_AGENT_SLACK_SECONDS))
         if row is None:
             return None
         message = {k[2:]: row.pop(k) for k in list(row) if k.startswith("m_")}

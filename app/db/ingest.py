@@ -46,7 +46,7 @@ def pg_types(model: type[Base], names: Sequence[str]) -> dict[str, str]:
 TICKET_COLUMNS = pg_types(Ticket, TICKET_FIELDS)
 UPDATABLE = ("queue", "status", "tier", "priority", "primary_intent", "intents", "escalated", "deliveries", "unread",
              "ruleset", "updated_at", "opened_at", "opened_seq", "awaiting_since", "first_response_due_at",
-             "first_response_at", "last_message_at", "resolved_at", "episodes", "snoozed_until")
+             "first_response_at", "last_message_at", "resolved_at", "episodes", "snoozed_until", "held_for", "held_until")
 MESSAGE_COLUMNS = pg_types(Message, ("ticket_id", "shop_id", "platform", "external_id", "direction", "text", "sent_at",
                                      "received_at", "order_id", "primary_intent", "tier", "priority", "triage", "kind",
                                      "content"))
@@ -71,7 +71,8 @@ class Raced(Exception):
 class Prepared:
     """What prepare found or made for a group."""
 
-    customers: dict[CustomerKey, tuple[int, int]] = field(default_factory=dict)  # id, conversations opened so far
+    # id, conversations opened so far, the agent who last replied to the buyer and when (sticky owner)
+    customers: dict[CustomerKey, tuple[int, int, str | None, datetime | None]] = field(default_factory=dict)
     tickets: dict[ConversationKey, str] = field(default_factory=dict)  # every conversation's ticket id
     created: set[str] = field(default_factory=set)  # the tickets made now
     # Existing tickets with an open episode: since when the buyer awaits an answer (None once answered). Read
@@ -93,10 +94,12 @@ class Prepared:
             self.open_episodes[key] = awaiting_since
 
     def collect(self, records: Sequence[Sequence[Any]], *, late: bool) -> None:
-        """Take rows of (kind, ticket id, customer id, shop, platform, external id, contacts, status, awaiting)."""
-        for kind, ticket_id, customer_id, shop_id, platform, external_id, contacts, status, awaiting in records:
+        """Take rows of (kind, ticket id, customer id, shop, platform, external id, contacts, status, awaiting, last
+        agent, last agent reply)."""
+        for (kind, ticket_id, customer_id, shop_id, platform, external_id, contacts, status, awaiting, last_agent,
+             last_reply) in records:
             if kind == CUSTOMER:
-                self.customers[(shop_id, platform, external_id)] = (customer_id, contacts)
+                self.customers[(shop_id, platform, external_id)] = (customer_id, contacts, last_agent, last_reply)
                 if late:
                     self.late_customers.add((shop_id, platform, external_id))
             else:
@@ -173,8 +176,9 @@ _PREPARE = (
     # runs its parts in order), rows in key order, as in every group, so that groups creating the same keys wait
     # for each other instead of deadlocking. The customers' LATERAL ... LIMIT 1 keeps to the unique index even when
     # the planner's statistics still describe a small table.
-    f"WITH k AS (SELECT k.*, c.id, c.contacts FROM {_unnest(CUSTOMER_COLUMNS, alias='k')} LEFT JOIN LATERAL "
-    "(SELECT id, contacts FROM customers c WHERE c.shop_id = k.shop_id AND c.platform = k.platform "
+    f"WITH k AS (SELECT k.*, c.id, c.contacts, c.last_agent_id, c.last_agent_reply_at "
+    f"FROM {_unnest(CUSTOMER_COLUMNS, alias='k')} LEFT JOIN LATERAL "
+    "(SELECT id, contacts, last_agent_id, last_agent_reply_at FROM customers c WHERE c.shop_id = k.shop_id AND c.platform = k.platform "
     "AND c.external_id = k.external_id LIMIT 1) c ON true), "
     f"added AS (INSERT INTO customers ({_columns(CUSTOMER_COLUMNS)}, contacts, first_seen_at, last_seen_at) "
     f"SELECT {_select(CUSTOMER_COLUMNS, 'k')}, 0, $6, $6 FROM k WHERE k.id IS NULL "
@@ -189,18 +193,20 @@ _PREPARE = (
     "WHERE v.id IS NULL ON CONFLICT (shop_id, platform, conversation_id) DO NOTHING "
     "RETURNING id, shop_id, platform, conversation_id) "
     "SELECT 'customer' AS kind, NULL AS ticket_id, id, shop_id, platform, external_id, contacts, NULL::text AS status, "
-    "NULL::timestamptz AS awaiting_since FROM added "
-    "UNION ALL SELECT 'customer', NULL, id, shop_id, platform, external_id, contacts, NULL, NULL FROM k "
-    "WHERE id IS NOT NULL "
-    "UNION ALL SELECT 'new ticket', id, NULL, shop_id, platform, conversation_id, NULL, NULL, NULL FROM opened "
-    "UNION ALL SELECT 'ticket', id, NULL, shop_id, platform, conversation_id, NULL, status, awaiting_since FROM v "
-    "WHERE id IS NOT NULL")
+    "NULL::timestamptz AS awaiting_since, NULL::text AS last_agent_id, NULL::timestamptz AS last_agent_reply_at "
+    "FROM added "
+    "UNION ALL SELECT 'customer', NULL, id, shop_id, platform, external_id, contacts, NULL, NULL, last_agent_id, "
+    "last_agent_reply_at FROM k WHERE id IS NOT NULL "
+    "UNION ALL SELECT 'new ticket', id, NULL, shop_id, platform, conversation_id, NULL, NULL, NULL, NULL, NULL "
+    "FROM opened "
+    "UNION ALL SELECT 'ticket', id, NULL, shop_id, platform, conversation_id, NULL, status, awaiting_since, NULL, NULL "
+    "FROM v WHERE id IS NOT NULL")
 _REREAD = (
     # What another transaction created and committed while prepare waited for it.
-    "SELECT 'customer', NULL, id, shop_id, platform, external_id, contacts, NULL::text, NULL::timestamptz "
-    "FROM customers "
+    "SELECT 'customer', NULL, id, shop_id, platform, external_id, contacts, NULL::text, NULL::timestamptz, "
+    "last_agent_id, last_agent_reply_at FROM customers "
     "WHERE (shop_id, platform, external_id) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[])) "
-    "UNION ALL SELECT 'ticket', id, NULL, shop_id, platform, conversation_id, NULL, status, awaiting_since "
+    "UNION ALL SELECT 'ticket', id, NULL, shop_id, platform, conversation_id, NULL, status, awaiting_since, NULL, NULL "
     "FROM tickets "
     "WHERE (shop_id, platform, conversation_id) IN (SELECT * FROM unnest($4::text[], $5::text[], $6::text[]))")
 _INSERT_MESSAGES = (
@@ -308,8 +314,8 @@ class SharedIngestStore:
         found = await self._each_chunk(
             customers, lambda n: _upsert_customers_sql(n, width),
             lambda c: [*_params(CUSTOMER_COLUMNS, c), 0, now, now])
-        prepared = Prepared(customers={(r["shop_id"], r["platform"], r["external_id"]): (r["id"], r["contacts"])
-                                       for r in found})
+        prepared = Prepared(customers={(r["shop_id"], r["platform"], r["external_id"]): (
+            r["id"], r["contacts"], r["last_agent_id"], decoded(r)["last_agent_reply_at"]) for r in found})
         for row in await self._each_chunk([k for k, _ in conversations],
                                           lambda n: _TICKET_READ + f"(VALUES {_row_placeholders(n, 3)})"
                                           + self.db.for_update, lambda k: k):
@@ -365,7 +371,7 @@ def _upsert_customers_sql(rows: int, width: int) -> str:
     return (f"INSERT INTO customers ({_columns(CUSTOMER_COLUMNS)}, contacts, first_seen_at, last_seen_at) "
             f"VALUES {_row_placeholders(rows, width)} ON CONFLICT (shop_id, platform, external_id) DO UPDATE SET "
             "nick = excluded.nick, vip_level = excluded.vip_level, last_seen_at = excluded.last_seen_at "
-            "RETURNING id, shop_id, platform, external_id, contacts")
+            "RETURNING id, shop_id, platform, external_id, contacts, last_agent_id, last_agent_reply_at")
 
 
 @functools.cache

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
 
 from app.db.base import Base, JSONType
-from app.domain import DEFAULT_AUTO_CLOSE_HOURS
+from app.domain import DEFAULT_AUTO_CLOSE_HOURS, DEFAULT_STICKY_HOURS, MAX_STICKY_HOURS
 from app.hours import DEFAULT_SHIFTS, DEFAULT_TIMEZONE
 
 
@@ -54,7 +54,9 @@ class Shop(Base):
     __tablename__ = "shops"
     # SQLite would copy the table to add a check to it (migration 0016); the API holds the range there.
     __table_args__ = (CheckConstraint("auto_close_after_hours BETWEEN 0 AND 8760",
-                                      name="auto_close_range").ddl_if(dialect="postgresql"),)
+                                      name="auto_close_range").ddl_if(dialect="postgresql"),
+                      CheckConstraint(f"sticky_hours BETWEEN 0 AND {MAX_STICKY_HOURS}",
+                                      name="sticky_range").ddl_if(dialect="postgresql"))
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -75,6 +77,10 @@ class Shop(Base):
     # A queued ticket silent this long is resolved by the auto-close worker; 0: never (migration 0016).
     auto_close_after_hours: Mapped[int] = mapped_column(Integer, default=DEFAULT_AUTO_CLOSE_HOURS,
                                                         server_default=str(DEFAULT_AUTO_CLOSE_HOURS))
+    # A buyer's new conversation within this many hours of an agent's last reply is held for that agent first; 0:
+    # never (migration 0024).
+    sticky_hours: Mapped[int] = mapped_column(Integer, default=DEFAULT_STICKY_HOURS,
+                                              server_default=str(DEFAULT_STICKY_HOURS))
 
 
 class WebhookSecret(Base):
@@ -149,6 +155,10 @@ class Customer(Base):
     contacts: Mapped[int] = mapped_column(Integer, default=0)
     first_seen_at: Mapped[datetime]
     last_seen_at: Mapped[datetime]
+    # The agent who last replied to this buyer and when, kept by the reply write (within LAST_AGENT_SLACK_SECONDS):
+    # what a new conversation's sticky owner is read from, with no scan (migration 0024).
+    last_agent_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    last_agent_reply_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Ticket(Base):
@@ -237,6 +247,9 @@ class Ticket(Base):
     episodes: Mapped[int] = mapped_column(Integer, default=1)
     # Pending (snoozed) only: when the lease reaper puts it back in its queue, unless the buyer writes first.
     snoozed_until: Mapped[datetime | None] = mapped_column(default=None)
+    # Offered first to this agent until held_until, while it is online (claims check it; migration 0024).
+    held_for: Mapped[str | None] = mapped_column(String(36), default=None)
+    held_until: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Message(Base):

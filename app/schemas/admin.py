@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from app import hours
+from app.domain import DEFAULT_STICKY_HOURS, MAX_STICKY_HOURS
 from app.schemas import examples as ex
 from app.schemas.base import IsoDate, QueueName, ReadSchema, Schema, SlaTargets, Slug, StorableStr, whole_number
 
@@ -21,6 +22,10 @@ HOURS_ERROR = "shop_hours"
 AUTO_CLOSE = ("Hours a queued ticket's conversation may stay silent (no buyer message, nor a seller message on the "
               "platform) before the service resolves it, with a `resolved` event by `system`; 0 never (default 72)")
 AutoCloseHours = whole_number(0, 8760)
+STICKY = ("Hours after an agent's last reply to a buyer in which the buyer's new conversation or reopened ticket is "
+          "offered first to that agent: only it may claim it for TRIAGE_STICKY_HOLD_SECONDS (60) while it is online, "
+          f"then anyone serving the queue; 0 never (default {DEFAULT_STICKY_HOURS}, at most {MAX_STICKY_HOURS})")
+StickyHours = whole_number(0, MAX_STICKY_HOURS)
 
 
 def _hours_error(reason: str) -> PydanticCustomError:
@@ -128,6 +133,7 @@ class ShopCreate(ShopHoursFields):
     name: StorableStr = Field(min_length=1, max_length=200, examples=["Demo shop"])
     sla_targets: SlaTargets | None = None
     auto_close_after_hours: AutoCloseHours | None = Field(None, description=AUTO_CLOSE)  # type: ignore[valid-type]
+    sticky_hours: StickyHours | None = Field(None, description=STICKY)  # type: ignore[valid-type]
 
     model_config = Schema.model_config | ex.examples({"id": ex.SHOP_ID, "name": "Demo shop",
                                                       "sla_targets": ex.SLA_TARGETS})
@@ -137,13 +143,14 @@ class ShopUpdate(ShopHoursFields):
     name: StorableStr | None = Field(None, min_length=1, max_length=200)
     sla_targets: SlaTargets | None = None
     auto_close_after_hours: AutoCloseHours | None = Field(None, description=AUTO_CLOSE)  # type: ignore[valid-type]
+    sticky_hours: StickyHours | None = Field(None, description=STICKY)  # type: ignore[valid-type]
 
     model_config = Schema.model_config | ex.examples(
         {"sla_targets": {"P1": 15, "P2": 30, "P3": 40, "P4": 60}},
         {"timezone": "Asia/Shanghai", "shifts": [{"name": "day", "start": "09:00", "end": "18:00"},
                                                  {"name": "evening", "start": "15:00", "end": "24:00"}],
          "holidays": "CN", "closed_dates": ["2026-12-31"], "off_hours_reply": ex.OFF_HOURS_REPLY},
-        {"auto_close_after_hours": 48})
+        {"auto_close_after_hours": 48}, {"sticky_hours": 48})
 
 
 class ShopCreated(Schema):
@@ -176,6 +183,7 @@ class ShopRead(ReadSchema):
     closed_dates: list[date]
     off_hours_reply: str | None
     auto_close_after_hours: int = Field(description=AUTO_CLOSE, examples=[72])
+    sticky_hours: int = Field(description=STICKY, examples=[72])
     created_at: datetime
 
     model_config = ReadSchema.model_config | ex.examples(ex.SHOP)

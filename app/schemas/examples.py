@@ -42,7 +42,7 @@ TICKET: dict[str, Any] = {
     "deliveries": 0, "unread": 1, "created_at": "2026-11-25T08:00:01.120Z", "opened_at": "2026-11-25T08:00:01.120Z",
     "awaiting_since": "2026-11-25T08:00:01.120Z", "first_response_due_at": "2026-11-25T08:00:21.120Z",
     "first_response_at": None, "resolved_at": None, "episodes": 1, "updated_at": "2026-11-25T08:00:06.480Z",
-    "snoozed_until": None,
+    "snoozed_until": None, "held_for": None, "held_until": None,
 }
 TICKET_REPLIED = {**TICKET, "messages": [INBOUND, OUTBOUND], "unread": 0, "awaiting_since": None,
                   "first_response_at": "2026-11-25T08:00:14.310Z", "lease_expires_at": "2026-11-25T08:02:14.310Z",
@@ -69,7 +69,7 @@ OFF_HOURS_REPLY = "亲，客服上班时间为每天 9:00-24:00，您的消息�
 SHOP = {"id": SHOP_ID, "name": "Demo shop", "sla_targets": SLA_TARGETS, "active_ruleset_version": None,
         "timezone": "Asia/Shanghai", "shifts": SHIFTS, "holidays": "CN", "holiday_data_until": "2026-12-31",
         "closed_dates": ["2026-12-31"], "off_hours_reply": OFF_HOURS_REPLY,
-        "auto_close_after_hours": 72, "created_at": "2026-11-24T10:00:00Z"}
+        "auto_close_after_hours": 72, "sticky_hours": 72, "created_at": "2026-11-24T10:00:00Z"}
 QUEUE = {"name": "aftersale", "description": "Logistics, returns and refunds, quality, false advertising, "
          "price protection", "sla_targets": {"P1": 15, "P2": 25, "P3": 40, "P4": 60}, "sla_override": True,
          "created_at": "2026-11-24T10:00:00Z"}

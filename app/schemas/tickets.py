@@ -79,6 +79,10 @@ class TicketRead(BaseModel):
     episodes: int = Field(description="1, plus one per reopening after resolve")
     updated_at: datetime
     snoozed_until: datetime | None = Field(None, description="Pending only: when it goes back to its queue by itself")
+    held_for: str | None = Field(None, description="The agent the ticket is offered to first (the buyer's last agent, "
+                                                   "or the agent that snoozed it): while `held_until` is ahead and "
+                                                   "that agent is online, only it may claim the ticket")
+    held_until: datetime | None = Field(None, description="When the hold for `held_for` ends")
 
     model_config = ex.examples(ex.TICKET)
 

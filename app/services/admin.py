@@ -14,7 +14,7 @@ from app.db.session import DriverConnections, Session
 from app.db.shops import SessionShopStore, ShopStore
 from app import hours
 from app.domain import (DEFAULT_AUTO_CLOSE_HOURS, DEFAULT_PRESENCE_TIMEOUT, DEFAULT_QUEUES, DEFAULT_SLA_TARGETS,
-                        Presence)
+                        DEFAULT_STICKY_HOURS, Presence)
 from app.errors import AgentNotFound, InvalidInput, QueueExists, QueueNotFound, ShopExists, ShopNotFound
 from app.schemas.admin import AgentCreate, AgentUpdate, QueueCreate, QueueUpdate, ShopCreate, ShopUpdate
 from app.security import hash_token, new_agent_token, new_webhook_secret
@@ -67,7 +67,8 @@ def shop_view(shop: Shop) -> dict[str, Any]:
             "active_ruleset_version": shop.active_ruleset_version, "timezone": shop.timezone, "shifts": shop.shifts,
             "holidays": shop.holidays, "holiday_data_until": None if calendar is None else calendar.last,
             "closed_dates": shop.closed_dates, "off_hours_reply": shop.off_hours_reply,
-            "auto_close_after_hours": shop.auto_close_after_hours, "created_at": shop.created_at}
+            "auto_close_after_hours": shop.auto_close_after_hours, "sticky_hours": shop.sticky_hours,
+            "created_at": shop.created_at}
 
 
 async def require_shop(session: Session, shop_id: str) -> Shop:
@@ -91,6 +92,7 @@ async def create_shop(session: Session, *, data: ShopCreate, now: datetime) -> t
     shop = Shop(id=data.id, name=data.name, sla_targets=targets, created_at=now,
                 auto_close_after_hours=DEFAULT_AUTO_CLOSE_HOURS if data.auto_close_after_hours is None
                 else data.auto_close_after_hours,
+                sticky_hours=DEFAULT_STICKY_HOURS if data.sticky_hours is None else data.sticky_hours,
                 **{**_HOURS_DEFAULTS, "shifts": default_shifts(), **data.hours_values()})
     secret = new_webhook_secret()
     try:
@@ -118,6 +120,8 @@ async def update_shop(session: Session, *, shop_id: str, data: ShopUpdate, direc
         setattr(shop, name, value)
     if data.auto_close_after_hours is not None:
         shop.auto_close_after_hours = data.auto_close_after_hours
+    if data.sticky_hours is not None:
+        shop.sticky_hours = data.sticky_hours
     await shops.commit()
     directory.invalidate(shop_id)
     return shop

@@ -30,6 +30,7 @@ class ShopInfo:
     name: str = ""
     hours: ShopHours = field(default_factory=ShopHours.always_open)
     off_hours_reply: str | None = None
+    sticky_hours: int = 0
     loaded_at: float = field(default_factory=time.monotonic)
 
     def valid_secrets(self, now: datetime) -> list[str]:
@@ -150,7 +151,7 @@ class ShopDirectory:
             return ShopInfo(id=shop.id, sla_targets=dict(shop.sla_targets),
                             queue_targets={q.name: q.sla_targets for q in queues},
                             secrets=tuple(secrets), ruleset=ruleset, name=shop.name, hours=self._shop_hours(shop),
-                            off_hours_reply=shop.off_hours_reply)
+                            off_hours_reply=shop.off_hours_reply, sticky_hours=shop.sticky_hours)
 
     def _shop_hours(self, shop: Any) -> ShopHours:
         key = hours_key(shop)

@@ -22,12 +22,14 @@ from app.db.deliveries import DeliveryStore, delivery_store_for
 from app.db.driver import Driver, driver
 from app.db.session import DriverConnections
 from app.db.claims import reply_created
-from app.domain import AUTO_REPLY_MARK, DeliveryEvent, EventKind, Status, TicketState, rfc3339, tier_name
+from app.domain import (AUTO_REPLY_MARK, DEFAULT_STICKY_HOLD_SECONDS, DeliveryEvent, EventKind, Status, TicketState,
+                        rfc3339, tier_name)
 from app.errors import Unavailable
 from app.schemas.webhooks import IngestedMessage, WebhookMessage
 from app.services.directory import ShopInfo
 from app.services.notify import Notifier
-from app.services.tickets import InboundDecision, new_ticket, receive, seller_opened, seller_reply
+from app.services.tickets import (InboundDecision, new_ticket, offer_first, receive, seller_opened, seller_reply,
+                                  sticky_owner)
 from app.triage import PriorityContext, Triage, classify, priority_for
 from app.triage.events import classify_event, classify_media
 from app.triage.hybrid import CONTEXT_MESSAGES
@@ -245,8 +247,11 @@ async def _open_tickets(store: ingest_sql.IngestStore, fresh: Sequence[_Entry], 
 
 
 def _receive_all(applied: _Applied, fresh: Sequence[_Entry], stored_now: dict[ingest_sql.MessageKey, int],
-                 customers: dict[ingest_sql.CustomerKey, dict[str, Any]], *, now: datetime) -> None:
-    """Apply each stored message to its ticket, in arrival order, collecting the events and the shops to wake."""
+                 customers: dict[ingest_sql.CustomerKey, dict[str, Any]], prepared: ingest_sql.Prepared, *,
+                 now: datetime, hold_seconds: int) -> None:
+    """Apply each stored message to its ticket, in arrival order, collecting the events and the shops to wake. An
+    episode opened now is held for the buyer's last agent (sticky owner); a snoozed ticket woken now, for the agent
+    that snoozed it."""
     for e in fresh:
         if e.key not in stored_now or e.decision is None:
             continue
@@ -259,12 +264,22 @@ def _receive_all(applied: _Applied, fresh: Sequence[_Entry], stored_now: dict[in
             applied.changed[ticket.id] = ticket
             continue
         was_open = ticket.status != Status.RESOLVED and not (ticket.is_new and ticket.awaiting_since is None)
+        was_snoozed = ticket.status == Status.PENDING
         # The message id orders tickets opened in this one commit (all at `now`) as their messages came.
-        for kind, data in receive(ticket, e.decision, shop=e.shop, now=now, seq=stored_now[e.key]):
-            applied.events.append({"ticket_id": ticket.id, "shop_id": ticket.shop_id, "at": now, "kind": kind,
-                                   "actor": "webhook", "data": data})
+        events = receive(ticket, e.decision, shop=e.shop, now=now, seq=stored_now[e.key])
+        held = None
         if not was_open:
             customers[e.customer]["opened"] += 1
+            _, _, last_agent, last_reply_at = prepared.customers[e.customer]
+            held = sticky_owner(ticket, last_agent=last_agent, last_reply_at=last_reply_at,
+                                sticky_hours=e.shop.sticky_hours, now=now, seconds=hold_seconds)
+        elif was_snoozed and ticket.held_for is not None and hold_seconds > 0:
+            held = offer_first(ticket, agent_id=ticket.held_for, now=now, seconds=hold_seconds, reason="snooze")
+        if held is not None:
+            events.append(held)
+        for kind, data in events:
+            applied.events.append({"ticket_id": ticket.id, "shop_id": ticket.shop_id, "at": now, "kind": kind,
+                                   "actor": "webhook", "data": data})
         applied.changed[ticket.id] = ticket
         if ticket.status == Status.QUEUED:
             applied.woken.add(ticket.shop_id)
@@ -349,9 +364,11 @@ def tier_rises(applied: "_Applied") -> list[tuple[TicketState, dict[str, Any]]]:
 
 
 async def ingest_group(store: ingest_sql.IngestStore, jobs: Sequence[IngestJob], *, now: datetime,
-                       outbox: DeliveryStore | None = None) -> tuple[list[list[IngestedMessage]], set[str], int]:
+                       outbox: DeliveryStore | None = None, hold_seconds: int = DEFAULT_STICKY_HOLD_SECONDS,
+                       ) -> tuple[list[list[IngestedMessage]], set[str], int]:
     """Store the messages of several requests in one transaction; return each request's results, the woken shops
-    and how many deliveries the group's ticket.tier_raised events made (written in the same transaction)."""
+    and how many deliveries the group's ticket.tier_raised events made (written in the same transaction). A ticket
+    held for an agent (sticky owner, a snooze's return) waits `hold_seconds` for it."""
     entries = _entries(jobs)
     fresh = [e for e in entries if e.duplicate_of is None]
     customers, starters = _buyers_and_starters(fresh)
@@ -361,7 +378,7 @@ async def ingest_group(store: ingest_sql.IngestStore, jobs: Sequence[IngestJob],
     _decide(fresh, prepared, now=now)
     stored_now = await store.insert_messages([_message_row(e, prepared.tickets[e.conversation], now) for e in fresh])
     applied = await _open_tickets(store, fresh, prepared, starters, stored_now, now=now)
-    _receive_all(applied, fresh, stored_now, customers, now=now)
+    _receive_all(applied, fresh, stored_now, customers, prepared, now=now, hold_seconds=hold_seconds)
     auto_replies = await _off_hours_replies(store, applied, {e.shop.id: e.shop for e in fresh}, now=now)
     previous = await store.finish(
         # A provisional ticket that received nothing (its only message was a duplicate) is not kept.
@@ -396,8 +413,10 @@ class Ingestor:
     The writers are workers (app/workers.py): `writers()` names them for the process's Workers to run.
     """
 
-    def __init__(self, drivers: DriverConnections, notifier: Notifier, *, writers: int = 1) -> None:
+    def __init__(self, drivers: DriverConnections, notifier: Notifier, *, writers: int = 1,
+                 sticky_hold_seconds: int = DEFAULT_STICKY_HOLD_SECONDS) -> None:
         self._drivers = drivers
+        self._sticky_hold_seconds = sticky_hold_seconds
         self._notifier = notifier
         self._writers = writers
         self._queue: asyncio.Queue[IngestJob] = asyncio.Queue()
@@ -502,12 +521,12 @@ class Ingestor:
             self._fail(group)  # cancelled at shutdown: its requests are answered, not left waiting
             raise
 
-    @staticmethod
-    async def _transaction(db: Driver, group: list[IngestJob]) -> tuple[list[list[IngestedMessage]], set[str], int]:
+    async def _transaction(self, db: Driver, group: list[IngestJob]) -> tuple[list[list[IngestedMessage]], set[str], int]:
         for attempt in range(3):
             try:
                 async with ingest_sql.ingest_transaction(db) as store:
-                    outcome = await ingest_group(store, group, now=utcnow(), outbox=delivery_store_for(db))
+                    outcome = await ingest_group(store, group, now=utcnow(), outbox=delivery_store_for(db),
+                                                 hold_seconds=self._sticky_hold_seconds)
                 return outcome
             except Exception as exc:
                 # Deadlocks, serialization failures and a conversation created by another transaction meanwhile

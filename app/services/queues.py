@@ -18,7 +18,7 @@ from app.db.claims import KeyStore, StoredTicket, TicketStore, claim_store
 from app.db.driver import Record
 from app.db.models import Agent
 from app.db.session import DriverConnections
-from app.domain import (DEFAULT_PRESENCE_TIMEOUT, ESCALATIONS, MAX_SNOOZE_DAYS, SYSTEM_ACTOR, TIER_NAMES,
+from app.domain import (DEFAULT_PRESENCE_TIMEOUT, DEFAULT_STICKY_HOLD_SECONDS, ESCALATIONS, MAX_SNOOZE_DAYS, SYSTEM_ACTOR, TIER_NAMES,
                         DeliveryEvent, EventKind, Presence, Status, TicketState, presence_at, presence_touch_before,
                         rfc3339, ticket_event_data, tier_name)
 from app.errors import (
@@ -101,7 +101,7 @@ def ticket_view(row: TicketState, messages: Sequence[Record], *, page: int | Non
         created_at=row.created_at, opened_at=row.opened_at, awaiting_since=row.awaiting_since,
         first_response_due_at=row.first_response_due_at, first_response_at=row.first_response_at,
         resolved_at=row.resolved_at, episodes=row.episodes, updated_at=row.updated_at,
-        snoozed_until=row.snoozed_until)
+        snoozed_until=row.snoozed_until, held_for=row.held_for, held_until=row.held_until)
 
 
 async def _views(store: TicketStore, tickets: Sequence[StoredTicket]) -> list[TicketRead]:
@@ -140,7 +140,8 @@ async def claim_once(store: TicketStore, *, agent: Agent, now: datetime, lease_s
     lease_until = now + timedelta(seconds=lease_seconds)
     row = await store.claim(agent_id=agent.id, shop_id=agent.shop_id, now=now, lease_until=lease_until,
                             event={"agent_id": agent.id, "lease_expires_at": _iso(lease_until)},
-                            touch_before=presence_touch_before(now, presence_timeout))
+                            touch_before=presence_touch_before(now, presence_timeout),
+                            online_after=now - timedelta(seconds=presence_timeout))
     if row is None:
         # No ticket: the claim itself enforced activity and capacity; this read only chooses the answer.
         state = await store.agent_state(agent_id=agent.id)
@@ -491,10 +492,11 @@ def _snooze_refusal(until: datetime, *, now: datetime) -> InvalidInput | None:
                                                            "type": "snooze_until"}])
 
 
-def snoozed(until: datetime) -> dict[str, Any]:
+def snoozed(until: datetime, *, held_for: str | None) -> dict[str, Any]:
     """The columns that take a ticket out of every queue until `until` (its episode start is kept, so it comes back
-    at its place)."""
-    return {"status": Status.PENDING, "assigned_agent_id": None, "lease_expires_at": None, "snoozed_until": until}
+    at its place), to be offered first to `held_for` when it comes back."""
+    return {"status": Status.PENDING, "assigned_agent_id": None, "lease_expires_at": None, "snoozed_until": until,
+            "held_for": held_for, "held_until": None}
 
 
 async def snooze(drivers: DriverConnections, *, agent: Agent, ticket_id: str, until: datetime, reason: str | None,
@@ -505,7 +507,8 @@ async def snooze(drivers: DriverConnections, *, agent: Agent, ticket_id: str, un
         raise refused
 
     async def act(store: TicketStore) -> TicketRead:
-        row = await _held_write(store, agent=agent, ticket_id=ticket_id, now=now, values=snoozed(until),
+        row = await _held_write(store, agent=agent, ticket_id=ticket_id, now=now,
+                                values=snoozed(until, held_for=agent.id),
                                 event=(EventKind.SNOOZED, {"agent_id": agent.id, "until": rfc3339(until),
                                                            "reason": reason}))
         [view] = await _views(store, [row])
@@ -527,8 +530,10 @@ async def admin_snooze(drivers: DriverConnections, *, shop_id: str, ticket_id: s
     def refusal(ticket: TicketState) -> AppError | None:
         return TicketAlreadyResolved() if ticket.status == Status.RESOLVED else None
 
+    # Back to anyone serving its queue: ops took it from whoever had it.
     return await _ops_write(drivers, shop_id=shop_id, ticket_id=ticket_id, now=now, kind=EventKind.SNOOZED,
-                            values=snoozed(until), reason=reason, refusal=refusal, data={"until": rfc3339(until)})
+                            values=snoozed(until, held_for=None), reason=reason, refusal=refusal,
+                            data={"until": rfc3339(until)})
 
 
 async def hand_back_all(store: TicketStore, *, agent_id: str, now: datetime) -> int:
@@ -708,17 +713,26 @@ async def expire_leases(store: TicketStore, *, now: datetime, max_deliveries: in
     return len(rows), shops, bool(escalated)
 
 
-async def wake_snoozed(store: TicketStore, *, now: datetime, limit: int = EXPIRY_BATCH) -> tuple[int, set[str]]:
+async def wake_snoozed(store: TicketStore, *, now: datetime, hold_seconds: int = DEFAULT_STICKY_HOLD_SECONDS,
+                       limit: int = EXPIRY_BATCH) -> tuple[int, set[str]]:
     """Put snoozed tickets whose time has come back in their queue at their place, in one transaction, each with a
-    `woken` event; how many, and the shops to wake. The pick skips rows another process is waking, and each update
-    applies only to a ticket still snoozed as picked, so a ticket is woken once however many reapers race."""
+    `woken` event, held `hold_seconds` for the agent that snoozed it (a `held` event); how many, and the shops to
+    wake. The pick skips rows another process is waking, and each update applies only to a ticket still snoozed as
+    picked, so a ticket is woken once however many reapers race."""
     async with store.transaction():
         rows = await store.snoozed_due(now=now, limit=limit)
         if not rows:
             return 0, set()
-        await store.wake(rows, now=now)
-        await store.add_events([_event(r, EventKind.WOKEN, SYSTEM_ACTOR, now, {
-            "reason": "time", "until": rfc3339(r["snoozed_until"])}) for r in rows])
+        held_until = now + timedelta(seconds=hold_seconds) if hold_seconds > 0 else None
+        await store.wake(rows, now=now, held_until=held_until)
+        events = []
+        for r in rows:
+            events.append(_event(r, EventKind.WOKEN, SYSTEM_ACTOR, now, {
+                "reason": "time", "until": rfc3339(r["snoozed_until"])}))
+            if held_until is not None and r["held_for"] is not None:
+                events.append(_event(r, EventKind.HELD, SYSTEM_ACTOR, now, {
+                    "agent_id": r["held_for"], "until": rfc3339(held_until), "reason": "snooze"}))
+        await store.add_events(events)
         shops = {r["shop_id"] for r in rows}
         await store.notify(NOTIFY_CHANNEL, shops)
     return len(rows), shops
@@ -738,7 +752,9 @@ class LeaseReaper:
     """
 
     def __init__(self, drivers: DriverConnections, notifier: Notifier, *, max_deliveries: int,
-                 interval: float, key_retention: timedelta, purge_interval: float = PURGE_SECONDS) -> None:
+                 interval: float, key_retention: timedelta, purge_interval: float = PURGE_SECONDS,
+                 sticky_hold_seconds: int = DEFAULT_STICKY_HOLD_SECONDS) -> None:
+        self._sticky_hold_seconds = sticky_hold_seconds
         self._drivers = drivers
         self._notifier = notifier
         self._max_deliveries = max_deliveries
@@ -761,7 +777,7 @@ class LeaseReaper:
                 break
         while True:
             async with claim_store(self._drivers) as store:
-                count, shops = await wake_snoozed(store, now=utcnow())
+                count, shops = await wake_snoozed(store, now=utcnow(), hold_seconds=self._sticky_hold_seconds)
             self._notifier.notify(shops)
             total += count
             if count < EXPIRY_BATCH:

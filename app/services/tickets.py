@@ -2,7 +2,7 @@
 passed in."""
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from app.domain import ESCALATIONS, EventKind, Status, TicketState, rfc3339, tier_name, tier_number
@@ -113,6 +113,26 @@ def receive(ticket: TicketState, decision: InboundDecision, *, shop: ShopInfo, n
     ticket.last_message_at = now
     ticket.updated_at = now
     return events
+
+
+def offer_first(ticket: TicketState, *, agent_id: str, now: datetime, seconds: int, reason: str,
+                **data: Any) -> Event:
+    """Hold the queued ticket for `agent_id` for `seconds` (claims by others skip it while that agent is online); its
+    `held` event. `reason`: "sticky" (the buyer's last agent) or "snooze" (the agent that snoozed it)."""
+    ticket.held_for = agent_id
+    ticket.held_until = now + timedelta(seconds=seconds)
+    return EventKind.HELD, {"agent_id": agent_id, "until": rfc3339(ticket.held_until), "reason": reason, **data}
+
+
+def sticky_owner(ticket: TicketState, *, last_agent: str | None, last_reply_at: datetime | None, sticky_hours: int,
+                 now: datetime, seconds: int) -> Event | None:
+    """The hold of a ticket whose episode just opened (a new conversation or a reopening) for the agent who last
+    replied to its buyer, when that was within the shop's `sticky_hours`; None when there is none to hold for."""
+    if (last_agent is None or last_reply_at is None or sticky_hours <= 0 or seconds <= 0
+            or last_reply_at < now - timedelta(hours=sticky_hours)):
+        return None
+    return offer_first(ticket, agent_id=last_agent, now=now, seconds=seconds, reason="sticky",
+                       last_reply_at=rfc3339(last_reply_at))
 
 
 def _snapshot(ticket: TicketState) -> dict[str, Any]:

@@ -31,6 +31,7 @@ MATRIX: list[tuple[str, str, Any, dict[str, Any]]] = [
     ("PATCH", "/v1/shops/{shop}", {"timezone": "Asia/Shanghai", "holidays": None, "closed_dates": ["2026-12-31"],
                                    "shifts": [{"name": "all", "start": "00:00", "end": "24:00"}],
                                    "off_hours_reply": "休息中"}, ADMIN_ONLY),
+    ("PATCH", "/v1/shops/{shop}", {"sticky_hours": 48}, ADMIN_ONLY),
     ("POST", "/v1/shops/{shop}/webhook-secrets", None, ADMIN_ONLY),
     ("GET", "/v1/shops/{shop}/queues", None, ADMIN_ONLY),
     ("POST", "/v1/shops/{shop}/queues", {"name": "vip-{n}"}, ADMIN_ONLY),

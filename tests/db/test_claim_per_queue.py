@@ -86,7 +86,7 @@ async def test_a_claim_takes_what_the_scan_across_queues_took(served: tuple[str,
             before = await across_queues_pick(app, shop["id"], served)
             now = utcnow()
             claimed = await store.claim(agent_id=agent["id"], shop_id=shop["id"], now=now, lease_until=now + LEASE,
-                                        event={}, touch_before=now - TOUCH)
+                                        event={}, touch_before=now - TOUCH, online_after=now - TOUCH)
             assert (claimed and claimed.state.id) == before, (store, taken)
             if claimed is None:
                 break
@@ -108,7 +108,7 @@ async def test_a_candidate_another_transaction_holds_is_passed_over(app: FastAPI
     async def claim() -> str | None:
         now = utcnow()
         claimed = await store.claim(agent_id=agent["id"], shop_id=shop["id"], now=now, lease_until=now + LEASE,
-                                    event={}, touch_before=now - TOUCH)
+                                    event={}, touch_before=now - TOUCH, online_after=now - TOUCH)
         return None if claimed is None else claimed.state.id
 
     # Another transaction holds the two best (as a claimer or an ingest would): the claim takes the third at once,
@@ -121,7 +121,7 @@ async def test_a_candidate_another_transaction_holds_is_passed_over(app: FastAPI
 
 
 async def test_the_claim_reads_the_queue_index(app: FastAPI) -> None:
-    lines = await plan_text(app, _CLAIM, "agent", utcnow(), utcnow(), "shop")
+    lines = await plan_text(app, _CLAIM, "agent", utcnow(), utcnow(), "shop", utcnow())
     assert not whole_table_reads(lines), "\n".join(lines)
     assert any("ix_tickets_claim" in line for line in lines), "\n".join(lines)
 
@@ -134,11 +134,12 @@ async def test_the_claim_functions_pick_probes_each_served_queue(app: FastAPI, d
     pick = re.search(r"SELECT c\.id INTO pick(.*?LIMIT 1)\s*;", source, re.S)
     assert pick is not None, source
     sql = "SELECT c.id" + re.sub(r"\bpassed\b", "$3::text[]", re.sub(r"\bserved\b", "$2::text[]", pick.group(1)))
-    sql = sql.replace("p_shop", "$1")
+    sql = sql.replace("p_shop", "$1").replace("p_agent", "$4").replace("p_now", "$5::timestamptz")
+    sql = sql.replace("p_online_after", "$6::timestamptz")
     async with driver(app.state.drivers) as db, db.transaction():
         # Without the choice of a sequential scan, only a missing index shows one in the plan.
         await db.execute("SET LOCAL enable_seqscan = off")
-        rows = await db.rows(f"EXPLAIN {sql}", "shop", ["presale", "aftersale"], [])
+        rows = await db.rows(f"EXPLAIN {sql}", "shop", ["presale", "aftersale"], [], "agent", utcnow(), utcnow())
     lines = [str(list(row.values())[-1]) for row in rows]
     scans = [line for line in lines if " on tickets" in line]
     assert scans and all("Index Scan using ix_tickets_claim on tickets" in line for line in scans), "\n".join(lines)

@@ -62,7 +62,7 @@ async def a_new_conversation_gets_a_placeholder_ticket_and_its_buyer_a_row(w: Wo
         prepared = await store.prepare([w.customer("b1", vip=3)], [w.conversation("c1")], now=now)
     key = (w.shop, "taobao", "c1")
     assert prepared.created == {prepared.tickets[key]} and not prepared.open_episodes
-    [(customer_id, contacts)] = prepared.customers.values()
+    [(customer_id, contacts, _, _)] = prepared.customers.values()
     assert contacts == 0
     [ticket] = await w.rows("SELECT status, tier, queue, intents, escalated, episodes, created_at FROM tickets "
                             "WHERE id = $1", prepared.tickets[key])

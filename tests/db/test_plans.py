@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.clock import utcnow
-from app.db.claims import COUNTED, EXPIRING, OLDEST, QUIET
+from app.db.claims import COUNTED, EXPIRING, OLDEST, QUIET, QUIET_PENDING, SNOOZED_DUE
 from app.db.driver import driver
 from app.db.stats import backlog_everywhere_statement
 
@@ -80,3 +80,14 @@ async def test_the_auto_close_pick_reads_the_queued_index(app: FastAPI) -> None:
     lines = await plan_text(app, QUIET + skip_locked, "s", "presale", datetime.now().astimezone(), 500, 4)
     assert not whole_table_reads(lines), "\n".join(lines)
     assert any("ix_tickets_queued" in line for line in lines), "\n".join(lines)
+
+
+async def test_the_reaper_finds_due_snoozes_and_auto_close_quiet_ones_in_the_pending_indexes(app: FastAPI) -> None:
+    async with driver(app.state.drivers) as db:
+        skip_locked = db.skip_locked
+    now = datetime.now().astimezone()
+    for sql, params, index in ((SNOOZED_DUE, (now, 500), "ix_tickets_snoozed"),
+                               (QUIET_PENDING, ("s", now, 500), "ix_tickets_pending_quiet")):
+        lines = await plan_text(app, sql + skip_locked, *params)
+        assert not whole_table_reads(lines), "\n".join(lines)
+        assert any(index in line for line in lines), "\n".join(lines)

@@ -174,7 +174,7 @@ async def a_deactivated_agents_tickets_go_back_in_the_same_transaction(w: World)
         tickets = await agents.tickets()
         claimed = await tickets.claim(agent_id=agent.id, shop_id=w.shop["id"], now=now,
                                       lease_until=now + timedelta(minutes=2), event={},
-                                      touch_before=now)
+                                      touch_before=now, online_after=now - timedelta(minutes=2))
         assert claimed is not None and claimed.state.id == ticket_id
         await agents.commit()
     async with w.agents() as agents:

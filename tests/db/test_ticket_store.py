@@ -62,7 +62,8 @@ class World:
         agent = agent or self.agent
         now = now or utcnow()
         return await self.store.claim(agent_id=agent["id"], shop_id=self.shop["id"], now=now, lease_until=now + LEASE,
-                                      event={"agent_id": agent["id"]}, touch_before=now - TOUCH)
+                                      event={"agent_id": agent["id"]}, touch_before=now - TOUCH,
+                                      online_after=now - timedelta(minutes=2))
 
     async def events(self, ticket_id: str) -> list[tuple[str, str, dict[str, Any]]]:
         async with self.store.connected() as store:
