@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,8 +22,23 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support.serving import free_port  # noqa: E402
 from tests.support import fresh_database  # noqa: E402
+from app.db.listen import asyncpg_dsn  # noqa: E402
 
 DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+
+
+async def settle(url: str) -> None:
+    """After a bulk load, before timing: vacuum and analyze what was loaded, and checkpoint.
+
+    Otherwise autovacuum works through the load, and the first writes after the next checkpoint log whole
+    pages, during whichever run comes next; both disturb the run, not always the same one.
+    """
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await connection.execute("VACUUM ANALYZE")
+        await connection.execute("CHECKPOINT")
+    finally:
+        await connection.close()
 
 
 @contextmanager

@@ -56,6 +56,8 @@ from app.domain import DEFAULT_PRESENCE_TIMEOUT, presence_touch_before  # noqa: 
 from app.services import queues  # noqa: E402
 from tests.support.webhooks import message, post_signed  # noqa: E402
 
+from common import settle  # type: ignore[import-not-found]  # noqa: E402
+
 ADMIN_TOKEN = "adm_bench-" + uuid.uuid4().hex
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 TEXTS = ["再不发货就给差评", "我要退货", "快递三天没动了", "请问这款还有货吗", "东西收到了但是坏了", "什么时候发货"]
@@ -85,20 +87,6 @@ async def postgres_database(server_url: str) -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
-
-
-async def settle(url: str) -> None:
-    """After a bulk load, before timing: vacuum and analyze what was loaded, and checkpoint.
-
-    Otherwise autovacuum works through the load, and the first writes after the next checkpoint log whole
-    pages, during whichever run comes next; both disturb the run, not always the same one.
-    """
-    connection = await asyncpg.connect(asyncpg_dsn(url))
-    try:
-        await connection.execute("VACUUM ANALYZE")
-        await connection.execute("CHECKPOINT")
-    finally:
-        await connection.close()
 
 
 @asynccontextmanager
