@@ -31,7 +31,11 @@ async def record_breaches(drivers: DriverConnections, *, now: datetime, limit: i
         breaches = deliveries = 0
         async with db.transaction():
             outbox = delivery_store_for(db)
-            for ticket in await sla_sql.overdue(db, now=now, limit=limit):
+            # The most overdue are chosen, then recorded in ticket id order: each record locks its ticket (the
+            # breach's trigger reads it FOR SHARE), and ingestion locks a group's tickets in id order too, so the
+            # two queue behind each other instead of deadlocking (PostgreSQL aborted ingestion groups so).
+            chosen = await sla_sql.overdue(db, now=now, limit=limit)
+            for ticket in sorted(chosen, key=lambda t: t["id"]):
                 if not await sla_sql.record(db, ticket=ticket, now=now):
                     continue
                 breaches += 1
