@@ -10,6 +10,7 @@ from app.deps import STRICT_QUERY, AdminOrAgentDep, CachedAgentDep, SessionDep, 
 from app.routers.docs import errors
 from app.schemas.tickets import (
     AgentPresence,
+    ColleagueList,
     PresenceUpdate,
     QueueList,
     ReleaseRequest,
@@ -200,6 +201,16 @@ async def set_presence(body: PresenceUpdate, request: Request, agent: CachedAgen
                        settings: SettingsDep) -> AgentPresence:
     return await presence.set_presence(session, agent=agent, status=body.status, now=utcnow(),
                                        timeout=settings.presence_timeout_seconds, notifier=request.app.state.notifier)
+
+
+@router.get("/v1/agents/me/colleagues", response_model=ColleagueList, summary="The agent's colleagues",
+            description="The other active agents of the agent's shop with the queues they serve and their presence "
+                        "now: whom a held ticket may be handed to (`POST /v1/tickets/{ticket_id}/transfer` with "
+                        "`agent_id`, which takes an agent serving the ticket's queue, online or away, with room "
+                        "under its capacity). Tokens, capacities and levels are the admin's to read.",
+            responses=errors(401))
+async def my_colleagues(agent: CachedAgentDep, session: SessionDep, settings: SettingsDep) -> ColleagueList:
+    return await presence.colleagues(session, agent=agent, now=utcnow(), timeout=settings.presence_timeout_seconds)
 
 
 @router.get("/v1/queues", response_model=QueueList, tags=["agents", "ops: queues"], summary="Queue depths",

@@ -214,6 +214,20 @@ class AgentPresence(BaseModel):
     model_config = ex.examples(ex.PRESENCE)
 
 
+class Colleague(BaseModel):
+    id: str
+    name: str
+    queues: list[str] = Field(description="The queues it serves: a held ticket goes only to one serving its queue")
+    presence: PresenceStatus = Field(description="Now: a ticket goes only to an agent online or away")
+
+
+class ColleagueList(BaseModel):
+    agents: list[Colleague] = Field(description="The other active agents of the shop, oldest first")
+
+    model_config = ex.examples({"agents": [{"id": ex.OTHER_AGENT_ID, "name": "Wang", "queues": ["presale", "aftersale"],
+                                            "presence": "online"}]})
+
+
 class QueueDepth(BaseModel):
     name: str = Field(examples=["aftersale"])
     depth: dict[TierName, int] = Field(description="Queued tickets per tier", examples=[{"P1": 0, "P2": 3, "P3": 5, "P4": 0}])

@@ -8,7 +8,7 @@ from app.db.models import Agent
 from app.db.session import Session
 from app.domain import Presence, presence_at
 from app.errors import Unauthorized
-from app.schemas.tickets import AgentPresence
+from app.schemas.tickets import AgentPresence, Colleague, ColleagueList
 from app.services.notify import Notifier
 
 
@@ -45,3 +45,16 @@ async def read_presence(session: Session, *, agent: Agent, now: datetime, timeou
     if stored is None:
         raise Unauthorized("the agent is deactivated")
     return presence_view(agent.id, stored[0], stored[1], now=now, timeout=timeout)
+
+
+async def colleagues(session: Session, *, agent: Agent, now: datetime, timeout: int) -> ColleagueList:
+    """The other active agents of the agent's shop, with their queues and presence now: whom it may hand a ticket to."""
+    store = SessionAgentStore(session)
+    others = [a for a in await store.get_all(shop_id=agent.shop_id) if a.active and a.id != agent.id]
+    queues = await store.queues(agent_ids=[a.id for a in others])
+    listed = ColleagueList(agents=[
+        Colleague(id=a.id, name=a.name, queues=queues[a.id],
+                  presence=presence_now(a.presence, a.seen_at, now=now, timeout=timeout))  # type: ignore[arg-type]
+        for a in others])
+    await session.rollback()  # ends the read (SQLite's one connection is free again); the rows expire with it
+    return listed

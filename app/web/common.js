@@ -112,13 +112,13 @@ const Triage = (() => {
 
   // The sign-in both pages share: the token form, the board it opens, sign-out, and a 401 on any later call.
   // verify(token) reads what the board needs (an ApiError with status 401 for a token that does not open it);
-  // enter(data) shows the board, leave() forgets it, relabel() redraws what JavaScript wrote after a language switch.
+  // enter(data) shows the board, leave() forgets it (the token is still there to say goodbye with), relabel() redraws what JavaScript wrote after a language switch.
   function page({ tokenKey, board, wrong, expired, verify, enter, leave, relabel }) {
     const token = tokenStore(tokenKey);
 
     function signOut(message) {
-      token.clear();
       leave();
+      token.clear();
       $(board).hidden = true;
       $("signin").hidden = false;
       $("signout").hidden = true;
@@ -164,7 +164,7 @@ const Triage = (() => {
       else $("token").focus();
     }
 
-    return { call, signOut, start, signedIn: () => token.get() !== null && !$(board).hidden };
+    return { call, signOut, start, token: () => token.get(), signedIn: () => token.get() !== null && !$(board).hidden };
   }
 
   // An API refusal in the page's words when it has some ("<status>.<code>", or "<status>.<type>" of the first

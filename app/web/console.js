@@ -1,11 +1,13 @@
-// The agent console (/console): claim with long poll, read the thread with its triage evidence, reply, resolve,
-// release, transfer. Every call is the public API of README "Agent consoles", with the agent's own token.
+// The agent console (/console): presence, claim with long poll, read the thread with its triage evidence, reply,
+// resolve, release, transfer to a queue or a colleague. Every call is the public API of README "Agent consoles", with the agent's own token.
 "use strict";
 
 (() => {
   const { t, el, $, newKey } = Triage;
   const CLAIM_WAIT = 25;          // seconds a claim long-polls before asking again
   const REFRESH_MS = 4000;        // the held list (unread counts, escalations, new buyer messages)
+  const PRESENCE_MS = 45000;      // presence said again while the console is open (silence turns it offline)
+  const COLLEAGUES_MS = 15000;    // the colleagues a ticket may be handed to, and their presence
 
   Triage.register({
     "console.title": { en: "Agent console", zh: "客服工作台" },
@@ -20,8 +22,20 @@
     "claim.waiting": { en: "Waiting for work… a new conversation appears here as soon as it arrives.",
                        zh: "等待新会话……有新消息时会立即出现在这里。" },
     "claim.idle": { en: "Not claiming.", zh: "未在领取。" },
-    "presence.online": { en: "Online · accepting work", zh: "在线 · 接待中" },
-    "presence.busy": { en: "Online · not accepting new work", zh: "在线 · 暂不接待" },
+    "presence.label": { en: "My status", zh: "我的状态" },
+    "presence.set.online": { en: "Online", zh: "在线" },
+    "presence.set.away": { en: "Away (no new work)", zh: "离开（暂不接待）" },
+    "presence.set.offline": { en: "Offline", zh: "离线" },
+    "presence.line.claiming": { en: "Online · waiting for work", zh: "在线 · 等待新会话" },
+    "presence.line.online": { en: "Online · not claiming", zh: "在线 · 未在领取" },
+    "presence.line.away": { en: "Away · returning buyers are not held for you; your tickets stay yours",
+                            zh: "离开 · 老客户不再为您保留；您的会话仍由您处理" },
+    "presence.line.offline": { en: "Offline · nothing is held for you; your tickets stay yours",
+                               zh: "离线 · 不为您保留会话；您的会话仍由您处理" },
+    "presence.claim": { en: "Claiming makes you online.", zh: "领取会话会将您设为在线。" },
+    "presence.failed": { en: "Your status was not changed: {why}", zh: "状态未更改：{why}" },
+    "presence.online": { en: "online", zh: "在线" }, "presence.away": { en: "away", zh: "离开" },
+    "presence.offline": { en: "offline", zh: "离线" },
     "held.title": { en: "My tickets", zh: "我的会话" },
     "held.empty": { en: "You hold no ticket. Claim one to start.", zh: "暂无会话，请领取。" },
     "held.unread": { en: "{n} unread", zh: "{n} 条未读" },
@@ -47,7 +61,13 @@
     "act.resolved": { en: "Resolved.", zh: "会话已结束。" },
     "act.released": { en: "Handed back to its queue.", zh: "已退回队列。" },
     "act.transferred": { en: "Transferred to {queue}.", zh: "已转接到 {queue}。" },
-    "transfer.queue": { en: "Transfer to queue", zh: "转接到队列" },
+    "act.handed": { en: "Handed to {name}, who holds it now.", zh: "已转给 {name}，由其继续处理。" },
+    "transfer.title": { en: "Transfer", zh: "转接" },
+    "transfer.queue": { en: "To a queue", zh: "转到队列" },
+    "transfer.agent": { en: "or to an agent", zh: "或转给客服" },
+    "transfer.agent.none": { en: "(nobody chosen)", zh: "（未选择）" },
+    "transfer.notserving": { en: "does not serve {queue}", zh: "不负责 {queue}" },
+    "transfer.choose": { en: "Choose a queue or an agent to transfer to.", zh: "请选择要转接的队列或客服。" },
     "transfer.reason": { en: "Reason", zh: "原因" },
     "help.open": { en: "Shortcuts", zh: "快捷键" },
     "help.title": { en: "Keyboard shortcuts", zh: "快捷键" },
@@ -57,7 +77,8 @@
     "help.num": { en: "Put a suggested reply in the box", zh: "使用第 N 条推荐回复" },
     "help.e": { en: "Resolve the open ticket", zh: "结束当前会话" },
     "help.h": { en: "Hand it back to its queue (release)", zh: "退回队列" },
-    "help.t": { en: "Transfer to another queue", zh: "转接到其他队列" },
+    "help.t": { en: "Transfer to another queue or agent", zh: "转接到其他队列或客服" },
+    "help.p": { en: "Set my status (online, away, offline)", zh: "设置我的状态（在线、离开、离线）" },
     "help.jk": { en: "Next / previous ticket of your list", zh: "下一个 / 上一个会话" },
     "help.q": { en: "This help", zh: "显示本帮助" },
     "help.close": { en: "Close", zh: "关闭" },
@@ -70,6 +91,18 @@
     "404.ticket": { en: "This ticket is no longer visible to you (it moved to a queue you do not serve).",
                     zh: "您已无法查看此会话（已转到您不负责的队列）。" },
     "422.unknown_queue": { en: "This shop has no queue of that name.", zh: "店铺没有这个队列。" },
+    // A hand-over the service refused: the ticket stays with you.
+    "409.agent_offline": { en: "is offline: a ticket goes only to an agent at the console (online or away). Choose someone else or a queue; the ticket stays with you.",
+                           zh: "已离线：只能转给在工作台的客服（在线或离开）。请选择其他客服或队列；会话仍由您处理。" },
+    "409.agent_at_capacity": { en: "already holds as many tickets as allowed. Choose someone else or a queue; the ticket stays with you.",
+                               zh: "接待已满。请选择其他客服或队列；会话仍由您处理。" },
+    "422.queue_not_served": { en: "does not serve this ticket's queue. Choose someone who does, or transfer to a queue; the ticket stays with you.",
+                              zh: "不负责此会话所在队列。请选择负责该队列的客服或转到队列；会话仍由您处理。" },
+    "422.agent_inactive": { en: "was deactivated by an admin. Choose someone else; the ticket stays with you.",
+                            zh: "已被管理员停用。请选择其他客服；会话仍由您处理。" },
+    "422.unknown_agent": { en: "is not an agent of this shop any more. Choose someone else; the ticket stays with you.",
+                           zh: "已不是本店客服。请选择其他客服；会话仍由您处理。" },
+    "422.same_agent": { en: "is you: you already hold this ticket.", zh: "就是您本人：会话已由您处理。" },
   });
 
   const state = {
@@ -82,6 +115,8 @@
     pendingReply: null,   // {text, key}: a reply whose answer never came, retried with the same key
     escalatedSeen: new Set(),
     suggestions: [],
+    presence: "offline",  // what this agent set (or a claim made), as the service last answered
+    colleagues: [],       // GET /v1/agents/me/colleagues: whom a held ticket may be handed to
   };
 
   // --- sign in and out -------------------------------------------------------------------------------------
@@ -92,16 +127,25 @@
       state.held = list.tickets;
       renderHeld();
       loadQueues();
-      setPresence();
+      loadColleagues();
+      arrive();
       $("claim").focus();
     },
     leave() {
       stopClaiming();
-      Object.assign(state, { held: [], openId: null, open: null, older: [], readOnly: false });
+      // Signing out is leaving the console: offline now rather than after the silence timeout.
+      const value = session.token();
+      if (value && state.presence !== "offline") {
+        Triage.api(value, "PUT", "/v1/agents/me/presence", { body: { status: "offline" } }).catch(() => {});
+      }
+      Object.assign(state, { held: [], openId: null, open: null, older: [], readOnly: false, presence: "offline",
+                             colleagues: [] });
       $("presence").textContent = "";
+      $("presence-box").hidden = true;
     },
     relabel() {
-      setPresence();
+      showPresence();
+      renderColleagues();
       renderHeld();
       if (state.open) renderThread();
       if (state.openId) loadSuggestions(state.openId);
@@ -119,17 +163,55 @@
   }
 
   // --- presence and claiming -------------------------------------------------------------------------------
-  function setPresence() {
-    $("presence").textContent = state.claiming ? t("presence.online") : t("presence.busy");
+  function showPresence() {
+    $("presence-box").hidden = false;
+    $("presence-set").value = state.presence;
+    const line = state.presence === "online" && state.claiming ? "claiming" : state.presence;
+    $("presence").textContent = t("presence.line." + line);
     $("claim").querySelector("span").textContent = state.claiming ? t("claim.stop") : t("claim.go");
     $("claim-state").textContent = state.claiming ? t("claim.waiting") : t("claim.idle");
     $("claim").setAttribute("aria-pressed", state.claiming ? "true" : "false");
   }
 
+  async function putPresence(status) {
+    const answer = await call("PUT", "/v1/agents/me/presence", { body: { status } });
+    state.presence = answer.set;
+    showPresence();
+  }
+
+  // Signing in is being at the console: online, unless the agent had stepped away and says so still.
+  async function arrive() {
+    showPresence();
+    try {
+      const now = await call("GET", "/v1/agents/me/presence");
+      await putPresence(now.set === "away" ? "away" : "online");
+    } catch (error) {
+      if (error.status !== 401) notice(t("presence.failed", { why: explain(error) }));
+    }
+  }
+
+  async function choosePresence(status) {
+    // Away or offline takes no new work: a claim would make the agent online again.
+    if (status !== "online") stopClaiming();
+    try {
+      await putPresence(status);
+      notice("");
+    } catch (error) {
+      showPresence();
+      if (error.status !== 401) notice(t("presence.failed", { why: explain(error) }));
+    }
+  }
+
+  // The service turns a silent agent offline; an open console says its status again well before that.
+  function keepPresence() {
+    if (!session.signedIn() || state.presence === "offline") return;
+    putPresence(state.presence).catch(() => {});
+  }
+
   function stopClaiming() {
     if (state.claiming) state.claiming.abort();
     state.claiming = null;
-    setPresence();
+    showPresence();
   }
 
   // Long poll: each claim waits up to CLAIM_WAIT seconds and answers the moment work arrives.
@@ -137,7 +219,9 @@
     if (state.claiming) return;
     const controller = new AbortController();
     state.claiming = controller;
-    setPresence();
+    if (state.presence !== "online") notice(t("presence.claim"));
+    state.presence = "online";  // any claim makes the agent online, answered or not
+    showPresence();
     try {
       while (!controller.signal.aborted) {
         let ticket;
@@ -159,7 +243,7 @@
       }
     } finally {
       if (state.claiming === controller) state.claiming = null;
-      setPresence();
+      showPresence();
     }
   }
 
@@ -223,6 +307,7 @@
     $("ticket-alert").hidden = true;
     showTicket(ticket);
     renderHeld();
+    renderColleagues();
     loadSuggestions(ticket.id);
   }
 
@@ -356,15 +441,20 @@
   }
 
   // --- the holder's writes ---------------------------------------------------------------------------------
-  async function heldWrite(kind, path, body, done) {
+  // Refusals after which the agent no longer holds the ticket; any other leaves it held (a hand-over's target
+  // offline or full, a 422) and is only said.
+  const LOST = new Set(["ticket_not_held", "ticket_already_resolved"]);
+  const lostBy = (error) => error.status === 404 || (error.status === 409 && LOST.has(error.code));
+
+  async function heldWrite(path, body, done, refused) {
     if (!state.open || state.readOnly) return;
     const id = state.open.id;
     try {
       const answer = await call("POST", "/v1/tickets/" + id + path, { body, headers: { "Idempotency-Key": newKey() } });
       done(answer);
     } catch (error) {
-      if (error.status === 409 || error.status === 404) loseTicket(explain(error, "ticket"));
-      else notice(explain(error, "ticket"));
+      if (lostBy(error)) loseTicket(explain(error, "ticket"));
+      else notice(refused ? refused(error) : explain(error, "ticket"));
     }
   }
 
@@ -398,7 +488,7 @@
       upsertHeld(answer.ticket);
       showTicket(answer.ticket);
     } catch (error) {
-      if (error.status === 409 || error.status === 404) {
+      if (lostBy(error)) {
         state.pendingReply = null;
         loseTicket(explain(error, "ticket"));
       } else {
@@ -407,14 +497,32 @@
     }
   }
 
-  const resolve = () => heldWrite("resolve", "/resolve", undefined, () => closeOpen(t("act.resolved")));
-  const release = () => heldWrite("release", "/release", {}, () => closeOpen(t("act.released")));
+  const resolve = () => heldWrite("/resolve", undefined, () => closeOpen(t("act.resolved")));
+  const release = () => heldWrite("/release", {}, () => closeOpen(t("act.released")));
 
+  // To a queue, or to a named colleague, who holds the ticket from then on.
   function transfer(event) {
     event.preventDefault();
     const queue = $("transfer-queue").value.trim();
-    if (!queue) return $("transfer-queue").focus();
-    heldWrite("transfer", "/transfer", { queue, reason: $("transfer-reason").value.trim() }, (answer) => {
+    const agentId = $("transfer-agent").value;
+    const reason = $("transfer-reason").value.trim();
+    if (agentId) {
+      const colleague = state.colleagues.find((c) => c.id === agentId);
+      const name = colleague ? colleague.name : agentId;
+      return heldWrite("/transfer", { agent_id: agentId, reason }, () => {
+        $("transfer-reason").value = "";
+        $("transfer-agent").value = "";
+        closeOpen(t("act.handed", { name }));
+      }, (error) => {
+        loadColleagues();  // what made it refuse (presence, queues) is likely news
+        return name + " " + explain(error);
+      });
+    }
+    if (!queue) {
+      notice(t("transfer.choose"));
+      return $("transfer-queue").focus();
+    }
+    heldWrite("/transfer", { queue, reason }, (answer) => {
       $("transfer-reason").value = "";
       // Still held when the agent serves the new queue too; otherwise it left the agent's hands.
       if (answer.assigned_agent_id && answer.status === "assigned") {
@@ -425,6 +533,27 @@
         closeOpen(t("act.transferred", { queue }));
       }
     });
+  }
+
+  async function loadColleagues() {
+    try {
+      state.colleagues = (await call("GET", "/v1/agents/me/colleagues")).agents;
+      renderColleagues();
+    } catch (error) {
+      if (error.status !== 401) notice(explain(error));
+    }
+  }
+
+  // Each colleague with its presence and queues; those serving the open ticket's queue and at the console first.
+  function renderColleagues() {
+    const queue = state.open && state.open.queue;
+    const rank = (c) => (queue && !c.queues.includes(queue) ? 2 : 0) + (c.presence === "offline" ? 1 : 0);
+    const chosen = $("transfer-agent").value;
+    const options = [...state.colleagues].sort((a, b) => rank(a) - rank(b)).map((c) => el("option", { value: c.id },
+      [c.name, t("presence." + c.presence), c.queues.join(", "),
+       queue && !c.queues.includes(queue) ? t("transfer.notserving", { queue }) : ""].filter(Boolean).join(" · ")));
+    $("transfer-agent").replaceChildren(el("option", { value: "" }, t("transfer.agent.none")), ...options);
+    if (state.colleagues.some((c) => c.id === chosen)) $("transfer-agent").value = chosen;
   }
 
   // Heartbeats keep the lease while the ticket is open: at a third of the lease left at the latest.
@@ -439,7 +568,7 @@
       if (state.openId === answer.id) showTicket(answer);
       upsertHeld(answer);
     } catch (error) {
-      if (error.status === 409 || error.status === 404) loseTicket(explain(error, "ticket"));
+      if (lostBy(error)) loseTicket(explain(error, "ticket"));
     }
   }
 
@@ -476,6 +605,7 @@
       e: resolve,
       h: release,
       t: () => $("transfer-queue").focus(),
+      p: () => $("presence-set").focus(),
       j: () => moveOpen(1),
       k: () => moveOpen(-1),
       "?": () => $("help").showModal(),
@@ -496,10 +626,19 @@
     $("resolve").addEventListener("click", resolve);
     $("release").addEventListener("click", release);
     $("transfer-form").addEventListener("submit", transfer);
+    // One target at a time: a queue typed clears the agent chosen, and the other way round.
+    $("transfer-queue").addEventListener("input", () => { $("transfer-agent").value = ""; });
+    $("transfer-agent").addEventListener("change", () => { if ($("transfer-agent").value) $("transfer-queue").value = ""; });
+    $("presence-set").addEventListener("change", () => choosePresence($("presence-set").value));
     $("older").addEventListener("click", loadOlder);
     document.addEventListener("keydown", onKey);
     setInterval(refreshHeld, REFRESH_MS);
     setInterval(heartbeat, 5000);
+    setInterval(keepPresence, PRESENCE_MS);
+    // Not while the agent is choosing from the list: new options would close it under the pointer.
+    setInterval(() => {
+      if (session.signedIn() && document.activeElement !== $("transfer-agent")) loadColleagues();
+    }, COLLEAGUES_MS);
     session.start();
   });
 })();

@@ -67,6 +67,7 @@ MATRIX: list[tuple[str, str, Any, dict[str, Any]]] = [
     ("POST", "/v1/tickets/{ticket}/replies", {"text": "亲，马上处理"}, {**HOLDER_ONLY, "agent_a1": 201}),
     ("POST", "/v1/tickets/{ticket}/transfer", {"queue": "complaints", "reason": "senior"}, HOLDER_ONLY),
     ("GET", "/v1/agents/me/presence", None, AGENT_SELF),
+    ("GET", "/v1/agents/me/colleagues", None, AGENT_SELF),
     # A2 online (the cell after hands it a ticket, which only an agent at its console may take).
     ("PUT", "/v1/agents/me/presence", {"status": "online"}, AGENT_SELF),
     ("POST", "/v1/tickets/{ticket}/transfer", {"agent_id": "{agent_a2}", "reason": "her buyer"}, HOLDER_ONLY),

@@ -123,3 +123,36 @@ async def test_a_bad_presence_is_refused_naming_the_field(client: httpx.AsyncCli
     assert answer.status_code == 422, answer.text
     assert field in {d["field"] for d in answer.json()["error"]["details"]}
     assert (await listed(client, admin_headers, shop["id"]))[lin["id"]]["presence"] == "offline"
+
+
+async def test_an_agent_lists_its_active_colleagues_with_their_queues_and_presence(
+        client: httpx.AsyncClient, admin_headers: dict[str, str], new_shop: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = freeze(monkeypatch, utcnow())
+    shop, elsewhere = await new_shop(), await new_shop()
+    lin = await new_agent(client, admin_headers, shop["id"])
+    wu = await new_agent(client, admin_headers, shop["id"], queues=("aftersale",))
+    ma = await new_agent(client, admin_headers, shop["id"], queues=("presale", "complaints"))
+    gone = await new_agent(client, admin_headers, shop["id"])
+    await new_agent(client, admin_headers, elsewhere["id"])
+    deactivated = await client.patch(f"/v1/shops/{shop['id']}/agents/{gone['id']}", headers=admin_headers,
+                                     json={"active": False})
+    assert deactivated.status_code == 200, deactivated.text
+    assert (await put_presence(client, wu, "online")).status_code == 200
+    assert (await put_presence(client, ma, "away")).status_code == 200
+
+    async def colleagues(agent: dict[str, Any]) -> list[tuple[str, list[str], str]]:
+        answer = await client.get("/v1/agents/me/colleagues", headers=agent["headers"])
+        assert answer.status_code == 200, answer.text
+        # Sorted here: made at one frozen instant, the agents' order of creation is their ids'.
+        return sorted((a["id"], a["queues"], a["presence"]) for a in answer.json()["agents"])
+
+    # Itself, the deactivated agent and the other shop's are not listed.
+    assert await colleagues(lin) == sorted([(wu["id"], ["aftersale"], "online"),
+                                            (ma["id"], ["complaints", "presale"], "away")])
+    assert [entry[0] for entry in await colleagues(wu)] == sorted([lin["id"], ma["id"]])
+    clock.advance(TIMEOUT + 1)  # silence makes them offline, as the admin's list says
+    assert await colleagues(lin) == sorted([(wu["id"], ["aftersale"], "offline"),
+                                            (ma["id"], ["complaints", "presale"], "offline")])
+    # A deactivated agent's token is refused.
+    assert (await client.get("/v1/agents/me/colleagues", headers=gone["headers"])).status_code == 401
