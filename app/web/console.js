@@ -1,5 +1,6 @@
 // The agent console (/console): presence, claim with long poll, read the thread with its triage evidence, reply,
-// resolve, release, transfer to a queue or a colleague. Every call is the public API of README "Agent consoles", with the agent's own token.
+// resolve, release, snooze, transfer to a queue or a colleague. Every call is the public API of README "Agent
+// consoles", with the agent's own token.
 "use strict";
 
 (() => {
@@ -62,6 +63,20 @@
     "act.released": { en: "Handed back to its queue.", zh: "已退回队列。" },
     "act.transferred": { en: "Transferred to {queue}.", zh: "已转接到 {queue}。" },
     "act.handed": { en: "Handed to {name}, who holds it now.", zh: "已转给 {name}，由其继续处理。" },
+    "snooze.title": { en: "Snooze: wait for the buyer", zh: "稍后处理：等待买家" },
+    "snooze.for": { en: "Back in its queue", zh: "回到队列" },
+    "snooze.30": { en: "in 30 minutes", zh: "30 分钟后" }, "snooze.60": { en: "in 1 hour", zh: "1 小时后" },
+    "snooze.120": { en: "in 2 hours", zh: "2 小时后" }, "snooze.240": { en: "in 4 hours", zh: "4 小时后" },
+    "snooze.tomorrow": { en: "tomorrow at 09:00", zh: "明天 09:00" },
+    "snooze.at": { en: "at a time I choose", zh: "自定义时间" },
+    "snooze.time": { en: "Time", zh: "时间" },
+    "snooze.reason": { en: "Waiting for", zh: "等待内容" },
+    "snooze.pick": { en: "Choose the time the ticket comes back.", zh: "请选择会话回到队列的时间。" },
+    "act.snooze": { en: "Snooze", zh: "稍后处理" },
+    "act.snoozed": { en: "Snoozed until {time}: it comes back to its queue then, or as soon as the buyer writes.",
+                     zh: "已设为稍后处理，{time} 回到队列；买家来消息时会立即回来。" },
+    "422.snooze_until": { en: "The time to come back must be after now and at most 30 days ahead; the ticket stays with you.",
+                          zh: "回到队列的时间须晚于现在且不超过 30 天；会话仍由您处理。" },
     "transfer.title": { en: "Transfer", zh: "转接" },
     "transfer.queue": { en: "To a queue", zh: "转到队列" },
     "transfer.agent": { en: "or to an agent", zh: "或转给客服" },
@@ -78,6 +93,8 @@
     "help.e": { en: "Resolve the open ticket", zh: "结束当前会话" },
     "help.h": { en: "Hand it back to its queue (release)", zh: "退回队列" },
     "help.t": { en: "Transfer to another queue or agent", zh: "转接到其他队列或客服" },
+    "help.s": { en: "Snooze: put the ticket aside until a time or the buyer's next message",
+                zh: "稍后处理：到指定时间或买家来消息时再回来" },
     "help.p": { en: "Set my status (online, away, offline)", zh: "设置我的状态（在线、离开、离线）" },
     "help.jk": { en: "Next / previous ticket of your list", zh: "下一个 / 上一个会话" },
     "help.q": { en: "This help", zh: "显示本帮助" },
@@ -315,7 +332,7 @@
     state.readOnly = true;
     $("ticket-alert").textContent = message + " " + t("ticket.readonly");
     $("ticket-alert").hidden = false;
-    for (const id of ["send", "resolve", "release"]) $(id).disabled = true;
+    for (const id of ["send", "resolve", "release", "snooze"]) $(id).disabled = true;
     $("transfer-form").querySelector("button").disabled = true;
     dropHeld(state.openId);
   }
@@ -326,7 +343,7 @@
     state.open = ticket;
     $("ticket-none").hidden = true;
     $("ticket-body").hidden = false;
-    for (const id of ["send", "resolve", "release"]) $(id).disabled = state.readOnly;
+    for (const id of ["send", "resolve", "release", "snooze"]) $(id).disabled = state.readOnly;
     $("transfer-form").querySelector("button").disabled = state.readOnly;
     const nick = (ticket.customer && ticket.customer.nick) || ticket.conversation_id;
     $("ticket-title").replaceChildren(
@@ -535,6 +552,35 @@
     });
   }
 
+  // When a snoozed ticket comes back by itself (the buyer writing brings it back sooner).
+  function snoozeUntil() {
+    const choice = $("snooze-for").value;
+    if (choice === "at") return $("snooze-at").value ? new Date($("snooze-at").value) : null;
+    const at = new Date();
+    if (choice === "tomorrow") {
+      at.setDate(at.getDate() + 1);
+      at.setHours(9, 0, 0, 0);
+      return at;
+    }
+    return new Date(at.getTime() + Number(choice) * 60000);
+  }
+
+  function snooze(event) {
+    event.preventDefault();
+    const until = snoozeUntil();
+    if (!until || Number.isNaN(until.getTime())) {
+      notice(t("snooze.pick"));
+      return $("snooze-at").focus();
+    }
+    const reason = $("snooze-reason").value.trim();
+    heldWrite("/snooze", reason ? { until: until.toISOString(), reason } : { until: until.toISOString() }, (answer) => {
+      $("snooze-reason").value = "";
+      const back = new Date(answer.snoozed_until || until);
+      closeOpen(t("act.snoozed", { time: back.toLocaleString(Triage.lang === "zh" ? "zh-CN" : "en-GB",
+                                                              { dateStyle: "short", timeStyle: "short" }) }));
+    });
+  }
+
   async function loadColleagues() {
     try {
       state.colleagues = (await call("GET", "/v1/agents/me/colleagues")).agents;
@@ -606,6 +652,7 @@
       h: release,
       t: () => $("transfer-queue").focus(),
       p: () => $("presence-set").focus(),
+      s: () => $("snooze-for").focus(),
       j: () => moveOpen(1),
       k: () => moveOpen(-1),
       "?": () => $("help").showModal(),
@@ -626,6 +673,11 @@
     $("resolve").addEventListener("click", resolve);
     $("release").addEventListener("click", release);
     $("transfer-form").addEventListener("submit", transfer);
+    $("snooze-form").addEventListener("submit", snooze);
+    $("snooze-for").addEventListener("change", () => {
+      $("snooze-at-box").hidden = $("snooze-for").value !== "at";
+      if (!$("snooze-at-box").hidden) $("snooze-at").focus();
+    });
     // One target at a time: a queue typed clears the agent chosen, and the other way round.
     $("transfer-queue").addEventListener("input", () => { $("transfer-agent").value = ""; });
     $("transfer-agent").addEventListener("change", () => { if ($("transfer-agent").value) $("transfer-queue").value = ""; });
