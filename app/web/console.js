@@ -7,6 +7,7 @@
   const { t, el, $, newKey } = Triage;
   const CLAIM_WAIT = 25;          // seconds a claim long-polls before asking again
   const REFRESH_MS = 4000;        // the held list (unread counts, escalations, new buyer messages)
+  const CLAIM_GONE_MS = 1500;     // a given-up long poll has ended at the service by then (it looks each second)
   const PRESENCE_MS = 45000;      // presence said again while the console is open (silence turns it offline)
   const COLLEAGUES_MS = 15000;    // the colleagues a ticket may be handed to, and their presence
 
@@ -208,8 +209,13 @@
   }
 
   async function choosePresence(status) {
-    // Away or offline takes no new work: a claim would make the agent online again.
-    if (status !== "online") stopClaiming();
+    // Away or offline takes no new work: a claim would make the agent online again. A long poll the console gave
+    // up on still waits at the service until it sees the connection closed (it checks each second), and the
+    // presence call wakes it: said only after that second, the status is not undone by a last look.
+    if (status !== "online" && state.claiming) {
+      stopClaiming();
+      await new Promise((resolve) => setTimeout(resolve, CLAIM_GONE_MS));
+    }
     try {
       await putPresence(status);
       notice("");
