@@ -126,7 +126,8 @@ async def test_the_claim_reads_the_queue_index(app: FastAPI) -> None:
     assert any("ix_tickets_claim" in line for line in lines), "\n".join(lines)
 
 
-async def test_the_claim_functions_pick_probes_each_served_queue(app: FastAPI, database_url: str) -> None:
+@pytest.mark.parametrize("plan", ["custom", "generic"])
+async def test_the_claim_functions_pick_probes_each_served_queue(plan: str, app: FastAPI, database_url: str) -> None:
     if not database_url.startswith("postgresql"):
         pytest.skip("triage_claim() is PostgreSQL's")
     async with driver(app.state.drivers) as db:
@@ -139,10 +140,30 @@ async def test_the_claim_functions_pick_probes_each_served_queue(app: FastAPI, d
     async with driver(app.state.drivers) as db, db.transaction():
         # Without the choice of a sequential scan, only a missing index shows one in the plan.
         await db.execute("SET LOCAL enable_seqscan = off")
-        rows = await db.rows(f"EXPLAIN {sql}", "shop", ["presale", "aftersale"], [], "agent", utcnow(), utcnow())
+        if plan == "custom":
+            rows = await db.rows(f"EXPLAIN {sql}", "shop", ["presale", "aftersale"], [], "agent", utcnow(), utcnow())
+        else:
+            # The plan the function runs (migration 0025): made once for any values, as PREPARE makes it here.
+            await db.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            await db.execute(f"PREPARE pick (text, text[], text[], text, timestamptz, timestamptz) AS {sql}")
+            try:
+                rows = await db.rows("EXPLAIN EXECUTE pick ('shop', '{presale,aftersale}', '{}', 'agent', now(), now())")
+            finally:
+                await db.execute("DEALLOCATE pick")
     lines = [str(list(row.values())[-1]) for row in rows]
+    if plan == "generic":
+        assert any("$1" in line for line in lines), "\n".join(lines)  # the shop is a parameter: a generic plan
     scans = [line for line in lines if " on tickets" in line]
     assert scans and all("Index Scan using ix_tickets_claim on tickets" in line for line in scans), "\n".join(lines)
     # The index gives each queue's order: the only sort is of the queue heads.
     sorts = [line for line in lines if re.match(r"\s*(->\s*)?Sort\b", line) and "Sort Key" not in line]
     assert len(sorts) <= 1, "\n".join(lines)
+
+
+async def test_the_claim_function_plans_once_for_any_values(app: FastAPI, database_url: str) -> None:
+    """Planned again at every call, the hold test's pick cost more CPU than the claim's own work (migration 0025)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("triage_claim() is PostgreSQL's")
+    async with driver(app.state.drivers) as db:
+        config = (await db.row("SELECT proconfig FROM pg_proc WHERE proname = 'triage_claim'"))["proconfig"]
+    assert config == ["plan_cache_mode=force_generic_plan"], config
