@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = Field(None, description="Bearer token /metrics requires; unset, /metrics is open")
     thread_page: int = Field(50, ge=1, le=1000, description="The latest messages a ticket's answer carries; GET /v1/tickets/{id}/messages pages through the rest")
     sticky_hold_seconds: int = Field(DEFAULT_STICKY_HOLD_SECONDS, ge=0, le=3600, description="How long a ticket held for a buyer's last agent (or the agent that snoozed it) waits for that agent while it is online; 0: no holds")
+    claim_recheck_seconds: float = Field(1.0, gt=0, le=60, description="A claim waiting for work looks at the queues at least this often: a wake-up lost between processes costs at most this long, and a client gone is noticed then")
     presence_timeout_seconds: int = Field(DEFAULT_PRESENCE_TIMEOUT, ge=10, le=86_400, description="An agent with no claim (a long poll's re-checks count), ticket heartbeat or presence call for this long is offline")
     default_agent_capacity: int = Field(5, ge=1, le=50, description="Open tickets an agent may hold unless set per agent")
     retention_days: int = Field(400, ge=93, le=36_500, description="Messages and ticket events older than this many days are removed (on PostgreSQL a month once all of it is older); at least 93, so every statistics range finds its data")

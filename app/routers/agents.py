@@ -51,7 +51,7 @@ async def claim(request: Request, agent: CachedAgentDep, settings: SettingsDep,
                 ) -> TicketRead | Response:
     ticket = await queues.claim(request.app.state.drivers, agent=agent, notifier=request.app.state.notifier, wait=wait,
                                 lease_seconds=settings.lease_seconds, presence_timeout=settings.presence_timeout_seconds,
-                                clock=utcnow, gone=request.is_disconnected)
+                                clock=utcnow, gone=request.is_disconnected, recheck=settings.claim_recheck_seconds)
     return ticket if ticket is not None else Response(status_code=204)
 
 

@@ -53,7 +53,8 @@ from app.services.periodic import attempt
 
 log = logging.getLogger("app.queues")
 
-# A waiting claimer looks at the database at least this often, so a lost wake-up costs at most this long.
+# A waiting claimer looks at the database at least this often, so a lost wake-up costs at most this long
+# (TRIAGE_CLAIM_RECHECK_SECONDS).
 RECHECK_SECONDS = 1.0
 EXPIRY_BATCH = 500
 # Idempotency keys past their retention are deleted this often, in batches of one short transaction each.
@@ -158,7 +159,7 @@ async def claim_once(store: TicketStore, *, agent: Agent, now: datetime, lease_s
 
 async def claim(drivers: DriverConnections, *, agent: Agent, notifier: Notifier, wait: float, lease_seconds: int,
                 presence_timeout: int = DEFAULT_PRESENCE_TIMEOUT, clock: Callable[[], datetime] = utcnow,
-                gone: Callable[[], Awaitable[bool]] | None = None) -> TicketRead | None:
+                gone: Callable[[], Awaitable[bool]] | None = None, recheck: float = RECHECK_SECONDS) -> TicketRead | None:
     """Claim the next ticket, waiting up to `wait` seconds for one to arrive (long poll); None if none did. Each
     look at the queues keeps the agent online."""
     deadline = time.monotonic() + wait
@@ -177,7 +178,7 @@ async def claim(drivers: DriverConnections, *, agent: Agent, notifier: Notifier,
             if remaining <= 0:
                 return None
             try:
-                await asyncio.wait_for(wake.wait(), timeout=min(remaining, RECHECK_SECONDS))
+                await asyncio.wait_for(wake.wait(), timeout=min(remaining, recheck))
             except TimeoutError:
                 pass
             if gone is not None and await gone():
