@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test test-fast install lint bench bench-triage bench-ingest bench-queues bench-metrics bench-delivery bench-scale clean
+.PHONY: run demo test test-fast install lint bench bench-triage bench-ingest bench-queues bench-metrics bench-delivery bench-http-client bench-scale clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -35,7 +35,7 @@ test-fast: $(STAMP)
 
 # Benchmarks print each figure beside its baseline measured in the same run. ingest and queues need wrk
 # (Debian package `wrk`) and a PostgreSQL server (TRIAGE_TEST_POSTGRES_URL, default postgres@127.0.0.1:5432).
-bench: bench-triage bench-ingest bench-queues bench-metrics bench-delivery bench-scale
+bench: bench-triage bench-ingest bench-queues bench-metrics bench-delivery bench-http-client bench-scale
 
 bench-triage: $(STAMP)
 	$(BIN)/python bench/triage.py
@@ -48,6 +48,9 @@ bench-metrics: $(STAMP)
 
 bench-delivery: $(STAMP)
 	$(BIN)/python bench/delivery.py
+
+bench-http-client: $(STAMP)
+	$(BIN)/python bench/http_client.py
 
 # Loads a big and a small database through the service (minutes), then times the same operations on both.
 bench-scale: $(STAMP)

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpcore
 import httpx
 import orjson
 
@@ -41,7 +40,7 @@ from app.db.driver import Record
 from app.db.errors import StoreUnavailable, translated
 from app.db.session import DriverConnections
 from app.domain import DeliveryStatus
-from app.services import egress, signing
+from app.services import egress, http1, signing
 from app.services.notify import Notifier
 
 log = logging.getLogger("app.delivery")
@@ -62,8 +61,6 @@ LANE_IDLE_SECONDS = 60.0  # an endpoint's connections are closed after this long
 KEEPALIVE_SECONDS = 5.0  # an idle kept-alive connection is closed after this long
 ERROR_TEXT = 300
 ANSWER_READ_LIMIT = 64 * 1024  # bytes of an endpoint's answer read (and dropped) before the connection is closed
-HTTP_ERRORS = (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol,
-               httpcore.ConnectionNotAvailable, httpcore.ProxyError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,50 +158,32 @@ def request_of(item: Record, *, now: datetime) -> tuple[bytes, dict[str, str]]:
                   "content-type": "application/json", "user-agent": "triage-delivery/1"}
 
 
-def new_pool(policy: DeliveryPolicy, ssl_context: ssl.SSLContext | None = None) -> httpcore.AsyncConnectionPool:
+def new_pool(policy: DeliveryPolicy, ssl_context: ssl.SSLContext | None = None) -> http1.Pool:
     """One endpoint's HTTP/1.1 connections: as many as its sends at once, kept alive, each opened only to an
-    address the egress guard accepts at that moment; no proxies from the environment, no redirects followed.
+    address the egress guard accepts at that moment; no proxies, no redirects followed.
 
-    httpcore is httpx's own transport; the relay calls it without httpx's client on top, whose cookie jar, auth
-    and redirect handling a webhook sender must not use and which cost more CPU per request than the relay's
-    own work (docs/design.md)."""
-    return httpcore.AsyncConnectionPool(
-        ssl_context=ssl_context or httpx.create_ssl_context(), max_connections=policy.concurrency,
-        max_keepalive_connections=policy.concurrency, keepalive_expiry=KEEPALIVE_SECONDS, retries=0,
-        network_backend=egress.GuardedNetwork(allow_private=policy.allow_private))
+    The relay's own client (app/services/http1.py), not httpx or httpcore: their exchange machinery cost about two
+    thirds of the relay's CPU per delivery (docs/design.md, "The relay's own HTTP client")."""
+    return http1.Pool(max_connections=policy.concurrency, ssl_context=ssl_context or httpx.create_ssl_context(),
+                      allow_private=policy.allow_private, connect_timeout=policy.connect_timeout,
+                      read_timeout=policy.read_timeout, keepalive=KEEPALIVE_SECONDS, body_limit=ANSWER_READ_LIMIT)
 
 
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
-    for key, value in headers:
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
-
-
-async def send(pool: httpcore.AsyncConnectionPool, item: Record, *, policy: DeliveryPolicy, now: datetime) -> Answer:
+async def send(pool: http1.Pool, item: Record, *, policy: DeliveryPolicy, now: datetime) -> Answer:
     """One attempt over the endpoint's pool (a new connection is checked against what the name resolves to
-    then). The answer's body is read only up to ANSWER_READ_LIMIT, and dropped."""
+    then), in policy.exchange_timeout at most. The answer's body is read only up to ANSWER_READ_LIMIT, and
+    dropped."""
     body, headers = request_of(item, now=now)
-    timeouts = {"connect": policy.connect_timeout, "read": policy.read_timeout, "write": policy.read_timeout,
-                "pool": policy.read_timeout}
     try:
-        async with asyncio.timeout(policy.exchange_timeout), pool.stream(
-                "POST", item["url"], headers=list(headers.items()), content=body,
-                extensions={"timeout": timeouts}) as response:
-            # Read a little of the answer, so a short one leaves the connection for reuse; never more.
-            read = 0
-            async for chunk in response.aiter_stream():
-                read += len(chunk)
-                if read > ANSWER_READ_LIMIT:
-                    break
+        response = await pool.post(item["url"], headers, body, timeout=policy.exchange_timeout)
     except egress.UnsafeUrl as refused:
         return Answer(error=f"refused: {refused}"[:ERROR_TEXT], kind="refused")
-    except (TimeoutError, httpcore.TimeoutException) as exc:
-        return Answer(error=f"timeout ({type(exc).__name__})", kind="timeout")
-    except HTTP_ERRORS as exc:
+    except TimeoutError as exc:
+        return Answer(error=f"timeout ({type(exc).__name__}: {exc})"[:ERROR_TEXT], kind="timeout")
+    except (http1.HttpError, OSError) as exc:
         return Answer(error=f"{type(exc).__name__}: {exc}"[:ERROR_TEXT], kind="error")
     code = response.status
-    return Answer(status_code=code, retry_after=_header(response.headers, b"retry-after"), kind=f"{code // 100}xx")
+    return Answer(status_code=code, retry_after=response.header(b"retry-after"), kind=f"{code // 100}xx")
 
 
 class Lane:
@@ -212,7 +191,7 @@ class Lane:
 
     __slots__ = ("pool", "waiting", "sending", "last_used")
 
-    def __init__(self, pool: httpcore.AsyncConnectionPool) -> None:
+    def __init__(self, pool: http1.Pool) -> None:
         self.pool = pool
         self.waiting: deque[Record] = deque()
         self.sending = 0
@@ -237,7 +216,7 @@ class Relay:
     """Picks, sends and records deliveries until cancelled; run as the `delivery-relay` worker (app/workers.py)."""
 
     def __init__(self, drivers: DriverConnections, notifier: Notifier, *, policy: DeliveryPolicy,
-                 pool_factory: Callable[[DeliveryPolicy, ssl.SSLContext | None], httpcore.AsyncConnectionPool]
+                 pool_factory: Callable[[DeliveryPolicy, ssl.SSLContext | None], http1.Pool]
                  = new_pool) -> None:
         self._drivers = drivers
         self._notifier = notifier

@@ -1,23 +1,17 @@
 """Where the service may send requests: the SSRF guard of delivery endpoints (SPEC 9.1, README "Integrating").
 
-A URL is checked when an endpoint is set, and its name again at every connection the relay opens
-(`GuardedNetwork`), against the addresses it resolves to then: a name that answered a public address when it was
-set and a private one later (DNS rebinding) is refused at connect time. The connection goes to the very address
-that was checked (the name stays in the Host header and in TLS's SNI and certificate check), so no second lookup
-can differ. A kept-alive connection stays with the address it was opened to.
+A URL is checked when an endpoint is set, and its name again at every connection the relay opens (the relay's
+pool, app/services/http1.py), against the addresses it resolves to then: a name that answered a public address
+when it was set and a private one later (DNS rebinding) is refused at connect time. The connection goes to the
+very address that was checked (the name stays in the Host header and in TLS's SNI and certificate check), so no
+second lookup can differ. A kept-alive connection stays with the address it was opened to.
 """
 
 import asyncio
 import ipaddress
-import select
 import socket
-import ssl
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import SplitResult, urlsplit
-
-import httpcore
 
 ResolvedAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 RESOLVE_TIMEOUT_SECONDS = 5.0
@@ -98,55 +92,3 @@ async def check(url: str, *, allow_private: bool) -> Target:
     literal = f"[{address}]" if address.version == 6 else str(address)
     netloc = literal if parts.port is None else f"{literal}:{parts.port}"
     return Target(url=parts._replace(netloc=netloc).geturl(), host=parts.netloc.rpartition("@")[2], address=str(address))
-
-
-class GuardedNetwork(httpcore.AsyncNetworkBackend):
-    """httpcore's network as the relay's connection pools use it: every TCP connection goes to an address
-    `allowed_address` accepts for the URL's host at that moment; no Unix sockets."""
-
-    def __init__(self, *, allow_private: bool) -> None:
-        self._network = httpcore.AnyIOBackend()
-        self._allow_private = allow_private
-
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                          socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
-        address = await allowed_address(host.strip("[]"), port, allow_private=self._allow_private)
-        return _Connection(await self._network.connect_tcp(str(address), port, timeout=timeout,
-                                                           local_address=local_address, socket_options=socket_options))
-
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
-        raise UnsafeUrl("Unix sockets are not allowed")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._network.sleep(seconds)
-
-
-class _Connection(httpcore.AsyncNetworkStream):
-    """A connection GuardedNetwork opened. Before placing each request httpcore asks every idle connection of the
-    pool whether its socket is readable (the server closed it); anyio's own answer rebuilds a table of socket
-    attributes at each question, this one polls the socket it keeps."""
-
-    def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
-        self._stream = stream
-        self._socket = stream.get_extra_info("socket")
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._stream.read(max_bytes, timeout)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._stream.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
-        return _Connection(await self._stream.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable" and self._socket is not None:
-            poller = select.poll()
-            poller.register(self._socket, select.POLLIN)
-            return bool(poller.poll(0))
-        return self._stream.get_extra_info(info)
