@@ -5,7 +5,7 @@ ix_tickets_claim once per queue served, whatever the other queues hold."""
 
 import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -72,6 +72,19 @@ async def across_queues_pick(app: FastAPI, shop_id: str, served: tuple[str, ...]
     return None if row is None else str(row["id"])
 
 
+def postgres_claimer(app: FastAPI, agent: dict[str, Any], shop: dict[str, Any]) -> Callable[[], Awaitable[str | None]]:
+    """The agent's claim on PostgreSQL's store, as the id of the ticket it took (None: none)."""
+    store = OnDemand(app, PostgresTicketStore)
+
+    async def claim() -> str | None:
+        now = utcnow()
+        claimed = await store.claim(agent_id=agent["id"], shop_id=shop["id"], now=now, lease_until=now + LEASE,
+                                    event={}, touch_before=now - TOUCH, online_after=now - TOUCH)
+        return None if claimed is None else claimed.state.id
+
+    return claim
+
+
 @pytest.mark.parametrize("served", SERVED, ids="+".join)
 async def test_a_claim_takes_what_the_scan_across_queues_took(served: tuple[str, ...], app: FastAPI,
                                                              database_url: str, client: httpx.AsyncClient,
@@ -103,13 +116,7 @@ async def test_a_candidate_another_transaction_holds_is_passed_over(app: FastAPI
     agent = await new_agent(client, ADMIN, shop["id"], capacity=len(TICKETS))
     ids = await shaped_tickets(app, client, shop)
     order = expected_order(("presale", "aftersale", "complaints"))
-    store = OnDemand(app, PostgresTicketStore)
-
-    async def claim() -> str | None:
-        now = utcnow()
-        claimed = await store.claim(agent_id=agent["id"], shop_id=shop["id"], now=now, lease_until=now + LEASE,
-                                    event={}, touch_before=now - TOUCH, online_after=now - TOUCH)
-        return None if claimed is None else claimed.state.id
+    claim = postgres_claimer(app, agent, shop)
 
     # Another transaction holds the two best (as a claimer or an ingest would): the claim takes the third at once,
     # the next one the fourth; once they are let go, the next claims take them.
@@ -190,13 +197,7 @@ async def test_a_contended_claim_looks_further_along_without_leaving_the_order(a
         for seq, (name, (queue, minutes)) in enumerate(shape.items()):
             await db.execute("UPDATE tickets SET queue = $2, tier = 2, priority = 100, opened_at = $3, opened_seq = $4 "
                              "WHERE id = $1", ids[name], queue, now - timedelta(minutes=minutes), seq + 1)
-    store = OnDemand(app, PostgresTicketStore)
-
-    async def claim() -> str | None:
-        now = utcnow()
-        claimed = await store.claim(agent_id=agent["id"], shop_id=shop["id"], now=now, lease_until=now + LEASE,
-                                    event={}, touch_before=now - TOUCH, online_after=now - TOUCH)
-        return None if claimed is None else claimed.state.id
+    claim = postgres_claimer(app, agent, shop)
 
     # Other claimers hold p0..p9. The first look (p0) is lost; the next eight of presale (p1..p8) end at p8, and
     # aftersale's a0 comes after it, so a0 is no candidate; p1..p8 are held too; then p9 is held and p10 is free.
