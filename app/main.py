@@ -26,6 +26,7 @@ from app.services.ingest import NOTIFY_CHANNEL, Ingestor
 from app.services.notify import Notifier
 from app.services.queues import LeaseReaper
 from app.services.retention import RetentionWorker
+from app.services.rollups import RollupWorker
 from app.services.sla import BreachWatch
 from app.settings import Settings, get_settings
 from app.triage import default_ruleset
@@ -58,7 +59,7 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
 
 def start_workers(app: FastAPI, settings: Settings) -> Workers:
     """The process's background work, started under supervision: ingest writers, lease reaper, SLA watch,
-    auto-close, queue counts, retention, delivery relay, LISTEN."""
+    auto-close, queue counts, retention, statistics rollup, delivery relay, LISTEN."""
     workers = Workers()
     writers = settings.ingest_writers or (1 if settings.is_sqlite else 3)
     app.state.ingestor = Ingestor(app.state.drivers, app.state.notifier, writers=writers,
@@ -79,6 +80,8 @@ def start_workers(app: FastAPI, settings: Settings) -> Workers:
     workers.add("queue-counts", app.state.count_folder.run)
     app.state.retention = RetentionWorker(app.state.drivers, retention_days=settings.retention_days)
     workers.add("retention", app.state.retention.run)
+    app.state.rollups = RollupWorker(app.state.sessionmaker)
+    workers.add("stats-rollup", app.state.rollups.run)
     app.state.relay = Relay(app.state.drivers, app.state.notifier, policy=delivery_policy(settings))
     workers.add("delivery-relay", app.state.relay.run)
     app.state.listener = None

@@ -9,11 +9,13 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     Float,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     SmallInteger,
     String,
     Table,
@@ -25,7 +27,7 @@ from sqlalchemy.dialects.postgresql import DOMAIN
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
 
-from app.db.base import Base, JSONType
+from app.db.base import Base, JSONType, UTCDateTime
 from app.domain import DEFAULT_AUTO_CLOSE_HOURS, DEFAULT_STICKY_HOURS, MAX_STICKY_HOURS
 from app.hours import DEFAULT_SHIFTS, DEFAULT_TIMEZONE
 
@@ -539,3 +541,24 @@ class RoundFact(Base):
     reply_at: Mapped[datetime | None] = mapped_column(default=None)
     replier: Mapped[str | None] = mapped_column(String(36), default=None)
     cut: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")  # 1: a new episode ended it
+
+
+# The daily rollup of the statistics (migration 0027, app/db/rollups.py): per shop and UTC day, each episode's
+# measures and each round's, packed (app/db/figures.py), with their queue, tier and agent names (JSON), and from
+# when the figures hold (an unanswered episode breaches once its target has passed). Written whole by the worker.
+stats_days = Table(
+    "stats_days", Base.metadata,
+    Column("shop_id", String(64), primary_key=True), Column("day", Date, primary_key=True),
+    Column("settled_at", UTCDateTime(), nullable=False), Column("rolled_at", UTCDateTime(), nullable=False),
+    Column("names", Text, nullable=False), Column("episodes", LargeBinary, nullable=False),
+    Column("rounds", LargeBinary, nullable=False),
+)
+
+# Days a write changed after they may have been rolled, appended by triggers on the summaries; no key, so writers
+# never wait for each other here. The worker rolls the day again and deletes the rows it saw.
+stats_stale_days = Table(
+    "stats_stale_days", Base.metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True), Column("shop_id", String(64), nullable=False),
+    Column("day", Date, nullable=False),
+    Index("ix_stats_stale_days_shop", "shop_id", "day"),
+)

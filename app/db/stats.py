@@ -11,11 +11,13 @@ and their rounds, never the shop's whole trail or every message. The trail's rea
 must equal (tests/api/test_summaries.py) and what the migration fills them from.
 """
 
+import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Float,
     Integer,
@@ -26,6 +28,7 @@ from sqlalchemy import (
     case,
     cast,
     extract,
+    false,
     func,
     literal,
     literal_column,
@@ -37,8 +40,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import figures
 from app.db.models import (Agent, EpisodeFact, Message, Queue, QueueCount, RoundFact, Shop, Ticket, TicketEvent,
-                           queue_count_changes)
+                           queue_count_changes, stats_days, stats_stale_days)
 from app.db.session import is_postgres
 from app.domain import DEFAULT_TARGET_SECONDS, ROUND_CAP_SECONDS, SYSTEM_ACTOR, TIER_NAMES, EventKind, Status, target_seconds
 
@@ -135,8 +139,9 @@ def _trail_episodes(*, shop_id: str, since: datetime, until: datetime) -> Any:
 
 
 def _facts(postgres: bool, episodes: Any, *, as_of: datetime, shop_targets: Mapping[str, int],
-           queue_targets: Mapping[str, Mapping[str, int] | None]) -> Any:
-    """Per episode: its queue, tier, owning agent, and the measured values."""
+           queue_targets: Mapping[str, Mapping[str, int] | None], settling: bool = False) -> Any:
+    """Per episode: its queue, tier, owning agent, and the measured values; with `settling`, also what the daily
+    rollup needs to know whether they can still change without a write (app/db/rollups.py)."""
     ep = episodes.c
     first_response = _seconds(postgres, ep.opened_at, ep.first_response_at)
     resolution = _seconds(postgres, ep.opened_at, ep.resolved_at)
@@ -150,6 +155,21 @@ def _facts(postgres: bool, episodes: Any, *, as_of: datetime, shop_targets: Mapp
         and_(ep.current, ep.due_at < as_of_value, or_(ep.resolved_at.is_(None), ep.due_at < ep.resolved_at)),
         and_(~ep.current, resolution > target, _seconds(postgres, ep.opened_at, as_of_value) > target))
     breached = case((ep.first_response_at.is_not(None), ep.answered_late), (unanswered_overdue, 1), else_=0)
+    settle: list[Any] = []
+    if settling:
+        unanswered = ep.first_response_at.is_(None)
+        settle = [
+            # Running and open with nobody's answer: its breach waits for as_of, its agent is whoever holds it.
+            case((and_(ep.current, ep.resolved_at.is_(None), or_(unanswered, ep.responder.is_(None))), 1),
+                 # Finished unanswered, written before the trail kept due times: judged by the configured target.
+                 (and_(~ep.current, unanswered, ep.due_in.is_(None), ep.resolved_at.is_not(None)), 1),
+                 else_=0).label("unsettled"),
+            # Seconds after the start from which the breach above no longer depends on as_of.
+            case((and_(ep.current, unanswered, ep.due_at.is_not(None),
+                       or_(ep.resolved_at.is_(None), ep.due_at < ep.resolved_at)),
+                  _seconds(postgres, ep.opened_at, ep.due_at)),
+                 (and_(~ep.current, unanswered, resolution > target), target),
+                 else_=null()).label("settles")]
     return select(
         ep.ticket_id, ep.opened_at, ep.resolved_at, ep.customer_id, ep.queue, ep.tier,
         # Whoever answered first owns the episode; else whoever resolved it; else whoever holds it now.
@@ -160,6 +180,7 @@ def _facts(postgres: bool, episodes: Any, *, as_of: datetime, shop_targets: Mapp
         # An auto-closed episode is no resolution: it is counted apart.
         case((auto_closed, null()), else_=resolution).label("resolution"),
         case((auto_closed, 1), else_=0).label("auto_closed"),
+        *settle,
     # A CTE read by all four groupings is computed once (both databases materialise a CTE used twice).
     ).cte("facts")
 
@@ -191,14 +212,21 @@ def _sqlite_percentile(value: Any, rank: Any, count: Any, fraction: float) -> Co
         else_=null()))
 
 
+def _mean(value: Any) -> ColumnElement[Any]:
+    """The mean of millisecond-rounded seconds from their exact sum in milliseconds: a float average depends on the
+    order it adds in, and the rollup's order is not the summaries' (a mean on a half millisecond could round apart)."""
+    total = func.sum(cast(func.round(value * 1000.0), BigInteger))
+    return cast(total, Float) / func.nullif(func.count(value), 0) / 1000.0
+
+
 def _aggregates(source: Any) -> list[Any]:
     # A buyer is a customer; one with several episodes counts once, as replied if any of them was.
     return [func.count().label("received"),
             func.sum(source.c.replied).label("replied"), func.sum(source.c.breached).label("breached"),
             func.count(source.c.first_response).label("answered"),
-            func.avg(source.c.first_response).label("first_response_mean"),
+            _mean(source.c.first_response).label("first_response_mean"),
             func.count(source.c.resolution).label("resolved"),
-            func.avg(source.c.resolution).label("resolution_mean"),
+            _mean(source.c.resolution).label("resolution_mean"),
             func.sum(source.c.auto_closed).label("auto_closed"),
             func.count(func.distinct(source.c.customer_id)).label("buyers"),
             func.count(func.distinct(case((source.c.replied == 1, source.c.customer_id)))).label("buyers_replied")]
@@ -206,7 +234,7 @@ def _aggregates(source: Any) -> list[Any]:
 
 def _round_aggregates(source: Any) -> list[Any]:
     return [func.count(source.c.round_response).label("rounds"),
-            func.avg(source.c.round_response).label("round_response_mean"),
+            _mean(source.c.round_response).label("round_response_mean"),
             func.sum(source.c.unanswered).label("unanswered")]
 
 
@@ -280,14 +308,21 @@ def _trail_round_rows(postgres: bool, *, shop_id: str, since: datetime) -> Any:
     ).group_by(r.ticket_id, r.round_no).having(func.count(case((r.item == "buyer", 1))) > 0).subquery("rounds"))
 
 
-def _summary_round_rows(*, shop_id: str, since: datetime) -> Any:
-    """The same rows, as round_facts keeps them (migration 0019): no message is read."""
+def _within(column: Any, ranges: Sequence[tuple[datetime, datetime]]) -> ColumnElement[bool]:
+    """`column` in any of the [start, end) ranges."""
+    return or_(false(), *(and_(column >= start, column < end) for start, end in ranges))
+
+
+def _summary_round_rows(*, shop_id: str, ranges: Sequence[tuple[datetime, datetime]]) -> Any:
+    """The same rows, as round_facts keeps them (migration 0019), of the episodes opened in `ranges`: no message is
+    read."""
     return (select(RF.c.ticket_id, RF.c.started, RF.c.episode, RF.c.reply_at, RF.c.replier, RF.c.cut)
-            .where(RF.c.shop_id == shop_id, RF.c.episode >= since).subquery("rounds"))
+            .where(RF.c.shop_id == shop_id, _within(RF.c.episode, ranges)).subquery("rounds"))
 
 
-def _rounds(postgres: bool, facts: Any, rounds: Any, *, as_of: datetime) -> Any:
-    """Per buyer round of the episodes in `facts`: its response time, capped, and whether it went unanswered."""
+def _rounds(postgres: bool, facts: Any, rounds: Any, *, as_of: datetime, settling: bool = False) -> Any:
+    """Per buyer round of the episodes in `facts`: its response time, capped, and whether it went unanswered; with
+    `settling`, its episode's start and the seconds after that from which it no longer depends on as_of."""
     cap = literal(float(ROUND_CAP_SECONDS))
     answered = _seconds(postgres, rounds.c.started, rounds.c.reply_at)
     waited = _seconds(postgres, rounds.c.started, literal(as_of, type_=E.c.at.type))
@@ -302,17 +337,21 @@ def _rounds(postgres: bool, facts: Any, rounds: Any, *, as_of: datetime) -> Any:
         f.queue, f.tier, func.coalesce(rounds.c.replier, f.agent_id).label("agent_id"),
         cast(response, Float).label("round_response"),
         case((and_(rounds.c.reply_at.is_(None), response.is_not(None)), 1), else_=0).label("unanswered"),
+        *([f.opened_at,
+           case((and_(rounds.c.reply_at.is_(None), rounds.c.cut != 1, f.resolved_at.is_(None)),
+                 _seconds(postgres, f.opened_at, rounds.c.started) + cap), else_=null()).label("settles")]
+          if settling else []),
     ).select_from(rounds.join(facts, and_(f.ticket_id == rounds.c.ticket_id, f.opened_at == rounds.c.episode))
                   ).cte("round_measures")
 
 
-def _summary_episodes(*, shop_id: str, since: datetime, until: datetime) -> Any:
-    """One row per episode opened in [since, until), as episode_facts keeps it (migrations 0019, 0020). A running
+def _summary_episodes(*, shop_id: str, ranges: Sequence[tuple[datetime, datetime]]) -> Any:
+    """One row per episode opened in `ranges`, as episode_facts keeps it (migrations 0019, 0020). A running
     episode's holder and due time are on its ticket row only, as in the trail's reading: the ticket is read for a
     running episode that no agent answered or resolved yet; every other episode's figures are in its summary (its
     queue and resolution follow the same events as its ticket's)."""
     F = EF
-    window = (F.c.shop_id == shop_id, F.c.opened_at >= since, F.c.opened_at < until)
+    window = (F.c.shop_id == shop_id, _within(F.c.opened_at, ranges))
     needs_ticket = and_(F.c.ended.is_(False),
                         or_(F.c.first_response_at.is_(None), and_(F.c.responder.is_(None), F.c.resolver.is_(None))))
 
@@ -339,9 +378,10 @@ def _summary_episodes(*, shop_id: str, since: datetime, until: datetime) -> Any:
 async def service_levels(session: AsyncSession, *, shop_id: str, since: datetime, until: datetime,
                          as_of: datetime, shop_targets: Mapping[str, int],
                          queue_targets: Mapping[str, Mapping[str, int] | None], from_trail: bool = False) -> tuple[
-        Sequence[Row[Any]], Sequence[Row[Any]]]:
+        Sequence[Any], Sequence[Any]]:
     """Aggregates per (dimension, key) of the episodes opened in [since, until), and of their buyer rounds: from
-    the summaries, or `from_trail`, rebuilt from the event trail and the messages (what the summaries must equal)."""
+    the summaries and the daily rollup of the window's settled days, or `from_trail`, rebuilt from the event trail
+    and the messages (what the summaries must equal)."""
     postgres = is_postgres(session)
     if postgres:
         # Each statement reads a few thousand rows: compiling it (JIT) costs more than running it, and the
@@ -352,8 +392,13 @@ async def service_levels(session: AsyncSession, *, shop_id: str, since: datetime
         episodes = _trail_episodes(shop_id=shop_id, since=since, until=until)
         round_rows = _trail_round_rows(postgres, shop_id=shop_id, since=since)
     else:
-        episodes = _summary_episodes(shop_id=shop_id, since=since, until=until)
-        round_rows = _summary_round_rows(shop_id=shop_id, since=since)
+        days = (await session.execute(select(SD.c.day, SD.c.names, SD.c.episodes, SD.c.rounds)
+                                      .where(*_usable(shop_id, since, until, as_of)).order_by(SD.c.day))).all()
+        if days:
+            return await _with_rollup(session, days, shop_id=shop_id, since=since, until=until, as_of=as_of,
+                                      shop_targets=shop_targets, queue_targets=queue_targets)
+        episodes = _summary_episodes(shop_id=shop_id, ranges=[(since, until)])
+        round_rows = _summary_round_rows(shop_id=shop_id, ranges=[(since, until)])
     facts = _facts(postgres, episodes, as_of=as_of, shop_targets=shop_targets, queue_targets=queue_targets)
     keyed = _keyed(facts, ("first_response", "replied", "breached", "resolution", "auto_closed", "customer_id"))
     levels = _grouped(postgres, keyed, MEASURES, _aggregates).subquery("levels")
@@ -368,6 +413,82 @@ async def service_levels(session: AsyncSession, *, shop_id: str, since: datetime
     ).select_from(levels.join(rounds, and_(levels.c.dimension == rounds.c.dimension, levels.c.key == rounds.c.key),
                               full=True)))).all()
     return [r for r in rows if r.received is not None], [r for r in rows if r.rounds is not None]
+
+
+SD = stats_days
+STALE = stats_stale_days
+
+
+async def _with_rollup(session: AsyncSession, days: Sequence[Row[Any]], *, shop_id: str, since: datetime,
+                       until: datetime, as_of: datetime, shop_targets: Mapping[str, int],
+                       queue_targets: Mapping[str, Mapping[str, int] | None]) -> tuple[Sequence[Any], Sequence[Any]]:
+    """The same aggregates from the rolled `days` and the summaries of the rest of the window, computed in memory
+    (app/db/figures.py): the database reads a row per rolled day and the few thousand episodes around them."""
+    postgres = is_postgres(session)
+    ranges = outside([d.day for d in days], since=since, until=until)
+    episodes, rounds = await facts_of(session, shop_id=shop_id, ranges=ranges, as_of=as_of,
+                                      shop_targets=shop_targets, queue_targets=queue_targets)
+    names = [json.loads(d.names) for d in days]
+    episode_parts = [episodes, *(figures.unpack(d.episodes, n["episodes"], figures.EPISODE)
+                                 for d, n in zip(days, names))]
+    round_parts = [rounds, *(figures.unpack(d.rounds, n["rounds"], figures.ROUND) for d, n in zip(days, names))]
+    return (figures.episode_levels(episode_parts, postgres=postgres),
+            figures.round_levels(round_parts, postgres=postgres))
+
+
+async def facts_of(session: AsyncSession, *, shop_id: str, ranges: Sequence[tuple[datetime, datetime]],
+                   as_of: datetime, shop_targets: Mapping[str, int],
+                   queue_targets: Mapping[str, Mapping[str, int] | None]) -> tuple[figures.Packed, figures.Packed]:
+    """Each episode opened in `ranges` and each of its rounds, with the measures the statistics aggregate, packed
+    (app/db/figures.py)."""
+    postgres = is_postgres(session)
+    facts = _facts(postgres, _summary_episodes(shop_id=shop_id, ranges=ranges), as_of=as_of,
+                   shop_targets=shop_targets, queue_targets=queue_targets)
+    rounds = _rounds(postgres, facts, _summary_round_rows(shop_id=shop_id, ranges=ranges), as_of=as_of)
+    episode_rows = (await session.execute(select(
+        facts.c.queue, facts.c.tier, facts.c.agent_id, *(facts.c[c] for c in figures.EPISODE_COLUMNS)))).all()
+    round_rows = (await session.execute(select(
+        rounds.c.queue, rounds.c.tier, rounds.c.agent_id, *(rounds.c[c] for c in figures.ROUND_COLUMNS)))).all()
+    return (figures.packed(episode_rows, figures.EPISODE, figures.EPISODE_COLUMNS),
+            figures.packed(round_rows, figures.ROUND, figures.ROUND_COLUMNS))
+
+
+def day_start(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def _whole_days(since: datetime, until: datetime) -> tuple[date, date]:
+    """The first day wholly inside [since, until), and the first day after that is not."""
+    first = since.astimezone(UTC).date()
+    if day_start(first) < since:
+        first += timedelta(days=1)
+    return first, until.astimezone(UTC).date()
+
+
+def _usable(shop_id: str, since: datetime, until: datetime, as_of: datetime) -> Any:
+    """The rolled days wholly inside [since, until), not stale since, and settled by `as_of`."""
+    first, last = _whole_days(since, until)
+    stale = select(STALE.c.id).where(STALE.c.shop_id == SD.c.shop_id, STALE.c.day == SD.c.day).exists()
+    return (SD.c.shop_id == shop_id, SD.c.day >= first, SD.c.day < last, SD.c.settled_at < as_of, ~stale)
+
+
+async def rolled_days(session: AsyncSession, *, shop_id: str, since: datetime, until: datetime,
+                      as_of: datetime) -> list[date]:
+    """The days a window reads from the rollup."""
+    return list(await session.scalars(select(SD.c.day).where(*_usable(shop_id, since, until, as_of))
+                                      .order_by(SD.c.day)))
+
+
+def outside(days: Sequence[date], *, since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
+    """[since, until) less the given whole days (ascending), as ranges."""
+    ranges, start = [], since
+    for day in days:
+        if day_start(day) > start:
+            ranges.append((start, day_start(day)))
+        start = day_start(day) + timedelta(days=1)
+    if start < until:
+        ranges.append((start, until))
+    return ranges
 
 
 def _counted(shop_id: str | None = None) -> Any:

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.asyncio
 TABLES = {"shops", "webhook_secrets", "queues", "agents", "agent_queues", "customers", "tickets", "messages",
           "ticket_events", "idempotency_keys", "rulesets", "reply_templates", "delivery_endpoints", "outbox_events",
           "deliveries", "delivery_attempts", "sla_breaches", "message_keys", "queue_counts",
-          "queue_count_changes", "episode_facts", "round_facts"}
+          "queue_count_changes", "episode_facts", "round_facts", "stats_days", "stats_stale_days"}
 # PostgreSQL's monthly partitions of messages and ticket_events (migration 0017) are tables of their own.
 PARTITION = re.compile(r"^(messages|ticket_events)_y\d{4}m\d{2}$")
 
@@ -332,3 +332,69 @@ async def test_the_snooze_migration_goes_down_and_up_on_a_populated_database(
             await app.state.reaper.run_once()
             read = await client.get(f"/v1/tickets/{again['id']}", headers=ADMIN)
             assert read.json()["status"] == "queued"
+
+
+NOW_FIGURES = {"backlog", "holding", "presence", "depth", "oldest_wait_seconds"}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_the_rollup_migration_goes_down_and_up_on_a_populated_database(
+        backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Migration 0027 down drops the daily rollup and its triggers, leaving the trail's figures as they were; up again,
+    the worker rolls the days again and the statistics equal those before and the trail's."""
+    from app.services.rollups import roll
+
+    real_now = utcnow()
+    async with fresh_database(backend, tmp_path) as url:
+        await upgrade_async(url)
+        app = create_app(make_settings(url))
+        clock = freeze(monkeypatch, real_now - timedelta(days=5))
+        since, until = clock.now - timedelta(days=2), clock.now + timedelta(days=2)
+
+        async def figures(**trail: bool) -> Any:
+            async with app.state.sessionmaker() as session:
+                found = (await stats.shop_stats(session, shop_id="rolly", since=since, until=until, now=clock.now,
+                                                **trail)).model_dump()
+            # The service levels only: the backlog and who holds what now move with the lease reaper.
+            return {part: [{k: v for k, v in row.items() if k not in NOW_FIGURES} for row in found[part]]
+                    for part in ("queues", "tiers", "agents")} | {
+                "overall": {k: v for k, v in found["overall"].items() if k not in NOW_FIGURES}}
+
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            await app.state.workers.stop("stats-rollup")  # the test rolls when it means to
+            shop = (await client.post("/v1/shops", json={"id": "rolly", "name": "Rolly"}, headers=ADMIN)).json()
+            agent = await new_agent(client, ADMIN, "rolly")
+            for n in range(3):
+                await post_signed(client, "rolly", shop["webhook_secret"], [
+                    message("我要退货", conversation=f"c{n}", message_id=f"m{n}")])
+            for _ in range(3):  # every one answered, so the day settles
+                clock.advance(30)
+                ticket = (await claim(client, agent)).json()
+                answer = await client.post(f"/v1/tickets/{ticket['id']}/replies", headers=agent["headers"],
+                                           json={"text": "好的"})
+                assert answer.status_code == 201, answer.text
+            await client.post(f"/v1/tickets/{ticket['id']}/resolve", headers=agent["headers"], json={})
+            clock.advance(86400)
+            for n in range(3, 5):  # the day after: answered by nobody
+                await post_signed(client, "rolly", shop["webhook_secret"], [
+                    message("在吗", conversation=f"c{n}", message_id=f"m{n}")])
+            await roll(app.state.sessionmaker, now=real_now)
+            rolled = await figures()
+        assert rolled["overall"]["conversations_received"] == 5
+
+        await asyncio.to_thread(downgrade, url, "0026")
+        assert not {"stats_days", "stats_stale_days"} & await _tables(url)
+        app = create_app(make_settings(url))
+        async with app.router.lifespan_context(app):
+            await app.state.workers.stop("stats-rollup")  # its tables are gone
+            plain = await figures(from_trail=True)
+        await asyncio.to_thread(upgrade, url)
+        app = create_app(make_settings(url))
+        async with app.router.lifespan_context(app):
+            await app.state.workers.stop("stats-rollup")
+            await roll(app.state.sessionmaker, now=real_now)
+            async with app.state.sessionmaker() as session:
+                days = await session.scalar(text("SELECT count(*) FROM stats_days"))
+            again = await figures()
+        assert days and again == rolled == plain

@@ -1,0 +1,255 @@
+"""The statistics' aggregates over rows held in memory: what app/db/stats.py computes in SQL (`_aggregates`,
+`_round_aggregates`, `_grouped`), for the windows that read the daily rollup (app/db/rollups.py).
+
+A rolled day is one row of packed columns: each episode's measures and each round's, with its queue, tier and agent
+as codes into the day's names. A window concatenates its days' columns and the rows of its other days read from the
+summaries, and aggregates them here: no per-episode work in the database, and the same figures to the last bit
+(counts and sums are integers; means from the exact sum of milliseconds; percentiles interpolated as each database's
+statement does it; distinct buyers exact).
+"""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+NO_CUSTOMER = np.iinfo(np.int64).min
+EPISODE = np.dtype([("first_response", "<f8"), ("resolution", "<f8"), ("customer_id", "<i8"), ("replied", "i1"),
+                    ("breached", "i1"), ("auto_closed", "i1"), ("queue", "<i2"), ("tier", "<i2"), ("agent", "<i2")])
+ROUND = np.dtype([("round_response", "<f8"), ("unanswered", "i1"), ("queue", "<i2"), ("tier", "<i2"),
+                  ("agent", "<i2")])
+DIMENSIONS = ("queue", "tier", "agent")
+PERCENTILES = {"p50": 0.5, "p90": 0.9}
+
+
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """Rows of one kind with their dimension names: `names[dimension][code]` (code -1: none)."""
+
+    rows: np.ndarray
+    names: dict[str, list[str]]
+
+
+def packed(rows: Iterable[Any], dtype: np.dtype, columns: Sequence[str]) -> Packed:
+    """Rows with the `columns` measures and queue, tier, agent_id, packed with their names."""
+    names: dict[str, list[str]] = {d: [] for d in DIMENSIONS}
+    codes: dict[str, dict[str, int]] = {d: {} for d in DIMENSIONS}
+    records = []
+    for row in rows:
+        record: list[Any] = []
+        for column in columns:
+            value = getattr(row, column)
+            if dtype[column].kind == "f":
+                record.append(np.nan if value is None else float(value))
+            elif column == "customer_id":
+                record.append(NO_CUSTOMER if value is None else int(value))
+            else:
+                record.append(int(value or 0))
+        for dimension, attribute in zip(DIMENSIONS, ("queue", "tier", "agent_id")):
+            value = getattr(row, attribute)
+            if value is None:
+                record.append(-1)
+                continue
+            key = str(value)
+            if key not in codes[dimension]:
+                codes[dimension][key] = len(names[dimension])
+                names[dimension].append(key)
+            record.append(codes[dimension][key])
+        records.append(tuple(record))
+    return Packed(np.array(records, dtype=dtype), names)
+
+
+def unpack(data: bytes, names: dict[str, list[str]], dtype: np.dtype) -> Packed:
+    return Packed(np.frombuffer(data, dtype=dtype), names)
+
+
+EPISODE_COLUMNS = ("first_response", "resolution", "customer_id", "replied", "breached", "auto_closed")
+ROUND_COLUMNS = ("round_response", "unanswered")
+
+
+def _joined(parts: Sequence[Packed], dtype: np.dtype) -> tuple[np.ndarray, dict[str, list[str]]]:
+    """One array of all parts, their codes renumbered into shared names."""
+    names: dict[str, list[str]] = {d: [] for d in DIMENSIONS}
+    index: dict[str, dict[str, int]] = {d: {} for d in DIMENSIONS}
+    arrays = []
+    for part in parts:
+        if not len(part.rows):
+            continue
+        rows = part.rows.copy()
+        for dimension in DIMENSIONS:
+            lookup = np.empty(len(part.names[dimension]) + 1, dtype=np.int16)
+            lookup[-1] = -1  # code -1 reads the last slot
+            for code, key in enumerate(part.names[dimension]):
+                if key not in index[dimension]:
+                    index[dimension][key] = len(names[dimension])
+                    names[dimension].append(key)
+                lookup[code] = index[dimension][key]
+            rows[dimension] = lookup[rows[dimension]]
+        arrays.append(rows)
+    return (np.concatenate(arrays) if arrays else np.empty(0, dtype=dtype)), names
+
+
+class _Dimension:
+    """One dimension's grouping of the rows: slot 0 holds rows with no key (none counts for agents), slot i the i-th
+    name; `_keyed` groups overall, per queue, per tier and per agent."""
+
+    def __init__(self, name: str, codes: np.ndarray, keys: Sequence[str]) -> None:
+        self.name = name
+        self.slots = codes.astype(np.intp) + 1
+        self.small = self.slots.astype(np.int16)  # sorts by radix
+        self.keys: list[str | None] = [None, *keys]
+        self.size = len(self.keys)
+
+    def sums(self, weights: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount(self.slots, weights=weights, minlength=self.size)
+
+    def present(self, counts: np.ndarray) -> list[int]:
+        return [slot for slot in range(self.size) if counts[slot] and not (slot == 0 and self.name == "agent")]
+
+
+def _dimensions(rows: np.ndarray, names: dict[str, list[str]]) -> list[_Dimension]:
+    overall = _Dimension("overall", np.zeros(len(rows), dtype=np.int16), [""])
+    return [overall, *(_Dimension(d, rows[d], names[d]) for d in DIMENSIONS)]
+
+
+def _sorted_groups(values: np.ndarray, dimensions: Sequence[_Dimension]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per dimension, the present values sorted within each slot, and where each slot starts: one sort of the values,
+    then a stable sort by slot (a radix sort of small integers)."""
+    present = ~np.isnan(values)
+    kept = values[present]
+    by_value = np.argsort(kept)
+    ordered = kept[by_value]
+    grouped = []
+    for dimension in dimensions:
+        slots = dimension.small[present][by_value]
+        by_slot = np.argsort(slots, kind="stable")
+        grouped.append((ordered[by_slot], np.searchsorted(slots[by_slot], np.arange(dimension.size + 1))))
+    return grouped
+
+
+def _distinct(customers: np.ndarray, dimensions: Sequence[_Dimension], chosen: np.ndarray) -> list[np.ndarray]:
+    """Per dimension, the distinct known customers of each slot among the `chosen` rows (count(DISTINCT) skips
+    NULL): the customers sorted once, then stably by slot, and each change of (slot, customer) counted."""
+    keep = chosen & (customers != NO_CUSTOMER)
+    kept = customers[keep]
+    by_customer = np.argsort(kept)
+    ordered = kept[by_customer]
+    counts = []
+    for dimension in dimensions:
+        slots = dimension.small[keep][by_customer]
+        by_slot = np.argsort(slots, kind="stable")
+        slot, customer = slots[by_slot], ordered[by_slot]
+        first = np.ones(len(slot), dtype=bool)
+        first[1:] = (slot[1:] != slot[:-1]) | (customer[1:] != customer[:-1])
+        counts.append(np.bincount(slot[first], minlength=dimension.size))
+    return counts
+
+
+def _mean(values: np.ndarray) -> float | None:
+    """As `_mean` in SQL: the exact sum of milliseconds over the count, divided by 1000."""
+    if not len(values):
+        return None
+    return float(np.rint(values * 1000.0).sum()) / len(values) / 1000.0
+
+
+def _percentile(ordered: np.ndarray, fraction: float, *, postgres: bool) -> float | None:
+    """percentile_cont of sorted values: PostgreSQL's interpolation, or SQLite's statement's (`_sqlite_percentile`)."""
+    n = len(ordered)
+    if not n:
+        return None
+    position = fraction * (n - 1) if postgres else (n - 1) * fraction
+    lower = int(position)
+    weight = position - lower
+    low = float(ordered[lower])
+    if postgres:
+        # PostgreSQL: first_row == second_row gives the value itself, else lo + pct * (hi - lo).
+        return low if lower + 1 >= n or weight == 0 else low + weight * (float(ordered[lower + 1]) - low)
+    high = low * (1 - weight)
+    return high if lower + 1 >= n else high + float(ordered[lower + 1]) * weight
+
+
+def _durations(grouped: tuple[np.ndarray, np.ndarray], slot: int, prefix: str, *, postgres: bool) -> dict[str, Any]:
+    ordered, starts = grouped
+    values = ordered[starts[slot]:starts[slot + 1]]
+    return {f"{prefix}_mean": _mean(values),
+            **{f"{prefix}_{name}": _percentile(values, fraction, postgres=postgres)
+               for name, fraction in PERCENTILES.items()}}
+
+
+@dataclass(frozen=True, slots=True)
+class Levels:
+    """The episodes' aggregates of one (dimension, key), as `_aggregates` and `_grouped` name them."""
+
+    dimension: str
+    key: str | None
+    received: int
+    replied: int
+    breached: int
+    answered: int
+    first_response_mean: float | None
+    first_response_p50: float | None
+    first_response_p90: float | None
+    resolved: int
+    resolution_mean: float | None
+    resolution_p50: float | None
+    resolution_p90: float | None
+    auto_closed: int
+    buyers: int
+    buyers_replied: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoundLevels:
+    """The rounds' aggregates of one (dimension, key), as `_round_aggregates` and `_grouped` name them."""
+
+    dimension: str
+    key: str | None
+    rounds: int
+    round_response_mean: float | None
+    round_response_p50: float | None
+    round_response_p90: float | None
+    unanswered: int
+
+
+def episode_levels(parts: Sequence[Packed], *, postgres: bool) -> list[Levels]:
+    rows, names = _joined(parts, EPISODE)
+    dimensions = _dimensions(rows, names)
+    first_response, resolution = rows["first_response"], rows["resolution"]
+    replied = rows["replied"].astype(np.float64)
+    every = np.ones(len(rows), dtype=bool)
+    buyers = _distinct(rows["customer_id"], dimensions, every)
+    buyers_replied = _distinct(rows["customer_id"], dimensions, replied == 1)
+    first_responses = _sorted_groups(first_response, dimensions)
+    resolutions = _sorted_groups(resolution, dimensions)
+    found = []
+    for d, dimension in enumerate(dimensions):
+        received = dimension.sums()
+        sums = {"replied": dimension.sums(replied), "breached": dimension.sums(rows["breached"].astype(np.float64)),
+                "auto_closed": dimension.sums(rows["auto_closed"].astype(np.float64)),
+                "answered": dimension.sums(~np.isnan(first_response)), "resolved": dimension.sums(~np.isnan(resolution))}
+        for slot in dimension.present(received):
+            found.append(Levels(
+                dimension=dimension.name, key=dimension.keys[slot], received=int(received[slot]),
+                **{name: int(values[slot]) for name, values in sums.items()},
+                buyers=int(buyers[d][slot]), buyers_replied=int(buyers_replied[d][slot]),
+                **_durations(first_responses[d], slot, "first_response", postgres=postgres),
+                **_durations(resolutions[d], slot, "resolution", postgres=postgres)))
+    return found
+
+
+def round_levels(parts: Sequence[Packed], *, postgres: bool) -> list[RoundLevels]:
+    rows, names = _joined(parts, ROUND)
+    dimensions = _dimensions(rows, names)
+    response = rows["round_response"]
+    responses = _sorted_groups(response, dimensions)
+    found = []
+    for d, dimension in enumerate(dimensions):
+        present = dimension.sums()
+        counted = dimension.sums(~np.isnan(response))
+        unanswered = dimension.sums(rows["unanswered"].astype(np.float64))
+        for slot in dimension.present(present):
+            found.append(RoundLevels(dimension=dimension.name, key=dimension.keys[slot], rounds=int(counted[slot]),
+                                     unanswered=int(unanswered[slot]),
+                                     **_durations(responses[d], slot, "round_response", postgres=postgres)))
+    return found
