@@ -7,7 +7,7 @@ simulated time passes, leaving the rest queued. The simulated clock ends at the 
 then served by one real `uvicorn` process each, and every operation is timed on both, alternating, over real HTTP:
 
   * statistics of a shop over 24 hours, 7, 30 and 92 days (scale-1: scale-0 gets the `--queued` top-up in its
-    last day, which every window would count);
+    last day, which every window would count), with the settled days rolled first (the daily rollup);
   * `GET /v1/queues` (admin, one shop) and `GET /metrics` (no cache);
   * a claim by an agent serving only `presale` while `--queued` tickets wait in the shop's other queues, and a
     claim by an agent serving every queue (each followed by an untimed resolve);
@@ -49,8 +49,10 @@ from common import ROOT, Uvicorn, database, settle, wrk  # type: ignore[import-n
 from ingest import SCRIPT, write_requests  # type: ignore[import-not-found]
 
 from app.db.migrate import upgrade_async
+from app.db.session import create_engine, create_sessionmaker
 from app.domain import rfc3339
 from app.main import create_app
+from app.services.rollups import roll
 from app.settings import Settings
 from tests.support.clock import FROZEN_MODULES, FrozenClock
 from tests.support.webhooks import encode, signed_headers
@@ -496,6 +498,14 @@ def load(url: str, label: str, messages: int, args: argparse.Namespace, queued: 
           f"to reach {queued or 0:,} queued outside presale), {report.claims:,} claims", flush=True)
 
 
+async def roll_days(url: str) -> dict[str, int]:
+    engine = create_engine(url)
+    try:
+        return await roll(create_sessionmaker(engine), now=datetime.now(UTC), limit=10_000)
+    finally:
+        await engine.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=100_000, help="buyer messages of the big database")
@@ -536,6 +546,10 @@ def main() -> None:
             # table, emptied every second, is otherwise thousands of dead pages that every read scans.
             for url in (small_url, big_url):
                 asyncio.run(settle(url))
+        for label, url in (("small", small_url), ("big", big_url)):
+            # The served app's statistics worker rolls at its start too; rolled here first, so every round of the
+            # statistics reads the same days from the daily rollup.
+            print(f"{label}: statistics rolled, days per shop: {asyncio.run(roll_days(url))}", flush=True)
         stats_shop = args.stats_shop or f"scale-{min(1, args.shops - 1)}"
         small, big = (Served(label, url, stats_shop=stats_shop) for label, url in (("small", small_url), ("big", big_url)))
         try:

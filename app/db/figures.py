@@ -31,33 +31,25 @@ class Packed:
     names: dict[str, list[str]]
 
 
-def packed(rows: Iterable[Any], dtype: np.dtype, columns: Sequence[str]) -> Packed:
-    """Rows with the `columns` measures and queue, tier, agent_id, packed with their names."""
+def packed(rows: Sequence[Sequence[Any]], dtype: np.dtype, columns: Sequence[str]) -> Packed:
+    """Rows of (queue, tier, agent_id, *columns), packed with their dimensions' names."""
+    packed_rows = np.zeros(len(rows), dtype=dtype)
     names: dict[str, list[str]] = {d: [] for d in DIMENSIONS}
-    codes: dict[str, dict[str, int]] = {d: {} for d in DIMENSIONS}
-    records = []
-    for row in rows:
-        record: list[Any] = []
-        for column in columns:
-            value = getattr(row, column)
-            if dtype[column].kind == "f":
-                record.append(np.nan if value is None else float(value))
-            elif column == "customer_id":
-                record.append(NO_CUSTOMER if value is None else int(value))
-            else:
-                record.append(int(value or 0))
-        for dimension, attribute in zip(DIMENSIONS, ("queue", "tier", "agent_id")):
-            value = getattr(row, attribute)
-            if value is None:
-                record.append(-1)
-                continue
-            key = str(value)
-            if key not in codes[dimension]:
-                codes[dimension][key] = len(names[dimension])
-                names[dimension].append(key)
-            record.append(codes[dimension][key])
-        records.append(tuple(record))
-    return Packed(np.array(records, dtype=dtype), names)
+    if not rows:
+        return Packed(packed_rows, names)
+    values = list(zip(*rows))
+    for dimension, column in zip(DIMENSIONS, values):
+        index: dict[str, int] = {}
+        packed_rows[dimension] = [-1 if v is None else index.setdefault(str(v), len(index)) for v in column]
+        names[dimension] = list(index)
+    for name, column in zip(columns, values[len(DIMENSIONS):]):
+        if dtype[name].kind == "f":
+            packed_rows[name] = np.array(column, dtype=np.float64)  # None is NaN
+        elif name == "customer_id":
+            packed_rows[name] = [NO_CUSTOMER if v is None else v for v in column]
+        else:
+            packed_rows[name] = [v or 0 for v in column]
+    return Packed(packed_rows, names)
 
 
 def unpack(data: bytes, names: dict[str, list[str]], dtype: np.dtype) -> Packed:
