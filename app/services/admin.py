@@ -301,6 +301,17 @@ async def list_agents(session: Session, *, shop_id: str, now: datetime,
 COVERAGE_DATES = (date(2000, 1, 1), date(2100, 12, 31))
 
 
+def _shift_coverage(shop_hours: Any, shift: Any, day: date, *, runs: bool, queues: list[str], agents: list[Any],
+                    served: dict[str, Any]) -> dict[str, Any]:
+    """One shift on `day`: its hours if it runs, and per queue the active agents working it (or a gap)."""
+    opens, closes = shop_hours.shift_span(shift, day) if runs else (None, None)
+    working = [a for a in agents if a.shifts is None or shift.name in a.shifts]
+    covered = [{"queue": q, "agents": [{"id": a.id, "name": a.name} for a in working if q in served[a.id]]}
+               for q in queues] if runs else []
+    return {**shift.as_dict(), "runs": runs, "opens_at": opens, "closes_at": closes,
+            "covered": [c for c in covered if c["agents"]], "gaps": [c["queue"] for c in covered if not c["agents"]]}
+
+
 async def coverage(session: Session, *, shop_id: str, day: date) -> dict[str, Any]:
     """Per shift of the shop on `day` (a local date): whether it runs, and which queues have an active agent working
     it, and which have none."""
@@ -315,16 +326,8 @@ async def coverage(session: Session, *, shop_id: str, day: date) -> dict[str, An
     shop_hours = directory.shop_hours(directory.hours_key(shop))
     running = {shift.name for shift in shop_hours.shifts_on(day)}
     calendar = shop_hours.holidays
-    shifts = []
-    for shift in shop_hours.shifts:
-        runs = shift.name in running
-        opens, closes = shop_hours.shift_span(shift, day) if runs else (None, None)
-        working = [a for a in agents if a.shifts is None or shift.name in a.shifts]
-        covered = [{"queue": q, "agents": [{"id": a.id, "name": a.name} for a in working if q in served[a.id]]}
-                   for q in queues] if runs else []
-        shifts.append({**shift.as_dict(), "runs": runs, "opens_at": opens, "closes_at": closes,
-                       "covered": [c for c in covered if c["agents"]],
-                       "gaps": [c["queue"] for c in covered if not c["agents"]]})
+    shifts = [_shift_coverage(shop_hours, shift, day, runs=shift.name in running, queues=queues, agents=agents,
+                              served=served) for shift in shop_hours.shifts]
     return {"shop_id": shop_id, "date": day, "timezone": shop.timezone, "day": shop_hours.day_kind(day).value,
             "holiday_data": None if calendar is None else calendar.first <= day <= calendar.last, "shifts": shifts}
 

@@ -183,71 +183,89 @@ class Connection(asyncio.Protocol):
     # --- the parser ---
 
     def _parse(self) -> None:
+        # Each step consumes what it can of the buffer in the current state; False: it waits for more bytes.
+        while self._state != _IDLE and _STEPS[self._state](self):
+            pass
+
+    def _step_head(self) -> bool:
         buffer = self._buffer
-        while self._state != _IDLE:
-            state = self._state
-            if state == _HEAD:
-                end = buffer.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(buffer) > HEAD_LIMIT:
-                        raise ProtocolError(f"the answer's head is longer than {HEAD_LIMIT} bytes")
-                    return
-                head = bytes(buffer[:end])
-                del buffer[:end + 4]
-                self._head(head)
-            elif state == _LENGTH:
-                if not buffer:
-                    return
-                n = min(self._remaining, len(buffer))
-                del buffer[:n]
-                self._remaining -= n
-                if self._remaining == 0:
-                    self._finish()
-            elif state == _CHUNK_SIZE_LINE:
-                end = buffer.find(b"\r\n")
-                if end < 0:
-                    if len(buffer) > CHUNK_LINE_LIMIT:
-                        raise ProtocolError("a chunk's size line is too long")
-                    return
-                size_text = bytes(buffer[:end]).split(b";", 1)[0].strip()
-                del buffer[:end + 2]
-                if not _CHUNK_SIZE.fullmatch(size_text):
-                    raise ProtocolError(f"not a chunk size: {size_text[:40]!r}")
-                size = int(size_text, 16)
-                if size == 0:
-                    self._state = _TRAILERS
-                elif self._counted(size):
-                    self._remaining = size
-                    self._state = _CHUNK_DATA
-            elif state == _CHUNK_DATA:
-                if not buffer:
-                    return
-                n = min(self._remaining, len(buffer))
-                del buffer[:n]
-                self._remaining -= n
-                if self._remaining == 0:
-                    self._state = _CHUNK_END
-            elif state == _CHUNK_END:
-                if len(buffer) < 2:
-                    return
-                if buffer[:2] != b"\r\n":
-                    raise ProtocolError("a chunk does not end with CRLF")
-                del buffer[:2]
-                self._state = _CHUNK_SIZE_LINE
-            elif state == _TRAILERS:
-                end = buffer.find(b"\r\n")
-                if end < 0:
-                    if len(buffer) > HEAD_LIMIT:
-                        raise ProtocolError("the answer's trailers are too long")
-                    return
-                del buffer[:end + 2]
-                if end == 0:
-                    self._finish()
-            else:  # _UNTIL_CLOSE
-                n = len(buffer)
-                del buffer[:]
-                self._counted(n)
-                return
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buffer) > HEAD_LIMIT:
+                raise ProtocolError(f"the answer's head is longer than {HEAD_LIMIT} bytes")
+            return False
+        head = bytes(buffer[:end])
+        del buffer[:end + 4]
+        self._head(head)
+        return True
+
+    def _take(self) -> bool:
+        """Drop up to the rest of the current body part; whether that part is complete."""
+        n = min(self._remaining, len(self._buffer))
+        del self._buffer[:n]
+        self._remaining -= n
+        return self._remaining == 0
+
+    def _step_length(self) -> bool:
+        if not self._buffer:
+            return False
+        if self._take():
+            self._finish()
+        return True
+
+    def _step_chunk_size(self) -> bool:
+        buffer = self._buffer
+        end = buffer.find(b"\r\n")
+        if end < 0:
+            if len(buffer) > CHUNK_LINE_LIMIT:
+                raise ProtocolError("a chunk's size line is too long")
+            return False
+        size_text = bytes(buffer[:end]).split(b";", 1)[0].strip()
+        del buffer[:end + 2]
+        if not _CHUNK_SIZE.fullmatch(size_text):
+            raise ProtocolError(f"not a chunk size: {size_text[:40]!r}")
+        size = int(size_text, 16)
+        if size == 0:
+            self._state = _TRAILERS
+        elif self._counted(size):
+            self._remaining = size
+            self._state = _CHUNK_DATA
+        return True
+
+    def _step_chunk_data(self) -> bool:
+        if not self._buffer:
+            return False
+        if self._take():
+            self._state = _CHUNK_END
+        return True
+
+    def _step_chunk_end(self) -> bool:
+        buffer = self._buffer
+        if len(buffer) < 2:
+            return False
+        if buffer[:2] != b"\r\n":
+            raise ProtocolError("a chunk does not end with CRLF")
+        del buffer[:2]
+        self._state = _CHUNK_SIZE_LINE
+        return True
+
+    def _step_trailers(self) -> bool:
+        buffer = self._buffer
+        end = buffer.find(b"\r\n")
+        if end < 0:
+            if len(buffer) > HEAD_LIMIT:
+                raise ProtocolError("the answer's trailers are too long")
+            return False
+        del buffer[:end + 2]
+        if end == 0:
+            self._finish()
+        return True
+
+    def _step_until_close(self) -> bool:
+        n = len(self._buffer)
+        del self._buffer[:]
+        self._counted(n)
+        return False
 
     def _counted(self, n: int) -> bool:
         """Count `n` more body bytes; past the limit the answer ends here and the connection is closed."""
@@ -265,39 +283,22 @@ class Connection(asyncio.Protocol):
         if status is None:
             raise ProtocolError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
         code = int(status[2])
-        headers = []
-        length: int | None = None
-        encoding: bytes | None = None
-        close = status[1] == b"0"  # an HTTP/1.0 answer: not kept
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon or not name or name != name.strip():
-                raise ProtocolError(f"not a header line: {line[:80]!r}")
-            name = name.lower()
-            value = value.strip()
-            headers.append((name, value))
-            if name == b"content-length":
-                if not value.isdigit() or (length is not None and int(value) != length):
-                    raise ProtocolError(f"a bad Content-Length: {value[:40]!r}")
-                length = int(value)
-            elif name == b"transfer-encoding":
-                encoding = value.lower()
-            elif name == b"connection" and b"close" in value.lower():
-                close = True
+        headers, length, encoding, close = _fields(lines[1:])
         if code < 200:
             if code == 101:
                 raise ProtocolError("the server switched protocols")
             return  # an interim answer (100 Continue, 103): the real one follows
-        self._status, self._headers, self._keep_alive, self._body = code, headers, not close, 0
+        # An HTTP/1.0 answer is not kept.
+        self._status, self._headers, self._keep_alive, self._body = code, headers, not close and status[1] == b"1", 0
+        self._body_mode(code, length, encoding)
+
+    def _body_mode(self, code: int, length: int | None, encoding: bytes | None) -> None:
+        """How the answer's body ends, from its head."""
         if code in (204, 304):
             self._finish()
-        elif encoding is not None:
-            if encoding.rsplit(b",", 1)[-1].strip() == b"chunked":
-                self._state = _CHUNK_SIZE_LINE
-            else:  # encoded some other way: it ends with the connection
-                self._keep_alive = False
-                self._state = _UNTIL_CLOSE
-        elif length is None:
+        elif encoding is not None and encoding.rsplit(b",", 1)[-1].strip() == b"chunked":
+            self._state = _CHUNK_SIZE_LINE  # Transfer-Encoding overrides Content-Length
+        elif encoding is not None or length is None:  # encoded some other way, or unsized: it ends with the connection
             self._keep_alive = False
             self._state = _UNTIL_CLOSE
         elif length == 0:
@@ -308,6 +309,37 @@ class Connection(asyncio.Protocol):
         else:
             self._remaining = length
             self._state = _LENGTH
+
+
+def _fields(lines: list[bytes]) -> tuple[list[tuple[bytes, bytes]], int | None, bytes | None, bool]:
+    """An answer's header lines: the headers (names lowered), Content-Length, Transfer-Encoding, and whether it says
+    Connection: close."""
+    headers = []
+    length: int | None = None
+    encoding: bytes | None = None
+    close = False
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip():
+            raise ProtocolError(f"not a header line: {line[:80]!r}")
+        name = name.lower()
+        value = value.strip()
+        headers.append((name, value))
+        if name == b"content-length":
+            if not value.isdigit() or (length is not None and int(value) != length):
+                raise ProtocolError(f"a bad Content-Length: {value[:40]!r}")
+            length = int(value)
+        elif name == b"transfer-encoding":
+            encoding = value.lower()
+        elif name == b"connection" and b"close" in value.lower():
+            close = True
+    return headers, length, encoding, close
+
+
+_STEPS = {_HEAD: Connection._step_head, _LENGTH: Connection._step_length,
+          _CHUNK_SIZE_LINE: Connection._step_chunk_size, _CHUNK_DATA: Connection._step_chunk_data,
+          _CHUNK_END: Connection._step_chunk_end, _TRAILERS: Connection._step_trailers,
+          _UNTIL_CLOSE: Connection._step_until_close}
 
 
 class Pool:
