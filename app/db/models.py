@@ -499,12 +499,19 @@ queue_count_changes = Table(
 )
 
 
+# Running, unresolved, and answered by no agent: its breach waits for as_of and its agent is whoever holds the ticket.
+OPEN_EPISODE = "NOT ended AND resolved_at IS NULL AND (first_response_at IS NULL OR responder IS NULL)"
+
+
 class EpisodeFact(Base):
     """One episode of a ticket as the statistics read it (migration 0019): kept by a trigger on ticket_events in the
     transaction of each event, by the rules app/db/stats.py reads the trail with. Retention keeps them."""
 
     __tablename__ = "episode_facts"
-    __table_args__ = (Index("ix_episode_facts_shop", "shop_id", "opened_at"),)
+    __table_args__ = (Index("ix_episode_facts_shop", "shop_id", "opened_at"),
+                      # The episodes the daily rollup leaves to the summaries (migration 0028, app/db/rollups.py).
+                      Index("ix_episode_facts_open", "shop_id", "opened_at", postgresql_where=text(OPEN_EPISODE),
+                            sqlite_where=text(OPEN_EPISODE)))
 
     ticket_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     opened_at: Mapped[datetime] = mapped_column(primary_key=True)

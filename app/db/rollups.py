@@ -5,9 +5,11 @@ and its percentiles and distinct buyers stay exact.
 A day is rolled two days after its end (ROLL_AFTER), by the same reading of episode_facts and round_facts as the
 statistics themselves (`_summary_episodes`, `_facts`, `_rounds`), once nothing of it can change without a write to
 them:
-- no running episode is open with nobody's answer (its breach waits for as_of; its agent is whoever holds the ticket,
-  which changes without a summary write), and no finished unanswered one predates the trail's due times (judged by
-  the shop's configured target, which ops may change);
+- its open episodes (running, unresolved, no agent's answer: the breach waits for as_of, the agent is whoever holds
+  the ticket, which changes without a summary write) stay out of its row and are read from the summaries, through
+  ix_episode_facts_open; an episode stops being open only by a write to its summary, which marks the day stale;
+- no finished unanswered episode predates the trail's due times (judged by the shop's configured target, which ops
+  may change);
 - the figures still waiting on as_of (an unanswered episode's due time or target, an open round's cap) are all past:
   stats_days.settled_at says from when they hold, and a window judged earlier reads the day's summaries.
 A later write to a rolled day's summaries appends the day to stats_stale_days (the migration's triggers); the
@@ -94,7 +96,8 @@ async def roll_day(session: AsyncSession, *, shop_id: str, day: date, now: datet
     postgres = is_postgres(session)
     start = day_start(day)
     ranges = [(start, start + timedelta(days=1))]
-    facts = _facts(postgres, _summary_episodes(shop_id=shop_id, ranges=ranges), as_of=now,
+    # The open episodes stay out of the row: a window reads them from the summaries (ix_episode_facts_open).
+    facts = _facts(postgres, _summary_episodes(shop_id=shop_id, ranges=ranges, open=False), as_of=now,
                    shop_targets=shop_targets, queue_targets=queue_targets, settling=True)
     rounds = _rounds(postgres, facts, _summary_round_rows(shop_id=shop_id, ranges=ranges), as_of=now, settling=True)
     at = literal(start, type_=TicketEvent.__table__.c.at.type)
@@ -112,7 +115,7 @@ async def roll_day(session: AsyncSession, *, shop_id: str, day: date, now: datet
     if settle.unsettled or settled_at >= now:
         return False
     episodes, round_rows = await facts_of(session, shop_id=shop_id, ranges=ranges, as_of=now,
-                                          shop_targets=shop_targets, queue_targets=queue_targets)
+                                          shop_targets=shop_targets, queue_targets=queue_targets, open=False)
     await session.execute(insert(SD).values(
         shop_id=shop_id, day=day, settled_at=settled_at, rolled_at=now,
         names=json.dumps({"episodes": episodes.names, "rounds": round_rows.names}, ensure_ascii=False),

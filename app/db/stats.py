@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     ColumnElement,
     Float,
     Integer,
@@ -32,6 +33,7 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    not_,
     null,
     or_,
     select,
@@ -345,13 +347,23 @@ def _rounds(postgres: bool, facts: Any, rounds: Any, *, as_of: datetime, settlin
                   ).cte("round_measures")
 
 
-def _summary_episodes(*, shop_id: str, ranges: Sequence[tuple[datetime, datetime]]) -> Any:
-    """One row per episode opened in `ranges`, as episode_facts keeps it (migrations 0019, 0020). A running
-    episode's holder and due time are on its ticket row only, as in the trail's reading: the ticket is read for a
-    running episode that no agent answered or resolved yet; every other episode's figures are in its summary (its
-    queue and resolution follow the same events as its ticket's)."""
+# OPEN_EPISODE (app/db/models.py) over episode_facts by name, as ix_episode_facts_open's predicate, so the planner
+# proves the index usable (the query also reads tickets, which have columns of the same names).
+OPEN = literal_column("(" + " AND ".join([
+    "NOT episode_facts.ended", "episode_facts.resolved_at IS NULL",
+    "(episode_facts.first_response_at IS NULL OR episode_facts.responder IS NULL)"]) + ")", Boolean)
+
+
+def _summary_episodes(*, shop_id: str, ranges: Sequence[tuple[datetime, datetime]], open: bool | None = None) -> Any:
+    """One row per episode opened in `ranges` (with `open`, only the open ones, or only the others), as
+    episode_facts keeps it (migrations 0019, 0020). A running episode's holder and due time are on its ticket row
+    only, as in the trail's reading: the ticket is read for a running episode that no agent answered or resolved
+    yet; every other episode's figures are in its summary (its queue and resolution follow the same events as its
+    ticket's)."""
     F = EF
-    window = (F.c.shop_id == shop_id, _within(F.c.opened_at, ranges))
+    window: tuple[Any, ...] = (F.c.shop_id == shop_id, _within(F.c.opened_at, ranges))
+    if open is not None:
+        window += (OPEN if open else not_(OPEN),)
     needs_ticket = and_(F.c.ended.is_(False),
                         or_(F.c.first_response_at.is_(None), and_(F.c.responder.is_(None), F.c.resolver.is_(None))))
 
@@ -425,24 +437,29 @@ async def _with_rollup(session: AsyncSession, days: Sequence[Row[Any]], *, shop_
     """The same aggregates from the rolled `days` and the summaries of the rest of the window, computed in memory
     (app/db/figures.py): the database reads a row per rolled day and the few thousand episodes around them."""
     postgres = is_postgres(session)
-    ranges = outside([d.day for d in days], since=since, until=until)
-    episodes, rounds = await facts_of(session, shop_id=shop_id, ranges=ranges, as_of=as_of,
-                                      shop_targets=shop_targets, queue_targets=queue_targets)
+    rolled = [d.day for d in days]
+    config = {"as_of": as_of, "shop_targets": shop_targets, "queue_targets": queue_targets}
+    episodes, rounds = await facts_of(session, shop_id=shop_id, ranges=outside(rolled, since=since, until=until),
+                                      **config)
+    # The rolled days' open episodes are not in their rows (app/db/rollups.py): read from the summaries.
+    open_episodes, open_rounds = await facts_of(session, shop_id=shop_id, ranges=inside(rolled), open=True, **config)
     names = [json.loads(d.names) for d in days]
-    episode_parts = [episodes, *(figures.unpack(d.episodes, n["episodes"], figures.EPISODE)
-                                 for d, n in zip(days, names))]
-    round_parts = [rounds, *(figures.unpack(d.rounds, n["rounds"], figures.ROUND) for d, n in zip(days, names))]
+    episode_parts = [episodes, open_episodes, *(figures.unpack(d.episodes, n["episodes"], figures.EPISODE)
+                                                for d, n in zip(days, names))]
+    round_parts = [rounds, open_rounds, *(figures.unpack(d.rounds, n["rounds"], figures.ROUND)
+                                          for d, n in zip(days, names))]
     return (figures.episode_levels(episode_parts, postgres=postgres),
             figures.round_levels(round_parts, postgres=postgres))
 
 
 async def facts_of(session: AsyncSession, *, shop_id: str, ranges: Sequence[tuple[datetime, datetime]],
                    as_of: datetime, shop_targets: Mapping[str, int],
-                   queue_targets: Mapping[str, Mapping[str, int] | None]) -> tuple[figures.Packed, figures.Packed]:
-    """Each episode opened in `ranges` and each of its rounds, with the measures the statistics aggregate, packed
-    (app/db/figures.py)."""
+                   queue_targets: Mapping[str, Mapping[str, int] | None],
+                   open: bool | None = None) -> tuple[figures.Packed, figures.Packed]:
+    """Each episode opened in `ranges` (`open`: as `_summary_episodes`) and each of its rounds, with the measures the
+    statistics aggregate, packed (app/db/figures.py)."""
     postgres = is_postgres(session)
-    facts = _facts(postgres, _summary_episodes(shop_id=shop_id, ranges=ranges), as_of=as_of,
+    facts = _facts(postgres, _summary_episodes(shop_id=shop_id, ranges=ranges, open=open), as_of=as_of,
                    shop_targets=shop_targets, queue_targets=queue_targets)
     rounds = _rounds(postgres, facts, _summary_round_rows(shop_id=shop_id, ranges=ranges), as_of=as_of)
     episode_rows = (await session.execute(select(
@@ -477,6 +494,17 @@ async def rolled_days(session: AsyncSession, *, shop_id: str, since: datetime, u
     """The days a window reads from the rollup."""
     return list(await session.scalars(select(SD.c.day).where(*_usable(shop_id, since, until, as_of))
                                       .order_by(SD.c.day)))
+
+
+def inside(days: Sequence[date]) -> list[tuple[datetime, datetime]]:
+    """The given days (ascending) as ranges, consecutive days as one."""
+    ranges: list[tuple[datetime, datetime]] = []
+    for day in days:
+        if ranges and ranges[-1][1] == day_start(day):
+            ranges[-1] = (ranges[-1][0], day_start(day) + timedelta(days=1))
+        else:
+            ranges.append((day_start(day), day_start(day) + timedelta(days=1)))
+    return ranges
 
 
 def outside(days: Sequence[date], *, since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
