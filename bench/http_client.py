@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import os
 import ssl
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -35,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.services import http1  # noqa: E402
 from app.settings import Settings  # noqa: E402
-from bench.common import free_port  # noqa: E402
+from bench.delivery import Receiver  # noqa: E402
 
 WINDOW = int(Settings.model_fields["delivery_concurrency"].default)
 BODY = (b'{"type":"reply.created","timestamp":"2026-12-02T08:00:00.000000Z","data":{"shop_id":"bench","text":"'
@@ -144,19 +143,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20000, help="posts per client and round")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    port = free_port()
-    receiver = subprocess.Popen([sys.executable, str(Path(__file__).with_name("delivery.py")), "--receiver", str(port)])
-    url = f"http://127.0.0.1:{port}/e0"
+    receiver = Receiver()  # bench/delivery.py's, started and answering
+    url = f"{receiver.url}/e0"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/reset", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; {WINDOW} requests at once, "
               f"{args.requests:,} per client and round")
         for round_ in range(1, args.rounds + 1):
@@ -167,8 +156,7 @@ def main() -> None:
                 print(f"  {name:<11} {rate:>7,.0f} requests/s, CPU {cpu:>4.0f} µs per request; "
                       f"x{cpu / base:.2f} of httpx's, x{cpu / core:.2f} of httpcore's")
     finally:
-        receiver.terminate()
-        receiver.wait(timeout=30)
+        receiver.stop()
 
 
 if __name__ == "__main__":
