@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from app.db.listen import Listener
 from app.db.migrate import head_revision
+from app.db.probe import autovacuum_off
 from app.db.session import DriverConnections, create_engine, create_sessionmaker
 from app.errors import install_error_handlers
 from app.limits import LimitsMiddleware
@@ -114,6 +115,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.workers = start_workers(app, settings)
         if settings.admin_token is None:
             log.warning("TRIAGE_ADMIN_TOKEN is not set: every ops endpoint answers 401")
+        if await autovacuum_off(settings.database_url, timeout=2.0):
+            log.warning("autovacuum is off on the PostgreSQL server: plans and dead rows go stale as tables grow "
+                        "(README, Running on PostgreSQL)")
         try:
             yield
         finally:

@@ -1,12 +1,16 @@
 """Cross-cutting behaviour: health, readiness, request ids, the error shape, the documented API."""
 
 import json
+import logging
 from typing import Any
+
+import asyncpg
 
 import httpx
 import pytest
 from pydantic import BaseModel, TypeAdapter
 
+from app.db.listen import asyncpg_dsn
 from app.main import create_app
 from tests.conftest import make_settings
 from tests.support import BACKENDS, fresh_database
@@ -38,6 +42,23 @@ async def test_readyz_is_503_when_the_database_is_unreachable() -> None:
             response = await http.get("/readyz")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "database_unreachable"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_start_warns_when_the_server_runs_without_autovacuum(backend: str, tmp_path: Any,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    async with fresh_database(backend, tmp_path) as url:
+        off = False
+        if backend == "postgres":
+            connection = await asyncpg.connect(asyncpg_dsn(url))
+            off = await connection.fetchval("SHOW autovacuum") == "off"
+            await connection.close()
+        app = create_app(make_settings(url))
+        with caplog.at_level(logging.WARNING, logger="app"):
+            async with app.router.lifespan_context(app):
+                pass
+    warned = [r for r in caplog.records if "autovacuum is off" in r.getMessage()]
+    assert len(warned) == (1 if off else 0)
 
 
 async def test_request_id_is_echoed_or_minted(client: httpx.AsyncClient) -> None:
