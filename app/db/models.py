@@ -163,6 +163,13 @@ class Customer(Base):
     last_agent_reply_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+# ix_tickets_unanswered's predicate, the same words as the SLA watch's query (app/db/sla.py), which the planners
+# need to use the index: open, unanswered, and the current episode's breach not recorded.
+UNANSWERED = "first_response_at IS NULL AND status <> 'resolved'"
+UNBREACHED_POSTGRES = f"{UNANSWERED} AND breach_recorded_for IS DISTINCT FROM opened_at"
+UNBREACHED_SQLITE = f"{UNANSWERED} AND breach_recorded_for IS NOT opened_at"
+
+
 class Ticket(Base):
     __tablename__ = "tickets"
     __table_args__ = (
@@ -207,10 +214,10 @@ class Ticket(Base):
               postgresql_where=text("status = 'pending'"), sqlite_where=text("status = 'pending'")),
         Index("ix_tickets_pending_quiet", "shop_id", "last_message_at",
               postgresql_where=text("status = 'pending'"), sqlite_where=text("status = 'pending'")),
-        # Open tickets still unanswered, by due time: the SLA watch finds breaches here (migration 0011).
+        # Open tickets still unanswered whose breach is not recorded yet, by due time: the SLA watch finds breaches
+        # here (migrations 0011, 0029).
         Index("ix_tickets_unanswered", "first_response_due_at",
-              postgresql_where=text("first_response_at IS NULL AND status <> 'resolved'"),
-              sqlite_where=text("first_response_at IS NULL AND status <> 'resolved'")),
+              postgresql_where=text(UNBREACHED_POSTGRES), sqlite_where=text(UNBREACHED_SQLITE)),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -252,6 +259,9 @@ class Ticket(Base):
     # Offered first to this agent until held_until, while it is online (claims check it; migration 0024).
     held_for: Mapped[str | None] = mapped_column(String(36), default=None)
     held_until: Mapped[datetime | None] = mapped_column(default=None)
+    # The opened_at of the episode whose first-response breach the SLA watch recorded (migration 0029): that
+    # episode leaves ix_tickets_unanswered, and a reopening, which moves opened_at, puts the ticket back in it.
+    breach_recorded_for: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Message(Base):

@@ -11,7 +11,9 @@ import pytest
 from fastapi import FastAPI
 
 from app.clock import utcnow
+from app.db import sla as sla_sql
 from app.db.claims import claim_store
+from app.db.driver import driver
 from app.services.queues import expire_leases
 from app.services.sla import record_breaches
 from tests.api.test_delivery import Endpoint, arrived, endpoint, receiver  # noqa: F401  (fixtures)
@@ -68,6 +70,38 @@ async def test_an_sla_breach_produces_its_event_once(
     assert event["data"]["tier"] == "P4" and event["data"]["due_at"]
     trail = (await client.get(f"/v1/tickets/{ticket_id}/events", headers=admin_headers)).json()["events"]
     assert [e["kind"] for e in trail].count("sla_breached") == 1
+
+
+async def test_each_episode_breaches_once_and_a_reopening_breaches_again(
+        client: httpx.AsyncClient, admin_headers: dict[str, str], new_shop: Any, app: FastAPI) -> None:
+    shop = await new_shop(sla_targets={"P1": 1, "P2": 1, "P3": 1, "P4": 1})
+    agent = await new_agent(client, admin_headers, shop["id"])
+    ticket_id = await new_ticket(client, shop, "这个有货吗", conversation="c-twice")
+    later = utcnow() + timedelta(seconds=5)
+    await record_breaches(app.state.drivers, now=later)
+
+    async def marked() -> bool:
+        """Whether the current episode's breach is marked on the ticket, which keeps it out of the watch's index."""
+        async with driver(app.state.drivers) as db:
+            row = await db.row("SELECT breach_recorded_for = opened_at AS marked FROM tickets WHERE id = $1",
+                               ticket_id)
+        return bool(row and row["marked"])
+
+    # Recorded: marked, and the watch's look no longer finds the episode, however late it is.
+    assert await marked()
+    async with driver(app.state.drivers) as db:
+        assert ticket_id not in [t["id"] for t in await sla_sql.overdue(db, now=later + timedelta(days=1), limit=500)]
+    assert (await claim(client, agent)).json()["id"] == ticket_id
+    assert (await client.post(f"/v1/tickets/{ticket_id}/resolve", headers=agent["headers"])).status_code == 200
+    assert await new_ticket(client, shop, "还在吗", conversation="c-twice") == ticket_id  # a new episode
+    async with driver(app.state.drivers) as db:
+        found = [t["id"] for t in await sla_sql.overdue(db, now=utcnow() + timedelta(seconds=5), limit=500)]
+    assert ticket_id in found or await marked()  # the app's own watch may have recorded it already
+    await record_breaches(app.state.drivers, now=utcnow() + timedelta(seconds=5))
+    assert await marked()
+    trail = (await client.get(f"/v1/tickets/{ticket_id}/events", headers=admin_headers)).json()["events"]
+    assert [e["kind"] for e in trail].count("sla_breached") == 2
+    assert (await client.get(f"/v1/tickets/{ticket_id}", headers=admin_headers)).json()["episodes"] == 2
 
 
 async def test_an_answered_ticket_does_not_breach(

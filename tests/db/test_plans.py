@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from app.clock import utcnow
 from app.db.claims import COUNTED, EXPIRING, OLDEST, QUIET, QUIET_PENDING, SNOOZED_DUE
 from app.db.driver import driver
+from app.db.sla import overdue_sql
 from app.db.stats import backlog_everywhere_statement
 
 pytestmark = pytest.mark.asyncio
@@ -95,3 +96,11 @@ async def test_the_reaper_finds_due_snoozes_and_auto_close_quiet_ones_in_the_pen
         lines = await plan_text(app, sql + skip_locked, *params)
         assert not whole_table_reads(lines), "\n".join(lines)
         assert any(index in line for line in lines), "\n".join(lines)
+
+
+async def test_the_sla_watch_reads_only_unrecorded_breaches_from_the_unanswered_index(app: FastAPI) -> None:
+    async with driver(app.state.drivers) as db:
+        sql = overdue_sql(db)
+    lines = await plan_text(app, sql, datetime.now().astimezone(), 500)
+    assert not whole_table_reads(lines), "\n".join(lines)
+    assert any("ix_tickets_unanswered" in line for line in lines), "\n".join(lines)
