@@ -45,6 +45,13 @@ def _keep_values_out_of_logs() -> None:
             logger.addFilter(_DropDebugRecords())
 
 
+# Settings of every PostgreSQL connection the service opens, whatever the server's defaults. No JIT: every statement
+# here reads a few rows to a few thousand by index, and compiling one costs more than running it. Its estimates grow
+# with the tables, so a server's default (JIT above a cost of 100,000) starts compiling at some size: at 1 M messages
+# (bench/scale.py) the claim's generic plan crossed it and a claim took 27.5 ms instead of 2.4, 39 ms of it JIT.
+SERVER_SETTINGS = {"jit": "off"}
+
+
 def create_engine(url: str, *, pool_size: int | None = None, busy_timeout_ms: int = 10_000) -> AsyncEngine:
     """An async engine for PostgreSQL (asyncpg) or SQLite (aiosqlite)."""
     _keep_values_out_of_logs()
@@ -56,7 +63,8 @@ def create_engine(url: str, *, pool_size: int | None = None, busy_timeout_ms: in
         return engine
     # hide_parameters: database errors must not carry buyer texts into logs.
     kwargs: dict[str, Any] = {"pool_size": pool_size or 10, "max_overflow": 0, "pool_pre_ping": True,
-                              "pool_timeout": 30, "hide_parameters": True}
+                              "pool_timeout": 30, "hide_parameters": True,
+                              "connect_args": {"server_settings": dict(SERVER_SETTINGS)}}
     engine = create_async_engine(url, **kwargs)
     event.listen(engine.sync_engine, "handle_error", _discard_broken_connections)
     return engine
@@ -122,7 +130,7 @@ class DriverConnections:
         if is_sqlite_url(url):
             return cls(engine)
         pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=0, max_size=size or 10,
-                                         reset=_rollback_if_open)
+                                         reset=_rollback_if_open, server_settings=dict(SERVER_SETTINGS))
         return cls(engine, pool)
 
     async def close(self) -> None:

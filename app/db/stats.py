@@ -396,9 +396,8 @@ async def service_levels(session: AsyncSession, *, shop_id: str, since: datetime
     and the messages (what the summaries must equal)."""
     postgres = is_postgres(session)
     if postgres:
-        # Each statement reads a few thousand rows: compiling it (JIT) costs more than running it, and the
-        # percentiles' sorts fit in memory. Set for this transaction only, whatever the server's defaults.
-        await session.execute(text("SET LOCAL jit = off"))
+        # The percentiles' sorts fit in memory. Set for this transaction only, whatever the server's defaults
+        # (the connection itself runs without JIT: app/db/session.py's SERVER_SETTINGS).
         await session.execute(text(f"SET LOCAL work_mem = '{STATS_WORK_MEM}'"))
     if from_trail:
         episodes = _trail_episodes(shop_id=shop_id, since=since, until=until)

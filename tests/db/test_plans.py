@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 
 from app.clock import utcnow
 from app.db.claims import COUNTED, EXPIRING, OLDEST, QUIET, QUIET_PENDING, SNOOZED_DUE
@@ -104,3 +105,13 @@ async def test_the_sla_watch_reads_only_unrecorded_breaches_from_the_unanswered_
     lines = await plan_text(app, sql, datetime.now().astimezone(), 500)
     assert not whole_table_reads(lines), "\n".join(lines)
     assert any("ix_tickets_unanswered" in line for line in lines), "\n".join(lines)
+
+
+async def test_every_connection_of_the_service_runs_without_jit(app: FastAPI) -> None:
+    """Whatever the server's default: its cost threshold is crossed as the tables grow (app/db/session.py)."""
+    async with driver(app.state.drivers) as db:
+        if not db.postgres:
+            pytest.skip("JIT is PostgreSQL's")
+        assert (await db.row("SELECT current_setting('jit') AS jit"))["jit"] == "off"
+    async with app.state.sessionmaker() as session:
+        assert (await session.execute(text("SELECT current_setting('jit')"))).scalar() == "off"
