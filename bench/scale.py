@@ -3,8 +3,10 @@
 Two fresh databases are loaded through the real service, in process: signed webhooks of buyer conversations
 spread over `--days` simulated days (the service's clock is the simulated one; webhook signatures keep the real
 clock, as a platform's do), and agents who claim, reply and resolve a share of the episodes through the API as the
-simulated time passes, leaving the rest queued. The simulated clock ends at the real time, so the databases are
-then served by one real `uvicorn` process each, and every operation is timed on both, alternating, over real HTTP:
+simulated time passes, leaving the rest queued. On PostgreSQL the loader vacuums and analyses as the database grows,
+as autovacuum would (VACUUM_GROWTH). The simulated clock ends at the real time; the breaches that came due since are
+recorded and the settled days rolled, and the databases are then served by one real `uvicorn` process each, and
+every operation is timed on both, alternating, over real HTTP:
 
   * statistics of a shop over 24 hours, 7, 30 and 92 days (scale-1: scale-0 gets the `--queued` top-up in its
     last day, which every window would count), with the settled days rolled first (the daily rollup);
