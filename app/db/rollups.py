@@ -2,7 +2,7 @@
 row with each episode's measures and each round's, packed (app/db/figures.py), so a long window reads a row per day
 and its percentiles and distinct buyers stay exact.
 
-A day is rolled two days after its end (ROLL_AFTER), by the same reading of episode_facts and round_facts as the
+A day is rolled seven hours after its end (ROLL_AFTER), by the same reading of episode_facts and round_facts as the
 statistics themselves (`_summary_episodes`, `_facts`, `_rounds`), once nothing of it can change without a write to
 them:
 - its open episodes (running, unresolved, no agent's answer: the breach waits for as_of, the agent is whoever holds
@@ -46,8 +46,9 @@ from app.db.stats import (
 EF = EpisodeFact.__table__
 SD = stats_days
 STALE = stats_stale_days
-# Two days after its end; the triggers mark writes to anything older than one (migration 0027).
-ROLL_AFTER = timedelta(days=2)
+# Seven hours after its end: the triggers mark writes to episodes opened more than six hours before (migration 0030),
+# and the hour between is longer than any transaction of the service, so a write the roll's snapshot misses is marked.
+ROLL_AFTER = timedelta(hours=7)
 # Past the last threshold: the statistics round seconds to the millisecond before comparing them.
 SETTLE_MARGIN = timedelta(seconds=1)
 

@@ -1,8 +1,8 @@
 """The statistics worker: rolls each shop's settled days into the daily rollup (app/db/rollups.py), so statistics
 over long windows read a row per day and key instead of every episode's summary.
 
-Every process runs it, a pass at start and every INTERVAL_SECONDS: per shop, the days from its first episode to two
-days ago not rolled yet or marked stale, each in its own short transaction, at most DAYS_PER_PASS per shop and pass.
+Every process runs it, a pass at start and every INTERVAL_SECONDS: per shop, the days from its first episode that ended
+at least ROLL_AFTER ago (app/db/rollups.py) not rolled yet or marked stale, each in its own short transaction, at most DAYS_PER_PASS per shop and pass.
 Workers of several processes skip a shop another is rolling.
 """
 

@@ -34,7 +34,7 @@ STALE_AFTER = "1 day"
 SUMMARIES = (("episode_facts", "opened_at"), ("round_facts", "episode"))
 
 
-def _postgres_triggers() -> list[str]:
+def _postgres_triggers(stale_after: str = STALE_AFTER) -> list[str]:
     statements = []
     for table, column in SUMMARIES:
         statements.append(f"""
@@ -51,22 +51,22 @@ END
 $$""")
         # clock_timestamp(): the time of the write, not of its transaction's start.
         statements.append(f"CREATE TRIGGER {table}_stale AFTER INSERT OR UPDATE ON {table} FOR EACH ROW "
-                          f"WHEN (NEW.{column} < clock_timestamp() - interval '{STALE_AFTER}') "
+                          f"WHEN (NEW.{column} < clock_timestamp() - interval '{stale_after}') "
                           f"EXECUTE FUNCTION triage_{table}_stale()")
         statements.append(f"CREATE TRIGGER {table}_stale_gone AFTER DELETE ON {table} FOR EACH ROW "
-                          f"WHEN (OLD.{column} < clock_timestamp() - interval '{STALE_AFTER}') "
+                          f"WHEN (OLD.{column} < clock_timestamp() - interval '{stale_after}') "
                           f"EXECUTE FUNCTION triage_{table}_stale()")
     return statements
 
 
-def _sqlite_triggers() -> list[str]:
+def _sqlite_triggers(stale_after: str = STALE_AFTER) -> list[str]:
     statements = []
     for table, column in SUMMARIES:
         for event, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")):
             # Times are stored as naive UTC text ('YYYY-MM-DD HH:MM:SS...'), which compares as text.
             statements.append(
                 f"CREATE TRIGGER {table}_stale_{event.lower()} AFTER {event} ON {table} "
-                f"WHEN {row}.{column} < datetime('now', '-{STALE_AFTER}') BEGIN "
+                f"WHEN {row}.{column} < datetime('now', '-{stale_after}') BEGIN "
                 f"INSERT INTO stats_stale_days (shop_id, day) VALUES ({row}.shop_id, date({row}.{column})); END")
     return statements
 
@@ -96,8 +96,8 @@ def upgrade() -> None:
         op.execute(statement)
 
 
-def downgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
+def _drop_triggers(postgres: bool) -> None:
+    if postgres:
         for table, _ in SUMMARIES:
             op.execute(f"DROP TRIGGER {table}_stale ON {table}")
             op.execute(f"DROP TRIGGER {table}_stale_gone ON {table}")
@@ -106,6 +106,10 @@ def downgrade() -> None:
         for table, _ in SUMMARIES:
             for event in ("insert", "update", "delete"):
                 op.execute(f"DROP TRIGGER {table}_stale_{event}")
+
+
+def downgrade() -> None:
+    _drop_triggers(op.get_bind().dialect.name == "postgresql")
     op.drop_index("ix_stats_stale_days_shop", table_name="stats_stale_days")
     op.drop_table("stats_stale_days")
     op.drop_table("stats_days")

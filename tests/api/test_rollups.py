@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from app.clock import utcnow
 from app.db.models import stats_days, stats_stale_days
-from app.db.rollups import lock_shop, roll_day
+from app.db.rollups import due, lock_shop, roll_day
 from app.db.session import is_postgres
 from app.db.stats import rolled_days, shop_config
 from app.services.autoclose import close_quiet
@@ -174,3 +174,30 @@ async def test_windows_over_rolled_stale_and_edge_days_equal_the_trails(
     assert await used(app, shop["id"], *windows[-1], clock.now) == [day_a, day_b, day_c]
     await same(app, shop["id"], windows, clock.now)
 
+
+
+async def test_a_write_six_hours_after_an_episode_opened_marks_its_day_and_a_day_rolls_seven_hours_after_its_end(
+        app: FastAPI, client: httpx.AsyncClient, new_shop: Any, monkeypatch: pytest.MonkeyPatch,
+        quiet_workers: None, no_rollup_worker: None) -> None:
+    real = utcnow()
+    clock = freeze(monkeypatch, real - timedelta(hours=6, minutes=30))
+    older = Script(client, clock, await new_shop())
+    await older.buyer("o1", "请问这款有M码吗？")
+    clock.set(real - timedelta(hours=5, minutes=30))
+    younger = Script(client, clock, await new_shop())
+    await younger.buyer("y1", "请问这款有M码吗？")
+    clock.set(real)
+    # A new round of each episode (migration 0030: the triggers mark by the database's clock).
+    await older.buyer("o1", "在吗")
+    await younger.buyer("y1", "在吗")
+    assert await stale(app, older.shop["id"]) == {(real - timedelta(hours=6, minutes=30)).date()}
+    assert await stale(app, younger.shop["id"]) == set()
+
+    day = (real - timedelta(days=3)).date()
+    clock.set(start_of(day) + timedelta(hours=12))
+    shop = Script(client, clock, await new_shop())
+    await shop.buyer("d1", "这个有现货吗")
+    end = start_of(day) + timedelta(days=1)
+    assert day not in (await due(app.state.sessionmaker, now=end + timedelta(hours=6, minutes=59))).get(
+        shop.shop["id"], [])
+    assert day in (await due(app.state.sessionmaker, now=end + timedelta(hours=7)))[shop.shop["id"]]
