@@ -61,25 +61,28 @@ ROUND_COLUMNS = ("round_response", "unanswered")
 
 
 def _joined(parts: Sequence[Packed], dtype: np.dtype) -> tuple[np.ndarray, dict[str, list[str]]]:
-    """One array of all parts, their codes renumbered into shared names."""
+    """One array of all parts, their codes renumbered into shared names: the parts are concatenated once, and each
+    dimension's codes go through one table of every part's renumbering (a copy and a remap per part cost more)."""
     names: dict[str, list[str]] = {d: [] for d in DIMENSIONS}
-    index: dict[str, dict[str, int]] = {d: {} for d in DIMENSIONS}
-    arrays = []
-    for part in parts:
-        if not len(part.rows):
-            continue
-        rows = part.rows.copy()
-        for dimension in DIMENSIONS:
-            lookup = np.empty(len(part.names[dimension]) + 1, dtype=np.int16)
-            lookup[-1] = -1  # code -1 reads the last slot
-            for code, key in enumerate(part.names[dimension]):
-                if key not in index[dimension]:
-                    index[dimension][key] = len(names[dimension])
-                    names[dimension].append(key)
-                lookup[code] = index[dimension][key]
-            rows[dimension] = lookup[rows[dimension]]
-        arrays.append(rows)
-    return (np.concatenate(arrays) if arrays else np.empty(0, dtype=dtype)), names
+    kept = [part for part in parts if len(part.rows)]
+    if not kept:
+        return np.empty(0, dtype=dtype), names
+    rows = np.concatenate([part.rows for part in kept])
+    lengths = np.array([len(part.rows) for part in kept])
+    for dimension in DIMENSIONS:
+        index: dict[str, int] = {}
+        table: list[int] = []
+        offsets = []
+        for part in kept:
+            offsets.append(len(table))
+            table.extend(index.setdefault(key, len(index)) for key in part.names[dimension])
+            table.append(-1)  # a part's code -1 reads the slot after its names
+        names[dimension] = list(index)
+        codes = rows[dimension].astype(np.intp)
+        sizes = np.array([len(part.names[dimension]) for part in kept])
+        codes[codes < 0] = np.repeat(sizes, lengths)[codes < 0]
+        rows[dimension] = np.array(table, dtype=np.int16)[codes + np.repeat(np.array(offsets), lengths)]
+    return rows, names
 
 
 class _Dimension:
@@ -92,6 +95,8 @@ class _Dimension:
         self.small = self.slots.astype(np.int16)  # sorts by radix
         self.keys: list[str | None] = [None, *keys]
         self.size = len(self.keys)
+        # Every row in slot 1: the overall figures, which need no grouping.
+        self.whole = name == "overall"
 
     def sums(self, weights: np.ndarray | None = None) -> np.ndarray:
         return np.bincount(self.slots, weights=weights, minlength=self.size)
@@ -107,29 +112,41 @@ def _dimensions(rows: np.ndarray, names: dict[str, list[str]]) -> list[_Dimensio
 
 def _sorted_groups(values: np.ndarray, dimensions: Sequence[_Dimension]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per dimension, the present values sorted within each slot, and where each slot starts: one sort of the values,
-    then a stable sort by slot (a radix sort of small integers)."""
+    then a stable sort by slot (a radix sort of small integers); the overall dimension needs none."""
     present = ~np.isnan(values)
     kept = values[present]
-    by_value = np.argsort(kept)
-    ordered = kept[by_value]
+    ordered = np.sort(kept)
+    by_value = None
     grouped = []
     for dimension in dimensions:
+        if dimension.whole:
+            grouped.append((ordered, np.array([0, 0, len(ordered)])))
+            continue
+        if by_value is None:
+            by_value = np.argsort(kept)
         slots = dimension.small[present][by_value]
         by_slot = np.argsort(slots, kind="stable")
         grouped.append((ordered[by_slot], np.searchsorted(slots[by_slot], np.arange(dimension.size + 1))))
     return grouped
 
 
-def _distinct(customers: np.ndarray, dimensions: Sequence[_Dimension], chosen: np.ndarray) -> list[np.ndarray]:
+def _distinct(customers: np.ndarray, dimensions: Sequence[_Dimension], chosen: np.ndarray,
+              by_customer: np.ndarray | None = None) -> list[np.ndarray]:
     """Per dimension, the distinct known customers of each slot among the `chosen` rows (count(DISTINCT) skips
-    NULL): the customers sorted once, then stably by slot, and each change of (slot, customer) counted."""
-    keep = chosen & (customers != NO_CUSTOMER)
-    kept = customers[keep]
-    by_customer = np.argsort(kept)
-    ordered = kept[by_customer]
+    NULL): the customers sorted once (`by_customer`, the order of all rows, may be given), then stably by slot, and
+    each change of (slot, customer) counted."""
+    if by_customer is None:
+        by_customer = np.argsort(customers, kind="stable")
+    keep = (chosen & (customers != NO_CUSTOMER))[by_customer]
+    rows = by_customer[keep]  # the kept rows, by customer
+    ordered = customers[rows]
     counts = []
     for dimension in dimensions:
-        slots = dimension.small[keep][by_customer]
+        if dimension.whole:
+            changes = int(len(ordered) > 0) + int(np.count_nonzero(ordered[1:] != ordered[:-1]))
+            counts.append(np.array([0, changes]))
+            continue
+        slots = dimension.small[rows]
         by_slot = np.argsort(slots, kind="stable")
         slot, customer = slots[by_slot], ordered[by_slot]
         first = np.ones(len(slot), dtype=bool)
@@ -210,8 +227,9 @@ def episode_levels(parts: Sequence[Packed], *, postgres: bool) -> list[Levels]:
     first_response, resolution = rows["first_response"], rows["resolution"]
     replied = rows["replied"].astype(np.float64)
     every = np.ones(len(rows), dtype=bool)
-    buyers = _distinct(rows["customer_id"], dimensions, every)
-    buyers_replied = _distinct(rows["customer_id"], dimensions, replied == 1)
+    by_customer = np.argsort(rows["customer_id"], kind="stable")
+    buyers = _distinct(rows["customer_id"], dimensions, every, by_customer)
+    buyers_replied = _distinct(rows["customer_id"], dimensions, replied == 1, by_customer)
     first_responses = _sorted_groups(first_response, dimensions)
     resolutions = _sorted_groups(resolution, dimensions)
     found = []
