@@ -239,6 +239,8 @@ class TicketState:
     # a snooze's return); anyone serving the queue after, or at once when that agent is not online.
     held_for: str | None = None
     held_until: datetime | None = None
+    # The opened_at of the episode whose first-response breach the SLA watch recorded (migration 0029).
+    breach_recorded_for: datetime | None = None
     is_new: bool = field(default=False, compare=False)
 
     @classmethod
