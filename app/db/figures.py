@@ -85,6 +85,10 @@ def _joined(parts: Sequence[Packed], dtype: np.dtype) -> tuple[np.ndarray, dict[
     return rows, names
 
 
+# Values sorted within each slot of a dimension, and where each slot starts (slot i: ordered[starts[i]:starts[i + 1]]).
+Grouped = tuple[np.ndarray, np.ndarray]
+
+
 class _Dimension:
     """One dimension's grouping of the rows: slot 0 holds rows with no key (none counts for agents), slot i the i-th
     name; `_keyed` groups overall, per queue, per tier and per agent."""
@@ -110,7 +114,7 @@ def _dimensions(rows: np.ndarray, names: dict[str, list[str]]) -> list[_Dimensio
     return [overall, *(_Dimension(d, rows[d], names[d]) for d in DIMENSIONS)]
 
 
-def _sorted_groups(values: np.ndarray, dimensions: Sequence[_Dimension]) -> list[tuple[np.ndarray, np.ndarray]]:
+def _sorted_groups(values: np.ndarray, dimensions: Sequence[_Dimension]) -> list[Grouped]:
     """Per dimension, the present values sorted within each slot, and where each slot starts: one sort of the values,
     then a stable sort by slot (a radix sort of small integers); the overall dimension needs none."""
     present = ~np.isnan(values)
@@ -131,28 +135,27 @@ def _sorted_groups(values: np.ndarray, dimensions: Sequence[_Dimension]) -> list
 
 
 def _distinct(customers: np.ndarray, dimensions: Sequence[_Dimension], chosen: np.ndarray,
-              by_customer: np.ndarray | None = None) -> list[np.ndarray]:
+              by_customer: np.ndarray) -> list[Grouped]:
     """Per dimension, the distinct known customers of each slot among the `chosen` rows (count(DISTINCT) skips
-    NULL): the customers sorted once (`by_customer`, the order of all rows, may be given), then stably by slot, and
-    each change of (slot, customer) counted."""
-    if by_customer is None:
-        by_customer = np.argsort(customers, kind="stable")
+    NULL), sorted within each slot, and where each slot starts: the customers sorted once (`by_customer`, the order
+    of all rows), then stably by slot, and each first (slot, customer) kept."""
     keep = (chosen & (customers != NO_CUSTOMER))[by_customer]
     rows = by_customer[keep]  # the kept rows, by customer
     ordered = customers[rows]
-    counts = []
+    found = []
     for dimension in dimensions:
         if dimension.whole:
-            changes = int(len(ordered) > 0) + int(np.count_nonzero(ordered[1:] != ordered[:-1]))
-            counts.append(np.array([0, changes]))
+            first = np.ones(len(ordered), dtype=bool)
+            first[1:] = ordered[1:] != ordered[:-1]
+            found.append((ordered[first], np.array([0, 0, int(first.sum())])))
             continue
         slots = dimension.small[rows]
         by_slot = np.argsort(slots, kind="stable")
         slot, customer = slots[by_slot], ordered[by_slot]
         first = np.ones(len(slot), dtype=bool)
         first[1:] = (slot[1:] != slot[:-1]) | (customer[1:] != customer[:-1])
-        counts.append(np.bincount(slot[first], minlength=dimension.size))
-    return counts
+        found.append((customer[first], np.searchsorted(slot[first], np.arange(dimension.size + 1))))
+    return found
 
 
 def _mean(values: np.ndarray) -> float | None:
@@ -178,7 +181,7 @@ def _percentile(ordered: np.ndarray, fraction: float, *, postgres: bool) -> floa
     return high if lower + 1 >= n else high + float(ordered[lower + 1]) * weight
 
 
-def _durations(grouped: tuple[np.ndarray, np.ndarray], slot: int, prefix: str, *, postgres: bool) -> dict[str, Any]:
+def _durations(grouped: Grouped, slot: int, prefix: str, *, postgres: bool) -> dict[str, Any]:
     ordered, starts = grouped
     values = ordered[starts[slot]:starts[slot + 1]]
     return {f"{prefix}_mean": _mean(values),
@@ -221,45 +224,133 @@ class RoundLevels:
     unanswered: int
 
 
-def episode_levels(parts: Sequence[Packed], *, postgres: bool) -> list[Levels]:
-    rows, names = _joined(parts, EPISODE)
+EPISODE_SUMS = {"received": None, "replied": "replied", "breached": "breached", "auto_closed": "auto_closed",
+                "answered": "first_response", "resolved": "resolution"}
+ROUND_SUMS = {"present": None, "rounds": "round_response", "unanswered": "unanswered"}
+EPISODE_MEASURES = ("first_response", "resolution")
+ROUND_MEASURES = ("round_response",)
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    """Rows of one kind aggregated per dimension (overall, queue, tier, agent) and slot, in a form two aggregates merge
+    in exactly: each counted column's sums, each measure's values sorted per slot, and the distinct customers per slot
+    (episodes: of every episode and of the replied ones). Slot 0 holds rows without a key; slot i the i-th name."""
+
+    rounds: bool
+    names: dict[str, list[str]]
+    sums: list[dict[str, np.ndarray]]
+    measures: dict[str, list[Grouped]]
+    customers: dict[str, list[Grouped]]
+
+
+def aggregate(parts: Sequence[Packed], *, rounds: bool = False) -> Aggregate:
+    rows, names = _joined(parts, ROUND if rounds else EPISODE)
     dimensions = _dimensions(rows, names)
-    first_response, resolution = rows["first_response"], rows["resolution"]
-    replied = rows["replied"].astype(np.float64)
-    every = np.ones(len(rows), dtype=bool)
-    by_customer = np.argsort(rows["customer_id"], kind="stable")
-    buyers = _distinct(rows["customer_id"], dimensions, every, by_customer)
-    buyers_replied = _distinct(rows["customer_id"], dimensions, replied == 1, by_customer)
-    first_responses = _sorted_groups(first_response, dimensions)
-    resolutions = _sorted_groups(resolution, dimensions)
-    found = []
-    for d, dimension in enumerate(dimensions):
-        received = dimension.sums()
-        sums = {"replied": dimension.sums(replied), "breached": dimension.sums(rows["breached"].astype(np.float64)),
-                "auto_closed": dimension.sums(rows["auto_closed"].astype(np.float64)),
-                "answered": dimension.sums(~np.isnan(first_response)), "resolved": dimension.sums(~np.isnan(resolution))}
-        for slot in dimension.present(received):
+    sums = []
+    for dimension in dimensions:
+        counted = {}
+        for name, column in (ROUND_SUMS if rounds else EPISODE_SUMS).items():
+            if column is None:
+                counted[name] = dimension.sums()
+            elif rows.dtype[column].kind == "f":
+                counted[name] = dimension.sums(~np.isnan(rows[column]))
+            else:
+                counted[name] = dimension.sums(rows[column].astype(np.float64))
+        sums.append(counted)
+    measures = {m: _sorted_groups(rows[m], dimensions) for m in (ROUND_MEASURES if rounds else EPISODE_MEASURES)}
+    customers = {}
+    if not rounds:
+        by_customer = np.argsort(rows["customer_id"], kind="stable")
+        customers = {"buyers": _distinct(rows["customer_id"], dimensions, np.ones(len(rows), dtype=bool), by_customer),
+                     "buyers_replied": _distinct(rows["customer_id"], dimensions, rows["replied"] == 1, by_customer)}
+    return Aggregate(rounds, names, sums, measures, customers)
+
+
+def _slots(names: dict[str, list[str]]) -> list[int]:
+    return [2, *(1 + len(names[d]) for d in DIMENSIONS)]
+
+
+def _merged_groups(a: Grouped, b: Grouped, b_slots: np.ndarray, size: int, *, distinct: bool) -> Grouped:
+    """One dimension's per-slot sorted values of both (b's slot i is slot b_slots[i] of the merge); `distinct`: a
+    value in both slots of a slot counts once."""
+    (a_values, a_starts), (b_values, b_starts) = a, b
+    pieces, starts = [], [0]
+    b_of = {int(u): i for i, u in enumerate(b_slots)}
+    for slot in range(size):
+        left = a_values[a_starts[slot]:a_starts[slot + 1]] if slot + 1 < len(a_starts) else a_values[:0]
+        i = b_of.get(slot)
+        right = b_values[b_starts[i]:b_starts[i + 1]] if i is not None else b_values[:0]
+        if len(right):
+            at = np.searchsorted(left, right)
+            if distinct:
+                found = at < len(left)
+                found[found] = left[at[found]] == right[found]
+                right, at = right[~found], at[~found]
+            left = np.insert(left, at, right)
+        pieces.append(left)
+        starts.append(starts[-1] + len(left))
+    return (np.concatenate(pieces) if pieces else a_values[:0]), np.array(starts)
+
+
+def merge(a: Aggregate, b: Aggregate) -> Aggregate:
+    """The aggregate of a's rows and b's together (rows are never in both): a's names first, then b's new ones."""
+    names = {d: list(a.names[d]) for d in DIMENSIONS}
+    b_slots = [np.array([0, 1])]
+    for d in DIMENSIONS:
+        index = {key: i for i, key in enumerate(names[d])}
+        b_slots.append(np.array([0, *(1 + index.setdefault(key, len(index)) for key in b.names[d])]))
+        names[d] = list(index)
+    sizes = _slots(names)
+    sums = []
+    for k, size in enumerate(sizes):
+        counted = {}
+        for name, values in a.sums[k].items():
+            total = np.zeros(size)
+            total[:len(values)] += values
+            total[b_slots[k]] += b.sums[k][name]
+            counted[name] = total
+        sums.append(counted)
+    measures = {m: [_merged_groups(a.measures[m][k], b.measures[m][k], b_slots[k], size, distinct=False)
+                    for k, size in enumerate(sizes)] for m in a.measures}
+    customers = {c: [_merged_groups(a.customers[c][k], b.customers[c][k], b_slots[k], size, distinct=True)
+                     for k, size in enumerate(sizes)] for c in a.customers}
+    return Aggregate(a.rounds, names, sums, measures, customers)
+
+
+def _keyed(names: dict[str, list[str]]) -> list[tuple[str, list[str | None]]]:
+    return [("overall", [None, ""]), *((d, [None, *names[d]]) for d in DIMENSIONS)]
+
+
+def _present(dimension: str, counts: np.ndarray) -> list[int]:
+    return [slot for slot in range(len(counts)) if counts[slot] and not (slot == 0 and dimension == "agent")]
+
+
+def levels(total: Aggregate, *, postgres: bool) -> list[Any]:
+    """The aggregate's rows as the statements name them: `Levels` of episodes, `RoundLevels` of rounds."""
+    found: list[Any] = []
+    for k, (dimension, keys) in enumerate(_keyed(total.names)):
+        sums = total.sums[k]
+        if total.rounds:
+            for slot in _present(dimension, sums["present"]):
+                found.append(RoundLevels(dimension=dimension, key=keys[slot], rounds=int(sums["rounds"][slot]),
+                                         unanswered=int(sums["unanswered"][slot]),
+                                         **_durations(total.measures["round_response"][k], slot, "round_response",
+                                                      postgres=postgres)))
+            continue
+        for slot in _present(dimension, sums["received"]):
             found.append(Levels(
-                dimension=dimension.name, key=dimension.keys[slot], received=int(received[slot]),
+                dimension=dimension, key=keys[slot],
                 **{name: int(values[slot]) for name, values in sums.items()},
-                buyers=int(buyers[d][slot]), buyers_replied=int(buyers_replied[d][slot]),
-                **_durations(first_responses[d], slot, "first_response", postgres=postgres),
-                **_durations(resolutions[d], slot, "resolution", postgres=postgres)))
+                **{name: int(grouped[k][1][slot + 1] - grouped[k][1][slot]) for name, grouped in total.customers.items()},
+                **_durations(total.measures["first_response"][k], slot, "first_response", postgres=postgres),
+                **_durations(total.measures["resolution"][k], slot, "resolution", postgres=postgres)))
     return found
+
+
+def episode_levels(parts: Sequence[Packed], *, postgres: bool) -> list[Levels]:
+    return levels(aggregate(parts), postgres=postgres)
 
 
 def round_levels(parts: Sequence[Packed], *, postgres: bool) -> list[RoundLevels]:
-    rows, names = _joined(parts, ROUND)
-    dimensions = _dimensions(rows, names)
-    response = rows["round_response"]
-    responses = _sorted_groups(response, dimensions)
-    found = []
-    for d, dimension in enumerate(dimensions):
-        present = dimension.sums()
-        counted = dimension.sums(~np.isnan(response))
-        unanswered = dimension.sums(rows["unanswered"].astype(np.float64))
-        for slot in dimension.present(present):
-            found.append(RoundLevels(dimension=dimension.name, key=dimension.keys[slot], rounds=int(counted[slot]),
-                                     unanswered=int(unanswered[slot]),
-                                     **_durations(responses[d], slot, "round_response", postgres=postgres)))
-    return found
+    return levels(aggregate(parts, rounds=True), postgres=postgres)

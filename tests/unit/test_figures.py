@@ -1,6 +1,8 @@
 """app/db/figures.py, the statistics' aggregates over rows in memory: the same definitions as the SQL's (tests/api/
 test_rollups.py compares them with the trail's on both databases; these are the edge cases by hand)."""
 
+import random
+
 import numpy as np
 import pytest
 
@@ -63,3 +65,34 @@ def test_rounds_are_counted_apart_from_those_still_waiting() -> None:
 
 def test_nothing_packed_gives_no_rows() -> None:
     assert figures.episode_levels([episodes()], postgres=True) == []
+
+
+def random_episodes(rng: random.Random, count: int, agents: list[str]) -> figures.Packed:
+    rows = [(rng.choice(["presale", "aftersale", "complaints"]), rng.choice(["P1", "P2", "P4"]),
+             rng.choice([*agents, None]), rng.choice([None, round(rng.random() * 500, 3), 5.0]),
+             rng.choice([None, round(rng.random() * 9000, 3)]), rng.choice([None, *range(20)]),
+             rng.randint(0, 1), rng.randint(0, 1), rng.randint(0, 1)) for _ in range(count)]
+    return figures.packed(rows, figures.EPISODE, figures.EPISODE_COLUMNS)
+
+
+def random_rounds(rng: random.Random, count: int, agents: list[str]) -> figures.Packed:
+    rows = [(rng.choice(["presale", "aftersale"]), rng.choice(["P1", "P4"]), rng.choice([*agents, None]),
+             rng.choice([None, rng.random() * 100, 3.0]), rng.randint(0, 1)) for _ in range(count)]
+    return figures.packed(rows, figures.ROUND, figures.ROUND_COLUMNS)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_a_merge_of_two_aggregates_equals_the_aggregate_of_all_rows(seed: int) -> None:
+    """The statistics keep the rolled days aggregated and merge the other episodes in (app/db/stats.py, `_rolled`):
+    the figures must be those of one aggregate of everything, whatever names each side has."""
+    rng = random.Random(seed)
+    agents = [[f"agent-{n}" for n in rng.sample(range(12), rng.randint(0, 4))] for _ in range(rng.randint(1, 6))]
+    episodes = [random_episodes(rng, rng.randint(0, 25), names) for names in agents]
+    rounds = [random_rounds(rng, rng.randint(0, 25), names) for names in agents]
+    cut = rng.randint(0, len(agents))
+    for postgres in (True, False):
+        for parts, kind in ((episodes, False), (rounds, True)):
+            whole = figures.levels(figures.aggregate(parts, rounds=kind), postgres=postgres)
+            merged = figures.levels(figures.merge(figures.aggregate(parts[cut:], rounds=kind),
+                                                  figures.aggregate(parts[:cut], rounds=kind)), postgres=postgres)
+            assert sorted(map(repr, merged)) == sorted(map(repr, whole))
