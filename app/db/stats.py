@@ -392,7 +392,7 @@ def _summary_episodes(*, shop_id: str, ranges: Sequence[tuple[datetime, datetime
 
 
 _INDEX_ONLY = ("enable_seqscan = off", "enable_hashjoin = off", "enable_mergejoin = off",
-               "max_parallel_workers_per_gather = 0")
+               "max_parallel_workers_per_gather = 0", "plan_cache_mode = force_custom_plan")
 
 
 async def service_levels(session: AsyncSession, *, shop_id: str, since: datetime, until: datetime,
