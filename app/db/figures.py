@@ -97,16 +97,12 @@ class _Dimension:
         self.name = name
         self.slots = codes.astype(np.intp) + 1
         self.small = self.slots.astype(np.int16)  # sorts by radix
-        self.keys: list[str | None] = [None, *keys]
-        self.size = len(self.keys)
+        self.size = 1 + len(keys)
         # Every row in slot 1: the overall figures, which need no grouping.
         self.whole = name == "overall"
 
     def sums(self, weights: np.ndarray | None = None) -> np.ndarray:
         return np.bincount(self.slots, weights=weights, minlength=self.size)
-
-    def present(self, counts: np.ndarray) -> list[int]:
-        return [slot for slot in range(self.size) if counts[slot] and not (slot == 0 and self.name == "agent")]
 
 
 def _dimensions(rows: np.ndarray, names: dict[str, list[str]]) -> list[_Dimension]:
