@@ -518,7 +518,8 @@ def load(url: str, label: str, messages: int, args: argparse.Namespace, queued: 
 
 async def record_due_breaches(url: str) -> int:
     """The first responses past due by now, recorded as the served app's SLA watch would at its start (the loader's
-    clock ran behind the real one until its last tick): otherwise the first rounds time that burst."""
+    clock ran behind the real one until its last tick): otherwise the first rounds time that burst. BreachWatch's
+    own loop would read the loader's frozen clock, which this process still has after a load."""
     engine = create_engine(url)
     drivers = await DriverConnections.open(engine, url, size=2)
     try:

@@ -115,15 +115,13 @@ def _sorted_groups(values: np.ndarray, dimensions: Sequence[_Dimension]) -> list
     then a stable sort by slot (a radix sort of small integers); the overall dimension needs none."""
     present = ~np.isnan(values)
     kept = values[present]
-    ordered = np.sort(kept)
-    by_value = None
+    by_value = np.argsort(kept)
+    ordered = kept[by_value]
     grouped = []
     for dimension in dimensions:
         if dimension.whole:
             grouped.append((ordered, np.array([0, 0, len(ordered)])))
             continue
-        if by_value is None:
-            by_value = np.argsort(kept)
         slots = dimension.small[present][by_value]
         by_slot = np.argsort(slots, kind="stable")
         grouped.append((ordered[by_slot], np.searchsorted(slots[by_slot], np.arange(dimension.size + 1))))
