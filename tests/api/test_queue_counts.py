@@ -147,19 +147,26 @@ async def test_the_counters_hold_with_claims_replies_and_breaches_racing(
     assert answer.status_code == 202
     clock.advance(600)  # every ticket is past its due time
 
-    async def work(agent: dict[str, Any]) -> None:
+    async def work(agent: dict[str, Any]) -> int:
+        """Claims and replies; how many replies. A claim finds nothing while the SLA watch's transaction holds the
+        tickets it is recording (claims skip locked rows), so fewer than four may be answered."""
+        replied = 0
         for _ in range(4):
             held = await claim(client, agent)
             if held.status_code != 200:
-                return
-            await client.post(f"/v1/tickets/{held.json()['id']}/replies", headers=agent["headers"],
-                              json={"text": "好的"})
+                break
+            answer = await client.post(f"/v1/tickets/{held.json()['id']}/replies", headers=agent["headers"],
+                                       json={"text": "好的"})
+            replied += answer.status_code == 201
+        return replied
 
     folder = CountFolder(app.state.drivers)
-    await asyncio.gather(*(work(a) for a in agents), record_breaches(app.state.drivers, now=clock.now),
-                         folder.run_once(), folder.run_once())
+    *replies, _, _, _ = await asyncio.gather(*(work(a) for a in agents),
+                                             record_breaches(app.state.drivers, now=clock.now),
+                                             folder.run_once(), folder.run_once())
     await record_breaches(app.state.drivers, now=clock.now)
     await check(app, client, admin_headers, shop["id"], clock=clock, fold=False)
     await check(app, client, admin_headers, shop["id"], clock=clock, fold=True)
     overdue = sum(o for _, o in (await truth(app, shop["id"])).values())
-    assert overdue == 30 - 16  # the unanswered ones, however the replies and the records raced
+    assert sum(replies) > 0
+    assert overdue == 30 - sum(replies)  # the unanswered ones, however the replies and the records raced
