@@ -454,8 +454,9 @@ async def open_episode_texts(db: Driver, conversations: Sequence[ConversationKey
                              limit: int) -> dict[ConversationKey, list[str]]:
     """The latest `limit` buyer messages of each conversation's open episode, oldest first; a conversation with no
     open ticket has none. Read by the (ticket, id) message index: only fragments that the triage cannot read alone
-    ask for them. PostgreSQL reads every conversation in one statement (a round trip each cost more than the
-    triage they serve); SQLite, in the process, one conversation at a time."""
+    ask for them. PostgreSQL reads every conversation in one call of triage_episode_texts() (migration 0032: a round
+    trip each cost more than the triage they serve, and planning the partitions each time more again); SQLite, in
+    the process, one conversation at a time."""
     found: dict[ConversationKey, list[str]] = {}
     if db.postgres:
         rows = await db.rows(_EPISODE_TEXTS_SQL, *_key_columns(conversations), limit)
@@ -473,9 +474,4 @@ async def open_episode_texts(db: Driver, conversations: Sequence[ConversationKey
 
 _OPEN_EPISODE_MESSAGES = ("tickets t JOIN messages m ON m.ticket_id = t.id WHERE t.status <> 'resolved'"
                           " AND m.direction = 'inbound' AND m.received_at >= t.opened_at")
-_EPISODE_TEXTS_SQL = (
-    "SELECT k.n, x.text FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY"
-    " AS k(shop_id, platform, conversation_id, n)"
-    f" CROSS JOIN LATERAL (SELECT m.id, m.text FROM {_OPEN_EPISODE_MESSAGES} AND t.shop_id = k.shop_id"
-    " AND t.platform = k.platform AND t.conversation_id = k.conversation_id ORDER BY m.id DESC LIMIT $4) x"
-    " ORDER BY k.n, x.id")
+_EPISODE_TEXTS_SQL = "SELECT n, text FROM triage_episode_texts($1, $2, $3, $4)"
