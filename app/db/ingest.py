@@ -174,14 +174,17 @@ _PREPARE = (
     # read by the next statement. Existing rows are only read (an insert attempt on them would wait for groups
     # updating them): they are locked late, in lock_tickets and finish. Customers come before tickets (UNION ALL
     # runs its parts in order), rows in key order, as in every group, so that groups creating the same keys wait
-    # for each other instead of deadlocking. The customers' LATERAL ... LIMIT 1 keeps to the unique index even when
-    # the planner's statistics still describe a small table.
+    # for each other instead of deadlocking: the ORDER BYs say so, for the join to the tickets may come out in any
+    # order (a hash join did, and two groups deadlocked on their new tickets, each time a second lost before
+    # PostgreSQL's deadlock_timeout). The customers' LATERAL ... LIMIT 1 keeps to the unique index even when the
+    # planner's statistics still describe a small table.
     f"WITH k AS (SELECT k.*, c.id, c.contacts, c.last_agent_id, c.last_agent_reply_at "
     f"FROM {_unnest(CUSTOMER_COLUMNS, alias='k')} LEFT JOIN LATERAL "
     "(SELECT id, contacts, last_agent_id, last_agent_reply_at FROM customers c WHERE c.shop_id = k.shop_id AND c.platform = k.platform "
     "AND c.external_id = k.external_id LIMIT 1) c ON true), "
     f"added AS (INSERT INTO customers ({_columns(CUSTOMER_COLUMNS)}, contacts, first_seen_at, last_seen_at) "
     f"SELECT {_select(CUSTOMER_COLUMNS, 'k')}, 0, $6, $6 FROM k WHERE k.id IS NULL "
+    "ORDER BY k.shop_id, k.platform, k.external_id "
     "ON CONFLICT (shop_id, platform, external_id) DO NOTHING RETURNING id, shop_id, platform, external_id, contacts), "
     "v AS (SELECT v.*, t.id, t.status, t.awaiting_since FROM unnest($7::text[], $8::text[], $9::text[], $10::text[]) "
     "AS v(shop_id, platform, "
@@ -190,7 +193,8 @@ _PREPARE = (
     f"opened AS (INSERT INTO tickets (id, shop_id, platform, conversation_id, queue, {_columns(_PLACEHOLDER)}, "
     f"{', '.join(_PLACEHOLDER_TIMES)}) SELECT gen_random_uuid()::text, v.shop_id, v.platform, v.conversation_id, "
     f"v.queue, {', '.join(_PLACEHOLDER.values())}, {', '.join(['$6'] * len(_PLACEHOLDER_TIMES))} FROM v "
-    "WHERE v.id IS NULL ON CONFLICT (shop_id, platform, conversation_id) DO NOTHING "
+    "WHERE v.id IS NULL ORDER BY v.shop_id, v.platform, v.conversation_id "
+    "ON CONFLICT (shop_id, platform, conversation_id) DO NOTHING "
     "RETURNING id, shop_id, platform, conversation_id) "
     "SELECT 'customer' AS kind, NULL AS ticket_id, id, shop_id, platform, external_id, contacts, NULL::text AS status, "
     "NULL::timestamptz AS awaiting_since, NULL::text AS last_agent_id, NULL::timestamptz AS last_agent_reply_at "
