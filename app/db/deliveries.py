@@ -194,8 +194,8 @@ class SharedDeliveryStore:
         return len(created)
 
     def _busy(self, busy: Sequence[str], n: int) -> tuple[str, Any]:
-        # SQLite has no arrays: the busy endpoints travel as one JSON text.
-        return f"d.endpoint_id NOT IN (SELECT value FROM json_each(${n}))", json_text(list(busy))
+        """Leaves out the `busy` endpoints, passed as parameter ${n} (an array on PostgreSQL, JSON text on SQLite)."""
+        return f"d.endpoint_id {self.db.not_in_texts.format(n=n)}", list(busy)
 
     async def claim(self, *, now: datetime, lock_until: datetime, token: str, rooms: Mapping[str, int], room: int,
                     limit: int) -> list[Record]:
@@ -394,9 +394,6 @@ _PG_LOCK_ORDERS = ("SELECT count(pg_advisory_xact_lock(hashtext('triage_delivery
 
 class PostgresDeliveryStore(SharedDeliveryStore):
     """The skip-scan pick with SKIP LOCKED, attempts recorded as arrays, one-statement events, NOTIFY wake-ups."""
-
-    def _busy(self, busy: Sequence[str], n: int) -> tuple[str, Any]:
-        return f"d.endpoint_id <> ALL(${n}::text[])", list(busy)
 
     async def enqueue(self, *, shop_id: str, event: str, ticket_id: str | None, message_id: int | None,
                       data: dict[str, Any], now: datetime) -> int:

@@ -75,6 +75,9 @@ class Driver(ABC):
     for_share = ""
     # Appended to a read whose rows one process at a time should take (SQLite has one writer anyway).
     skip_locked = ""
+    # "Not among the texts of list parameter ${n}" (with .format(n=...)): SQLite has no arrays, so SqliteDriver
+    # sends a list as JSON text, and json_each reads it.
+    not_in_texts = "NOT IN (SELECT value FROM json_each(${n}))"
 
     @abstractmethod
     def transaction(self) -> AbstractAsyncContextManager[None]:
@@ -104,6 +107,7 @@ class PostgresDriver(Driver):
     for_update = " FOR UPDATE"
     for_share = " FOR SHARE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
+    not_in_texts = "<> ALL(${n}::text[])"
 
     def __init__(self, connection: Any) -> None:
         self.connection = connection
@@ -129,6 +133,8 @@ def sqlite_param(value: Any) -> Any:
         return sqlite_time(value)
     if isinstance(value, bool):
         return int(value)
+    if isinstance(value, list):  # SQLite has no arrays: a list is JSON text of its items as SQLite stores them
+        return json_text([sqlite_param(v) for v in value])
     return value
 
 

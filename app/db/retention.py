@@ -4,12 +4,13 @@ PostgreSQL keeps messages and ticket_events in one partition per calendar month 
 0017): a month is made ahead by creating its table and attaching it (which locks neither table against reads or
 writes), and removed whole once it is past retention, its messages' idempotency keys first, by detaching it
 CONCURRENTLY and dropping it. SQLite has no partitions: what is past retention is deleted in batches, each batch
-its own short transaction. The two adapters share no statement: how each
-database removes old rows is the whole of what they do.
+its own short transaction. What the adapters share (the months each partitioned table has, and making the missing
+ones) is written once in _Retention, where SQLite's empty set of partitioned tables gives no months and makes none;
+how each database reads, makes and removes its months or rows is the adapters' own.
 """
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -82,7 +83,13 @@ class RetentionStore(Protocol):
         ...
 
 
-class PostgresRetentionStore:
+class _Retention:
+    """The months written once: each partitioned table's months, and the missing ones made. A store names its
+    partitioned tables; with none (SQLite), there are no months to read and none to make."""
+
+    # Partitioned table -> its partition key.
+    partitioned: Mapping[str, str] = {}
+
     def __init__(self, db: Driver) -> None:
         self.db = db
 
@@ -90,12 +97,38 @@ class PostgresRetentionStore:
         return {table: sorted(months) for table, months in (await self._partitions())[0].items()}
 
     async def _partitions(self) -> tuple[dict[str, list[Month]], set[str]]:
-        """Each table's months, and the partitions a concurrent detach left pending (a process stopped in it)."""
+        """Each partitioned table's months, and the partitions a concurrent detach left pending (a process stopped
+        in it): none without partitioned tables."""
+        return {}, set()
+
+    async def ensure_months(self, first: Month, last: Month) -> list[str]:
+        have = await self.months()
+        made = []
+        for table in self.partitioned:
+            month = first
+            while month <= last:
+                if month not in have[table]:
+                    made.append(await self._make(table, month))
+                month = month.shifted(1)
+        return made
+
+    async def _make(self, table: str, month: Month) -> str:
+        """Make the table's partition for the month; its name. Only a store with partitioned tables is asked."""
+        raise NotImplementedError
+
+
+class PostgresRetentionStore(_Retention):
+    """Partitions (migration 0017): the months are read from the catalog, made by ATTACH and removed whole by
+    DETACH ... CONCURRENTLY, which neither locks the table against reads and writes nor deletes row by row."""
+
+    partitioned = PARTITIONED
+
+    async def _partitions(self) -> tuple[dict[str, list[Month]], set[str]]:
         rows = await self.db.rows(
             "SELECT c.relname AS name, i.inhdetachpending AS pending FROM pg_inherits i "
             "JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent "
-            "WHERE p.relname = ANY($1::text[])", list(PARTITIONED))
-        found: dict[str, list[Month]] = {table: [] for table in PARTITIONED}
+            "WHERE p.relname = ANY($1::text[])", list(self.partitioned))
+        found: dict[str, list[Month]] = {table: [] for table in self.partitioned}
         pending = set()
         for row in rows:
             match = _PARTITION.match(row["name"])
@@ -104,17 +137,6 @@ class PostgresRetentionStore:
                 if row["pending"]:
                     pending.add(row["name"])
         return found, pending
-
-    async def ensure_months(self, first: Month, last: Month) -> list[str]:
-        have = await self.months()
-        made = []
-        for table, key in PARTITIONED.items():
-            month = first
-            while month <= last:
-                if month not in have[table]:
-                    made.append(await self._make(table, month))
-                month = month.shifted(1)
-        return made
 
     async def _make(self, table: str, month: Month) -> str:
         # Created alone, then attached: attaching takes a lock that lets reads and writes of the table go on (a
@@ -165,15 +187,8 @@ class PostgresRetentionStore:
             after = row["last"]
 
 
-class SqliteRetentionStore:
-    def __init__(self, db: Driver) -> None:
-        self.db = db
-
-    async def months(self) -> dict[str, list[Month]]:
-        return {}
-
-    async def ensure_months(self, first: Month, last: Month) -> list[str]:
-        return []
+class SqliteRetentionStore(_Retention):
+    """No partitions (SQLite has none): what is past retention is deleted row by row, in batches."""
 
     async def expire_step(self, *, before: datetime, limit: int) -> Removed:
         # Messages shop by shop on ix_messages_shop_received, events on ix_ticket_events_at (SQLite's own, migration
