@@ -393,10 +393,17 @@ _PG_LOCK_ORDERS = ("SELECT count(pg_advisory_xact_lock(hashtext('triage_delivery
 
 
 class PostgresDeliveryStore(SharedDeliveryStore):
-    """The skip-scan pick with SKIP LOCKED, attempts recorded as arrays, one-statement events, NOTIFY wake-ups."""
+    """The skip-scan pick with SKIP LOCKED, attempts recorded as arrays, one-statement events, NOTIFY wake-ups.
+
+    Each method here is one a PostgreSQL feature or bench/delivery.py earns (docs/design.md, "Methods written once
+    per database"); the rest is SharedDeliveryStore's."""
 
     async def enqueue(self, *, shop_id: str, event: str, ticket_id: str | None, message_id: int | None,
                       data: dict[str, Any], now: datetime) -> int:
+        """Writable CTEs (SQLite has none): the subscription test, the event, its deliveries with
+        triage_delivery_head() (migration 0014) and the NOTIFY are one statement, so no endpoint change falls
+        between the test and the insert, and an event in ingestion's group transaction is one round trip (the
+        shared enqueue makes three, and a fourth to wake the relays)."""
         row = await self.db.row(_pg_enqueue_sql(), shop_id, DELIVERY_EVENT_BITS[event], event, ticket_id, message_id,
                                 json_text(data), now)
         created = int(row["created"]) if row is not None else 0
@@ -407,27 +414,39 @@ class PostgresDeliveryStore(SharedDeliveryStore):
 
     async def claim(self, *, now: datetime, lock_until: datetime, token: str, rooms: Mapping[str, int], room: int,
                     limit: int) -> list[Record]:
+        """FOR UPDATE SKIP LOCKED, so relays of several processes never take one delivery, and the skip scan of
+        _PG_CLAIM: 0.3-0.4 ms for a pick where a scan of a 16,000-delivery backlog took 37-40 ms (docs/design.md)."""
         rows = await self.db.rows(_PG_CLAIM, now, lock_until, token, list(rooms), room, list(rooms.values()), limit)
         return [decoded(r) for r in rows]
 
     async def _lock_orders(self, keys: Sequence[str]) -> None:
+        """Advisory locks, one per conversation: SQLite's write lock already serialises the writers of a line;
+        without this lock the race in tests/db/test_delivery_store.py fails on PostgreSQL (docs/design.md)."""
         if keys:
             await self.db.execute(_PG_LOCK_ORDERS, list(keys))
 
     async def _record(self, token: str, outcomes: Sequence[Outcome]) -> list[Record]:
+        """A writable CTE over unnest() arrays (SQLite has neither): the batch's attempts and states in one statement,
+        where the shared one is two statements per attempt. bench/delivery.py measured the shared one on PostgreSQL
+        (docs/design.md, "Methods written once per database")."""
         columns = list(zip(*((o.delivery_id, o.at, o.status_code, o.error, o.duration_ms, o.status, o.next_attempt_at)
                              for o in outcomes), strict=True))
         return await self.db.rows(_PG_RECORD, token, *map(list, columns)) if outcomes else []
 
     async def _promote(self, lines: Sequence[tuple[str, str]]) -> None:
+        """One statement over unnest() arrays instead of one per line: with the shared _promote and _write_summaries
+        the service spent 1.5-1.9 times the CPU per delivery of a 4-endpoint drain (bench/delivery.py;
+        docs/design.md, "Methods written once per database")."""
         await self.db.execute(_PG_PROMOTE, [e for e, _ in lines], [k for _, k in lines])
 
     async def _write_summaries(self, summaries: Sequence[tuple[int, dict[str, Any] | None]]) -> None:
+        """One statement over unnest() arrays instead of one per message: measured with _promote, above."""
         await self.db.execute("UPDATE messages m SET delivery = s.delivery::jsonb FROM unnest($1::bigint[], $2::text[]) "
                               "AS s (id, delivery) WHERE m.id = s.id", [m for m, _ in summaries],
                               [None if s is None else json_text(s) for _, s in summaries])
 
     async def notify(self) -> None:
+        """NOTIFY, which SQLite lacks: the relays of other processes LISTEN on DELIVERY_CHANNEL."""
         await self.db.execute(f"SELECT pg_notify('{DELIVERY_CHANNEL}', '')")
 
 

@@ -124,6 +124,7 @@ class PostgresRetentionStore(_Retention):
     partitioned = PARTITIONED
 
     async def _partitions(self) -> tuple[dict[str, list[Month]], set[str]]:
+        # The partitions are in PostgreSQL's catalog (pg_inherits), with a detach left pending.
         rows = await self.db.rows(
             "SELECT c.relname AS name, i.inhdetachpending AS pending FROM pg_inherits i "
             "JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent "
