@@ -25,6 +25,27 @@ from tests.support import fresh_database  # noqa: E402
 from app.db.listen import asyncpg_dsn  # noqa: E402
 
 DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def database_cpu_seconds(name: str) -> float:
+    """User and system CPU so far of the PostgreSQL backends connected to database `name` (on this host)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+                if title.startswith(b"postgres:") and f" {name} ".encode() in title:
+                    total += cpu_seconds(int(entry.name))
+            except OSError:  # the process ended meanwhile
+                continue
+    return total
 
 
 async def vacuum_analyze(url: str) -> None:

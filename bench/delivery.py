@@ -52,7 +52,7 @@ from app.db.driver import PostgresDriver  # noqa: E402
 from app.db.listen import asyncpg_dsn  # noqa: E402
 from app.db.migrate import upgrade_async  # noqa: E402
 from app.settings import Settings  # noqa: E402
-from bench.common import database, free_port  # noqa: E402
+from bench.common import cpu_seconds, database, database_cpu_seconds, free_port  # noqa: E402
 from tests.support import ADMIN_TOKEN  # noqa: E402
 from tests.support.serving import ServiceProcess  # noqa: E402
 from tests.support.webhooks import encode, signed_headers  # noqa: E402
@@ -60,7 +60,6 @@ from tests.support.webhooks import encode, signed_headers  # noqa: E402
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 WINDOW = int(Settings.model_fields["delivery_concurrency"].default)  # the relay's sends to one endpoint at once
 PRODUCERS = 8  # connections committing replies
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # --- The receiver (run as `python bench/delivery.py --receiver PORT`) -------------------------------------------
@@ -129,26 +128,6 @@ def serve_receiver(port: int) -> None:
 
 
 # --- Measuring ---------------------------------------------------------------------------------------------------
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def database_cpu_seconds(name: str) -> float:
-    """User and system CPU so far of the PostgreSQL backends connected to database `name` (on this host)."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-                if title.startswith(b"postgres:") and f" {name} ".encode() in title:
-                    total += cpu_seconds(int(entry.name))
-            except OSError:  # the process ended meanwhile
-                continue
-    return total
-
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)

@@ -5,7 +5,8 @@ replays pre-signed, never-repeated webhook requests against:
   * the service (uvicorn, one worker): verification, triage, idempotent storage, tickets, events;
   * bare: the same signature check and body parsing, answering 202 without storage;
   * durable: bare plus one INSERT per message on the bare driver, committed before answering.
-Prints messages/s, p50/p99 latency, and the ratios to both baselines. Needs wrk and a PostgreSQL
+Prints messages/s, p50/p99 latency, the ratios to both baselines, and the CPU each message cost the server
+process and (PostgreSQL) the backends of the run's database, read from /proc. Needs wrk and a PostgreSQL
 server (TRIAGE_TEST_POSTGRES_URL, default postgres@127.0.0.1:5432).
 
     .venv/bin/python bench/ingest.py [--seconds 10] [--backends sqlite postgres]
@@ -21,7 +22,9 @@ from pathlib import Path
 
 import httpx
 
-from common import ROOT, Uvicorn, database, unique, wrk  # type: ignore[import-not-found]
+from common import (ROOT, Uvicorn, cpu_seconds, database, database_cpu_seconds, unique,  # type: ignore[import-not-found]
+                    wrk)
+from sqlalchemy.engine import make_url
 
 from app.db.migrate import upgrade_async
 from app.services.signing import sign
@@ -50,19 +53,28 @@ def write_requests(path: Path, *, url_path: str, secret: str, batch: int, count:
             out.write(f"{url_path}\t{webhook_id}\t{now}\t{signature}\t{body.decode()}\n")
 
 
-def measure(target: str, base_url: str, url_path: str, secret: str, batch: int, seconds: int, tmp: Path,
-            expected_rate: int) -> dict[str, float]:
+def measure(target: str, server: Uvicorn, url_path: str, secret: str, batch: int, seconds: int, tmp: Path,
+            expected_rate: int, database_name: str | None) -> dict[str, float]:
     """One wrk run over never-repeated requests; a run that wrapped around its file (and so replayed duplicates,
-    cheap for the service and errors for the durable baseline) is measured again with a larger file."""
+    cheap for the service and errors for the durable baseline) is measured again with a larger file.
+
+    Besides the rates, the CPU each message cost the server process and the PostgreSQL backends of the run's
+    database: steadier than the rates on a machine whose speed drifts, and they tell which side grew."""
     count = expected_rate * seconds
     for _ in range(4):
         data = tmp / f"{target}-{batch}.tsv"
         write_requests(data, url_path=url_path, secret=secret, batch=batch, count=count, tag=unique(target))
-        result = wrk(base_url, SCRIPT, data, seconds=seconds)
+        cpu = cpu_seconds(server.process.pid)
+        database_cpu = database_cpu_seconds(database_name) if database_name else 0.0
+        result = wrk(server.url, SCRIPT, data, seconds=seconds)
+        cpu = cpu_seconds(server.process.pid) - cpu
+        database_cpu = database_cpu_seconds(database_name) - database_cpu if database_name else float("nan")
         data.unlink()
         if result.requests <= count:
+            messages = max(result.requests * batch, 1)
             return {"req_s": result.requests_per_second, "msg_s": result.requests_per_second * batch,
-                    "p50": result.p50_ms, "p99": result.p99_ms, "bad": result.errors + result.non_2xx}
+                    "p50": result.p50_ms, "p99": result.p99_ms, "bad": result.errors + result.non_2xx,
+                    "cpu_us": cpu * 1e6 / messages, "db_us": database_cpu * 1e6 / messages}
         count = int(result.requests * 1.5)
     raise SystemExit(f"{target}, batch {batch}: wrk kept outrunning its request file")
 
@@ -72,6 +84,8 @@ def bench_backend(backend: str, seconds: int, *, rules_only: bool = False) -> di
     with database(backend) as url, tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         asyncio.run(upgrade_async(url))
+        # SQLite runs inside the server process: its CPU is the server's.
+        database_name = make_url(url).database if backend == "postgres" else None
         service = Uvicorn("app.main:app", {"TRIAGE_DATABASE_URL": url, "TRIAGE_ADMIN_TOKEN": ADMIN_TOKEN,
                                            "TRIAGE_LOG_LEVEL": "warning"})
         try:
@@ -89,8 +103,9 @@ def bench_backend(backend: str, seconds: int, *, rules_only: bool = False) -> di
                                        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
                 activated.raise_for_status()
             for batch in (1, 20):
-                results[("service", batch)] = measure("service", service.url, f"/v1/shops/{shop_id}/webhooks/messages",
-                                                      secret, batch, seconds, tmp, 3000 if batch == 1 else 600)
+                results[("service", batch)] = measure("service", service, f"/v1/shops/{shop_id}/webhooks/messages",
+                                                      secret, batch, seconds, tmp, 3000 if batch == 1 else 600,
+                                                      database_name)
         finally:
             service.stop()
         baseline = Uvicorn("bench.baseline_app:app", {"BENCH_SECRET": secret, "BENCH_DATABASE_URL": url})
@@ -98,8 +113,8 @@ def bench_backend(backend: str, seconds: int, *, rules_only: bool = False) -> di
             baseline.wait()
             for batch in (1, 20):
                 for target, rate in (("bare", 12000 if batch == 1 else 1500), ("durable", 4500 if batch == 1 else 3000)):
-                    results[(target, batch)] = measure(target, baseline.url, f"/{target}/{shop_id}/webhooks/messages",
-                                                       secret, batch, seconds, tmp, rate)
+                    results[(target, batch)] = measure(target, baseline, f"/{target}/{shop_id}/webhooks/messages",
+                                                       secret, batch, seconds, tmp, rate, database_name)
         finally:
             baseline.stop()
     return results
@@ -112,9 +127,10 @@ def main() -> None:
     parser.add_argument("--rules-only", action="store_true",
                         help="the bench shop triages with the shipped rules alone (its ruleset's model: none)")
     args = parser.parse_args()
-    print(f"wrk -t1 -c32 -d{args.seconds}s, one uvicorn worker (uvloop, httptools); messages/s, latency in ms")
+    print(f"wrk -t1 -c32 -d{args.seconds}s, one uvicorn worker (uvloop, httptools); messages/s, latency in ms, "
+          "CPU per message in µs (the server process; PostgreSQL's backends of the run's database)")
     print(f"{'database':9} {'batch':>5} {'target':8} {'req/s':>9} {'msg/s':>9} {'p50':>7} {'p99':>7} {'errors':>6}"
-          f"  {'vs durable':>10} {'vs bare':>8}")
+          f"  {'vs durable':>10} {'vs bare':>8} {'cpu µs':>7} {'db µs':>6}")
     for backend in args.backends:
         results = bench_backend(backend, args.seconds, rules_only=args.rules_only)
         for batch in (1, 20):
@@ -123,7 +139,8 @@ def main() -> None:
                 r = results[(target, batch)]
                 print(f"{backend:9} {batch:5} {target:8} {r['req_s']:9.0f} {r['msg_s']:9.0f} {r['p50']:7.1f} "
                       f"{r['p99']:7.1f} {r['bad']:6.0f}  {r['msg_s'] / durable['msg_s']:10.2f} "
-                      f"{r['msg_s'] / bare['msg_s']:8.2f}")
+                      f"{r['msg_s'] / bare['msg_s']:8.2f} {r['cpu_us']:7.0f} "
+                      f"{'-' if backend == 'sqlite' else format(r['db_us'], '.0f'):>6}")
 
 
 if __name__ == "__main__":
