@@ -518,7 +518,7 @@ async def test_vip_level_is_a_json_integer_from_0_to_10(client: httpx.AsyncClien
 
 
 async def test_a_fragment_is_triaged_in_its_conversation(app: FastAPI, client: httpx.AsyncClient,
-                                                         new_shop: Any) -> None:
+                                                         new_shop: Any, admin_headers: dict[str, str]) -> None:
     """A message the triage cannot read alone is read after the open episode's earlier buyer messages: those of
     the same request, and those already stored; a new conversation has none, and a resolved episode's are gone."""
     shop = await new_shop()
@@ -551,3 +551,20 @@ async def test_a_fragment_is_triaged_in_its_conversation(app: FastAPI, client: h
         evidence = triage["intents"][0]["evidence"][0]
         assert evidence["rule"] == "context.payment_order" and evidence["text"] == "订单只有一个"
         assert triage["model"] is not None
+
+    # A resolved episode's messages are not the next one's: the fragment that reopens the ticket is read alone,
+    # as in a new conversation, and so is the one after it, whose episode holds only that first fragment.
+    new_conversation = await post_signed(client, shop["id"], shop["webhook_secret"],
+                                         [message("订单只有一个", conversation="c-new")])
+    read_alone = new_conversation.json()["results"][0]["primary"]
+    assert read_alone != "payment_order"
+    ticket_id = first.json()["results"][0]["ticket_id"]
+    resolved = await client.post(f"/v1/shops/{shop['id']}/tickets/{ticket_id}/resolve", headers=admin_headers,
+                                 json={"reason": "done"})
+    assert resolved.status_code == 200, resolved.text
+    for _ in range(2):
+        alone = await post_signed(client, shop["id"], shop["webhook_secret"],
+                                  [message("订单只有一个", conversation="c-pay")])
+        assert alone.status_code == 202, alone.text
+        assert alone.json()["results"][0]["ticket_id"] == ticket_id
+        assert alone.json()["results"][0]["primary"] == read_alone
