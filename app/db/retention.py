@@ -10,7 +10,7 @@ how each database reads, makes and removes its months or rows is the adapters' o
 """
 
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -89,6 +89,9 @@ class _Retention:
 
     # Partitioned table -> its partition key.
     partitioned: Mapping[str, str] = {}
+    # Makes a table's partition for a month and returns its name: defined by the store that names partitioned
+    # tables, the only one ensure_months asks.
+    _make: Callable[[str, Month], Awaitable[str]]
 
     def __init__(self, db: Driver) -> None:
         self.db = db
@@ -112,9 +115,6 @@ class _Retention:
                 month = month.shifted(1)
         return made
 
-    async def _make(self, table: str, month: Month) -> str:
-        """Make the table's partition for the month; its name. Only a store with partitioned tables is asked."""
-        raise NotImplementedError
 
 
 class PostgresRetentionStore(_Retention):
