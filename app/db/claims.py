@@ -82,7 +82,7 @@ QUIET = ("SELECT id, shop_id, queue, platform, conversation_id, tier, priority, 
 # Snoozed tickets due back, first due first, from ix_tickets_snoozed (migration 0021).
 SNOOZED_DUE = ("SELECT id, shop_id, queue, snoozed_until, held_for FROM tickets WHERE status = 'pending' "
                "AND snoozed_until <= $1 ORDER BY snoozed_until LIMIT $2")
-# A shop's snoozed tickets whose conversation has been silent since before the cut-off, from ix_tickets_pending_quiet.
+# A shop's snoozed tickets whose conversation has been silent since before the cut-off, from ix_tickets_pending.
 QUIET_PENDING = ("SELECT id, shop_id, queue, status, last_message_at FROM tickets WHERE shop_id = $1 "
                  "AND status = 'pending' AND last_message_at <= $2 ORDER BY last_message_at LIMIT $3")
 

@@ -121,6 +121,7 @@ class DeliveryStore(Protocol):
     async def delete_endpoint(self, *, shop_id: str, endpoint_id: str) -> bool: ...
     async def enqueue(self, *, shop_id: str, event: str, ticket_id: str | None, message_id: int | None,
                       data: dict[str, Any], now: datetime) -> int: ...
+    async def enqueue_all(self, events: Sequence["OutboxEvent"], *, now: datetime) -> int: ...
     async def claim(self, *, now: datetime, lock_until: datetime, token: str, rooms: Mapping[str, int], room: int,
                     limit: int) -> list[Record]: ...
     async def record(self, *, token: str, outcomes: Sequence[Outcome], disable: Sequence[tuple[str, str]],
@@ -180,18 +181,28 @@ class SharedDeliveryStore:
                       data: dict[str, Any], now: datetime) -> int:
         """In the caller's transaction: the event and a delivery per subscribed endpoint; how many deliveries
         (0, and no event row, when no endpoint takes it)."""
-        bit = DELIVERY_EVENT_BITS[event]
+        return await self.enqueue_all([OutboxEvent(shop_id, event, ticket_id, message_id, data)], now=now)
+
+    async def enqueue_all(self, events: Sequence["OutboxEvent"], *, now: datetime) -> int:
+        """`enqueue` for each event, in order, in the caller's transaction; how many deliveries in all."""
+        _distinct_lines(events)
+        created = 0
         async with self.transaction():
-            if await self.db.row(f"SELECT 1 AS found FROM delivery_endpoints WHERE {_SUBSCRIBED} LIMIT 1",
-                                 shop_id, bit) is None:
-                return 0
-            row = await self.db.row(EVENT_INSERT, shop_id, event, ticket_id, message_id, json_text(data), now)
-            assert row is not None
-            created = await self.db.rows(DELIVERIES_INSERT.format(head=_SQLITE_HEAD) + " RETURNING id", row["id"], bit)
-            if message_id is not None and event == DeliveryEvent.REPLY_CREATED:
-                await self.db.execute("UPDATE messages SET delivery = $2 WHERE id = $1", message_id,
-                                      json_text(PENDING_DELIVERY))
-        return len(created)
+            for e in events:
+                bit = DELIVERY_EVENT_BITS[e.event]
+                if await self.db.row(f"SELECT 1 AS found FROM delivery_endpoints WHERE {_SUBSCRIBED} LIMIT 1",
+                                     e.shop_id, bit) is None:
+                    continue
+                row = await self.db.row(EVENT_INSERT, e.shop_id, e.event, e.ticket_id, e.message_id,
+                                        json_text(e.data), now)
+                assert row is not None
+                made = await self.db.rows(DELIVERIES_INSERT.format(head=_SQLITE_HEAD) + " RETURNING id", row["id"],
+                                          bit)
+                if e.message_id is not None and e.event == DeliveryEvent.REPLY_CREATED:
+                    await self.db.execute("UPDATE messages SET delivery = $2 WHERE id = $1", e.message_id,
+                                          json_text(PENDING_DELIVERY))
+                created += len(made)
+        return created
 
     def _busy(self, busy: Sequence[str], n: int) -> tuple[str, Any]:
         """Leaves out the `busy` endpoints, passed as parameter ${n} (an array on PostgreSQL, JSON text on SQLite)."""
@@ -340,17 +351,48 @@ PG_HEAD = "triage_delivery_head(e.id, {key})"
 _ORDER_KEY = "CASE WHEN o.type = 'reply.created' THEN o.ticket_id END"
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """An event to enqueue: its shop, type (a DeliveryEvent), ticket, message (reply.created) and payload."""
+
+    shop_id: str
+    event: str
+    ticket_id: str | None
+    message_id: int | None
+    data: dict[str, Any]
+
+
+def _distinct_lines(events: Sequence[OutboxEvent]) -> None:
+    """One call enqueues at most one reply.created of a conversation: a statement does not see its own deliveries,
+    so a second one of the same line would be made a head beside the first."""
+    lines = [e.ticket_id for e in events if e.event == DeliveryEvent.REPLY_CREATED]
+    if len(lines) != len(set(lines)):
+        raise ValueError("one enqueue_all takes at most one reply.created event per ticket")
+
+
+def _bit_of(column: str) -> str:
+    """The subscription bit of the event type in `column` (DELIVERY_EVENT_BITS), as SQL."""
+    cases = " ".join(f"WHEN '{event}' THEN {bit}" for event, bit in DELIVERY_EVENT_BITS.items())
+    return f"(CASE {column} {cases} END)"
+
+
 @functools.cache
 def _pg_enqueue_sql() -> str:
-    # The event only when an endpoint takes it, its deliveries, the message's state and the wake-up: one statement.
-    return ("WITH o AS (INSERT INTO outbox_events (shop_id, type, ticket_id, message_id, data, created_at) "
-            "SELECT $1::text, $3::text, $4::text, $5::bigint, $6::jsonb, $7::timestamptz WHERE EXISTS "
-            f"(SELECT 1 FROM delivery_endpoints WHERE {_SUBSCRIBED}) RETURNING *), "
+    # Each event only when an endpoint takes it (ids in the order given), its deliveries, the replies' state and the
+    # wake-up: one statement.
+    return ("WITH x AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[]) "
+            "WITH ORDINALITY AS x(shop_id, type, ticket_id, message_id, data, n)), "
+            "o AS (INSERT INTO outbox_events (shop_id, type, ticket_id, message_id, data, created_at) "
+            "SELECT x.shop_id, x.type, x.ticket_id, x.message_id, x.data::jsonb, $6::timestamptz FROM x WHERE EXISTS "
+            "(SELECT 1 FROM delivery_endpoints p WHERE p.shop_id = x.shop_id AND p.enabled "
+            f"AND (p.event_mask & {_bit_of('x.type')}) <> 0) ORDER BY x.n RETURNING *), "
             "d AS (INSERT INTO deliveries (event_id, endpoint_id, shop_id, message_id, order_key, status, head, "
             "attempts, next_attempt_at, started_at, created_at) SELECT o.id, e.id, e.shop_id, o.message_id, "
             f"{_ORDER_KEY}, 'pending', {PG_HEAD.format(key=_ORDER_KEY)}, 0, o.created_at, "
             "o.created_at, o.created_at FROM o JOIN delivery_endpoints e ON e.shop_id = o.shop_id AND e.enabled "
-            "AND (e.event_mask & $2) <> 0 RETURNING id) "
+            f"AND (e.event_mask & {_bit_of('o.type')}) <> 0 RETURNING id), "
+            "m AS (UPDATE messages SET delivery = $7::jsonb WHERE id IN (SELECT o.message_id FROM o "
+            "WHERE o.type = 'reply.created' AND o.message_id IS NOT NULL)) "
             f"SELECT (SELECT count(*) FROM d) AS created, (SELECT count(pg_notify('{DELIVERY_CHANNEL}', '')) FROM o) "
             "AS notified")
 
@@ -398,19 +440,18 @@ class PostgresDeliveryStore(SharedDeliveryStore):
     Each method here is one a PostgreSQL feature or bench/delivery.py earns (docs/design.md, "Methods written once
     per database"); the rest is SharedDeliveryStore's."""
 
-    async def enqueue(self, *, shop_id: str, event: str, ticket_id: str | None, message_id: int | None,
-                      data: dict[str, Any], now: datetime) -> int:
-        """Writable CTEs (SQLite has none): the subscription test, the event, its deliveries with
-        triage_delivery_head() (migration 0014) and the NOTIFY are one statement, so no endpoint change falls
-        between the test and the insert, and an event in ingestion's group transaction is one round trip (the
-        shared enqueue makes three, and a fourth to wake the relays)."""
-        row = await self.db.row(_pg_enqueue_sql(), shop_id, DELIVERY_EVENT_BITS[event], event, ticket_id, message_id,
-                                json_text(data), now)
-        created = int(row["created"]) if row is not None else 0
-        if created and message_id is not None and event == DeliveryEvent.REPLY_CREATED:
-            await self.db.execute("UPDATE messages SET delivery = $2::jsonb WHERE id = $1", message_id,
-                                  json_text(PENDING_DELIVERY))
-        return created
+    async def enqueue_all(self, events: Sequence["OutboxEvent"], *, now: datetime) -> int:
+        """Writable CTEs over unnest() arrays (SQLite has neither): the subscription tests, the events, their
+        deliveries with triage_delivery_head() (migration 0014), the replies' delivery state and the NOTIFY are one
+        statement, so no endpoint change falls between a test and its insert, and the events of an ingestion group
+        (a tier rise on a tenth of bench/ingest.py's messages) are one round trip, not one each."""
+        if not events:
+            return 0
+        _distinct_lines(events)
+        columns = list(zip(*((e.shop_id, e.event, e.ticket_id, e.message_id, json_text(e.data)) for e in events),
+                           strict=True))
+        row = await self.db.row(_pg_enqueue_sql(), *map(list, columns), now, json_text(PENDING_DELIVERY))
+        return int(row["created"]) if row is not None else 0
 
     async def claim(self, *, now: datetime, lock_until: datetime, token: str, rooms: Mapping[str, int], room: int,
                     limit: int) -> list[Record]:

@@ -26,7 +26,7 @@ _TIME_COLUMNS = frozenset({"seen_at", "lease_expires_at", "created_at", "updated
                            "first_response_due_at", "first_response_at", "last_message_at", "resolved_at",
                            "sent_at", "received_at", "at", "previous_valid_until", "next_attempt_at",
                            "started_at", "delivered_at", "snoozed_until", "held_until", "last_agent_reply_at"})
-_JSON_COLUMNS = frozenset({"intents", "triage", "response", "data", "delivery", "content"})
+_JSON_COLUMNS = frozenset({"intents", "triage", "response", "data", "delivery", "content", "context"})
 _BOOL_COLUMNS = frozenset({"escalated", "active", "enabled", "head"})
 
 

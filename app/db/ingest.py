@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+import orjson
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, SmallInteger, String
 from sqlalchemy.types import TypeDecorator
 
@@ -56,7 +57,7 @@ KEY_COLUMNS = pg_types(MessageIdempotencyKey, ("shop_id", "platform", "external_
 _RECEIVED_COLUMNS = {**MESSAGE_COLUMNS, "queue": KEY_COLUMNS["queue"]}
 EVENT_COLUMNS = pg_types(TicketEvent, ("ticket_id", "shop_id", "at", "kind", "actor", "data"))
 CUSTOMER_COLUMNS = pg_types(Customer, ("shop_id", "platform", "external_id", "nick", "vip_level"))
-_JSON = ("intents", "triage", "data", "content")
+_JSON = ("intents", "triage", "data", "content", "context")
 
 
 # What a row prepare reads stands for: a customer, a ticket made now, or a ticket that was there.
@@ -82,9 +83,12 @@ class Prepared:
     # ticket's episode is among its buyer's contacts only if the buyer's row was read late too.
     late_tickets: set[ConversationKey] = field(default_factory=set)
     late_customers: set[CustomerKey] = field(default_factory=set)
+    # The open episodes' latest buyer texts (tickets.context), as read: JSON text from PostgreSQL, decoded only for
+    # the few conversations a fragment asks about (`context`).
+    contexts: dict[ConversationKey, str | list[str]] = field(default_factory=dict)
 
     def ticket(self, kind: str, ticket_id: str, key: ConversationKey, status: str | None,
-               awaiting_since: datetime | None, *, late: bool = False) -> None:
+               awaiting_since: datetime | None, context: str | list[str] | None = None, *, late: bool = False) -> None:
         self.tickets[key] = ticket_id
         if late:
             self.late_tickets.add(key)
@@ -92,18 +96,25 @@ class Prepared:
             self.created.add(ticket_id)
         elif status is not None and status != Status.RESOLVED:
             self.open_episodes[key] = awaiting_since
+            if context is not None:
+                self.contexts[key] = context
 
     def collect(self, records: Sequence[Sequence[Any]], *, late: bool) -> None:
         """Take rows of (kind, ticket id, customer id, shop, platform, external id, contacts, status, awaiting, last
-        agent, last agent reply)."""
+        agent, last agent reply, context)."""
         for (kind, ticket_id, customer_id, shop_id, platform, external_id, contacts, status, awaiting, last_agent,
-             last_reply) in records:
+             last_reply, context) in records:
             if kind == CUSTOMER:
                 self.customers[(shop_id, platform, external_id)] = (customer_id, contacts, last_agent, last_reply)
                 if late:
                     self.late_customers.add((shop_id, platform, external_id))
             else:
-                self.ticket(kind, ticket_id, (shop_id, platform, external_id), status, awaiting, late=late)
+                self.ticket(kind, ticket_id, (shop_id, platform, external_id), status, awaiting, context, late=late)
+
+    def context(self, key: ConversationKey) -> list[str]:
+        """The latest buyer texts of the conversation's open episode, oldest first; none without one."""
+        texts = self.contexts.get(key, [])
+        return orjson.loads(texts) if isinstance(texts, str) else texts
 
     def counted(self, conversation: ConversationKey, customer: CustomerKey) -> bool:
         """Whether the open episode of `conversation` is among `customer`'s contacts as read."""
@@ -162,7 +173,8 @@ def _key_columns(keys: Sequence[tuple[str, str, str]]) -> list[list[str]]:
 
 
 # customer_id too: a placeholder ticket gets its customer here.
-_SAVED_COLUMNS = {"id": "text", "customer_id": "bigint", **{c: TICKET_COLUMNS[c] for c in UPDATABLE}}
+_SAVED_COLUMNS = {"id": "text", "customer_id": "bigint", **{c: TICKET_COLUMNS[c] for c in UPDATABLE},
+                  "context": "jsonb"}
 # Per customer in finish: the latest nick and VIP level, and how many conversations the group opened or reopened.
 _TOUCHED_COLUMNS = {**CUSTOMER_COLUMNS, "opened": "int"}
 # What a new conversation's ticket holds until finish, in the same transaction, writes its state: valid values only.
@@ -186,7 +198,7 @@ _PREPARE = (
     f"SELECT {_select(CUSTOMER_COLUMNS, 'k')}, 0, $6, $6 FROM k WHERE k.id IS NULL "
     "ORDER BY k.shop_id, k.platform, k.external_id "
     "ON CONFLICT (shop_id, platform, external_id) DO NOTHING RETURNING id, shop_id, platform, external_id, contacts), "
-    "v AS (SELECT v.*, t.id, t.status, t.awaiting_since FROM unnest($7::text[], $8::text[], $9::text[], $10::text[]) "
+    "v AS (SELECT v.*, t.id, t.status, t.awaiting_since, t.context FROM unnest($7::text[], $8::text[], $9::text[], $10::text[]) "
     "AS v(shop_id, platform, "
     "conversation_id, queue) LEFT JOIN tickets t ON t.shop_id = v.shop_id AND t.platform = v.platform "
     "AND t.conversation_id = v.conversation_id), "
@@ -197,21 +209,21 @@ _PREPARE = (
     "ON CONFLICT (shop_id, platform, conversation_id) DO NOTHING "
     "RETURNING id, shop_id, platform, conversation_id) "
     "SELECT 'customer' AS kind, NULL AS ticket_id, id, shop_id, platform, external_id, contacts, NULL::text AS status, "
-    "NULL::timestamptz AS awaiting_since, NULL::text AS last_agent_id, NULL::timestamptz AS last_agent_reply_at "
-    "FROM added "
+    "NULL::timestamptz AS awaiting_since, NULL::text AS last_agent_id, NULL::timestamptz AS last_agent_reply_at, "
+    "NULL::jsonb AS context FROM added "
     "UNION ALL SELECT 'customer', NULL, id, shop_id, platform, external_id, contacts, NULL, NULL, last_agent_id, "
-    "last_agent_reply_at FROM k WHERE id IS NOT NULL "
-    "UNION ALL SELECT 'new ticket', id, NULL, shop_id, platform, conversation_id, NULL, NULL, NULL, NULL, NULL "
+    "last_agent_reply_at, NULL FROM k WHERE id IS NOT NULL "
+    "UNION ALL SELECT 'new ticket', id, NULL, shop_id, platform, conversation_id, NULL, NULL, NULL, NULL, NULL, NULL "
     "FROM opened "
-    "UNION ALL SELECT 'ticket', id, NULL, shop_id, platform, conversation_id, NULL, status, awaiting_since, NULL, NULL "
-    "FROM v WHERE id IS NOT NULL")
+    "UNION ALL SELECT 'ticket', id, NULL, shop_id, platform, conversation_id, NULL, status, awaiting_since, NULL, NULL, "
+    "context FROM v WHERE id IS NOT NULL")
 _REREAD = (
     # What another transaction created and committed while prepare waited for it.
     "SELECT 'customer', NULL, id, shop_id, platform, external_id, contacts, NULL::text, NULL::timestamptz, "
-    "last_agent_id, last_agent_reply_at FROM customers "
+    "last_agent_id, last_agent_reply_at, NULL::jsonb FROM customers "
     "WHERE (shop_id, platform, external_id) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[])) "
-    "UNION ALL SELECT 'ticket', id, NULL, shop_id, platform, conversation_id, NULL, status, awaiting_since, NULL, NULL "
-    "FROM tickets "
+    "UNION ALL SELECT 'ticket', id, NULL, shop_id, platform, conversation_id, NULL, status, awaiting_since, NULL, NULL, "
+    "context FROM tickets "
     "WHERE (shop_id, platform, conversation_id) IN (SELECT * FROM unnest($4::text[], $5::text[], $6::text[]))")
 _INSERT_MESSAGES = (
     # The keys first: a message whose key another group (or an earlier request) took is skipped. Ids are drawn
@@ -226,7 +238,7 @@ _LOCK_TICKETS = (
     # In id order (the ids come sorted, the nested loop locks as it goes), so that concurrent groups queue behind
     # each other instead of deadlocking. NO KEY UPDATE is all an update of these columns needs, and it lets other
     # groups insert messages referencing the ticket meanwhile.
-    f"SELECT t.* FROM unnest($1::text[]) AS v(id) CROSS JOIN LATERAL (SELECT {_columns(TICKET_COLUMNS)} "
+    f"SELECT t.* FROM unnest($1::text[]) AS v(id) CROSS JOIN LATERAL (SELECT {_columns(TICKET_COLUMNS)}, context "
     "FROM tickets WHERE tickets.id = v.id LIMIT 1 FOR NO KEY UPDATE) t")
 
 
@@ -273,7 +285,7 @@ def _row_placeholders(rows: int, width: int) -> str:
     return ", ".join(f"({placeholders(1 + i * width, width)})" for i in range(rows))
 
 
-_TICKET_READ = f"SELECT {_columns(TICKET_COLUMNS)} FROM tickets WHERE (shop_id, platform, conversation_id) IN "
+_TICKET_READ = f"SELECT {_columns(TICKET_COLUMNS)}, context FROM tickets WHERE (shop_id, platform, conversation_id) IN "
 _PREVIOUS_READ = ("SELECT shop_id, platform, external_id, ticket_id, primary_intent, tier, priority, queue "
                   "FROM message_keys WHERE (shop_id, platform, external_id) IN ")
 _OPENED_SPEC = {"id": "text", "shop_id": "text", "platform": "text", "conversation_id": "text", "queue": "text"}
@@ -326,7 +338,7 @@ class SharedIngestStore:
             ticket = decoded(row)
             self._tickets[ticket["id"]] = ticket
             prepared.ticket(TICKET, ticket["id"], (ticket["shop_id"], ticket["platform"], ticket["conversation_id"]),
-                            ticket["status"], ticket["awaiting_since"])
+                            ticket["status"], ticket["awaiting_since"], ticket["context"])
         opened = [{"id": str(uuid.uuid4()), "shop_id": key[0], "platform": key[1], "conversation_id": key[2],
                    "queue": queue} for key, queue in conversations if key not in prepared.tickets]
         await self._each_chunk(opened, _open_tickets_sql, lambda r: [*_params(_OPENED_SPEC, r), now])
@@ -452,30 +464,3 @@ async def ingest_transaction(db: Driver) -> AsyncIterator[IngestStore]:
     """A store on `db`'s connection, inside a transaction committed when the block ends."""
     async with db.transaction():
         yield PostgresIngestStore(db) if db.postgres else SharedIngestStore(db)
-
-
-async def open_episode_texts(db: Driver, conversations: Sequence[ConversationKey], *,
-                             limit: int) -> dict[ConversationKey, list[str]]:
-    """The latest `limit` buyer messages of each conversation's open episode, oldest first; a conversation with no
-    open ticket has none. Read by the (ticket, id) message index: only fragments that the triage cannot read alone
-    ask for them. PostgreSQL reads every conversation in one call of triage_episode_texts() (migration 0032: a round
-    trip each cost more than the triage they serve, and planning the partitions each time more again); SQLite, in
-    the process, one conversation at a time."""
-    found: dict[ConversationKey, list[str]] = {}
-    if db.postgres:
-        rows = await db.rows(_EPISODE_TEXTS_SQL, *_key_columns(conversations), limit)
-        for row in rows:
-            key = conversations[row["n"] - 1]
-            found.setdefault(key, []).append(row["text"])
-        return found
-    for key in conversations:
-        rows = await db.rows(f"SELECT m.text FROM {_OPEN_EPISODE_MESSAGES} AND t.shop_id = $1 AND t.platform = $2"
-                             " AND t.conversation_id = $3 ORDER BY m.id DESC LIMIT $4", *key, limit)
-        if rows:
-            found[key] = [row["text"] for row in reversed(rows)]
-    return found
-
-
-_OPEN_EPISODE_MESSAGES = ("tickets t JOIN messages m ON m.ticket_id = t.id WHERE t.status <> 'resolved'"
-                          " AND m.direction = 'inbound' AND m.received_at >= t.opened_at")
-_EPISODE_TEXTS_SQL = "SELECT n, text FROM triage_episode_texts($1, $2, $3, $4)"

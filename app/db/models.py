@@ -208,11 +208,14 @@ class Ticket(Base):
         # 0016, 0018).
         Index("ix_tickets_queued", "shop_id", "queue", "tier", "opened_at",
               postgresql_where=text("status = 'queued'"), sqlite_where=text("status = 'queued'")),
-        # Snoozed tickets, by the time they come back: the lease reaper wakes the due ones from its first entries, and
-        # the auto-close worker finds a shop's silent ones by their last message (migration 0022).
+        # Snoozed tickets, by the time they come back: the lease reaper wakes the due ones from its first entries
+        # (migration 0022).
         Index("ix_tickets_snoozed", "snoozed_until",
               postgresql_where=text("status = 'pending'"), sqlite_where=text("status = 'pending'")),
-        Index("ix_tickets_pending_quiet", "shop_id", "last_message_at",
+        # A shop's snoozed tickets, for the auto-close worker, which reads their last message on the row: an index
+        # on last_message_at, which every buyer message moves, would cost each ticket update an entry in every
+        # index (migration 0034; PostgreSQL's tickets also keep a fifth of each page free for those updates).
+        Index("ix_tickets_pending", "shop_id",
               postgresql_where=text("status = 'pending'"), sqlite_where=text("status = 'pending'")),
         # Open tickets still unanswered whose breach is not recorded yet, by due time: the SLA watch finds breaches
         # here (migrations 0011, 0029).
@@ -262,6 +265,10 @@ class Ticket(Base):
     # The opened_at of the episode whose first-response breach the SLA watch recorded (migration 0029): that
     # episode leaves ix_tickets_unanswered, and a reopening, which moves opened_at, puts the ticket back in it.
     breach_recorded_for: Mapped[datetime | None] = mapped_column(default=None)
+    # The open episode's latest buyer texts (at most app/triage/hybrid.py's CONTEXT_MESSAGES), oldest first: what a
+    # fragment is read with. Kept by ingestion alone, which writes the ticket with each message anyway (migration
+    # 0033); [] until the first buyer text, and again from a reopening.
+    context: Mapped[list[str]] = mapped_column(JSONType, default=list, server_default="[]")
 
 
 class Message(Base):

@@ -18,7 +18,7 @@ from typing import Any
 from app import metrics
 from app.clock import utcnow
 from app.db import ingest as ingest_sql
-from app.db.deliveries import DeliveryStore, delivery_store_for
+from app.db.deliveries import DeliveryStore, OutboxEvent, delivery_store_for
 from app.db.driver import Driver, driver
 from app.db.session import DriverConnections
 from app.db.claims import reply_created
@@ -54,6 +54,9 @@ class IngestJob:
     platform: str
     messages: Sequence[WebhookMessage]
     triages: list[Triage]
+    # Conversations whose first message here is a fragment (`needs_context`): read again in the writer, with the
+    # latest buyer texts of their open episode.
+    fragments: Sequence[str] = ()
     done: asyncio.Future[list[IngestedMessage]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -84,7 +87,7 @@ def triage_messages(shop: ShopInfo, messages: Sequence[WebhookMessage], stored: 
     """Classify outside the transaction; the priority is finished once the customer's history is known.
 
     Each message is read with the earlier buyer messages of its conversation as context: those of this request
-    before it, after `stored` ones of the open episode by conversation id (read only for fragments; see
+    before it, after `stored` ones of the open episode by conversation id (given only for fragments; see
     `needs_context`). Given the `first` reading, only the conversations `stored` has are read again.
     """
     stored = stored or {}
@@ -116,8 +119,8 @@ def triage_one(message: WebhookMessage, shop: ShopInfo, *, context: Sequence[str
 
 def needs_context(messages: Sequence[WebhookMessage], triages: Sequence[Triage]) -> list[str]:
     """Conversations whose first message in this request is a fragment: short, and no rule fired on it
-    ("订单只有一个"); their open episode's earlier messages are read for it. A message a rule understood, or a long
-    one, carries its own meaning."""
+    ("订单只有一个"); the writer reads them again with their open episode's latest buyer texts (`read_fragments`). A
+    message a rule understood, or a long one, carries its own meaning."""
     seen: set[str] = set()
     wanted = []
     for message, triage in zip(messages, triages):
@@ -130,6 +133,29 @@ def needs_context(messages: Sequence[WebhookMessage], triages: Sequence[Triage])
                 not evidence.rule.startswith(("model.", "context.")) for hit in triage.intents for evidence in hit.evidence):
             wanted.append(message.conversation_id)
     return wanted
+
+
+def read_fragments(jobs: Sequence[IngestJob], entries: Sequence["_Entry"], prepared: ingest_sql.Prepared) -> None:
+    """The fragments of the group read again in their conversation: its open episode's latest buyer texts as
+    prepare read them off the ticket, then those of the group's earlier requests."""
+    if not any(job.fragments for job in jobs):
+        return
+    wanted = {(job.shop.id, job.platform, c) for job in jobs for c in job.fragments}
+    earlier = {key: list(prepared.context(key)) for key in wanted}
+    by_job: dict[int, list[_Entry]] = {}
+    for e in entries:
+        by_job.setdefault(e.job, []).append(e)
+    for j, job in enumerate(jobs):
+        stored = {c: earlier[(job.shop.id, job.platform, c)][-CONTEXT_MESSAGES:] for c in job.fragments}
+        stored = {c: texts for c, texts in stored.items() if texts}
+        if stored:
+            triages = triage_messages(job.shop, job.messages, stored, job.triages)
+            for e in by_job[j]:
+                e.triage = triages[e.index]
+        for m in job.messages:
+            texts = earlier.get((job.shop.id, job.platform, m.conversation_id))
+            if texts is not None and m.text and m.sender == "buyer":
+                texts.append(m.text)
 
 
 def priority_contexts(entries: Sequence["_Entry"], prepared: ingest_sql.Prepared, *, now: datetime) -> None:
@@ -221,6 +247,8 @@ class _Applied:
 
     tickets: dict[ingest_sql.ConversationKey, TicketState]
     provisional: dict[ingest_sql.ConversationKey, TicketState]
+    # Each ticket's latest buyer texts of its open episode (tickets.context), as they are after the group.
+    contexts: dict[str, list[str]]
     changed: dict[str, TicketState] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     woken: set[str] = field(default_factory=set)
@@ -233,8 +261,9 @@ async def _open_tickets(store: ingest_sql.IngestStore, fresh: Sequence[_Entry], 
     ticket_ids, created = prepared.tickets, prepared.created
     # Only the tickets that receive a message are locked and read (sorted, for one lock order).
     receiving = {ticket_ids[e.conversation] for e in fresh if e.key in stored_now} - created
-    tickets = {(r["shop_id"], r["platform"], r["conversation_id"]): TicketState.from_row(r)
-               for r in await store.lock_tickets(sorted(receiving))}
+    locked = await store.lock_tickets(sorted(receiving))
+    tickets = {(r["shop_id"], r["platform"], r["conversation_id"]): TicketState.from_row(r) for r in locked}
+    contexts = {r["id"]: r["context"] for r in locked}
     # A placeholder's state is made here, from its first message, and written by finish.
     provisional = {k: new_ticket(ticket_id=ticket_ids[k], shop=e.shop, platform=e.platform, conversation_id=k[2],
                                  customer_id=prepared.customers[e.customer][0], decision=e.decision, now=now)
@@ -242,8 +271,9 @@ async def _open_tickets(store: ingest_sql.IngestStore, fresh: Sequence[_Entry], 
     for k, ticket in provisional.items():
         if starters[k].message.sender == "seller":
             seller_opened(ticket, now=now)
+        contexts[ticket.id] = []
     tickets.update(provisional)
-    return _Applied(tickets, provisional)
+    return _Applied(tickets, provisional, contexts)
 
 
 def _receive_all(applied: _Applied, fresh: Sequence[_Entry], stored_now: dict[ingest_sql.MessageKey, int],
@@ -268,6 +298,12 @@ def _receive_all(applied: _Applied, fresh: Sequence[_Entry], stored_now: dict[in
         # The message id orders tickets opened in this one commit (all at `now`) as their messages came.
         events = receive(ticket, e.decision, shop=e.shop, now=now, seq=stored_now[e.key])
         held = None
+        if not was_open:
+            applied.contexts[ticket.id] = []  # an episode's context starts with it
+        if e.message.text:
+            context = applied.contexts[ticket.id]
+            context.append(e.message.text)
+            del context[:-CONTEXT_MESSAGES]
         if not was_open:
             customers[e.customer]["opened"] += 1
             _, _, last_agent, last_reply_at = prepared.customers[e.customer]
@@ -375,6 +411,7 @@ async def ingest_group(store: ingest_sql.IngestStore, jobs: Sequence[IngestJob],
     # A new conversation's ticket starts in its first message's queue.
     conversations = [(k, e.shop.route(e.triage.primary)) for k, e in sorted(starters.items())]
     prepared = await store.prepare(list(customers.values()), conversations, now=now)
+    read_fragments(jobs, entries, prepared)
     _decide(fresh, prepared, now=now)
     stored_now = await store.insert_messages([_message_row(e, prepared.tickets[e.conversation], now) for e in fresh])
     applied = await _open_tickets(store, fresh, prepared, starters, stored_now, now=now)
@@ -383,18 +420,19 @@ async def ingest_group(store: ingest_sql.IngestStore, jobs: Sequence[IngestJob],
     previous = await store.finish(
         # A provisional ticket that received nothing (its only message was a duplicate) is not kept.
         deleted=[t.id for t in applied.provisional.values() if t.id not in applied.changed],
-        saved=[t.columns() for t in applied.changed.values()], events=applied.events,
+        saved=[{**t.columns(), "context": applied.contexts[t.id]} for t in applied.changed.values()],
+        events=applied.events,
         customers=list(customers.values()), channel=NOTIFY_CHANNEL, payloads=sorted(applied.woken),
         previous=[e.key for e in fresh if e.key not in stored_now], now=now)
     deliveries = 0
     if outbox is not None:
-        for ticket, data in tier_rises(applied):
-            deliveries += await outbox.enqueue(shop_id=ticket.shop_id, event=DeliveryEvent.TIER_RAISED,
-                                               ticket_id=ticket.id, message_id=None, data=data, now=now)
-        for ticket, message in auto_replies:
-            deliveries += await outbox.enqueue(shop_id=ticket.shop_id, event=DeliveryEvent.REPLY_CREATED,
-                                               ticket_id=ticket.id, message_id=message["id"],
-                                               data={**reply_created(ticket, message), **AUTO_REPLY_MARK}, now=now)
+        # One reply per opened episode: no two of a ticket, as enqueue_all asks.
+        deliveries = await outbox.enqueue_all(
+            [OutboxEvent(ticket.shop_id, DeliveryEvent.TIER_RAISED, ticket.id, None, data)
+             for ticket, data in tier_rises(applied)]
+            + [OutboxEvent(ticket.shop_id, DeliveryEvent.REPLY_CREATED, ticket.id, message["id"],
+                           {**reply_created(ticket, message), **AUTO_REPLY_MARK}) for ticket, message in auto_replies],
+            now=now)
     return _answers(jobs, entries, fresh, stored_now, applied.tickets, previous), applied.woken, deliveries
 
 
@@ -444,14 +482,8 @@ class Ingestor:
         """Store one request's messages; returns after they are committed."""
         triages = triage_messages(shop, messages)
         # Only the learned model reads a fragment in its conversation: the rules alone have no use for the context.
-        wanted = needs_context(messages, triages) if shop.ruleset.model is not None else []
-        if wanted:
-            async with driver(self._drivers) as db:
-                stored = await ingest_sql.open_episode_texts(db, [(shop.id, platform, c) for c in wanted],
-                                                             limit=CONTEXT_MESSAGES)
-            if stored:
-                triages = triage_messages(shop, messages, {key[2]: texts for key, texts in stored.items()}, triages)
-        job = IngestJob(shop, platform, messages, triages)
+        fragments = needs_context(messages, triages) if shop.ruleset.model is not None else ()
+        job = IngestJob(shop, platform, messages, triages, fragments)
         if not self._open:
             raise Unavailable("ingestion is not running")
         self._queue.put_nowait(job)

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import insert
 
 from app.clock import utcnow
-from app.db.deliveries import Outcome, delivery_store
+from app.db.deliveries import OutboxEvent, Outcome, delivery_store
 from app.db.migrate import upgrade_async
 from app.db.models import Shop
 from app.db.session import DriverConnections, create_engine
@@ -187,6 +187,27 @@ async def test_events_without_an_order_are_all_picked_at_once(outbox: Outbox) ->
     for _ in range(3):
         await outbox.reply("t-1", event=DeliveryEvent.TIER_RAISED)
     assert len(await outbox.claim()) == 6
+
+
+async def test_events_enqueued_together_are_written_in_order_only_where_an_endpoint_takes_them(outbox: Outbox) -> None:
+    quiet_shop = f"shop-{uuid.uuid4().hex[:8]}"
+    async with outbox.drivers.engine.begin() as connection:
+        await connection.execute(insert(Shop).values(id=quiet_shop, name="Q", sla_targets={}, created_at=utcnow()))
+    events = [OutboxEvent(outbox.shop_id, DeliveryEvent.TIER_RAISED, "t-1", None, {"to_tier": "P1"}),
+              OutboxEvent(quiet_shop, DeliveryEvent.TIER_RAISED, "t-9", None, {"to_tier": "P1"}),
+              OutboxEvent(outbox.shop_id, REPLY, "t-2", None, {"text": "在的"}),
+              OutboxEvent(outbox.shop_id, REPLY, "t-3", None, {"text": "稍等"})]
+    assert await outbox.call("enqueue_all", events=events, now=utcnow()) == 6
+    written = await outbox.rows("SELECT shop_id, type, ticket_id FROM outbox_events WHERE shop_id IN ($1, $2) "
+                                "ORDER BY id", outbox.shop_id, quiet_shop)
+    assert [(r["type"], r["ticket_id"]) for r in written] == [
+        ("ticket.tier_raised", "t-1"), ("reply.created", "t-2"), ("reply.created", "t-3")]
+    assert {r["shop_id"] for r in written} == {outbox.shop_id}
+    # Both conversations' replies are heads of their lines, and the tier rise has no line: all six go at once.
+    assert len(await outbox.claim()) == 6
+    with pytest.raises(ValueError, match="reply.created"):
+        await outbox.call("enqueue_all", events=[events[2], events[2]], now=utcnow())
+    assert await outbox.call("enqueue_all", events=[], now=utcnow()) == 0
 
 
 async def test_replies_written_while_their_heads_are_recorded_keep_one_head_per_line(outbox: Outbox) -> None:

@@ -53,7 +53,7 @@ class World:
 
 def _saved(state: dict[str, Any], customer_id: int, now: datetime, **changes: Any) -> dict[str, Any]:
     ticket = TicketState.from_row(state)
-    return {**ticket.columns(), "customer_id": customer_id, "updated_at": now, **changes}
+    return {**ticket.columns(), "context": [], "customer_id": customer_id, "updated_at": now, **changes}
 
 
 async def a_new_conversation_gets_a_placeholder_ticket_and_its_buyer_a_row(w: World) -> None:
@@ -80,7 +80,8 @@ async def a_known_conversation_is_found_with_its_open_episode(w: World) -> None:
     [placeholder] = await w.rows("SELECT * FROM tickets WHERE id = $1", ticket_id)
     async with w.group() as store:
         customer_id = prepared.customers[(w.shop, "taobao", "b1")][0]
-        await store.finish(deleted=[], saved=[_saved(placeholder, customer_id, first, awaiting_since=first)],
+        await store.finish(deleted=[], saved=[_saved(placeholder, customer_id, first, awaiting_since=first,
+                                                     context=["付款扣了两次钱", "怎么回事"])],
                            events=[], customers=[], channel="triage_test", payloads=[], previous=[], now=first)
     later = first + timedelta(seconds=30)
     async with w.group() as store:
@@ -89,7 +90,10 @@ async def a_known_conversation_is_found_with_its_open_episode(w: World) -> None:
     assert again.tickets == prepared.tickets and not again.created
     assert again.customers == prepared.customers
     assert again.open_episodes == {(w.shop, "taobao", "c1"): first}
+    assert again.context((w.shop, "taobao", "c1")) == ["付款扣了两次钱", "怎么回事"]
+    assert again.context((w.shop, "taobao", "c2")) == []
     assert locked["id"] == ticket_id and locked["customer_id"] == customer_id and locked["awaiting_since"] == first
+    assert locked["context"] == ["付款扣了两次钱", "怎么回事"]
 
 
 async def a_message_is_stored_once_and_its_duplicate_read_back(w: World) -> None:
@@ -195,11 +199,13 @@ async def test_a_case_leaves_nothing_behind(adapter: type[SharedIngestStore], ap
 
 def test_the_ticket_has_one_column_list() -> None:
     # TicketState (app/domain.py) names the columns of `tickets` in table order; the stores' column lists are
-    # derived from it and from app/db/models.py, so a column added to one and not the other fails here.
+    # derived from it and from app/db/models.py, so a column added to one and not the other fails here. The one
+    # column it leaves out, the open episode's latest buyer texts, only ingestion reads and writes (migration 0033).
     from app.db.ingest import TICKET_COLUMNS
     from app.db.models import Ticket
     from app.domain import TICKET_FIELDS
 
-    assert tuple(column.name for column in Ticket.__table__.columns) == TICKET_FIELDS == tuple(TICKET_COLUMNS)
+    assert tuple(column.name for column in Ticket.__table__.columns) == (*TICKET_FIELDS, "context")
+    assert TICKET_FIELDS == tuple(TICKET_COLUMNS)
     assert (TICKET_COLUMNS["intents"], TICKET_COLUMNS["tier"], TICKET_COLUMNS["opened_seq"],
             TICKET_COLUMNS["lease_expires_at"]) == ("jsonb", "smallint", "bigint", "timestamptz")

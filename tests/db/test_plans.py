@@ -93,7 +93,7 @@ async def test_the_reaper_finds_due_snoozes_and_auto_close_quiet_ones_in_the_pen
         skip_locked = db.skip_locked
     now = datetime.now().astimezone()
     for sql, params, index in ((SNOOZED_DUE, (now, 500), "ix_tickets_snoozed"),
-                               (QUIET_PENDING, ("s", now, 500), "ix_tickets_pending_quiet")):
+                               (QUIET_PENDING, ("s", now, 500), "ix_tickets_pending")):
         lines = await plan_text(app, sql + skip_locked, *params)
         assert not whole_table_reads(lines), "\n".join(lines)
         assert any(index in line for line in lines), "\n".join(lines)
