@@ -7,7 +7,6 @@ same dict.
 """
 
 import functools
-import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -49,7 +48,7 @@ def _time(value: str) -> datetime:
 
 
 _DECODERS: dict[str, Callable[[Any], Any]] = {**dict.fromkeys(_TIME_COLUMNS, _time),
-                                              **dict.fromkeys(_JSON_COLUMNS, json.loads),
+                                              **dict.fromkeys(_JSON_COLUMNS, orjson.loads),
                                               **dict.fromkeys(_BOOL_COLUMNS, bool)}
 
 

@@ -83,8 +83,9 @@ class Prepared:
     # ticket's episode is among its buyer's contacts only if the buyer's row was read late too.
     late_tickets: set[ConversationKey] = field(default_factory=set)
     late_customers: set[CustomerKey] = field(default_factory=set)
-    # The open episodes' latest buyer texts (tickets.context), as read: JSON text from PostgreSQL, decoded only for
-    # the few conversations a fragment asks about (`context`).
+    # The conversations whose open episode's latest buyer texts (tickets.context) were asked for, and those texts as
+    # read: JSON text from PostgreSQL, decoded by `context`.
+    wanted: frozenset[ConversationKey] = frozenset()
     contexts: dict[ConversationKey, str | list[str]] = field(default_factory=dict)
 
     def ticket(self, kind: str, ticket_id: str, key: ConversationKey, status: str | None,
@@ -96,7 +97,7 @@ class Prepared:
             self.created.add(ticket_id)
         elif status is not None and status != Status.RESOLVED:
             self.open_episodes[key] = awaiting_since
-            if context is not None:
+            if context is not None and key in self.wanted:
                 self.contexts[key] = context
 
     def collect(self, records: Sequence[Sequence[Any]], *, late: bool) -> None:
@@ -126,9 +127,10 @@ class IngestStore(Protocol):
     those locks for its last two steps and the commit; groups running side by side overlap the steps before."""
 
     async def prepare(self, customers: Sequence[dict[str, Any]], conversations: Sequence[tuple[ConversationKey, str]],
-                      *, now: datetime) -> Prepared:
+                      *, now: datetime, contexts: frozenset[ConversationKey] = frozenset()) -> Prepared:
         """Customers' ids and contacts, creating new customers; the conversations' ticket ids, creating a placeholder
-        ticket (in the queue given) for each new conversation; the ids of those created, and the open episodes."""
+        ticket (in the queue given) for each new conversation; the ids of those created, the open episodes, and the
+        latest buyer texts of those of `contexts`."""
         ...
 
     async def insert_messages(self, messages: Sequence[dict[str, Any]]) -> dict[MessageKey, int]:
@@ -198,9 +200,9 @@ _PREPARE = (
     f"SELECT {_select(CUSTOMER_COLUMNS, 'k')}, 0, $6, $6 FROM k WHERE k.id IS NULL "
     "ORDER BY k.shop_id, k.platform, k.external_id "
     "ON CONFLICT (shop_id, platform, external_id) DO NOTHING RETURNING id, shop_id, platform, external_id, contacts), "
-    "v AS (SELECT v.*, t.id, t.status, t.awaiting_since, t.context FROM unnest($7::text[], $8::text[], $9::text[], $10::text[]) "
-    "AS v(shop_id, platform, "
-    "conversation_id, queue) LEFT JOIN tickets t ON t.shop_id = v.shop_id AND t.platform = v.platform "
+    "v AS (SELECT v.*, t.id, t.status, t.awaiting_since, CASE WHEN v.wanted THEN t.context END AS context "
+    "FROM unnest($7::text[], $8::text[], $9::text[], $10::text[], $11::boolean[]) AS v(shop_id, platform, "
+    "conversation_id, queue, wanted) LEFT JOIN tickets t ON t.shop_id = v.shop_id AND t.platform = v.platform "
     "AND t.conversation_id = v.conversation_id), "
     f"opened AS (INSERT INTO tickets (id, shop_id, platform, conversation_id, queue, {_columns(_PLACEHOLDER)}, "
     f"{', '.join(_PLACEHOLDER_TIMES)}) SELECT gen_random_uuid()::text, v.shop_id, v.platform, v.conversation_id, "
@@ -324,14 +326,15 @@ class SharedIngestStore:
         return found
 
     async def prepare(self, customers: Sequence[dict[str, Any]], conversations: Sequence[tuple[ConversationKey, str]],
-                      *, now: datetime) -> Prepared:
+                      *, now: datetime, contexts: frozenset[ConversationKey] = frozenset()) -> Prepared:
         # Customers are upserted at once (their nick, VIP level and last seen; finish adds their contacts).
         width = len(CUSTOMER_COLUMNS) + 3
         found = await self._each_chunk(
             customers, lambda n: _upsert_customers_sql(n, width),
             lambda c: [*_params(CUSTOMER_COLUMNS, c), 0, now, now])
         prepared = Prepared(customers={(r["shop_id"], r["platform"], r["external_id"]): (
-            r["id"], r["contacts"], r["last_agent_id"], decoded(r)["last_agent_reply_at"]) for r in found})
+            r["id"], r["contacts"], r["last_agent_id"], decoded(r)["last_agent_reply_at"]) for r in found},
+            wanted=contexts)
         for row in await self._each_chunk([k for k, _ in conversations],
                                           lambda n: _TICKET_READ + f"(VALUES {_row_placeholders(n, 3)})"
                                           + self.db.for_update, lambda k: k):
@@ -427,12 +430,13 @@ class PostgresIngestStore(SharedIngestStore):
     """
 
     async def prepare(self, customers: Sequence[dict[str, Any]], conversations: Sequence[tuple[ConversationKey, str]],
-                      *, now: datetime) -> Prepared:
+                      *, now: datetime, contexts: frozenset[ConversationKey] = frozenset()) -> Prepared:
         keys = [k for k, _ in conversations]
-        found = Prepared()
+        found = Prepared(wanted=contexts)
         fetch = self.db.connection.fetch
+        # Only the contexts asked for travel: a fragment's conversation is one of a few dozen.
         found.collect(await fetch(_PREPARE, *_arrays(CUSTOMER_COLUMNS, customers), now, *_key_columns(keys),
-                                  [queue for _, queue in conversations]), late=False)
+                                  [queue for _, queue in conversations], [k in contexts for k in keys]), late=False)
         absent = [k for k in ((c["shop_id"], c["platform"], c["external_id"]) for c in customers)
                   if k not in found.customers]
         unticketed = [k for k in keys if k not in found.tickets]

@@ -30,7 +30,7 @@ from app.services.directory import ShopInfo
 from app.services.notify import Notifier
 from app.services.tickets import (InboundDecision, new_ticket, offer_first, receive, seller_opened, seller_reply,
                                   sticky_owner)
-from app.triage import PriorityContext, Triage, classify, priority_for
+from app.triage import PriorityContext, Reading, Triage, classify, priority_for, read
 from app.triage.events import classify_event, classify_media
 from app.triage.hybrid import CONTEXT_MESSAGES
 
@@ -55,8 +55,9 @@ class IngestJob:
     messages: Sequence[WebhookMessage]
     triages: list[Triage]
     # Conversations whose first message here is a fragment (`needs_context`): read again in the writer, with the
-    # latest buyer texts of their open episode.
+    # latest buyer texts of their open episode, from their texts' readings alone (by message index).
     fragments: Sequence[str] = ()
+    readings: dict[int, Reading] = field(default_factory=dict)
     done: asyncio.Future[list[IngestedMessage]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -83,12 +84,14 @@ class _Entry:
 
 
 def triage_messages(shop: ShopInfo, messages: Sequence[WebhookMessage], stored: Mapping[str, list[str]] | None = None,
-                    first: Sequence[Triage] | None = None) -> list[Triage]:
+                    first: Sequence[Triage] | None = None, readings: dict[int, Reading] | None = None) -> list[Triage]:
     """Classify outside the transaction; the priority is finished once the customer's history is known.
 
     Each message is read with the earlier buyer messages of its conversation as context: those of this request
     before it, after `stored` ones of the open episode by conversation id (given only for fragments; see
-    `needs_context`). Given the `first` reading, only the conversations `stored` has are read again.
+    `needs_context`). Given the `first` reading, only the conversations `stored` has are read again. `readings`
+    collects each text's reading alone by message index, and where it has one already, the message is not read
+    alone again.
     """
     stored = stored or {}
     earlier: dict[str, list[str]] = {}
@@ -98,22 +101,28 @@ def triage_messages(shop: ShopInfo, messages: Sequence[WebhookMessage], stored: 
         if first is not None and m.conversation_id not in stored:
             triages.append(first[index])
         else:
-            triages.append(triage_one(m, shop, context=before[-CONTEXT_MESSAGES:]))
+            triages.append(triage_one(m, shop, context=before[-CONTEXT_MESSAGES:], readings=readings, index=index))
         if m.text and m.sender == "buyer":
             before.append(m.text)
     return triages
 
 
-def triage_one(message: WebhookMessage, shop: ShopInfo, *, context: Sequence[str]) -> Triage:
+def triage_one(message: WebhookMessage, shop: ShopInfo, *, context: Sequence[str],
+               readings: dict[int, Reading] | None = None, index: int = 0) -> Triage:
     """A message's triage by what it carries (SPEC 9.2): a system event by the event (and its caption), a text or a
-    caption by its words, bare media as what it is."""
+    caption by its words, bare media as what it is. A text's reading alone is kept in (or taken from) `readings`."""
     if message.sender == "seller":
         return classify_media("seller", ruleset=shop.ruleset)  # a placeholder the pipeline routes by; never stored
     if message.kind == "system" and message.event is not None:
         return classify_event(message.event, rating=message.rating, caption=message.text, ruleset=shop.ruleset,
                               context=context)
     if message.text:
-        return classify(message.text, shop.ruleset, context=context)
+        if readings is None:
+            return classify(message.text, shop.ruleset, context=context)
+        reading = readings.get(index)
+        if reading is None:
+            reading = readings[index] = read(message.text, shop.ruleset)
+        return reading.triage(context=context)
     return classify_media(message.kind, ruleset=shop.ruleset)
 
 
@@ -149,7 +158,7 @@ def read_fragments(jobs: Sequence[IngestJob], entries: Sequence["_Entry"], prepa
         stored = {c: earlier[(job.shop.id, job.platform, c)][-CONTEXT_MESSAGES:] for c in job.fragments}
         stored = {c: texts for c, texts in stored.items() if texts}
         if stored:
-            triages = triage_messages(job.shop, job.messages, stored, job.triages)
+            triages = triage_messages(job.shop, job.messages, stored, job.triages, job.readings)
             for e in by_job[j]:
                 e.triage = triages[e.index]
         for m in job.messages:
@@ -410,7 +419,8 @@ async def ingest_group(store: ingest_sql.IngestStore, jobs: Sequence[IngestJob],
     customers, starters = _buyers_and_starters(fresh)
     # A new conversation's ticket starts in its first message's queue.
     conversations = [(k, e.shop.route(e.triage.primary)) for k, e in sorted(starters.items())]
-    prepared = await store.prepare(list(customers.values()), conversations, now=now)
+    prepared = await store.prepare(list(customers.values()), conversations, now=now,
+                                   contexts=frozenset((job.shop.id, job.platform, c) for job in jobs for c in job.fragments))
     read_fragments(jobs, entries, prepared)
     _decide(fresh, prepared, now=now)
     stored_now = await store.insert_messages([_message_row(e, prepared.tickets[e.conversation], now) for e in fresh])
@@ -480,10 +490,14 @@ class Ingestor:
 
     async def submit(self, shop: ShopInfo, platform: str, messages: Sequence[WebhookMessage]) -> list[IngestedMessage]:
         """Store one request's messages; returns after they are committed."""
-        triages = triage_messages(shop, messages)
+        readings: dict[int, Reading] = {}
+        triages = triage_messages(shop, messages, readings=readings)
         # Only the learned model reads a fragment in its conversation: the rules alone have no use for the context.
         fragments = needs_context(messages, triages) if shop.ruleset.model is not None else ()
-        job = IngestJob(shop, platform, messages, triages, fragments)
+        if fragments:
+            wanted = set(fragments)
+            readings = {i: r for i, r in readings.items() if messages[i].conversation_id in wanted}
+        job = IngestJob(shop, platform, messages, triages, fragments, readings if fragments else {})
         if not self._open:
             raise Unavailable("ingestion is not running")
         self._queue.put_nowait(job)

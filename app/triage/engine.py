@@ -355,33 +355,62 @@ def classify(text: str, ruleset: Ruleset | None = None, *, context: Sequence[str
     `context` holds the earlier buyer messages of the open conversation, oldest first; they are read only when the
     message alone shows no intent (a fragment such as "订单只有一个"), and never make it a P1 on their own.
     """
+    return read(text, ruleset).triage(context=context, priority_context=priority_context)
+
+
+def read(text: str, ruleset: Ruleset | None = None) -> "Reading":
+    """A message read alone, by the rules and the model: what its triage in any conversation is made from."""
     if not isinstance(text, str):
         raise TypeError(f"text must be str, not {type(text).__name__}")
-    rs = ruleset or default_ruleset()
-    reading = _RulesReading(rs, text)
-    normalised, hits, cue_counts = reading.normalised, reading.hits, reading.cue_counts
-    model = rs.model
-    prediction = model.predict(normalised.text, reading.signals()) if model is not None else None
-    if prediction is not None:
-        if context and not hits:
+    return Reading(text, ruleset or default_ruleset())
+
+
+class Reading:
+    """The rules' and the model's reading of one message alone. `triage` gives its triage, in a conversation or not:
+    ingestion reads a fragment first alone and then, in its writer, with the conversation's earlier messages, and
+    only the conversation's part is read the second time."""
+
+    __slots__ = ("text", "ruleset", "rules", "prediction", "_alone")
+
+    def __init__(self, text: str, rs: Ruleset) -> None:
+        self.text = text
+        self.ruleset = rs
+        self.rules = _RulesReading(rs, text)
+        model = rs.model
+        self.prediction = (model.predict(self.rules.normalised.text, self.rules.signals()) if model is not None
+                           else None)
+        self._alone: list[IntentHit] | None = None
+
+    def alone(self) -> list[IntentHit]:
+        """The intents of the message alone, first the primary one; none when nothing was found."""
+        if self._alone is None:
+            reading, model = self.rules, self.ruleset.model
+            if self.prediction is None or model is None:
+                self._alone = list(reading.hits)
+            else:
+                normalised = reading.normalised
+                self._alone = list(decide(reading.hits, self.prediction, model, self.text, normalised.text,
+                                          normalised.origin, reading.negated, masked=reading.masked))
+        return self._alone
+
+    def triage(self, *, context: Sequence[str] = (), priority_context: PriorityContext | None = None) -> Triage:
+        rs, reading, prediction = self.ruleset, self.rules, self.prediction
+        hits = list(self.alone())
+        if context and prediction is not None and rs.model is not None and not reading.hits:
             # No rule fired: the words may only make sense after the earlier messages ("订单只有一个").
-            alone = decide(hits, prediction, model, text, normalised.text, normalised.origin,  # type: ignore[arg-type]
-                           reading.negated, masked=reading.masked)
-            hits = _read_in_context(model, alone, text, context)  # type: ignore[arg-type]
-        else:
-            hits = decide(hits, prediction, model, text, normalised.text, normalised.origin,  # type: ignore[arg-type]
-                          reading.negated, masked=reading.masked)
-    if not hits:
-        hits.append(IntentHit("other", "P4", 0.0, ()))
-    primary = hits[0].intent
-    emotion = _emotion(cue_counts, rs.emotion_baseline.get(primary, "neutral"))
-    urgent = cue_counts[_URGENT] > 0
-    if prediction is not None:
-        emotion = blend_emotion(emotion, cue_counts[_ANGRY], prediction)
-        urgent = urgent or prediction.urgent >= URGENT_PROBABILITY
-    priority = _priority(rs, primary, emotion, urgent, priority_context or _NO_CONTEXT)
-    return Triage(primary, TIERS[primary], priority, tuple(hits), emotion, urgent,
-                  detect_language(normalised), rs.routes[primary], rs.id, rs.model_version)
+            hits = _read_in_context(rs.model, hits, self.text, context)
+        if not hits:
+            hits.append(IntentHit("other", "P4", 0.0, ()))
+        primary = hits[0].intent
+        cue_counts = reading.cue_counts
+        emotion = _emotion(cue_counts, rs.emotion_baseline.get(primary, "neutral"))
+        urgent = cue_counts[_URGENT] > 0
+        if prediction is not None:
+            emotion = blend_emotion(emotion, cue_counts[_ANGRY], prediction)
+            urgent = urgent or prediction.urgent >= URGENT_PROBABILITY
+        priority = _priority(rs, primary, emotion, urgent, priority_context or _NO_CONTEXT)
+        return Triage(primary, TIERS[primary], priority, tuple(hits), emotion, urgent,
+                      detect_language(reading.normalised), rs.routes[primary], rs.id, rs.model_version)
 
 
 def _read_in_context(model: TextModel, alone: list[IntentHit], text: str, context: Sequence[str]) -> list[IntentHit]:

@@ -80,8 +80,7 @@ async def a_known_conversation_is_found_with_its_open_episode(w: World) -> None:
     [placeholder] = await w.rows("SELECT * FROM tickets WHERE id = $1", ticket_id)
     async with w.group() as store:
         customer_id = prepared.customers[(w.shop, "taobao", "b1")][0]
-        await store.finish(deleted=[], saved=[_saved(placeholder, customer_id, first, awaiting_since=first,
-                                                     context=["付款扣了两次钱", "怎么回事"])],
+        await store.finish(deleted=[], saved=[_saved(placeholder, customer_id, first, awaiting_since=first)],
                            events=[], customers=[], channel="triage_test", payloads=[], previous=[], now=first)
     later = first + timedelta(seconds=30)
     async with w.group() as store:
@@ -90,10 +89,38 @@ async def a_known_conversation_is_found_with_its_open_episode(w: World) -> None:
     assert again.tickets == prepared.tickets and not again.created
     assert again.customers == prepared.customers
     assert again.open_episodes == {(w.shop, "taobao", "c1"): first}
-    assert again.context((w.shop, "taobao", "c1")) == ["付款扣了两次钱", "怎么回事"]
-    assert again.context((w.shop, "taobao", "c2")) == []
     assert locked["id"] == ticket_id and locked["customer_id"] == customer_id and locked["awaiting_since"] == first
+
+
+async def an_open_episodes_latest_buyer_texts_are_read_where_asked(w: World) -> None:
+    first = utcnow()
+    async with w.group() as store:
+        prepared = await store.prepare([w.customer("b1")], [w.conversation("c1")], now=first)
+        ticket_id = prepared.tickets[(w.shop, "taobao", "c1")]
+    [placeholder] = await w.rows("SELECT * FROM tickets WHERE id = $1", ticket_id)
+    async with w.group() as store:
+        customer_id = prepared.customers[(w.shop, "taobao", "b1")][0]
+        await store.finish(deleted=[], saved=[_saved(placeholder, customer_id, first, awaiting_since=first,
+                                                     context=["付款扣了两次钱", "怎么回事"])],
+                           events=[], customers=[], channel="triage_test", payloads=[], previous=[], now=first)
+    later = first + timedelta(seconds=30)
+    c1, c2 = (w.shop, "taobao", "c1"), (w.shop, "taobao", "c2")
+    async with w.group() as store:
+        asked = await store.prepare([w.customer("b1")], [w.conversation("c1"), w.conversation("c2")], now=later,
+                                    contexts=frozenset({c1, c2}))
+        unasked = await store.prepare([w.customer("b1")], [w.conversation("c1")], now=later)
+        [locked] = await store.lock_tickets([ticket_id])
+    assert asked.context(c1) == ["付款扣了两次钱", "怎么回事"]
+    assert asked.context(c2) == []  # a new conversation has no episode yet
+    assert unasked.context(c1) == []
     assert locked["context"] == ["付款扣了两次钱", "怎么回事"]
+    [resolved] = await w.rows("SELECT * FROM tickets WHERE id = $1", ticket_id)
+    async with w.group() as store:
+        await store.finish(deleted=[], saved=[_saved(resolved, customer_id, later, status=Status.RESOLVED,
+                                                     context=["付款扣了两次钱", "怎么回事"])],
+                           events=[], customers=[], channel="triage_test", payloads=[], previous=[], now=later)
+        closed = await store.prepare([w.customer("b1")], [w.conversation("c1")], now=later, contexts=frozenset({c1}))
+    assert closed.context(c1) == []  # a resolved episode lends its words to no fragment
 
 
 async def a_message_is_stored_once_and_its_duplicate_read_back(w: World) -> None:
@@ -165,6 +192,7 @@ async def more_rows_than_one_statement_takes_are_written_in_chunks(w: World) -> 
 CASES: list[Callable[[World], Awaitable[None]]] = [
     a_new_conversation_gets_a_placeholder_ticket_and_its_buyer_a_row,
     a_known_conversation_is_found_with_its_open_episode,
+    an_open_episodes_latest_buyer_texts_are_read_where_asked,
     a_message_is_stored_once_and_its_duplicate_read_back,
     finish_writes_tickets_events_and_contacts_and_drops_unused_placeholders,
     more_rows_than_one_statement_takes_are_written_in_chunks,
