@@ -190,8 +190,9 @@ _PREPARE = (
     # runs its parts in order), rows in key order, as in every group, so that groups creating the same keys wait
     # for each other instead of deadlocking: the ORDER BYs say so, for the join to the tickets may come out in any
     # order (a hash join did, and two groups deadlocked on their new tickets, each time a second lost before
-    # PostgreSQL's deadlock_timeout). The customers' LATERAL ... LIMIT 1 keeps to the unique index even when the
-    # planner's statistics still describe a small table.
+    # PostgreSQL's deadlock_timeout). The LATERAL ... LIMIT 1 lookups of customers and tickets keep to the unique
+    # indexes even when the plan was made while the table was small: a join let a connection's cached plan read
+    # every ticket for each group once it had (bench/ingest.py, 2.8 ms a group at 4,000 tickets).
     f"WITH k AS (SELECT k.*, c.id, c.contacts, c.last_agent_id, c.last_agent_reply_at "
     f"FROM {_unnest(CUSTOMER_COLUMNS, alias='k')} LEFT JOIN LATERAL "
     "(SELECT id, contacts, last_agent_id, last_agent_reply_at FROM customers c WHERE c.shop_id = k.shop_id AND c.platform = k.platform "
@@ -202,8 +203,9 @@ _PREPARE = (
     "ON CONFLICT (shop_id, platform, external_id) DO NOTHING RETURNING id, shop_id, platform, external_id, contacts), "
     "v AS (SELECT v.*, t.id, t.status, t.awaiting_since, CASE WHEN v.wanted THEN t.context END AS context "
     "FROM unnest($7::text[], $8::text[], $9::text[], $10::text[], $11::boolean[]) AS v(shop_id, platform, "
-    "conversation_id, queue, wanted) LEFT JOIN tickets t ON t.shop_id = v.shop_id AND t.platform = v.platform "
-    "AND t.conversation_id = v.conversation_id), "
+    "conversation_id, queue, wanted) LEFT JOIN LATERAL (SELECT id, status, awaiting_since, context FROM tickets t "
+    "WHERE t.shop_id = v.shop_id AND t.platform = v.platform AND t.conversation_id = v.conversation_id LIMIT 1) t "
+    "ON true), "
     f"opened AS (INSERT INTO tickets (id, shop_id, platform, conversation_id, queue, {_columns(_PLACEHOLDER)}, "
     f"{', '.join(_PLACEHOLDER_TIMES)}) SELECT gen_random_uuid()::text, v.shop_id, v.platform, v.conversation_id, "
     f"v.queue, {', '.join(_PLACEHOLDER.values())}, {', '.join(['$6'] * len(_PLACEHOLDER_TIMES))} FROM v "
@@ -256,10 +258,13 @@ def _finish_sql() -> str:
                             for c, t in _SAVED_COLUMNS.items() if c != "id")
     # One statement. Customers are updated through ON CONFLICT, which takes their rows in the (sorted) order
     # given: groups updating the same buyers wait for each other instead of deadlocking. The pg_notify SELECT
-    # is joined in so that it runs even when no duplicate is read; notifications go out at commit.
+    # is joined in so that it runs even when no duplicate is read; notifications go out at commit. Tickets and keys
+    # are found by LATERAL ... LIMIT 1 lookups, as in _PREPARE: a join's plan made while the table was small
+    # read the whole table for every group after.
     return (
         "WITH gone AS (DELETE FROM tickets WHERE id IN (SELECT unnest($1::text[]))), "
-        f"saved AS (UPDATE tickets SET {assignments} FROM {saved} WHERE tickets.id = u.id), "
+        f"saved AS (UPDATE tickets SET {assignments} FROM {saved} CROSS JOIN LATERAL "
+        "(SELECT t.ctid AS row_id FROM tickets t WHERE t.id = u.id LIMIT 1) found WHERE tickets.ctid = found.row_id), "
         f"logged AS (INSERT INTO ticket_events ({_columns(EVENT_COLUMNS)}) SELECT {_select(EVENT_COLUMNS)} "
         f"FROM {events}), "
         f"touched AS (INSERT INTO customers ({_columns(CUSTOMER_COLUMNS)}, contacts, first_seen_at, last_seen_at) "
@@ -268,9 +273,10 @@ def _finish_sql() -> str:
         "vip_level = excluded.vip_level, last_seen_at = excluded.last_seen_at, "
         "contacts = customers.contacts + excluded.contacts), "
         f"notified AS (SELECT count(pg_notify(${n + 1}, p)) AS n FROM unnest(${n + 2}::text[]) AS p), "
-        "previous AS (SELECT shop_id, platform, external_id, ticket_id, primary_intent, tier, priority, queue "
-        "FROM message_keys WHERE (shop_id, platform, external_id) IN "
-        f"(SELECT * FROM unnest(${n + 3}::text[], ${n + 4}::text[], ${n + 5}::text[]))) "
+        "previous AS (SELECT m.* FROM unnest("
+        f"${n + 3}::text[], ${n + 4}::text[], ${n + 5}::text[]) AS p(shop_id, platform, external_id) CROSS JOIN LATERAL "
+        "(SELECT shop_id, platform, external_id, ticket_id, primary_intent, tier, priority, queue FROM message_keys k "
+        "WHERE k.shop_id = p.shop_id AND k.platform = p.platform AND k.external_id = p.external_id LIMIT 1) m) "
         "SELECT previous.* FROM notified LEFT JOIN previous ON true")
 
 

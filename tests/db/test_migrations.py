@@ -398,3 +398,41 @@ async def test_the_rollup_migration_goes_down_and_up_on_a_populated_database(
                 days = await session.scalar(text("SELECT count(*) FROM stats_days"))
             again = await figures()
         assert days and again == rolled == plain
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_the_ticket_context_migration_fills_open_episodes_from_their_messages(backend: str, tmp_path: Path) -> None:
+    """Migration 0033 up keeps on each open ticket its episode's latest buyer texts, read from the messages (a
+    resolved ticket's episode has none); 0034 down and up again leave them as they are."""
+    async with fresh_database(backend, tmp_path) as url:
+        await upgrade_async(url)
+        app = create_app(make_settings(url))
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            shop = (await client.post("/v1/shops", json={"id": "chatty", "name": "Chatty"}, headers=ADMIN)).json()
+            agent = await new_agent(client, ADMIN, "chatty")
+            await post_signed(client, "chatty", shop["webhook_secret"], [message("我要退货", conversation="closed")])
+            closed = (await claim(client, agent)).json()
+            assert (await client.post(f"/v1/tickets/{closed['id']}/resolve", headers=agent["headers"])).status_code == 200
+            texts = ["付款扣了两次钱", "怎么回事", "", "能退一笔吗", "在吗"]
+            for n, words in enumerate(texts):
+                sent = message(words, conversation="open", message_id=f"o{n}")
+                if not words:  # a picture: no words to lend a fragment
+                    del sent["text"]
+                    sent.update(kind="image", attachments=[{"url": "https://img.example.com/a.jpg",
+                                                            "mime": "image/jpeg", "name": "a.jpg"}])
+                answer = await post_signed(client, "chatty", shop["webhook_secret"], [sent])
+                assert answer.status_code == 202, answer.text
+
+        async def contexts() -> dict[str, list[str]]:
+            engine = create_async_engine(url)
+            async with engine.connect() as connection:
+                rows = (await connection.execute(select(Ticket.conversation_id, Ticket.context))).all()
+            await engine.dispose()
+            return {row[0]: row[1] for row in rows}
+
+        written = {"open": ["怎么回事", "能退一笔吗", "在吗"], "closed": ["我要退货"]}
+        assert await contexts() == written  # as ingestion keeps them
+        await asyncio.to_thread(downgrade, url, "0032")
+        await asyncio.to_thread(upgrade, url)
+        assert await contexts() == {**written, "closed": []}  # the migration reads open episodes only
