@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from app.clock import utcnow
 from app.db.driver import Driver, decoded, driver
-from app.db.ingest import IngestStore, PostgresIngestStore, SharedIngestStore
+from app.db.ingest import IngestStore, PostgresIngestStore, Prepared, SharedIngestStore
 from app.domain import EventKind, Status, TicketState
 from tests.support.rollback import rolled_back_driver
 
@@ -72,16 +72,23 @@ async def a_new_conversation_gets_a_placeholder_ticket_and_its_buyer_a_row(w: Wo
     assert customer == {"id": customer_id, "nick": "buyer", "vip_level": 3}
 
 
-async def a_known_conversation_is_found_with_its_open_episode(w: World) -> None:
-    first = utcnow()
+async def _open_episode(w: World, first: datetime, **changes: Any) -> tuple[Prepared, str, int]:
+    """Conversation c1 of buyer b1, its ticket saved with an episode open since `first` (and `changes`): what prepare
+    found, the ticket's id and the buyer's."""
     async with w.group() as store:
         prepared = await store.prepare([w.customer("b1")], [w.conversation("c1")], now=first)
         ticket_id = prepared.tickets[(w.shop, "taobao", "c1")]
     [placeholder] = await w.rows("SELECT * FROM tickets WHERE id = $1", ticket_id)
     async with w.group() as store:
         customer_id = prepared.customers[(w.shop, "taobao", "b1")][0]
-        await store.finish(deleted=[], saved=[_saved(placeholder, customer_id, first, awaiting_since=first)],
+        await store.finish(deleted=[], saved=[_saved(placeholder, customer_id, first, awaiting_since=first, **changes)],
                            events=[], customers=[], channel="triage_test", payloads=[], previous=[], now=first)
+    return prepared, ticket_id, customer_id
+
+
+async def a_known_conversation_is_found_with_its_open_episode(w: World) -> None:
+    first = utcnow()
+    prepared, ticket_id, customer_id = await _open_episode(w, first)
     later = first + timedelta(seconds=30)
     async with w.group() as store:
         again = await store.prepare([w.customer("b1", nick="renamed")], [w.conversation("c1")], now=later)
@@ -94,15 +101,7 @@ async def a_known_conversation_is_found_with_its_open_episode(w: World) -> None:
 
 async def an_open_episodes_latest_buyer_texts_are_read_where_asked(w: World) -> None:
     first = utcnow()
-    async with w.group() as store:
-        prepared = await store.prepare([w.customer("b1")], [w.conversation("c1")], now=first)
-        ticket_id = prepared.tickets[(w.shop, "taobao", "c1")]
-    [placeholder] = await w.rows("SELECT * FROM tickets WHERE id = $1", ticket_id)
-    async with w.group() as store:
-        customer_id = prepared.customers[(w.shop, "taobao", "b1")][0]
-        await store.finish(deleted=[], saved=[_saved(placeholder, customer_id, first, awaiting_since=first,
-                                                     context=["付款扣了两次钱", "怎么回事"])],
-                           events=[], customers=[], channel="triage_test", payloads=[], previous=[], now=first)
+    _, ticket_id, customer_id = await _open_episode(w, first, context=["付款扣了两次钱", "怎么回事"])
     later = first + timedelta(seconds=30)
     c1, c2 = (w.shop, "taobao", "c1"), (w.shop, "taobao", "c2")
     async with w.group() as store:
