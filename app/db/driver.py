@@ -36,9 +36,16 @@ def json_text(value: Any) -> str:
 
 
 def sqlite_time(value: datetime | None) -> str | None:
+    return None if value is None else _utc_text(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _utc_text(value: datetime) -> str:
     # The same text SQLAlchemy's SQLite DATETIME writes, so both paths sort and parse alike. Not strftime: its %Y
-    # does not pad years before 1000, which SQLAlchemy then cannot read back.
-    return None if value is None else value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    # does not pad years before 1000, which SQLAlchemy then cannot read back. Cached: an ingest group writes its
+    # one `now` into a dozen columns of each message, and isoformat() was 5 % of the worker's CPU on SQLite
+    # (py-spy, bench/ingest.py at batch 20). Equal instants are equal keys whatever their zone, and give one text.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _time(value: str) -> datetime:
