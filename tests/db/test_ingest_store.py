@@ -188,6 +188,25 @@ async def more_rows_than_one_statement_takes_are_written_in_chunks(w: World) -> 
     assert row["n"] == count
 
 
+async def texts_holding_separators_or_nothing_are_stored_as_sent(w: World) -> None:
+    # PostgresIngestStore packs a text column into one string (app/db/ingest.py, _pack): values holding its marks,
+    # empty ones and absent ones must come back unchanged.
+    now = utcnow()
+    odd = ["\x1f", "\x1e", "a\x1fb\x1ec", "", "引号\x1f\x1f"]
+    customers = [w.customer(f"b{i}", nick=nick) for i, nick in enumerate(odd)]
+    async with w.group() as store:
+        prepared = await store.prepare(customers, [w.conversation("\x1e")], now=now)
+        ticket_id = prepared.tickets[(w.shop, "taobao", "\x1e")]
+        messages = [{**w.message(ticket_id, f"m{i}", now, text=text), "order_id": None if i % 2 else text}
+                    for i, text in enumerate(odd)]
+        stored = await store.insert_messages(messages)
+    assert len(stored) == len(odd)
+    rows = await w.rows("SELECT text, order_id FROM messages WHERE ticket_id = $1 ORDER BY id", ticket_id)
+    assert rows == [{"text": m["text"], "order_id": m["order_id"]} for m in messages]
+    nicks = await w.rows("SELECT external_id, nick FROM customers WHERE shop_id = $1 ORDER BY external_id", w.shop)
+    assert nicks == [{"external_id": f"b{i}", "nick": nick} for i, nick in enumerate(odd)]
+
+
 CASES: list[Callable[[World], Awaitable[None]]] = [
     a_new_conversation_gets_a_placeholder_ticket_and_its_buyer_a_row,
     a_known_conversation_is_found_with_its_open_episode,
@@ -195,6 +214,7 @@ CASES: list[Callable[[World], Awaitable[None]]] = [
     a_message_is_stored_once_and_its_duplicate_read_back,
     finish_writes_tickets_events_and_contacts_and_drops_unused_placeholders,
     more_rows_than_one_statement_takes_are_written_in_chunks,
+    texts_holding_separators_or_nothing_are_stored_as_sent,
 ]
 
 
@@ -236,3 +256,18 @@ def test_the_ticket_has_one_column_list() -> None:
     assert TICKET_FIELDS == tuple(TICKET_COLUMNS)
     assert (TICKET_COLUMNS["intents"], TICKET_COLUMNS["tier"], TICKET_COLUMNS["opened_seq"],
             TICKET_COLUMNS["lease_expires_at"]) == ("jsonb", "smallint", "bigint", "timestamptz")
+
+
+@pytest.mark.parametrize("values", [[], [""], [None], ["", ""], ["\x1f"], ["\x1e"], ["a", None, "", "\x1f\x1e"]],
+                         ids=repr)
+async def test_a_packed_text_column_comes_back_as_it_was(values: list[str | None], app: FastAPI,
+                                                       database_url: str) -> None:
+    from app.db.ingest import _Params, _packed_array
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("packed columns are PostgresIngestStore's")
+    params = _Params().texts(values).all()
+    async with rolled_back_driver(app) as db:
+        [row] = await db.rows(f"SELECT {_packed_array(3)} AS back", *params)
+    assert row["back"] == values
+    assert params[:2] != ["\x1f", "\x1e"] or not any(v and ("\x1f" in v or v == "\x1e") for v in values)
