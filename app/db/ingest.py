@@ -21,7 +21,7 @@ from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, SmallIntege
 from sqlalchemy.types import TypeDecorator
 
 from app.db.base import Base
-from app.db.driver import Driver, Record, decoded, json_text, placeholders
+from app.db.driver import Driver, Record, decoded, json_decoded, json_text, placeholders
 from app.db.models import Customer, Message, MessageIdempotencyKey, Ticket, TicketEvent
 from app.domain import TICKET_FIELDS, Status
 
@@ -533,7 +533,7 @@ class PostgresIngestStore(SharedIngestStore):
         return {(r[1], r[2], r[3]): r[0] for r in records}
 
     async def lock_tickets(self, ids: Sequence[str]) -> list[dict[str, Any]]:
-        return [decoded(r) for r in await self.db.rows(_LOCK_TICKETS, *_Params().texts(list(ids)).all())] if ids else []
+        return [json_decoded(r) for r in await self.db.rows(_LOCK_TICKETS, *_Params().texts(list(ids)).all())] if ids else []
 
     async def finish(self, *, deleted: Sequence[str], saved: Sequence[dict[str, Any]], events: Sequence[dict[str, Any]],
                      customers: Sequence[dict[str, Any]], channel: str, payloads: Sequence[str],
@@ -541,7 +541,7 @@ class PostgresIngestStore(SharedIngestStore):
         rows = await self.db.rows(
             _FINISH, *_Params().texts(list(deleted)).rows(_SAVED_COLUMNS, saved).rows(EVENT_COLUMNS, events)
             .rows(_TOUCHED_COLUMNS, customers).value(now).value(channel).texts(list(payloads)).keys(previous).all())
-        return {(r["shop_id"], r["platform"], r["external_id"]): decoded(r) for r in rows if r["shop_id"] is not None}
+        return {(r["shop_id"], r["platform"], r["external_id"]): json_decoded(r) for r in rows if r["shop_id"] is not None}
 
 
 @asynccontextmanager
