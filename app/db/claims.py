@@ -6,7 +6,8 @@ bare driver (app/db/driver.py) rather than the ORM (docs/design.md, "The hot pat
 SharedTicketStore writes each statement once, for both databases: on SQLite each write is one short BEGIN
 IMMEDIATE transaction. PostgresTicketStore replaces the operations where PostgreSQL saves round trips: a
 claim is one call of triage_claim() (migrations 0004, 0006, 0013 and 0021), a holder's write changes the ticket and
-appends its event in one statement with CTEs and reads the thread in it, and wake-ups are NOTIFYs.
+appends its event in one statement with CTEs and reads the thread in it. Wake-ups are the driver's NOTIFYs
+(Driver.notify).
 """
 
 import functools
@@ -495,9 +496,9 @@ class SharedTicketStore:
             agent_id, now)
 
     async def notify(self, channel: str, shop_ids: Iterable[str]) -> None:
-        """Wake other processes' waiting claimers at commit; SQLite has no NOTIFY (they find the work at their
-        periodic re-check)."""
-        return None
+        """Wake other processes' waiting claimers at commit (Driver.notify: SQLite's find the work at their periodic
+        re-check)."""
+        await self.db.notify(channel, shop_ids)
 
     async def auto_close_queues(self) -> list[Record]:
         """Every queue of the shops that close silent tickets, with the shop's `hours`."""
@@ -672,10 +673,6 @@ class PostgresTicketStore(SharedTicketStore):
                 result[row["ticket_id"]].append(decoded(row))
         return result
 
-    async def notify(self, channel: str, shop_ids: Iterable[str]) -> None:
-        # Delivered at commit (or at once outside a transaction), to listeners in every process.
-        for shop_id in sorted(set(shop_ids)):
-            await self.db.execute("SELECT pg_notify($1, $2)", channel, shop_id)
 
 
 def store_for(db: Driver, *, thread_page: int | None = None) -> TicketStore:

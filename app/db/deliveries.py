@@ -4,7 +4,7 @@ Same shape as the ticket store (app/db/claims.py): SharedDeliveryStore writes ea
 databases; PostgresDeliveryStore replaces only what a PostgreSQL feature earns: the relay's pick walks the
 endpoints with pending heads and takes each one's due ones with FOR UPDATE SKIP LOCKED (SQLite's one write lock
 already serialises the pick), an event and its deliveries are one statement, a batch of attempts is recorded with
-arrays, and a new event NOTIFYs the relays of every process.
+arrays. Wake-ups (NOTIFY) and the conversations' locks (advisory) are the driver's (Driver.notify, Driver.lock_keys).
 
 A conversation's reply.created deliveries to an endpoint form a line: only its head (`head`, migration 0014) may
 be picked, and the next one becomes the head when the head is delivered or failed, so its replies go out in
@@ -27,6 +27,8 @@ from app.domain import DELIVERY_EVENT_BITS, DeliveryEvent, DeliveryStatus
 
 # The channel relays LISTEN on; the payload is empty (a relay looks at the table when woken).
 DELIVERY_CHANNEL = "triage_delivery"
+# The namespace of the conversations' locks (Driver.lock_keys) that whoever writes a line's head takes first.
+_ORDER_LOCKS = "triage_delivery_order"
 PENDING_DELIVERY = {"status": DeliveryStatus.PENDING.value, "attempts": 0}
 
 ENDPOINT = ("id, shop_id, url, event_mask, description, secret, previous_secret, previous_valid_until, enabled, "
@@ -242,8 +244,10 @@ class SharedDeliveryStore:
         return recorded
 
     async def _lock_orders(self, keys: Sequence[str]) -> None:
-        """Hold the conversations' locks to the end of the transaction (SQLite: the write lock already does)."""
-        return None
+        """Hold the conversations' locks to the end of the transaction (Driver.lock_keys: advisory locks on
+        PostgreSQL, where without them the race in tests/db/test_delivery_store.py fails; SQLite's write lock
+        already serialises the writers of a line)."""
+        await self.db.lock_keys(_ORDER_LOCKS, keys)
 
     async def _record(self, token: str, outcomes: Sequence[Outcome]) -> list[Record]:
         recorded = []
@@ -341,8 +345,8 @@ class SharedDeliveryStore:
         return [decoded(r) for r in rows]
 
     async def notify(self) -> None:
-        """Wake the relays of other processes at commit; SQLite has no NOTIFY (they look at their next due time)."""
-        return None
+        """Wake the relays of other processes at commit (Driver.notify: SQLite's look at their next due time)."""
+        await self.db.notify(DELIVERY_CHANNEL, [""])
 
 
 # Whether a new delivery to endpoint `e` is the head of its line, on PostgreSQL: triage_delivery_head() takes the
@@ -429,13 +433,10 @@ _PG_PROMOTE = (
     "UPDATE deliveries d SET head = true FROM unnest($1::text[], $2::text[]) AS l (endpoint_id, order_key) "
     "WHERE d.id = (SELECT min(p.id) FROM deliveries p WHERE p.endpoint_id = l.endpoint_id "
     "AND p.order_key = l.order_key AND p.status = 'pending')")
-# The conversations' locks, in one order for every transaction that takes several (no deadlock between two).
-_PG_LOCK_ORDERS = ("SELECT count(pg_advisory_xact_lock(hashtext('triage_delivery_order'), h)) AS locked FROM "
-                   "(SELECT DISTINCT hashtext(k) AS h FROM unnest($1::text[]) AS k ORDER BY 1) s")
 
 
 class PostgresDeliveryStore(SharedDeliveryStore):
-    """The skip-scan pick with SKIP LOCKED, attempts recorded as arrays, one-statement events, NOTIFY wake-ups.
+    """The skip-scan pick with SKIP LOCKED, attempts recorded as arrays, one-statement events (their NOTIFY in it).
 
     Each method here is one a PostgreSQL feature or bench/delivery.py earns (docs/design.md, "Methods written once
     per database"); the rest is SharedDeliveryStore's."""
@@ -460,12 +461,6 @@ class PostgresDeliveryStore(SharedDeliveryStore):
         rows = await self.db.rows(_PG_CLAIM, now, lock_until, token, list(rooms), room, list(rooms.values()), limit)
         return [decoded(r) for r in rows]
 
-    async def _lock_orders(self, keys: Sequence[str]) -> None:
-        """Advisory locks, one per conversation: SQLite's write lock already serialises the writers of a line;
-        without this lock the race in tests/db/test_delivery_store.py fails on PostgreSQL (docs/design.md)."""
-        if keys:
-            await self.db.execute(_PG_LOCK_ORDERS, list(keys))
-
     async def _record(self, token: str, outcomes: Sequence[Outcome]) -> list[Record]:
         """A writable CTE over unnest() arrays (SQLite has neither): the batch's attempts and states in one statement,
         where the shared one is two statements per attempt. bench/delivery.py measured the shared one on PostgreSQL
@@ -486,9 +481,6 @@ class PostgresDeliveryStore(SharedDeliveryStore):
                               "AS s (id, delivery) WHERE m.id = s.id", [m for m, _ in summaries],
                               [None if s is None else json_text(s) for _, s in summaries])
 
-    async def notify(self) -> None:
-        """NOTIFY, which SQLite lacks: the relays of other processes LISTEN on DELIVERY_CHANNEL."""
-        await self.db.execute(f"SELECT pg_notify('{DELIVERY_CHANNEL}', '')")
 
 
 def delivery_store_for(db: Driver) -> DeliveryStore:

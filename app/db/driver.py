@@ -9,7 +9,7 @@ same dict.
 import functools
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -94,6 +94,12 @@ class Driver(ABC):
     # "Not among the texts of list parameter ${n}" (with .format(n=...)): SQLite has no arrays, so SqliteDriver
     # sends a list as JSON text, and json_each reads it.
     not_in_texts = "NOT IN (SELECT value FROM json_each(${n}))"
+    # Sends (channel, payload) to the other processes' listeners at commit. SQLite has no NOTIFY: its processes find
+    # the work at their periodic re-checks.
+    notify_statement: str | None = None
+    # Takes (namespace, keys): one lock per key, held to the end of the transaction, in one order whatever the keys'
+    # (no deadlock between two takers of several). SQLite's BEGIN IMMEDIATE already holds its one write lock.
+    lock_keys_statement: str | None = None
 
     @abstractmethod
     def transaction(self) -> AbstractAsyncContextManager[None]:
@@ -115,6 +121,18 @@ class Driver(ABC):
         for row in params:
             await self.execute(sql, *row)
 
+    async def notify(self, channel: str, payloads: Iterable[str]) -> None:
+        """Wake the listeners of `channel` in other processes at commit (or at once outside a transaction), once per
+        distinct payload; a database without NOTIFY sends nothing."""
+        if self.notify_statement is not None:
+            for payload in sorted(set(payloads)):
+                await self.execute(self.notify_statement, channel, payload)
+
+    async def lock_keys(self, namespace: str, keys: Sequence[str]) -> None:
+        """Hold `keys` of `namespace` locked until the transaction ends (see `lock_keys_statement`)."""
+        if self.lock_keys_statement is not None and keys:
+            await self.execute(self.lock_keys_statement, namespace, list(keys))
+
 
 class PostgresDriver(Driver):
     """asyncpg: the text as written; times and JSON text travel as they are."""
@@ -124,6 +142,9 @@ class PostgresDriver(Driver):
     for_share = " FOR SHARE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
     not_in_texts = "<> ALL(${n}::text[])"
+    notify_statement = "SELECT pg_notify($1, $2)"
+    lock_keys_statement = ("SELECT count(pg_advisory_xact_lock(hashtext($1), h)) AS locked FROM "
+                           "(SELECT DISTINCT hashtext(k) AS h FROM unnest($2::text[]) AS k ORDER BY 1) s")
 
     def __init__(self, connection: Any) -> None:
         self.connection = connection
