@@ -674,7 +674,6 @@ class PostgresTicketStore(SharedTicketStore):
         return result
 
 
-
 def store_for(db: Driver, *, thread_page: int | None = None) -> TicketStore:
     """The ticket store for a driver: PostgreSQL's own, or the shared one."""
     return PostgresTicketStore(db, thread_page=thread_page) if db.postgres \

@@ -482,7 +482,6 @@ class PostgresDeliveryStore(SharedDeliveryStore):
                               [None if s is None else json_text(s) for _, s in summaries])
 
 
-
 def delivery_store_for(db: Driver) -> DeliveryStore:
     """The delivery store for a driver: PostgreSQL's own, or the shared one."""
     return PostgresDeliveryStore(db) if db.postgres else SharedDeliveryStore(db)

@@ -57,7 +57,6 @@ KEY_COLUMNS = pg_types(MessageIdempotencyKey, ("shop_id", "platform", "external_
 _RECEIVED_COLUMNS = {**MESSAGE_COLUMNS, "queue": KEY_COLUMNS["queue"]}
 EVENT_COLUMNS = pg_types(TicketEvent, ("ticket_id", "shop_id", "at", "kind", "actor", "data"))
 CUSTOMER_COLUMNS = pg_types(Customer, ("shop_id", "platform", "external_id", "nick", "vip_level"))
-_JSON = ("intents", "triage", "data", "content", "context")
 
 
 # What a row prepare reads stands for: a customer, a ticket made now, or a ticket that was there.
