@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test test-fast install lint bench bench-triage bench-ingest bench-queues bench-metrics bench-delivery bench-http-client bench-scale clean
+.PHONY: run demo test test-fast install lint bench bench-triage bench-ingest bench-ab bench-queues bench-metrics bench-delivery bench-http-client bench-scale clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -42,6 +42,10 @@ bench-triage: $(STAMP)
 
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py
+
+# The same-run A/B of ingestion against an earlier revision (bench/ab_ingest.py --help; not part of `bench`).
+bench-ab: $(STAMP)
+	$(BIN)/python bench/ab_ingest.py
 
 bench-metrics: $(STAMP)
 	$(BIN)/python bench/metrics.py

@@ -4,6 +4,7 @@ import asyncio
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,11 +21,18 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.serving import free_port  # noqa: E402
 from tests.support import fresh_database  # noqa: E402
 from app.db.listen import asyncpg_dsn  # noqa: E402
 
 DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+
+
+def free_port() -> int:
+    # Here rather than imported from the tests' helpers: bench/ab_ingest.py runs this module inside older
+    # checkouts too, whose helpers lie elsewhere (fresh_database is where it always was).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 

@@ -79,7 +79,8 @@ def measure(target: str, server: Uvicorn, url_path: str, secret: str, batch: int
     raise SystemExit(f"{target}, batch {batch}: wrk kept outrunning its request file")
 
 
-def bench_backend(backend: str, seconds: int, *, rules_only: bool = False) -> dict[tuple[str, int], dict[str, float]]:
+def bench_backend(backend: str, seconds: int, *, rules_only: bool = False, service_only: bool = False,
+                  batches: tuple[int, ...] = (1, 20)) -> dict[tuple[str, int], dict[str, float]]:
     results: dict[tuple[str, int], dict[str, float]] = {}
     with database(backend) as url, tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -102,16 +103,18 @@ def bench_backend(backend: str, seconds: int, *, rules_only: bool = False) -> di
                                        json={"ruleset": {**ruleset, "model": "none"}, "name": "rules-only"},
                                        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
                 activated.raise_for_status()
-            for batch in (1, 20):
+            for batch in batches:
                 results[("service", batch)] = measure("service", service, f"/v1/shops/{shop_id}/webhooks/messages",
                                                       secret, batch, seconds, tmp, 3000 if batch == 1 else 600,
                                                       database_name)
         finally:
             service.stop()
+        if service_only:
+            return results
         baseline = Uvicorn("bench.baseline_app:app", {"BENCH_SECRET": secret, "BENCH_DATABASE_URL": url})
         try:
             baseline.wait()
-            for batch in (1, 20):
+            for batch in batches:
                 for target, rate in (("bare", 12000 if batch == 1 else 1500), ("durable", 4500 if batch == 1 else 3000)):
                     results[(target, batch)] = measure(target, baseline, f"/{target}/{shop_id}/webhooks/messages",
                                                        secret, batch, seconds, tmp, rate, database_name)
@@ -126,21 +129,34 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgres"])
     parser.add_argument("--rules-only", action="store_true",
                         help="the bench shop triages with the shipped rules alone (its ruleset's model: none)")
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 20], help="messages a request")
+    parser.add_argument("--service-only", action="store_true",
+                        help="the service alone, without the bare and durable baselines (bench/ab_ingest.py)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file, as JSON")
     args = parser.parse_args()
+    batches = tuple(args.batches)
     print(f"wrk -t1 -c32 -d{args.seconds}s, one uvicorn worker (uvloop, httptools); messages/s, latency in ms, "
           "CPU per message in µs (the server process; PostgreSQL's backends of the run's database)")
     print(f"{'database':9} {'batch':>5} {'target':8} {'req/s':>9} {'msg/s':>9} {'p50':>7} {'p99':>7} {'errors':>6}"
           f"  {'vs durable':>10} {'vs bare':>8} {'cpu µs':>7} {'db µs':>6}")
+    figures = []
     for backend in args.backends:
-        results = bench_backend(backend, args.seconds, rules_only=args.rules_only)
-        for batch in (1, 20):
-            durable, bare = results[("durable", batch)], results[("bare", batch)]
-            for target in ("service", "durable", "bare"):
+        results = bench_backend(backend, args.seconds, rules_only=args.rules_only, service_only=args.service_only,
+                                batches=batches)
+        for batch in batches:
+            for target in ("service",) if args.service_only else ("service", "durable", "bare"):
                 r = results[(target, batch)]
+                figures.append({"backend": backend, "batch": batch, "target": target, **r})
+                if args.service_only:
+                    versus = f"{'-':>10} {'-':>8}"
+                else:
+                    durable, bare = results[("durable", batch)], results[("bare", batch)]
+                    versus = f"{r['msg_s'] / durable['msg_s']:10.2f} {r['msg_s'] / bare['msg_s']:8.2f}"
                 print(f"{backend:9} {batch:5} {target:8} {r['req_s']:9.0f} {r['msg_s']:9.0f} {r['p50']:7.1f} "
-                      f"{r['p99']:7.1f} {r['bad']:6.0f}  {r['msg_s'] / durable['msg_s']:10.2f} "
-                      f"{r['msg_s'] / bare['msg_s']:8.2f} {r['cpu_us']:7.0f} "
-                      f"{'-' if backend == 'sqlite' else format(r['db_us'], '.0f'):>6}")
+                      f"{r['p99']:7.1f} {r['bad']:6.0f}  {versus} {r['cpu_us']:7.0f} "
+                      f"{'-' if backend == 'sqlite' else format(r['db_us'], '.0f'):>6}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(figures))
 
 
 if __name__ == "__main__":

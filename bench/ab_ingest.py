@@ -1,0 +1,76 @@
+"""The same-run A/B of webhook ingestion: this tree against an earlier revision, alternating, on one machine.
+
+The issues' bars compare `bench/ingest.py`'s service figures with those of a revision (0ee7373 by default) measured
+in the same run: this machine's speed drifts by 10-20 % within minutes, so only runs taken side by side compare.
+The revision is checked out once as a git worktree under .bench/ with its own virtualenv (`make install`: the
+first run takes a few minutes), and this tree's bench/ingest.py, common.py and replay.lua are copied into it, so
+both sides run the same benchmark. Each round runs the revision, then this tree (the service alone, batch 1 and
+20); the table gives each round's messages/s, the ratio, and the CPU each message cost the service process and
+PostgreSQL's backends. Needs wrk, and PostgreSQL for that backend (as bench/ingest.py).
+
+    .venv/bin/python bench/ab_ingest.py [--against 0ee7373] [--rounds 3] [--seconds 10] [--backends postgres sqlite]
+"""
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COPIED = ("bench/ingest.py", "bench/common.py", "bench/replay.lua")
+
+
+def checkout(revision: str) -> Path:
+    """The revision's worktree with its virtualenv installed, made on first use; this tree's benchmark copied in."""
+    commit = subprocess.run(["git", "rev-parse", "--short", f"{revision}^{{commit}}"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout.strip()
+    tree = ROOT / ".bench" / f"ab-{commit}"
+    if not (tree / ".venv" / ".installed").exists():
+        if not tree.exists():
+            subprocess.run(["git", "worktree", "add", "--detach", str(tree), commit], cwd=ROOT, check=True)
+        subprocess.run(["make", "install", f"PYTHON={sys.executable}"], cwd=tree, check=True)
+    for name in COPIED:
+        shutil.copyfile(ROOT / name, tree / name)
+    return tree
+
+
+def run(tree: Path, backend: str, seconds: int) -> dict[int, dict[str, float]]:
+    """One service-only run of bench/ingest.py in `tree`: its figures by batch size."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "figures.json"
+        subprocess.run([str(tree / ".venv" / "bin" / "python"), "bench/ingest.py", "--service-only", "--backends",
+                        backend, "--seconds", str(seconds), "--json", str(out)], cwd=tree, check=True,
+                       stdout=subprocess.DEVNULL)
+        return {f["batch"]: f for f in json.loads(out.read_text())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--against", default="0ee7373", help="the revision to compare with")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--backends", nargs="+", default=["postgres", "sqlite"])
+    args = parser.parse_args()
+    before = checkout(args.against)
+    print(f"this tree against {args.against}, service only, {args.seconds} s runs alternating; messages/s, and CPU "
+          "per message in µs (the service process / PostgreSQL's backends)")
+    print(f"{'database':9} {'round':>5} {'batch':>5} {'this tree':>10} {args.against:>10} {'ratio':>6} "
+          f"{'cpu this':>13} {'cpu before':>13}")
+    for backend in args.backends:
+        for round_ in range(1, args.rounds + 1):
+            old = run(before, backend, args.seconds)
+            new = run(ROOT, backend, args.seconds)
+            for batch in sorted(new):
+                a, b = new[batch], old[batch]
+
+                def cpu(f: dict[str, float]) -> str:
+                    return f"{f['cpu_us']:.0f}" + ("" if backend == "sqlite" else f" / {f['db_us']:.0f}")
+                print(f"{backend:9} {round_:5} {batch:5} {a['msg_s']:10.0f} {b['msg_s']:10.0f} "
+                      f"{a['msg_s'] / b['msg_s']:6.2f} {cpu(a):>13} {cpu(b):>13}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
