@@ -6,7 +6,8 @@ The revision is checked out once as a git worktree under .bench/ with its own vi
 first run takes a few minutes), and this tree's bench/ingest.py, common.py and replay.lua are copied into it, so
 both sides run the same benchmark. Each round runs the revision, then this tree (the service alone, batch 1 and
 20); the table gives each round's messages/s, the ratio, and the CPU each message cost the service process and
-PostgreSQL's backends. Needs wrk, and PostgreSQL for that backend (as bench/ingest.py).
+PostgreSQL's backends; then the median ratio of the rounds. Needs wrk, and PostgreSQL for that backend (as
+bench/ingest.py).
 
     .venv/bin/python bench/ab_ingest.py [--against 0ee7373] [--rounds 3] [--seconds 10] [--backends postgres sqlite]
 """
@@ -14,6 +15,7 @@ PostgreSQL's backends. Needs wrk, and PostgreSQL for that backend (as bench/inge
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,6 +61,7 @@ def main() -> None:
           "per message in µs (the service process / PostgreSQL's backends)")
     print(f"{'database':9} {'round':>5} {'batch':>5} {'this tree':>10} {args.against:>10} {'ratio':>6} "
           f"{'cpu this':>13} {'cpu before':>13}")
+    ratios: dict[tuple[str, int], list[float]] = {}
     for backend in args.backends:
         for round_ in range(1, args.rounds + 1):
             old = run(before, backend, args.seconds)
@@ -70,6 +73,11 @@ def main() -> None:
                     return f"{f['cpu_us']:.0f}" + ("" if backend == "sqlite" else f" / {f['db_us']:.0f}")
                 print(f"{backend:9} {round_:5} {batch:5} {a['msg_s']:10.0f} {b['msg_s']:10.0f} "
                       f"{a['msg_s'] / b['msg_s']:6.2f} {cpu(a):>13} {cpu(b):>13}", flush=True)
+                ratios.setdefault((backend, batch), []).append(a["msg_s"] / b["msg_s"])
+    # A round the machine disturbed moves one ratio a long way; the median of the rounds is the figure to quote.
+    for (backend, batch), values in ratios.items():
+        print(f"{backend}, batch {batch}: median ratio {statistics.median(values):.2f} over {len(values)} rounds "
+              f"({', '.join(f'{v:.2f}' for v in values)})")
 
 
 if __name__ == "__main__":
