@@ -4,16 +4,18 @@ The issues' bars compare `bench/ingest.py`'s service figures with those of a rev
 in the same run: this machine's speed drifts by 10-20 % within minutes, so only runs taken side by side compare.
 The revision is checked out once as a git worktree under .bench/ with its own virtualenv (`make install`: the
 first run takes a few minutes), and this tree's bench/ingest.py, common.py and replay.lua are copied into it, so
-both sides run the same benchmark. Each round runs the revision, then this tree (the service alone, batch 1 and
-20); the table gives each round's messages/s, the ratio, and the CPU each message cost the service process and
-PostgreSQL's backends; then the median ratio of the rounds. Needs wrk, and PostgreSQL for that backend (as
-bench/ingest.py).
+both sides run the same benchmark. Each round runs both, the revision first in odd rounds and this tree first in
+even ones, each run after a checkpoint on PostgreSQL (the service alone, batch 1 and 20); the table gives each
+round's messages/s, the ratio, and the CPU each message cost the service process and PostgreSQL's backends; then
+the median ratio of the rounds. Needs wrk, and PostgreSQL for that backend (as bench/ingest.py).
 
     .venv/bin/python bench/ab_ingest.py [--against 0ee7373] [--rounds 3] [--seconds 10] [--backends postgres sqlite]
 """
 
 import argparse
+import asyncio
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -21,7 +23,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import asyncpg
+from common import DEFAULT_POSTGRES, ROOT  # type: ignore[import-not-found]
+
+from app.db.listen import asyncpg_dsn
+
 COPIED = ("bench/ingest.py", "bench/common.py", "bench/replay.lua")
 
 
@@ -39,8 +45,21 @@ def checkout(revision: str) -> Path:
     return tree
 
 
+async def _checkpoint() -> None:
+    connection = await asyncpg.connect(asyncpg_dsn(os.environ.get("TRIAGE_TEST_POSTGRES_URL", DEFAULT_POSTGRES)))
+    try:
+        await connection.execute("CHECKPOINT")
+    finally:
+        await connection.close()
+
+
 def run(tree: Path, backend: str, seconds: int) -> dict[int, dict[str, float]]:
-    """One service-only run of bench/ingest.py in `tree`: its figures by batch size."""
+    """One service-only run of bench/ingest.py in `tree`: its figures by batch size.
+
+    On PostgreSQL each run starts after a checkpoint: a run writes a few hundred megabytes of WAL, and the next run
+    otherwise meets the checkpoint that follows, always the same side's if the order never changed."""
+    if backend == "postgres":
+        asyncio.run(_checkpoint())
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "figures.json"
         subprocess.run([str(tree / ".venv" / "bin" / "python"), "bench/ingest.py", "--service-only", "--backends",
@@ -64,8 +83,13 @@ def main() -> None:
     ratios: dict[tuple[str, int], list[float]] = {}
     for backend in args.backends:
         for round_ in range(1, args.rounds + 1):
-            old = run(before, backend, args.seconds)
-            new = run(ROOT, backend, args.seconds)
+            # Which side goes first alternates: position alone moves a run (bench/queues.py found up to 10 %).
+            if round_ % 2:
+                old = run(before, backend, args.seconds)
+                new = run(ROOT, backend, args.seconds)
+            else:
+                new = run(ROOT, backend, args.seconds)
+                old = run(before, backend, args.seconds)
             for batch in sorted(new):
                 a, b = new[batch], old[batch]
 
