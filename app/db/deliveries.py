@@ -189,11 +189,14 @@ class SharedDeliveryStore:
         """`enqueue` for each event, in order, in the caller's transaction; how many deliveries in all."""
         _distinct_lines(events)
         created = 0
+        subscribed: dict[tuple[str, int], bool] = {}  # asked once per shop and event type: a group has a few
         async with self.transaction():
             for e in events:
                 bit = DELIVERY_EVENT_BITS[e.event]
-                if await self.db.row(f"SELECT 1 AS found FROM delivery_endpoints WHERE {_SUBSCRIBED} LIMIT 1",
-                                     e.shop_id, bit) is None:
+                if (e.shop_id, bit) not in subscribed:
+                    subscribed[e.shop_id, bit] = await self.db.row(
+                        f"SELECT 1 AS found FROM delivery_endpoints WHERE {_SUBSCRIBED} LIMIT 1", e.shop_id, bit) is not None
+                if not subscribed[e.shop_id, bit]:
                     continue
                 row = await self.db.row(EVENT_INSERT, e.shop_id, e.event, e.ticket_id, e.message_id,
                                         json_text(e.data), now)

@@ -366,12 +366,26 @@ def _row_placeholders(rows: int, width: int) -> str:
     return ", ".join(f"({placeholders(1 + i * width, width)})" for i in range(rows))
 
 
+@functools.cache
+def _keys_listed(rows: int) -> str:
+    """A list of `rows` three-part keys to match with IN. SQLite scans the whole table for `(a, b, c) IN (VALUES
+    ...)` and looks each key up in the unique index for `IN (SELECT ... FROM (VALUES ...))`."""
+    return f"(SELECT column1, column2, column3 FROM (VALUES {_row_placeholders(rows, 3)}) AS k)"
+
+
 _TICKET_READ = f"SELECT {_columns(TICKET_COLUMNS)}, context FROM tickets WHERE (shop_id, platform, conversation_id) IN "
 _PREVIOUS_READ = ("SELECT shop_id, platform, external_id, ticket_id, primary_intent, tier, priority, queue "
                   "FROM message_keys WHERE (shop_id, platform, external_id) IN ")
 _OPENED_SPEC = {"id": "text", "shop_id": "text", "platform": "text", "conversation_id": "text", "queue": "text"}
-_SAVE = (f"UPDATE tickets SET {', '.join(f'{c} = ${i + 2}' for i, c in enumerate(list(_SAVED_COLUMNS)[1:]))} "
-         "WHERE id = $1")
+_SAVED_NAMES = tuple(_SAVED_COLUMNS)
+_SAVED_JSON = frozenset(i for i, t in enumerate(_SAVED_COLUMNS.values()) if t == "jsonb")
+
+
+@functools.cache
+def _save_sql(columns: tuple[int, ...]) -> str:
+    """The update of a ticket's saved columns at these positions of `_SAVED_NAMES` (0 is its id, the key)."""
+    assignments = ", ".join(f"{_SAVED_NAMES[c]} = ${n + 2}" for n, c in enumerate(columns))
+    return f"UPDATE tickets SET {assignments} WHERE id = $1"
 _LOG = f"INSERT INTO ticket_events ({_columns(EVENT_COLUMNS)}) VALUES ({placeholders(1, len(EVENT_COLUMNS))})"
 
 
@@ -394,6 +408,8 @@ class SharedIngestStore:
     def __init__(self, db: Driver) -> None:
         self.db = db
         self._tickets: dict[str, dict[str, Any]] = {}
+        # Each existing ticket's saved columns as prepare read them (the rows above are the caller's to change).
+        self._read: dict[str, tuple[Any, ...]] = {}
 
     async def _each_chunk(self, rows: Sequence[Any], statement: Callable[[int], str],
                           params: Callable[[Any], Sequence[Any]]) -> list[Record]:
@@ -415,10 +431,12 @@ class SharedIngestStore:
             r["id"], r["contacts"], r["last_agent_id"], decoded(r)["last_agent_reply_at"]) for r in found},
             wanted=contexts)
         for row in await self._each_chunk([k for k, _ in conversations],
-                                          lambda n: _TICKET_READ + f"(VALUES {_row_placeholders(n, 3)})"
+                                          lambda n: _TICKET_READ + _keys_listed(n)
                                           + self.db.for_update, lambda k: k):
             ticket = decoded(row)
             self._tickets[ticket["id"]] = ticket
+            # Copies: the caller appends to the context list it is given.
+            self._read[ticket["id"]] = tuple(v.copy() if v.__class__ is list else v for v in map(ticket.get, _SAVED_NAMES))
             prepared.ticket(TICKET, ticket["id"], (ticket["shop_id"], ticket["platform"], ticket["conversation_id"]),
                             ticket["status"], ticket["awaiting_since"], ticket["context"])
         opened = [{"id": str(uuid.uuid4()), "shop_id": key[0], "platform": key[1], "conversation_id": key[2],
@@ -444,15 +462,32 @@ class SharedIngestStore:
                      previous: Sequence[MessageKey], now: datetime) -> dict[MessageKey, dict[str, Any]]:
         # No notifications: SQLite has no NOTIFY; other processes find the work at their periodic re-check.
         await self.db.execute_many("DELETE FROM tickets WHERE id = $1", [[i] for i in deleted])
-        await self.db.execute_many(_SAVE, [_params(_SAVED_COLUMNS, r) for r in saved])
+        for statement, rows in self._changes(saved).items():
+            await self.db.execute_many(statement, rows)
         await self.db.execute_many(_LOG, [_params(EVENT_COLUMNS, r) for r in events])
         await self.db.execute_many("UPDATE customers SET contacts = contacts + $1 "
                                    "WHERE shop_id = $2 AND platform = $3 AND external_id = $4",
                                    [[c["opened"], c["shop_id"], c["platform"], c["external_id"]]
                                     for c in customers if c["opened"]])
-        rows = await self._each_chunk(previous, lambda n: _PREVIOUS_READ + f"(VALUES {_row_placeholders(n, 3)})",
+        rows = await self._each_chunk(previous, lambda n: _PREVIOUS_READ + _keys_listed(n),
                                       lambda k: k)
         return {(r["shop_id"], r["platform"], r["external_id"]): decoded(r) for r in rows}
+
+    def _changes(self, saved: Sequence[dict[str, Any]]) -> dict[str, list[list[Any]]]:
+        """The saved tickets' updates, each setting only the columns that differ from what prepare read (all of a
+        ticket made in this group), grouped by statement. SQLite rewrites the entries of every index that holds a
+        column the statement sets, changed or not, and most messages change none of the indexed columns
+        (docs/design.md, "SQLite writes only the changed columns")."""
+        statements: dict[str, list[list[Any]]] = {}
+        for row in saved:
+            values = [row[c] for c in _SAVED_NAMES]
+            before = self._read.get(row["id"])
+            changed = tuple(range(1, len(values))) if before is None else tuple(
+                i for i in range(1, len(values)) if values[i] != before[i])
+            if changed:
+                statements.setdefault(_save_sql(changed), []).append(
+                    [row["id"], *(json_text(values[i]) if i in _SAVED_JSON else values[i] for i in changed)])
+        return statements
 
     async def insert_auto_replies(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         # One statement each: only episodes opened while their shop is closed have one, so this is off the busy path.
