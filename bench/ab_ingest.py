@@ -81,6 +81,7 @@ def main() -> None:
     print(f"{'database':9} {'round':>5} {'batch':>5} {'this tree':>10} {args.against:>10} {'ratio':>6} "
           f"{'cpu this':>13} {'cpu before':>13}")
     ratios: dict[tuple[str, int], list[float]] = {}
+    cpu_ratios: dict[tuple[str, int], list[tuple[float, float]]] = {}
     for backend in args.backends:
         for round_ in range(1, args.rounds + 1):
             # Which side goes first alternates: position alone moves a run (bench/queues.py found up to 10 %).
@@ -98,10 +99,21 @@ def main() -> None:
                 print(f"{backend:9} {round_:5} {batch:5} {a['msg_s']:10.0f} {b['msg_s']:10.0f} "
                       f"{a['msg_s'] / b['msg_s']:6.2f} {cpu(a):>13} {cpu(b):>13}", flush=True)
                 ratios.setdefault((backend, batch), []).append(a["msg_s"] / b["msg_s"])
+                cpu_ratios.setdefault((backend, batch), []).append((b["cpu_us"] / a["cpu_us"], _cpu_total(b) / _cpu_total(a)))
     # A round the machine disturbed moves one ratio a long way; the median of the rounds is the figure to quote.
     for (backend, batch), values in ratios.items():
         print(f"{backend}, batch {batch}: median ratio {statistics.median(values):.2f} over {len(values)} rounds "
-              f"({', '.join(f'{v:.2f}' for v in values)})")
+              f"({', '.join(f'{v:.2f}' for v in values)}); CPU a message, {args.against}'s over this tree's, medians: "
+              f"the service {statistics.median(c[0] for c in cpu_ratios[backend, batch]):.2f}, "
+              f"with PostgreSQL's {statistics.median(c[1] for c in cpu_ratios[backend, batch]):.2f}")
+    print("(The CPU a message moves less between rounds than the rates: it says which side's work grew, not the "
+          "throughput; docs/design.md, \"What each side's work is made of\".)")
+
+
+def _cpu_total(figures: dict[str, float]) -> float:
+    """The CPU a message cost the server and, on PostgreSQL, the database's backends (NaN on SQLite: in-process)."""
+    database = figures["db_us"]
+    return figures["cpu_us"] + (0.0 if database != database else database)
 
 
 if __name__ == "__main__":
