@@ -103,9 +103,10 @@ def main() -> None:
     # A round the machine disturbed moves one ratio a long way; the median of the rounds is the figure to quote.
     for (backend, batch), values in ratios.items():
         print(f"{backend}, batch {batch}: median ratio {statistics.median(values):.2f} over {len(values)} rounds "
-              f"({', '.join(f'{v:.2f}' for v in values)}); CPU a message, {args.against}'s over this tree's, medians: "
-              f"the service {statistics.median(c[0] for c in cpu_ratios[backend, batch]):.2f}, "
-              f"with PostgreSQL's {statistics.median(c[1] for c in cpu_ratios[backend, batch]):.2f}")
+              f"({', '.join(f'{v:.2f}' for v in values)}); CPU a message, {args.against}'s over this tree's, median: "
+              f"the service {statistics.median(c[0] for c in cpu_ratios[backend, batch]):.2f}"
+              + ("" if backend == "sqlite" else
+                 f", with PostgreSQL's {statistics.median(c[1] for c in cpu_ratios[backend, batch]):.2f}"))
     print("(The CPU a message moves less between rounds than the rates: it says which side's work grew, not the "
           "throughput; docs/design.md, \"What each side's work is made of\".)")
 
