@@ -99,7 +99,8 @@ def main() -> None:
                 print(f"{backend:9} {round_:5} {batch:5} {a['msg_s']:10.0f} {b['msg_s']:10.0f} "
                       f"{a['msg_s'] / b['msg_s']:6.2f} {cpu(a):>13} {cpu(b):>13}", flush=True)
                 ratios.setdefault((backend, batch), []).append(a["msg_s"] / b["msg_s"])
-                cpu_ratios.setdefault((backend, batch), []).append((b["cpu_us"] / a["cpu_us"], _cpu_total(b) / _cpu_total(a)))
+                cpu_ratios.setdefault((backend, batch), []).append(
+                    (b["cpu_us"] / a["cpu_us"], _cpu_total(b) / _cpu_total(a)))
     # A round the machine disturbed moves one ratio a long way; the median of the rounds is the figure to quote.
     for (backend, batch), values in ratios.items():
         print(f"{backend}, batch {batch}: median ratio {statistics.median(values):.2f} over {len(values)} rounds "

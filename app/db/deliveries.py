@@ -194,8 +194,9 @@ class SharedDeliveryStore:
             for e in events:
                 bit = DELIVERY_EVENT_BITS[e.event]
                 if (e.shop_id, bit) not in subscribed:
-                    subscribed[e.shop_id, bit] = await self.db.row(
-                        f"SELECT 1 AS found FROM delivery_endpoints WHERE {_SUBSCRIBED} LIMIT 1", e.shop_id, bit) is not None
+                    found = await self.db.row(f"SELECT 1 AS found FROM delivery_endpoints WHERE {_SUBSCRIBED} LIMIT 1",
+                                              e.shop_id, bit)
+                    subscribed[e.shop_id, bit] = found is not None
                 if not subscribed[e.shop_id, bit]:
                     continue
                 row = await self.db.row(EVENT_INSERT, e.shop_id, e.event, e.ticket_id, e.message_id,

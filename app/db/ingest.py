@@ -377,6 +377,7 @@ _TICKET_READ = f"SELECT {_columns(TICKET_COLUMNS)}, context FROM tickets WHERE (
 _PREVIOUS_READ = ("SELECT shop_id, platform, external_id, ticket_id, primary_intent, tier, priority, queue "
                   "FROM message_keys WHERE (shop_id, platform, external_id) IN ")
 _OPENED_SPEC = {"id": "text", "shop_id": "text", "platform": "text", "conversation_id": "text", "queue": "text"}
+_LOG = f"INSERT INTO ticket_events ({_columns(EVENT_COLUMNS)}) VALUES ({placeholders(1, len(EVENT_COLUMNS))})"
 _SAVED_NAMES = tuple(_SAVED_COLUMNS)
 _SAVED_JSON = frozenset(i for i, t in enumerate(_SAVED_COLUMNS.values()) if t == "jsonb")
 
@@ -386,7 +387,6 @@ def _save_sql(columns: tuple[int, ...]) -> str:
     """The update of a ticket's saved columns at these positions of `_SAVED_NAMES` (0 is its id, the key)."""
     assignments = ", ".join(f"{_SAVED_NAMES[c]} = ${n + 2}" for n, c in enumerate(columns))
     return f"UPDATE tickets SET {assignments} WHERE id = $1"
-_LOG = f"INSERT INTO ticket_events ({_columns(EVENT_COLUMNS)}) VALUES ({placeholders(1, len(EVENT_COLUMNS))})"
 
 
 _AUTO_REPLY = ("INSERT INTO messages (ticket_id, shop_id, platform, direction, text, sent_at, received_at, kind, "
@@ -436,7 +436,8 @@ class SharedIngestStore:
             ticket = decoded(row)
             self._tickets[ticket["id"]] = ticket
             # Copies: the caller appends to the context list it is given.
-            self._read[ticket["id"]] = tuple(v.copy() if v.__class__ is list else v for v in map(ticket.get, _SAVED_NAMES))
+            self._read[ticket["id"]] = tuple(v.copy() if v.__class__ is list else v
+                                             for v in map(ticket.get, _SAVED_NAMES))
             prepared.ticket(TICKET, ticket["id"], (ticket["shop_id"], ticket["platform"], ticket["conversation_id"]),
                             ticket["status"], ticket["awaiting_since"], ticket["context"])
         opened = [{"id": str(uuid.uuid4()), "shop_id": key[0], "platform": key[1], "conversation_id": key[2],
