@@ -382,7 +382,7 @@ _SAVED_NAMES = tuple(_SAVED_COLUMNS)
 _SAVED_JSON = frozenset(i for i, t in enumerate(_SAVED_COLUMNS.values()) if t == "jsonb")
 
 
-@functools.cache
+@functools.lru_cache(maxsize=1024)  # the sets of columns a group's tickets change are a few dozen kinds
 def _save_sql(columns: tuple[int, ...]) -> str:
     """The update of a ticket's saved columns at these positions of `_SAVED_NAMES` (0 is its id, the key)."""
     assignments = ", ".join(f"{_SAVED_NAMES[c]} = ${n + 2}" for n, c in enumerate(columns))
