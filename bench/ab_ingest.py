@@ -15,6 +15,7 @@ the median ratio of the rounds. Needs wrk, and PostgreSQL for that backend (as b
 import argparse
 import asyncio
 import json
+import math
 import os
 import shutil
 import statistics
@@ -115,7 +116,7 @@ def main() -> None:
 def _cpu_total(figures: dict[str, float]) -> float:
     """The CPU a message cost the server and, on PostgreSQL, the database's backends (NaN on SQLite: in-process)."""
     database = figures["db_us"]
-    return figures["cpu_us"] + (0.0 if database != database else database)
+    return figures["cpu_us"] + (0.0 if math.isnan(database) else database)
 
 
 if __name__ == "__main__":
