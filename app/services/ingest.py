@@ -83,25 +83,19 @@ class _Entry:
         self.customer = (self.shop.id, self.platform, self.message.customer.id)
 
 
-def triage_messages(shop: ShopInfo, messages: Sequence[WebhookMessage], stored: Mapping[str, list[str]] | None = None,
-                    first: Sequence[Triage] | None = None, readings: dict[int, Reading] | None = None) -> list[Triage]:
+def triage_messages(shop: ShopInfo, messages: Sequence[WebhookMessage],
+                    readings: dict[int, Reading] | None = None) -> list[Triage]:
     """Classify outside the transaction; the priority is finished once the customer's history is known.
 
-    Each message is read with the earlier buyer messages of its conversation as context: those of this request
-    before it, after `stored` ones of the open episode by conversation id (given only for fragments; see
-    `needs_context`). Given the `first` reading, only the conversations `stored` has are read again. `readings`
-    collects each text's reading alone by message index, and where it has one already, the message is not read
-    alone again.
+    Each message is read with the earlier buyer messages of its conversation in this request as context (a
+    fragment's stored ones are added in the writer: `needs_context`, `read_fragments`). `readings` collects each
+    text's reading alone by message index.
     """
-    stored = stored or {}
     earlier: dict[str, list[str]] = {}
     triages = []
     for index, m in enumerate(messages):
-        before = earlier.setdefault(m.conversation_id, list(stored.get(m.conversation_id, ())))
-        if first is not None and m.conversation_id not in stored:
-            triages.append(first[index])
-        else:
-            triages.append(triage_one(m, shop, context=before[-CONTEXT_MESSAGES:], readings=readings, index=index))
+        before = earlier.setdefault(m.conversation_id, [])
+        triages.append(triage_one(m, shop, context=before[-CONTEXT_MESSAGES:], readings=readings, index=index))
         if m.text and m.sender == "buyer":
             before.append(m.text)
     return triages
@@ -146,25 +140,30 @@ def needs_context(messages: Sequence[WebhookMessage], triages: Sequence[Triage])
 
 def read_fragments(jobs: Sequence[IngestJob], entries: Sequence["_Entry"], prepared: ingest_sql.Prepared) -> None:
     """The fragments of the group read again in their conversation: its open episode's latest buyer texts as
-    prepare read them off the ticket, then those of the group's earlier requests."""
+    prepare read them off the ticket, then those of the group's earlier requests. Within a request, each message of
+    such a conversation is read after the ones before it, as `triage_messages` reads them."""
     if not any(job.fragments for job in jobs):
         return
     wanted = {(job.shop.id, job.platform, c) for job in jobs for c in job.fragments}
     earlier = {key: list(prepared.context(key)) for key in wanted}
-    by_job: dict[int, list[_Entry]] = {}
-    for e in entries:
-        by_job.setdefault(e.job, []).append(e)
-    for j, job in enumerate(jobs):
-        stored = {c: earlier[(job.shop.id, job.platform, c)][-CONTEXT_MESSAGES:] for c in job.fragments}
-        stored = {c: texts for c, texts in stored.items() if texts}
-        if stored:
-            triages = triage_messages(job.shop, job.messages, stored, job.triages, job.readings)
-            for e in by_job[j]:
-                e.triage = triages[e.index]
-        for m in job.messages:
-            texts = earlier.get((job.shop.id, job.platform, m.conversation_id))
-            if texts is not None and m.text and m.sender == "buyer":
+    offset = 0  # `entries` holds one entry per message, request after request
+    for job in jobs:
+        shop_id, platform = job.shop.id, job.platform
+        # Only the conversations with texts before this request are read again; the others' reading stands.
+        before = {c: texts[-CONTEXT_MESSAGES:] for c in job.fragments if (texts := earlier[(shop_id, platform, c)])}
+        for index, m in enumerate(job.messages):
+            texts = earlier.get((shop_id, platform, m.conversation_id))
+            if texts is None:
+                continue
+            context = before.get(m.conversation_id)
+            if context is not None:
+                entries[offset + index].triage = triage_one(m, job.shop, context=context[-CONTEXT_MESSAGES:],
+                                                            readings=job.readings, index=index)
+            if m.text and m.sender == "buyer":
                 texts.append(m.text)
+                if context is not None:
+                    context.append(m.text)
+        offset += len(job.messages)
 
 
 def priority_contexts(entries: Sequence["_Entry"], prepared: ingest_sql.Prepared, *, now: datetime) -> None:

@@ -389,8 +389,8 @@ class Reading:
                 self._alone = list(reading.hits)
             else:
                 normalised = reading.normalised
-                self._alone = list(decide(reading.hits, self.prediction, model, self.text, normalised.text,
-                                          normalised.origin, reading.negated, masked=reading.masked))
+                self._alone = list(decide(reading.hits, self.prediction, model, self.text, normalised.origin,
+                                          reading.negated, masked=reading.masked))
         return self._alone
 
     def triage(self, *, context: Sequence[str] = (), priority_context: PriorityContext | None = None) -> Triage:

@@ -17,6 +17,7 @@ by the n-grams that pushed it most, as spans of the original text.
 from __future__ import annotations
 
 import re
+from operator import attrgetter
 
 from app.triage.learned import Prediction, TextModel
 from app.triage.model import EMOTIONS, INTENTS, TIERS, Evidence, IntentHit
@@ -40,11 +41,17 @@ CONTEXT_MESSAGES = 3
 
 P1_INTENTS = frozenset(intent for intent in INTENTS if TIERS[intent] == "P1")
 NON_P1_INTENTS = frozenset(INTENTS) - P1_INTENTS
+_P1_INDEXES = tuple(index for index, intent in enumerate(INTENTS) if intent in P1_INTENTS)
+_NON_P1_INDEXES = tuple(index for index, intent in enumerate(INTENTS) if intent not in P1_INTENTS)
+# Per intent, the intents of its tier that rank above it (SPEC's precedence), highest first.
+_ABOVE_IN_TIER = {intent: tuple(other for other in INTENTS[:index] if TIERS[other] == TIERS[intent])
+                  for index, intent in enumerate(INTENTS)}
 _POSITIVE = EMOTIONS.index("positive")
 _FOUND = {intent: f"R:{intent}" for intent in INTENTS}
 _NEGATED = {intent: f"N:{intent}" for intent in INTENTS}
 _CUES = tuple(f"C:{kind}" for kind in ("angry", "negative", "positive", "urgent"))
 _PRECEDENCE = {intent: index for index, intent in enumerate(INTENTS)}
+_START = attrgetter("start")
 
 # A pasted platform notice: 【淘宝】, 【京东】... up to the end of its sentence. Its boilerplate (退款, 价格保护申请,
 # 已发货) says what the platform did, not what the buyer wants, so no rule may fire inside it.
@@ -75,14 +82,14 @@ def notice_spans(norm: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _explained(model: TextModel, intent: str, norm: str, text: str, origin: tuple[int, ...] | None,
+def _explained(model: TextModel, intent: str, text: str, origin: tuple[int, ...] | None,
                rule: str, prediction: Prediction) -> tuple[Evidence, ...]:
     evidence = []
-    for _feature, start, end, _push in model.explain(norm, intent, prediction=prediction):
+    for start, end in model.strongest_spans(intent, prediction):
         if origin is not None:
             start, end = origin[start], origin[end - 1] + 1
         evidence.append(Evidence(rule, start, end, text[start:end]))
-    evidence.sort(key=lambda item: item.start)
+    evidence.sort(key=_START)
     return tuple(evidence)
 
 
@@ -98,7 +105,7 @@ def rule_signals(intents: list[str], negated: frozenset[str], cues: list[int], *
     return signals
 
 
-def decide(hits: list[IntentHit], prediction: Prediction, model: TextModel, text: str, norm: str,
+def decide(hits: list[IntentHit], prediction: Prediction, model: TextModel, text: str,
            origin: tuple[int, ...] | None, refused: frozenset[str] = frozenset(), *,
            masked: bool = False) -> list[IntentHit]:
     """The model, which has read the rules' findings as features, picks the tier and the intent; the rules' hits
@@ -119,7 +126,7 @@ def decide(hits: list[IntentHit], prediction: Prediction, model: TextModel, text
         # review, just asking"): the rules' own finding, or nothing.
         return [hit for hit in hits if hit.intent not in refused]
     if chosen is None:
-        evidence = _explained(model, intent, norm, text, origin, f"model.{intent}", prediction)
+        evidence = _explained(model, intent, text, origin, f"model.{intent}", prediction)
         if not evidence and intent == "other":
             return []
         chosen = IntentHit(intent, TIERS[intent], round(probability, 3), evidence)
@@ -139,10 +146,16 @@ def _tier_and_intent(hits: list[IntentHit], prediction: Prediction, refused: fro
     between complaint and rights_protection is still surely P1), then the best intent of the chosen side. Praise
     of the service ("客服回复好快") shares its words with complaints, and a threat is never glad; words a mask took
     away ("给一星期", "4.1星") are not a threat unless the model is all but certain."""
-    p1_mass = sum(prediction.intent_probability(intent) for intent in P1_INTENTS if intent not in refused)
     strong = P1_STRONG_MASKED if masked else P1_STRONG
-    side = NON_P1_INTENTS if p1_mass >= strong and not glad else P1_INTENTS
-    intent, probability = prediction.best_intent(exclude=refused | side if refused else side)
+    if refused:
+        p1_mass = sum(prediction.intent_probability(intent) for intent in P1_INTENTS if intent not in refused)
+        side = NON_P1_INTENTS if p1_mass >= strong and not glad else P1_INTENTS
+        intent, probability = prediction.best_intent(exclude=refused | side)
+    else:
+        # The same without exclusions to honour, by index: every message that no rule's P1 settles comes here.
+        intents = prediction.intents
+        p1 = sum(intents[index] for index in _P1_INDEXES) >= strong and not glad
+        intent, probability = prediction.best_of(_P1_INDEXES if p1 else _NON_P1_INDEXES)
     if intent == "other" and hits and probability < OTHER_OVER_RULES:
         # The rules named something and the model only leans towards "nothing": the rules' reading stands.
         return hits[0].intent
@@ -152,9 +165,8 @@ def _tier_and_intent(hits: list[IntentHit], prediction: Prediction, refused: fro
 def _by_precedence(intent: str, found: dict[str, IntentHit], prediction: Prediction) -> str:
     """SPEC's precedence inside a tier: a rule-found intent of the same tier that ranks higher and that the model
     finds plausible (PRESENT) is the primary one ("东西坏了，我要退款" is a quality issue first)."""
-    tier = TIERS[intent]
-    for candidate in INTENTS[:_PRECEDENCE[intent]]:
-        if TIERS[candidate] == tier and candidate in found and prediction.intent_probability(candidate) >= PRESENT:
+    for candidate in _ABOVE_IN_TIER[intent]:
+        if candidate in found and prediction.intent_probability(candidate) >= PRESENT:
             return candidate
     return intent
 

@@ -61,9 +61,20 @@ class Prediction:
                 best, probability = intent, value
         return best, probability
 
+    def best_of(self, candidates: Sequence[int]) -> tuple[str, float]:
+        """The likeliest of the intents at these ascending indexes of INTENTS, the first one on a tie (as
+        `best_intent` with the others excluded)."""
+        intents = self.intents
+        best = candidates[0]
+        for index in candidates[1:]:
+            if intents[index] > intents[best]:
+                best = index
+        return INTENTS[best], intents[best]
+
     def best_emotion(self) -> tuple[str, float]:
-        index = max(range(N_EMOTIONS), key=self.emotions.__getitem__)
-        return EMOTIONS[index], self.emotions[index]
+        emotions = self.emotions
+        best = max(emotions)
+        return EMOTIONS[emotions.index(best)], best
 
 
 class TextModel:
@@ -132,6 +143,12 @@ class TextModel:
         values = outputs.tolist()
         return Prediction(tuple(values[:N_INTENTS]), tuple(values[N_INTENTS:URGENT_COLUMN]), values[URGENT_COLUMN],
                           rows, spans)
+
+    def strongest_spans(self, intent: str, prediction: Prediction, limit: int = 3) -> list[tuple[int, int]]:
+        """The [start, end) spans of the normalised text whose features pushed `intent` most, strongest first: what
+        `explain` names, without the features' texts and pushes (the triage's evidence needs only the spans)."""
+        return [(start, end) for start, end, _push in strongest(self._pushes[_INTENT_INDEX[intent]], prediction.rows,
+                                                                 prediction.spans, limit)]
 
     def explain(self, text: str, intent: str, *, prediction: Prediction | None = None,
                 limit: int = 3) -> list[tuple[str, int, int, float]]:

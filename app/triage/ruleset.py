@@ -288,7 +288,7 @@ class Ruleset:
     __slots__ = ("name", "version", "_data", "automaton", "rules", "rule_intent", "rule_weight",
                  "rule_negatable", "threshold", "bases", "modifiers", "emotion_baseline", "clause_marks",
                  "scope_numbers", "_routes", "phrase_count", "weak_rules", "adjacent_chars", "longest_breaker",
-                 "windows", "weak_windows", "rule_phrases", "model")
+                 "windows", "weak_windows", "rule_phrases", "model", "id", "model_version")
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         prepare()
@@ -313,6 +313,10 @@ class Ruleset:
         self.rule_negatable: list[bool] = []
         self._compile(canonical)
         self.model: TextModel | None = default_model() if canonical["model"] == "default" else None
+        # Named in every triage: kept, not formatted per message.
+        self.id = f"{self.name}@{self.version}"
+        # The version of the learned model that decides with the rules, None when rules decide alone.
+        self.model_version = self.model.version if self.model is not None else None
         self.weak_rules = frozenset(index for index, weight in enumerate(self.rule_weight) if weight < self.threshold)
 
     def _compile(self, canonical: dict[str, Any]) -> None:
@@ -415,15 +419,6 @@ class Ruleset:
     def to_mapping(self) -> dict[str, Any]:
         """The canonical, JSON-serialisable form; from_mapping of it gives an equal ruleset."""
         return copy.deepcopy(self._data)
-
-    @property
-    def id(self) -> str:
-        return f"{self.name}@{self.version}"
-
-    @property
-    def model_version(self) -> str | None:
-        """The version of the learned model that decides with the rules, None when rules decide alone."""
-        return self.model.version if self.model is not None else None
 
     @property
     def routes(self) -> Mapping[str, str]:
