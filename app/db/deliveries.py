@@ -72,8 +72,9 @@ _RECORD = ("UPDATE deliveries SET status = $3, attempts = attempts + 1, next_att
 _ATTEMPT = ("INSERT INTO delivery_attempts (delivery_id, at, status_code, error, duration_ms) "
             "SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = $1)")
 # The line's earliest pending delivery becomes its head (ix_deliveries_order finds it).
-_PROMOTE = ("UPDATE deliveries SET head = $3 WHERE id = (SELECT min(p.id) FROM deliveries p WHERE p.endpoint_id = $1 "
-            "AND p.order_key = $2 AND p.status = 'pending')")
+# The next pending delivery of each done line (endpoint, conversation) becomes its head.
+_PROMOTE = ("UPDATE deliveries SET head = true FROM {lines} WHERE deliveries.id = (SELECT min(p.id) FROM deliveries p "
+            "WHERE p.endpoint_id = l.endpoint_id AND p.order_key = l.order_key AND p.status = 'pending')")
 _SUMMARY_ROWS = ("SELECT message_id, status, attempts, last_error FROM deliveries WHERE message_id IN ({ids}) "
                  "ORDER BY message_id, id")
 
@@ -264,8 +265,10 @@ class SharedDeliveryStore:
         return recorded
 
     async def _promote(self, lines: Sequence[tuple[str, str]]) -> None:
-        for endpoint_id, order_key in lines:
-            await self.db.execute(_PROMOTE, endpoint_id, order_key, True)
+        """One statement for the batch's lines, on either database (`Driver.listed`)."""
+        await self.db.execute(_PROMOTE.format(lines=self.db.listed("l", [("endpoint_id", 1, "text"),
+                                                                         ("order_key", 2, "text")])),
+                              [e for e, _ in lines], [k for _, k in lines])
 
     async def _sum_up_messages(self, message_ids: Sequence[int]) -> None:
         rows = await self.db.rows(_SUMMARY_ROWS.format(ids=placeholders(1, len(message_ids))), *message_ids)
@@ -275,8 +278,10 @@ class SharedDeliveryStore:
         await self._write_summaries([(m, message_delivery(by_message.get(m, []))) for m in message_ids])
 
     async def _write_summaries(self, summaries: Sequence[tuple[int, dict[str, Any] | None]]) -> None:
-        await self.db.execute_many("UPDATE messages SET delivery = $2 WHERE id = $1",
-                                   [(m, None if s is None else json_text(s)) for m, s in summaries])
+        """One statement for the batch's messages, on either database (`Driver.listed`)."""
+        summed = self.db.listed("s", [("id", 1, "bigint"), ("delivery", 2, "jsonb")])
+        await self.db.execute(f"UPDATE messages SET delivery = s.delivery FROM {summed} WHERE messages.id = s.id",
+                              [m for m, _ in summaries], [None if s is None else json_text(s) for _, s in summaries])
 
     async def disable_endpoint(self, *, endpoint_id: str, reason: str, now: datetime) -> None:
         """Stop delivering to the endpoint (its receiver answered 410 Gone); PATCH enabled=true resumes."""
@@ -433,12 +438,6 @@ _PG_RECORD = (
     "last_status = r.code, last_error = r.error, delivered_at = CASE WHEN r.status = 'delivered' THEN r.at END, "
     "locked_until = NULL, locked_by = NULL FROM r WHERE d.id = r.id AND d.locked_by = $1 "
     "RETURNING d.id, d.endpoint_id, d.order_key, d.message_id, d.status")
-_PG_PROMOTE = (
-    "UPDATE deliveries d SET head = true FROM unnest($1::text[], $2::text[]) AS l (endpoint_id, order_key) "
-    "WHERE d.id = (SELECT min(p.id) FROM deliveries p WHERE p.endpoint_id = l.endpoint_id "
-    "AND p.order_key = l.order_key AND p.status = 'pending')")
-
-
 class PostgresDeliveryStore(SharedDeliveryStore):
     """The skip-scan pick with SKIP LOCKED, attempts recorded as arrays, one-statement events (their NOTIFY in it).
 
@@ -472,18 +471,6 @@ class PostgresDeliveryStore(SharedDeliveryStore):
         columns = list(zip(*((o.delivery_id, o.at, o.status_code, o.error, o.duration_ms, o.status, o.next_attempt_at)
                              for o in outcomes), strict=True))
         return await self.db.rows(_PG_RECORD, token, *map(list, columns)) if outcomes else []
-
-    async def _promote(self, lines: Sequence[tuple[str, str]]) -> None:
-        """One statement over unnest() arrays instead of one per line: with the shared _promote and _write_summaries
-        the service spent 1.5-1.9 times the CPU per delivery of a 4-endpoint drain (bench/delivery.py;
-        docs/design.md, "Methods written once per database")."""
-        await self.db.execute(_PG_PROMOTE, [e for e, _ in lines], [k for _, k in lines])
-
-    async def _write_summaries(self, summaries: Sequence[tuple[int, dict[str, Any] | None]]) -> None:
-        """One statement over unnest() arrays instead of one per message: measured with _promote, above."""
-        await self.db.execute("UPDATE messages m SET delivery = s.delivery::jsonb FROM unnest($1::bigint[], $2::text[]) "
-                              "AS s (id, delivery) WHERE m.id = s.id", [m for m, _ in summaries],
-                              [None if s is None else json_text(s) for _, s in summaries])
 
 
 def delivery_store_for(db: Driver) -> DeliveryStore:
