@@ -53,7 +53,6 @@ _THREAD_FROM = "messages m JOIN tickets t ON t.id = m.ticket_id LEFT JOIN custom
 _HELD_COUNT = "SELECT count(*) FROM tickets WHERE assigned_agent_id = $1"
 _EVENT = "INSERT INTO ticket_events (ticket_id, shop_id, at, kind, actor, data) VALUES ($1, $2, $3, $4, $5, $6)"
 _MESSAGE = "id, ticket_id, direction, text, sent_at, received_at, order_id, agent_id, triage, delivery, kind, content"
-_THREAD_CHUNK = 400  # ids per statement, well under SQLite's parameter limit
 # "Has a holder" (the same as assigned, by the holder rule) selects ix_tickets_held, whose entries carry the
 # lease: expired ones are found in the index, without reading the table.
 EXPIRING = ("SELECT id, shop_id, queue, assigned_agent_id, lease_expires_at, deliveries, escalated, platform, "
@@ -340,11 +339,11 @@ class SharedTicketStore:
 
     async def threads(self, ticket_ids: Sequence[str]) -> dict[str, list[Record]]:
         """Each ticket's messages (the latest thread_page + 1), oldest first, each with the ticket's customer."""
+        # One statement for any number of tickets: the ids travel as one list (Driver.in_texts).
         result: dict[str, list[Record]] = {ticket_id: [] for ticket_id in ticket_ids}
-        for start in range(0, len(ticket_ids), _THREAD_CHUNK):
-            chunk = list(ticket_ids[start:start + _THREAD_CHUNK])
-            rows = await self.db.rows(_threads_sql(f"IN ({placeholders(1, len(chunk))})", self._thread_limit),
-                                      *chunk)
+        if ticket_ids:
+            rows = await self.db.rows(_threads_sql(self.db.in_texts.format(n=1), self._thread_limit),
+                                      list(ticket_ids))
             for row in rows:
                 result[row["ticket_id"]].append(decoded(row))
         return result
@@ -663,15 +662,6 @@ class PostgresTicketStore(SharedTicketStore):
         held = _stored(row)
         assert held is not None
         return held, message
-
-    async def threads(self, ticket_ids: Sequence[str]) -> dict[str, list[Record]]:
-        # One statement for any number of tickets: the ids travel as one array.
-        result: dict[str, list[Record]] = {ticket_id: [] for ticket_id in ticket_ids}
-        if ticket_ids:
-            rows = await self.db.rows(_threads_sql("= ANY($1::text[])", self._thread_limit), list(ticket_ids))
-            for row in rows:
-                result[row["ticket_id"]].append(decoded(row))
-        return result
 
 
 def store_for(db: Driver, *, thread_page: int | None = None) -> TicketStore:

@@ -94,6 +94,8 @@ class Driver(ABC):
     # "Not among the texts of list parameter ${n}" (with .format(n=...)): SQLite has no arrays, so SqliteDriver
     # sends a list as JSON text, and json_each reads it.
     not_in_texts = "NOT IN (SELECT value FROM json_each(${n}))"
+    # "Among the texts of list parameter ${n}", the same way.
+    in_texts = "IN (SELECT value FROM json_each(${n}))"
     # Sends (channel, payload) to the other processes' listeners at commit. SQLite has no NOTIFY: its processes find
     # the work at their periodic re-checks.
     notify_statement: str | None = None
@@ -156,6 +158,7 @@ class PostgresDriver(Driver):
     for_share = " FOR SHARE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
     not_in_texts = "<> ALL(${n}::text[])"
+    in_texts = "= ANY(${n}::text[])"
     notify_statement = "SELECT pg_notify($1, $2)"
     lock_keys_statement = ("SELECT count(pg_advisory_xact_lock(hashtext($1), h)) AS locked FROM "
                            "(SELECT DISTINCT hashtext(k) AS h FROM unnest($2::text[]) AS k ORDER BY 1) s")
