@@ -71,8 +71,7 @@ _RECORD = ("UPDATE deliveries SET status = $3, attempts = attempts + 1, next_att
 # The attempt happened even when another relay took the delivery over meanwhile; not when the delivery was deleted.
 _ATTEMPT = ("INSERT INTO delivery_attempts (delivery_id, at, status_code, error, duration_ms) "
             "SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = $1)")
-# The line's earliest pending delivery becomes its head (ix_deliveries_order finds it).
-# The next pending delivery of each done line (endpoint, conversation) becomes its head.
+# Each done line's (endpoint, conversation) earliest pending delivery becomes its head (ix_deliveries_order finds it).
 _PROMOTE = ("UPDATE deliveries SET head = true FROM {lines} WHERE deliveries.id = (SELECT min(p.id) FROM deliveries p "
             "WHERE p.endpoint_id = l.endpoint_id AND p.order_key = l.order_key AND p.status = 'pending')")
 _SUMMARY_ROWS = ("SELECT message_id, status, attempts, last_error FROM deliveries WHERE message_id IN ({ids}) "
@@ -438,6 +437,8 @@ _PG_RECORD = (
     "last_status = r.code, last_error = r.error, delivered_at = CASE WHEN r.status = 'delivered' THEN r.at END, "
     "locked_until = NULL, locked_by = NULL FROM r WHERE d.id = r.id AND d.locked_by = $1 "
     "RETURNING d.id, d.endpoint_id, d.order_key, d.message_id, d.status")
+
+
 class PostgresDeliveryStore(SharedDeliveryStore):
     """The skip-scan pick with SKIP LOCKED, attempts recorded as arrays, one-statement events (their NOTIFY in it).
 
