@@ -10,6 +10,7 @@ round's messages/s, the ratio, and the CPU each message cost the service process
 the median ratio of the rounds. Needs wrk, and PostgreSQL for that backend (as bench/ingest.py).
 
     .venv/bin/python bench/ab_ingest.py [--against 0ee7373] [--rounds 3] [--seconds 10] [--backends postgres sqlite]
+                                        [--rules-only]
 """
 
 import argparse
@@ -54,8 +55,9 @@ async def _checkpoint() -> None:
         await connection.close()
 
 
-def run(tree: Path, backend: str, seconds: int) -> dict[int, dict[str, float]]:
-    """One service-only run of bench/ingest.py in `tree`: its figures by batch size.
+def run(tree: Path, backend: str, seconds: int, *, rules_only: bool = False) -> dict[int, dict[str, float]]:
+    """One service-only run of bench/ingest.py in `tree`: its figures by batch size (with `rules_only`, the bench
+    shop triages with the shipped rules alone).
 
     On PostgreSQL each run starts after a checkpoint: a run writes a few hundred megabytes of WAL, and the next run
     otherwise meets the checkpoint that follows, always the same side's if the order never changed."""
@@ -64,8 +66,8 @@ def run(tree: Path, backend: str, seconds: int) -> dict[int, dict[str, float]]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "figures.json"
         subprocess.run([str(tree / ".venv" / "bin" / "python"), "bench/ingest.py", "--service-only", "--backends",
-                        backend, "--seconds", str(seconds), "--json", str(out)], cwd=tree, check=True,
-                       stdout=subprocess.DEVNULL)
+                        backend, "--seconds", str(seconds), "--json", str(out), *(["--rules-only"] if rules_only else [])],
+                       cwd=tree, check=True, stdout=subprocess.DEVNULL)
         return {f["batch"]: f for f in json.loads(out.read_text())}
 
 
@@ -75,10 +77,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--backends", nargs="+", default=["postgres", "sqlite"])
+    parser.add_argument("--rules-only", action="store_true",
+                        help="this tree's bench shop on its rules alone (`model: none`): what the rest of the tree costs "
+                             "beside the learned model (docs/design.md, \"the model's own share\")")
     args = parser.parse_args()
     before = checkout(args.against)
-    print(f"this tree against {args.against}, service only, {args.seconds} s runs alternating; messages/s, and CPU "
-          "per message in µs (the service process / PostgreSQL's backends)")
+    print(f"this tree{' on its rules alone' if args.rules_only else ''} against {args.against}, service only, "
+          f"{args.seconds} s runs alternating; messages/s, and CPU per message in µs (the service process / "
+          "PostgreSQL's backends)")
     print(f"{'database':9} {'round':>5} {'batch':>5} {'this tree':>10} {args.against:>10} {'ratio':>6} "
           f"{'cpu this':>13} {'cpu before':>13}")
     ratios: dict[tuple[str, int], list[float]] = {}
@@ -88,9 +94,9 @@ def main() -> None:
             # Which side goes first alternates: position alone moves a run (bench/queues.py found up to 10 %).
             if round_ % 2:
                 old = run(before, backend, args.seconds)
-                new = run(ROOT, backend, args.seconds)
+                new = run(ROOT, backend, args.seconds, rules_only=args.rules_only)
             else:
-                new = run(ROOT, backend, args.seconds)
+                new = run(ROOT, backend, args.seconds, rules_only=args.rules_only)
                 old = run(before, backend, args.seconds)
             for batch in sorted(new):
                 a, b = new[batch], old[batch]
