@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.clock import utcnow
 from app.db.models import Customer, Message, Ticket, TicketEvent
 from app.services import webhooks as webhook_service
+from app.schemas.webhooks import IngestedMessage
 from app.services.signing import sign
 from tests.support.webhooks import encode, message, post_signed, signed_headers
 
@@ -568,3 +569,27 @@ async def test_a_fragment_is_triaged_in_its_conversation(app: FastAPI, client: h
         assert alone.status_code == 202, alone.text
         assert alone.json()["results"][0]["ticket_id"] == ticket_id
         assert alone.json()["results"][0]["primary"] == read_alone
+
+
+async def test_the_webhook_route_refuses_an_unknown_query_parameter_and_stores_nothing(
+        app: FastAPI, client: httpx.AsyncClient, new_shop: Any) -> None:
+    # The route calls its declared dependencies itself (routers/webhooks.py, _WebhookRoute): the query check too.
+    shop = await new_shop()
+    body = encode({"platform": "taobao", "messages": [message("在吗")]})
+    response = await client.post(f"{url(shop['id'])}?wait=1&x=2", content=body,
+                                 headers=signed_headers(shop["webhook_secret"], body))
+    assert response.status_code == 422
+    assert [d["field"] for d in response.json()["error"]["details"]] == ["query.wait", "query.x"]
+    assert await count_messages(app, shop["id"]) == 0
+
+
+async def test_the_webhook_answer_is_the_documented_json(app: FastAPI, client: httpx.AsyncClient, new_shop: Any) -> None:
+    shop = await new_shop()
+    response = await post_signed(client, shop["id"], shop["webhook_secret"], [message("我要退款"), message("在吗")])
+    assert response.status_code == 202
+    assert response.headers["content-type"] == "application/json"
+    schema = app.openapi()["paths"]["/v1/shops/{shop_id}/webhooks/messages"]["post"]["responses"]["202"]
+    assert schema["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/IngestResult"}
+    results = response.json()["results"]
+    assert [sorted(r) for r in results] == [sorted(IngestedMessage.model_fields)] * 2
+    assert [r["primary"] for r in results] == ["return_refund", "other"] and results[0]["tier"] == "P2"
