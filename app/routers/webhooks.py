@@ -15,7 +15,6 @@ from app.schemas.webhooks import IngestResult, WebhookBatch
 from app.services.webhooks import VerifiedWebhook, read_limited, verify_webhook
 
 
-
 class _WebhookRoute(APIRoute):
     """The webhook's route answers without FastAPI's per-request machinery: the dependencies it declares (the query
     check, `verified_webhook`) are called directly instead of solved from its signature, and the answer is encoded

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.clock import utcnow
 from app.db.models import Customer, Message, Ticket, TicketEvent
-from app.services import webhooks as webhook_service
 from app.schemas.webhooks import IngestedMessage
+from app.services import webhooks as webhook_service
 from app.services.signing import sign
 from tests.support.webhooks import encode, message, post_signed, signed_headers
 
