@@ -20,7 +20,7 @@ class _WebhookRoute(APIRoute):
     check, `verified_webhook`) are called directly instead of solved from its signature, and the answer is encoded
     once, not validated again against the response model. The route, its parameters, body and answer are declared
     as usual, so the API document describes it unchanged; errors reach the app's exception handlers the same way.
-    It is the service's busiest route, and FastAPI's share of a request was a sixth of the process's CPU at one
+    It is the service's busiest route, and FastAPI's share of a request was a fifth of the process's CPU at one
     message a request (docs/design.md, "The webhook's own route")."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
