@@ -24,6 +24,11 @@ class _WebhookRoute(APIRoute):
     message a request (docs/design.md, "The webhook's own route")."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        # The handler below calls these two itself: a dependency declared on the route later would be skipped.
+        declared = [dependency.call for dependency in self.dependant.dependencies]
+        if declared != [no_unknown_query_parameters, verified_webhook]:
+            raise TypeError(f"_WebhookRoute calls its dependencies itself and knows two, not {declared}")
+
         async def handle(request: Request) -> Response:
             await no_unknown_query_parameters(request)
             webhook = await verified_webhook(request.path_params["shop_id"], request)
