@@ -82,14 +82,14 @@ def test_the_later_blind_sets_hold_their_bars(name: str, accuracy: float, p1_rec
     assert report.emotion_scored == report.total and report.emotion_accuracy >= 0.70, format_report(report)
 
 
-def test_the_blind_set_of_other_styles_keeps_its_floor() -> None:
+def test_the_blind_set_of_other_styles_holds_its_bar() -> None:
     # Written at stop 31 in the styles of the held-back set of 240 (pasted notices, order fields, voice run-ons,
     # merged lines, extortion, review sites, card disputes, Cantonese, e-mails, capitals, stickers). Issue 13's bar
-    # for that set is primary accuracy 0.85; this one measured 0.837 when it arrived (tests/unit/data/BLIND.md), so
-    # its gate is a floor under that figure against regressions, not the bar. Never tune on it either.
+    # for that set is primary accuracy 0.85: this one measured 0.837 when it arrived and 0.860 on the model of stop
+    # 32 (tests/unit/data/BLIND.md). Never tune on it either.
     rows = load_rows(DATA / "blind_styles.jsonl")
     assert len(rows) >= 300
     report = evaluate(rows)
-    assert report.accuracy >= 0.80, format_report(report)
+    assert report.accuracy >= 0.85, format_report(report)
     assert report.non_p1_in_p1 <= NON_P1_IN_P1, format_report(report)
     assert report.emotion_scored == report.total and report.emotion_accuracy >= 0.70, format_report(report)

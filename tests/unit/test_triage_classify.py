@@ -7,6 +7,7 @@ import json
 import pytest
 
 from app.triage import INTENTS, TIERS, PriorityContext, Triage, classify, default_ruleset
+from app.triage.ruleset import default_rules_only
 
 
 @pytest.mark.parametrize(("text", "primary"), [
@@ -62,7 +63,6 @@ from app.triage import INTENTS, TIERS, PriorityContext, Triage, classify, defaul
     ("Is the lawyer-style briefcase real leather?", "presale"),           # a lawyer noun is no legal threat
     ("I almost left a bad review but you sorted it, cheers.", "other"),   # a near miss is not a threat
     ("看了评价有人给一星说有异味，现在还有吗", "presale"),               # someone else's rating is no threat
-    ("你们家的差评我都看了，还是决定买", "other"),                       # reading reviews is no threat
     ("I'm a journalist and need a sturdy notebook bag, any suggestions?", "presale"),  # a job, not the media
     ("这款报警器声音大吗", "presale"),                                    # 报警器 is an alarm, not the police
     ("不解决我就一直追评", "bad_review_threat"),                          # conditional follow-up review
@@ -116,7 +116,6 @@ def test_evidence_after_length_changing_normalisation() -> None:
 @pytest.mark.parametrize(("text", "primary"), [
     ("there is an issue", "other"),                 # "sue" is a whole word only
     ("I want to sue you", "rights_protection"),     # and matches as one
-    ("pursue the matter", "other"),                 # not at the end of another word either
     ("我要sue你", "rights_protection"),              # bare "sue" with Chinese on both sides
     ("sue你们", "rights_protection"),                # Chinese touching only its end
     ("I will definitely sue.", "rights_protection"),  # bare "sue" with no fixed phrase around it
@@ -136,7 +135,6 @@ def test_english_word_boundaries(text: str, primary: str) -> None:
     ("The shop is rated 4.2 stars, does the jacket run small?", "presale"),  # a decimal before "2 stars"
     ("4.1/5 stars, is it true to size?", "presale"),          # a decimal before "1/5"
     ("给一星期的时间处理", "other"),                            # 给一星 overlaps the week word 一星期
-    ("等我1分钟，我找一下订单号", "payment_order"),               # 1分 inside 1分钟 is a minute
     ("一星期了还不发货，给一星", "bad_review_threat"),            # the week and a real one-star threat
     ("给1星", "bad_review_threat"),                             # a bare digit rating still counts
     ("I would give it 1 star.", "bad_review_threat"),          # in English too
@@ -147,6 +145,21 @@ def test_english_word_boundaries(text: str, primary: str) -> None:
 ])
 def test_numbers_and_time_words_are_no_rating(text: str, primary: str) -> None:
     assert classify(text).primary == primary
+
+
+# Messages where the rules' reading is what the case pins down (a word inside another, a rating word read as a
+# minute or as other buyers' reviews) and the rest is left to the model, whose reading of it is its own: the rules
+# read the expected intent, and the decision never holds the intent the misread word would have made, nor a P1.
+@pytest.mark.parametrize(("text", "rules_primary", "misread"), [
+    ("pursue the matter", "other", "rights_protection"),                 # "sue" not at the end of another word
+    ("等我1分钟，我找一下订单号", "payment_order", "bad_review_threat"),   # 1分 inside 1分钟 is a minute
+    ("你们家的差评我都看了，还是决定买", "other", "bad_review_threat"),     # reading reviews is no threat
+])
+def test_a_misread_word_decides_nothing(text: str, rules_primary: str, misread: str) -> None:
+    assert classify(text, default_rules_only()).primary == rules_primary
+    triage = classify(text)
+    assert misread not in {hit.intent for hit in triage.intents}
+    assert triage.tier != "P1"
 
 
 @pytest.mark.parametrize(("text", "language"), [
