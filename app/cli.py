@@ -173,7 +173,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from app.triage.train import corpus_paths, load_rows, prune, train
+    from app.triage.train import PRUNE_BELOW, corpus_paths, load_rows, prune, train
 
     paths = corpus_paths(args.corpus)
     if not paths:
@@ -181,12 +181,42 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 2
     rows = load_rows(paths)
     model = train(rows)
-    if args.prune:
-        model = prune(model, threshold=args.prune)
+    threshold = PRUNE_BELOW if args.prune is None else args.prune
+    if threshold:
+        model = prune(model, threshold=threshold)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_bytes(model.to_bytes())
     print(json.dumps({"model": model.version, "rows": len(rows), "features": model.feature_count,
                       "bytes": Path(args.out).stat().st_size, "path": str(args.out)}, ensure_ascii=False))
+    return 0
+
+
+def cmd_crossval(args: argparse.Namespace) -> int:
+    from app.triage.crossval import held_sets
+    from app.triage.crossval import score as score_held
+    from app.triage.train import TrainingSettings, corpus_paths, load_rows
+
+    paths = corpus_paths(args.corpus)
+    if not paths:
+        print(f"no .jsonl files under {args.corpus}", file=sys.stderr)
+        return 2
+    rows = load_rows(paths)
+    ours = {path.stem for path in paths if path.parent.name == "ours"}
+    sources = {str(row["source"]) for row in rows}
+    unknown = [name for name in args.hold if name != "val" and name not in sources]
+    if unknown:
+        print(f"--hold: no corpus file named {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    defaults = TrainingSettings()
+    emotion_c = defaults.emotion_c if args.emotion_c is None else args.emotion_c
+    print("held set | intent C | emotion C | rows | primary accuracy | macro-F1 | P1 recall | non-P1 in P1 | emotion")
+    for name, training, held in held_sets(rows, args.hold, ours):
+        for intent_c in args.intent_c or [defaults.intent_c]:
+            settings = TrainingSettings(intent_c=intent_c, emotion_c=emotion_c)
+            report = score_held(training, held, settings)
+            print(f"{name} | {intent_c:g} | {emotion_c:g} | {report.total} | {report.accuracy:.3f} | "
+                  f"{report.macro_f1:.3f} | {report.p1_tier_recall:.3f} | {report.non_p1_in_p1:.1%} | "
+                  f"{report.emotion_accuracy:.3f}", flush=True)
     return 0
 
 
@@ -234,9 +264,19 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="rebuild the learned model from the labelled corpus (deterministic)")
     train.add_argument("--corpus", default="data/corpus", help="folder of labelled .jsonl files (default: data/corpus)")
     train.add_argument("--out", default="app/triage/models/default.npz", help="model file to write")
-    train.add_argument("--prune", type=float, default=0.05,
-                       help="drop features whose weights are all smaller than this (0: keep all)")
+    train.add_argument("--prune", type=float, default=None,
+                       help="drop features whose weights are all smaller than this (default 0.05; 0: keep all)")
     train.set_defaults(func=cmd_train)
+
+    crossval = sub.add_parser("crossval", help="train without a writer's corpus file (or the held-out seventh) and "
+                                               "score it, for each intent C given")
+    crossval.add_argument("--corpus", default="data/corpus", help="folder of labelled .jsonl files (default: data/corpus)")
+    crossval.add_argument("--hold", nargs="+", required=True,
+                          help="corpus files to leave out in turn, by name without .jsonl; 'val' for the held-out seventh")
+    crossval.add_argument("--intent-c", nargs="+", type=float, default=None,
+                          help="the intent head's regularisation values to compare (default: triage train's)")
+    crossval.add_argument("--emotion-c", type=float, default=None, help="the emotion head's (default: triage train's)")
+    crossval.set_defaults(func=cmd_crossval)
     return parser
 
 

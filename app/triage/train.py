@@ -26,6 +26,10 @@ from app.triage.model import EMOTIONS, INTENTS
 from app.triage.normalize import normalise
 
 
+# `triage train` drops the features whose weights are all smaller than this: they change no decision.
+PRUNE_BELOW = 0.05
+
+
 @dataclass(frozen=True, slots=True)
 class TrainingSettings:
     """Regularisation per head, the vocabulary cut-off and how much each source counts."""
