@@ -1,4 +1,4 @@
-"""The `triage` command: serve, migrate, bootstrap, demo, classify, evaluate, train."""
+"""The `triage` command: serve, migrate, bootstrap, demo, classify, evaluate, train, crossval."""
 
 import argparse
 import asyncio
@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from app.settings import get_settings
 
@@ -172,14 +173,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from app.triage.train import PRUNE_BELOW, corpus_paths, load_rows, prune, train
+def _corpus(folder: str) -> tuple[list[Path], list[dict[str, Any]]] | None:
+    """The corpus folder's .jsonl files and their rows; None (said on stderr) when it has none."""
+    from app.triage.train import corpus_paths, load_rows
 
-    paths = corpus_paths(args.corpus)
+    paths = corpus_paths(folder)
     if not paths:
-        print(f"no .jsonl files under {args.corpus}", file=sys.stderr)
+        print(f"no .jsonl files under {folder}", file=sys.stderr)
+        return None
+    return paths, load_rows(paths)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from app.triage.train import PRUNE_BELOW, prune, train
+
+    corpus = _corpus(args.corpus)
+    if corpus is None:
         return 2
-    rows = load_rows(paths)
+    _paths, rows = corpus
     model = train(rows)
     threshold = PRUNE_BELOW if args.prune is None else args.prune
     if threshold:
@@ -194,13 +205,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_crossval(args: argparse.Namespace) -> int:
     from app.triage.crossval import held_sets
     from app.triage.crossval import score as score_held
-    from app.triage.train import TrainingSettings, corpus_paths, load_rows
+    from app.triage.train import TrainingSettings
 
-    paths = corpus_paths(args.corpus)
-    if not paths:
-        print(f"no .jsonl files under {args.corpus}", file=sys.stderr)
+    corpus = _corpus(args.corpus)
+    if corpus is None:
         return 2
-    rows = load_rows(paths)
+    paths, rows = corpus
     ours = {path.stem for path in paths if path.parent.name == "ours"}
     sources = {str(row["source"]) for row in rows}
     unknown = [name for name in args.hold if name != "val" and name not in sources]
