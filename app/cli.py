@@ -212,10 +212,10 @@ def cmd_crossval(args: argparse.Namespace) -> int:
         return 2
     paths, rows = corpus
     ours = {path.stem for path in paths if path.parent.name == "ours"}
-    sources = {str(row["source"]) for row in rows}
-    unknown = [name for name in args.hold if name != "val" and name not in sources]
+    labelled = {str(row["source"]) for row in rows if row.get("primary")}
+    unknown = [name for name in args.hold if name != "val" and name not in labelled]
     if unknown:
-        print(f"--hold: no corpus file named {', '.join(unknown)}", file=sys.stderr)
+        print(f"--hold: no corpus file with intent labels named {', '.join(unknown)}", file=sys.stderr)
         return 2
     defaults = TrainingSettings()
     emotion_c = defaults.emotion_c if args.emotion_c is None else args.emotion_c

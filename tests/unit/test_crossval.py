@@ -70,6 +70,8 @@ def test_the_command_prints_a_row_per_held_set_and_c(corpus: Path, capsys: pytes
     assert all(line.split(" | ")[3] == "24" for line in lines[1:3])
 
 
-def test_the_command_refuses_a_file_the_corpus_does_not_have(corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["crossval", "--corpus", str(corpus), "--hold", "gamma"]) == 2
-    assert "gamma" in capsys.readouterr().err
+@pytest.mark.parametrize("name", ["gamma", "reviews"])  # not in the corpus; in it, with no intent labels
+def test_the_command_refuses_a_file_it_cannot_score(corpus: Path, name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["crossval", "--corpus", str(corpus), "--hold", name]) == 2
+    captured = capsys.readouterr()
+    assert name in captured.err and not captured.out
